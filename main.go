@@ -1,0 +1,57 @@
+// Command turnpike is the one binary of the project: the operator, the relay
+// that runs on every relay node, and tools around them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+)
+
+// command is a subcommand: it gets its own arguments and a context that is
+// cancelled on SIGINT. SIGTERM is left to each command, because the relay
+// drains on it instead of stopping at once.
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string) error
+}
+
+var commands = map[string]command{
+	"operator": {"run the controller manager that reconciles TurnServers and TurnCredentials", runOperator},
+	"relay":    {"run a TURN relay from a config file (what every relay pod runs)", runRelay},
+	"version":  {"print the version", func(context.Context, []string) error { fmt.Println(version); return nil }},
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if len(os.Args) < 2 || commands[os.Args[1]].run == nil {
+		usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := commands[os.Args[1]].run(ctx, os.Args[2:])
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(os.Stderr, "turnpike %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: turnpike COMMAND [flags]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "  %-10s %s\n", n, commands[n].summary)
+	}
+}

@@ -1,0 +1,248 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Defaults applied by Parse to fields left empty.
+const (
+	DefaultMetricsPort      = 9641
+	DefaultHealthPort       = 9642
+	DefaultRelayPortMin     = 49152
+	DefaultRelayPortMax     = 65535
+	DefaultDrainGracePeriod = "30s"
+)
+
+// ParseRelay decodes and validates relay.yaml. Unknown fields are errors, so
+// a typo is reported instead of silently ignored.
+func ParseRelay(data []byte) (*Relay, error) {
+	var r Relay
+	if err := yaml.UnmarshalStrict(data, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", RelayFile, err)
+	}
+	r.setDefaults()
+	if err := r.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", RelayFile, err)
+	}
+	return &r, nil
+}
+
+// LoadRelay reads and parses relay.yaml from path.
+func LoadRelay(path string) (*Relay, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRelay(data)
+}
+
+// ParseCredentials decodes and validates credentials.yaml.
+func ParseCredentials(data []byte) (*Credentials, error) {
+	var c Credentials
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return nil, fmt.Errorf("%s: %w", CredentialsFile, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", CredentialsFile, err)
+	}
+	return &c, nil
+}
+
+// LoadCredentials reads and parses credentials.yaml from path.
+func LoadCredentials(path string) (*Credentials, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCredentials(data)
+}
+
+// Marshal renders a config file (relay.yaml or credentials.yaml).
+func Marshal(v any) ([]byte, error) { return yaml.Marshal(v) }
+
+func (r *Relay) setDefaults() {
+	if r.RelayPortRange == (PortRange{}) {
+		r.RelayPortRange = PortRange{Min: DefaultRelayPortMin, Max: DefaultRelayPortMax}
+	}
+	if r.Internal.MetricsPort == 0 {
+		r.Internal.MetricsPort = DefaultMetricsPort
+	}
+	if r.Internal.HealthPort == 0 {
+		r.Internal.HealthPort = DefaultHealthPort
+	}
+	if r.DrainGracePeriod.Duration == 0 {
+		_ = r.DrainGracePeriod.UnmarshalJSON([]byte(`"` + DefaultDrainGracePeriod + `"`))
+	}
+	if r.Log.Level == "" {
+		r.Log.Level = "info"
+	}
+	if r.Log.Format == "" {
+		r.Log.Format = "json"
+	}
+}
+
+// fieldErrors collects validation errors, each naming its field.
+type fieldErrors []error
+
+func (e *fieldErrors) add(field, format string, args ...any) {
+	*e = append(*e, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+}
+
+func (e fieldErrors) err() error { return errors.Join(e...) }
+
+// Validate checks relay.yaml; every error names the field it is about.
+func (r *Relay) Validate() error {
+	var errs fieldErrors
+	if r.Version != Version {
+		errs.add("version", "must be %q, got %q", Version, r.Version)
+	}
+	if strings.TrimSpace(r.Realm) == "" {
+		errs.add("realm", "must not be empty")
+	}
+	if len(r.Listeners) == 0 {
+		errs.add("listeners", "at least one listener is required")
+	}
+	names := map[string]bool{}
+	ports := map[string]bool{}
+	for i, l := range r.Listeners {
+		f := fmt.Sprintf("listeners[%d]", i)
+		if l.Name == "" {
+			errs.add(f+".name", "must not be empty")
+		} else if names[l.Name] {
+			errs.add(f+".name", "duplicate listener name %q", l.Name)
+		}
+		names[l.Name] = true
+		switch l.Protocol {
+		case UDP, TCP:
+		case TLS, DTLS:
+			if l.CertFile == "" || l.KeyFile == "" {
+				errs.add(f, "%s needs certFile and keyFile", l.Protocol)
+			}
+		default:
+			errs.add(f+".protocol", "must be UDP, TCP, TLS or DTLS, got %q", l.Protocol)
+		}
+		if !validPort(l.Port) {
+			errs.add(f+".port", "must be 1-65535, got %d", l.Port)
+		}
+		key := fmt.Sprintf("%s/%d", l.Protocol.Transport(), l.Port)
+		if ports[key] {
+			errs.add(f+".port", "another listener already uses %s port %d", l.Protocol.Transport(), l.Port)
+		}
+		ports[key] = true
+		if l.Port >= r.RelayPortRange.Min && l.Port <= r.RelayPortRange.Max {
+			errs.add(f+".port", "%d is inside relayPortRange %d-%d", l.Port, r.RelayPortRange.Min, r.RelayPortRange.Max)
+		}
+	}
+	if r.UDPSocketsPerListener < 0 {
+		errs.add("udpSocketsPerListener", "must not be negative")
+	}
+	pr := r.RelayPortRange
+	if !validPort(pr.Min) || !validPort(pr.Max) || pr.Min > pr.Max {
+		errs.add("relayPortRange", "must satisfy 1 <= min <= max <= 65535, got %d-%d", pr.Min, pr.Max)
+	}
+	validateAddrs(&errs, "addresses.bind", r.Addresses.Bind)
+	validateAddrs(&errs, "addresses.external", r.Addresses.External)
+	for node, a := range r.Addresses.Nodes {
+		validateAddrs(&errs, fmt.Sprintf("addresses.nodes[%s].external", node), a.External)
+	}
+	if s := r.Addresses.STUN; s != nil && len(s.Servers) == 0 {
+		errs.add("addresses.stun.servers", "at least one STUN server is required when stun is set")
+	}
+	validatePrefixes(&errs, "peerPolicy.allow", r.PeerPolicy.Allow)
+	validatePrefixes(&errs, "peerPolicy.deny", r.PeerPolicy.Deny)
+	validatePrefixes(&errs, "peerPolicy.clusterCIDRs", r.PeerPolicy.ClusterCIDRs)
+	q := r.Quotas
+	if q.AllocationsPerUser < 0 || q.AllocationsTotal < 0 || q.BandwidthPerAllocation < 0 ||
+		q.PermissionsPerAllocation < 0 || q.ChannelsPerAllocation < 0 {
+		errs.add("quotas", "limits must not be negative (0 means unlimited)")
+	}
+	if r.Internal.Address != "" {
+		if _, err := netip.ParseAddr(r.Internal.Address); err != nil {
+			errs.add("internal.address", "%v", err)
+		}
+	}
+	if !validPort(r.Internal.MetricsPort) {
+		errs.add("internal.metricsPort", "must be 1-65535, got %d", r.Internal.MetricsPort)
+	}
+	if !validPort(r.Internal.HealthPort) {
+		errs.add("internal.healthPort", "must be 1-65535, got %d", r.Internal.HealthPort)
+	}
+	if r.DrainGracePeriod.Duration < 0 {
+		errs.add("drainGracePeriod", "must not be negative")
+	}
+	switch r.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs.add("log.level", "must be debug, info, warn or error, got %q", r.Log.Level)
+	}
+	switch r.Log.Format {
+	case "json", "text":
+	default:
+		errs.add("log.format", "must be json or text, got %q", r.Log.Format)
+	}
+	return errs.err()
+}
+
+// Validate checks credentials.yaml.
+func (c *Credentials) Validate() error {
+	var errs fieldErrors
+	if c.Version != Version {
+		errs.add("version", "must be %q, got %q", Version, c.Version)
+	}
+	seen := map[string]bool{}
+	for i, u := range c.Users {
+		f := fmt.Sprintf("users[%d]", i)
+		if u.Username == "" {
+			errs.add(f+".username", "must not be empty")
+		}
+		if seen[u.Username] {
+			errs.add(f+".username", "duplicate user %q", u.Username)
+		}
+		seen[u.Username] = true
+		if len(u.Key) != 32 || strings.Trim(strings.ToLower(u.Key), "0123456789abcdef") != "" {
+			errs.add(f+".key", "must be the 32 hex digits of MD5(username:realm:password)")
+		}
+	}
+	for i, s := range c.SharedSecrets {
+		f := fmt.Sprintf("sharedSecrets[%d]", i)
+		if len(s.Secret) < 16 {
+			errs.add(f+".secret", "must be at least 16 characters")
+		}
+		if s.NotBefore != nil && s.NotAfter != nil && !s.NotAfter.After(*s.NotBefore) {
+			errs.add(f+".notAfter", "must be after notBefore")
+		}
+	}
+	return errs.err()
+}
+
+// Transport is the IP transport a listener binds: DTLS rides on UDP, TLS on TCP.
+func (p Protocol) Transport() string {
+	if p == UDP || p == DTLS {
+		return "udp"
+	}
+	return "tcp"
+}
+
+func validPort(p int) bool { return p >= 1 && p <= 65535 }
+
+func validateAddrs(errs *fieldErrors, field string, addrs []string) {
+	for i, a := range addrs {
+		if _, err := netip.ParseAddr(a); err != nil {
+			errs.add(fmt.Sprintf("%s[%d]", field, i), "%v", err)
+		}
+	}
+}
+
+func validatePrefixes(errs *fieldErrors, field string, prefixes []string) {
+	for i, p := range prefixes {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			errs.add(fmt.Sprintf("%s[%d]", field, i), "not a CIDR: %v", err)
+		}
+	}
+}
