@@ -14,8 +14,8 @@ import (
 )
 
 // command is a subcommand: it gets its own arguments and a context that is
-// cancelled on SIGINT. SIGTERM is left to each command, because the relay
-// drains on it instead of stopping at once.
+// cancelled on SIGINT or SIGTERM. What cancellation means is the command's
+// choice: the relay drains its allocations before it returns.
 type command struct {
 	summary string
 	run     func(ctx context.Context, args []string) error
