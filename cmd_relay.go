@@ -2,8 +2,22 @@ package main
 
 import (
 	"context"
-	"errors"
+	"flag"
+
+	"github.com/turnpike-dev/turnpike/relay"
 )
 
-// runRelay is replaced by the relay command (relay issue).
-func runRelay(ctx context.Context, args []string) error { return errors.New("not built yet") }
+// runRelay is `turnpike relay`: it parses flags and hands over to package
+// relay, which serves until ctx is cancelled (SIGTERM) and then drains.
+func runRelay(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
+	opts := relay.Options{Version: version}
+	fs.StringVar(&opts.ConfigPath, "config", "", "path of relay.yaml (required)")
+	fs.StringVar(&opts.CredentialsDir, "credentials", "", "directory holding credentials.yaml (the mounted Secret)")
+	fs.StringVar(&opts.LogLevel, "log-level", "", "debug, info, warn or error (overrides log.level)")
+	fs.StringVar(&opts.LogFormat, "log-format", "", "json or text (overrides log.format)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return relay.Run(ctx, opts)
+}

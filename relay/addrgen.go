@@ -1,0 +1,172 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/pion/turn/v5"
+	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
+)
+
+var (
+	timeNow = time.Now
+	sleep   = time.Sleep
+)
+
+// errTCPRelayDisabled refuses RFC 6062 allocations unless tcpRelay is set.
+var errTCPRelayDisabled = errors.New("TCP relaying (RFC 6062) is disabled: set tcpRelay")
+
+// relayAddressGenerator opens the relay sockets of new allocations. It binds
+// a random free port of relayPortRange on the bind address of the requested
+// family and reports the advertised (external) address with that port as the
+// XOR-RELAYED-ADDRESS. It reads addresses and quotas from the current config
+// on every call, so a reload applies to the next allocation.
+type relayAddressGenerator struct {
+	r *Relay
+}
+
+var _ turn.RelayAddressGenerator = (*relayAddressGenerator)(nil)
+
+func (g *relayAddressGenerator) Validate() error { return nil }
+
+// portAttempts is how many random ports to try before giving up (508).
+const portAttempts = 64
+
+func (g *relayAddressGenerator) AllocatePacketConn(c turn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
+	st := g.r.current()
+	bind, advertised, err := st.addrs.forNetwork(c.Network)
+	if err != nil {
+		return nil, nil, err
+	}
+	for range portAttempts {
+		port := g.pickPort(c.RequestedPort)
+		conn, err := net.ListenUDP(c.Network, &net.UDPAddr{IP: bind.AsSlice(), Port: port})
+		if err != nil {
+			if c.RequestedPort != 0 {
+				return nil, nil, err
+			}
+			continue
+		}
+		toPeer, fromPeer := g.r.newMeters("udp", st.quotas.BandwidthPerAllocation)
+		metered := &meteredPacketConn{PacketConn: conn, toPeer: toPeer, fromPeer: fromPeer}
+		return metered, &net.UDPAddr{IP: advertised.AsSlice(), Port: port}, nil
+	}
+	return nil, nil, fmt.Errorf("no free UDP relay port in %d-%d", g.r.cfg.RelayPortRange.Min, g.r.cfg.RelayPortRange.Max)
+}
+
+func (g *relayAddressGenerator) AllocateListener(c turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
+	if !g.r.cfg.TCPRelay {
+		return nil, nil, errTCPRelayDisabled
+	}
+	st := g.r.current()
+	bind, advertised, err := st.addrs.forNetwork(c.Network)
+	if err != nil {
+		return nil, nil, err
+	}
+	// SO_REUSEPORT lets the outgoing peer connections of Connect bind the
+	// same relayed port while this listener holds it (RFC 6062 section 5.2).
+	lc := net.ListenConfig{Control: reusePort}
+	for range portAttempts {
+		port := g.pickPort(c.RequestedPort)
+		ln, err := lc.Listen(context.Background(), c.Network, netip.AddrPortFrom(bind, uint16(port)).String())
+		if err != nil {
+			if c.RequestedPort != 0 {
+				return nil, nil, err
+			}
+			continue
+		}
+		meters := g.r.allocationMeters("tcp", st.quotas.BandwidthPerAllocation)
+		return &meteredListener{Listener: ln, newMeters: meters}, &net.TCPAddr{IP: advertised.AsSlice(), Port: port}, nil
+	}
+	return nil, nil, fmt.Errorf("no free TCP relay port in %d-%d", g.r.cfg.RelayPortRange.Min, g.r.cfg.RelayPortRange.Max)
+}
+
+// AllocateConn dials a peer for a Connect request, from the relayed port.
+// pion passes the advertised relayed address; the socket binds the local
+// bind address with that port instead.
+func (g *relayAddressGenerator) AllocateConn(c turn.AllocateConnConfig) (net.Conn, error) {
+	if !g.r.cfg.TCPRelay {
+		return nil, errTCPRelayDisabled
+	}
+	st := g.r.current()
+	bind, _, err := st.addrs.forNetwork(c.Network)
+	if err != nil {
+		return nil, err
+	}
+	local, ok := c.LocalAddr.(*net.TCPAddr)
+	if !ok {
+		return nil, fmt.Errorf("relayed address %v is not TCP", c.LocalAddr)
+	}
+	d := net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: bind.AsSlice(), Port: local.Port},
+		Control:   reusePort,
+		Timeout:   30 * time.Second, // RFC 6062: at least 30 s before 447
+	}
+	conn, err := d.Dial(c.Network, c.RemoteAddr.String())
+	if err != nil {
+		return nil, err
+	}
+	to, from := g.r.newMeters("tcp", st.quotas.BandwidthPerAllocation)
+	return &meteredConn{Conn: conn, toPeer: to, fromPeer: from}, nil
+}
+
+// pickPort returns the requested port, or a random one of relayPortRange.
+func (g *relayAddressGenerator) pickPort(requested int) int {
+	if requested != 0 {
+		return requested
+	}
+	pr := g.r.cfg.RelayPortRange
+	return pr.Min + rand.IntN(pr.Max-pr.Min+1)
+}
+
+// newMeters builds the two meters of a relay socket: counters for the
+// transport and, with a bandwidth quota, a token bucket per direction.
+func (r *Relay) newMeters(transport string, bytesPerSecond int64) (toPeer, fromPeer *meter) {
+	return r.newMeter(dirToPeer, transport, newLimiter(bytesPerSecond)),
+		r.newMeter(dirFromPeer, transport, newLimiter(bytesPerSecond))
+}
+
+// allocationMeters is newMeters for a TCP allocation: every peer connection
+// of the allocation shares one token bucket per direction.
+func (r *Relay) allocationMeters(transport string, bytesPerSecond int64) func() (toPeer, fromPeer *meter) {
+	toLimit, fromLimit := newLimiter(bytesPerSecond), newLimiter(bytesPerSecond)
+	return func() (*meter, *meter) {
+		return r.newMeter(dirToPeer, transport, toLimit), r.newMeter(dirFromPeer, transport, fromLimit)
+	}
+}
+
+func (r *Relay) newMeter(direction, transport string, limiter *rate.Limiter) *meter {
+	return &meter{counters: r.traffic[direction+"/"+transport], limiter: limiter, dropped: r.bandwidthDrop.Inc}
+}
+
+// newLimiter is a token bucket of bytesPerSecond, or nil for unlimited. The
+// burst (a tenth of a second, at least 64 KiB) absorbs a video keyframe.
+func newLimiter(bytesPerSecond int64) *rate.Limiter {
+	if bytesPerSecond <= 0 {
+		return nil
+	}
+	burst := max(int(bytesPerSecond/10), 64*1024)
+	return rate.NewLimiter(rate.Limit(bytesPerSecond), burst)
+}
+
+// reusePort sets SO_REUSEPORT (and SO_REUSEADDR) on a socket before bind.
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var sockErr error
+	err := c.Control(func(fd uintptr) {
+		if sockErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); sockErr != nil {
+			return
+		}
+		sockErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return sockErr
+}

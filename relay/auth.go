@@ -1,0 +1,125 @@
+package relay
+
+import (
+	"crypto/hmac"
+	"crypto/sha1" //nolint:gosec // the TURN REST API defines HMAC-SHA1
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pion/turn/v5"
+
+	"github.com/turnpike-dev/turnpike/relay/config"
+)
+
+// Reasons an authentication fails; the "reason" label of
+// turnpike_relay_auth_failures_total.
+const (
+	authUnknownUser  = "unknown_user"
+	authRealm        = "wrong_realm"
+	authExpired      = "expired"
+	authBadUsername  = "malformed_username"
+	authNoSecret     = "no_valid_secret"
+	authBadIntegrity = "bad_integrity" // wrong password: MESSAGE-INTEGRITY did not match
+)
+
+var authFailureReasons = []string{authUnknownUser, authRealm, authExpired, authBadUsername, authNoSecret, authBadIntegrity}
+
+// credentials is the compiled credentials.yaml: static long-term keys and the
+// REST shared secrets. It is immutable; a reload builds a new one.
+type credentials struct {
+	realm      string
+	generation int64
+	// users maps username to the long-term key MD5(user:realm:pass).
+	users   map[string][]byte
+	secrets []config.SharedSecret
+}
+
+func newCredentials(c *config.Credentials, realm string) (*credentials, error) {
+	cr := &credentials{realm: realm, generation: c.Generation, users: map[string][]byte{}, secrets: c.SharedSecrets}
+	for _, u := range c.Users {
+		key, err := hex.DecodeString(u.Key)
+		if err != nil {
+			return nil, fmt.Errorf("user %q: key: %w", u.Username, err)
+		}
+		cr.users[u.Username] = key
+	}
+	return cr, nil
+}
+
+// validSecrets returns the shared secrets whose window contains now.
+func (c *credentials) validSecrets(now time.Time) []config.SharedSecret {
+	var out []config.SharedSecret
+	for _, s := range c.secrets {
+		if s.NotBefore != nil && now.Before(*s.NotBefore) {
+			continue
+		}
+		if s.NotAfter != nil && !now.Before(*s.NotAfter) {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// restPassword is the TURN REST API password for username:
+// base64(HMAC-SHA1(secret, username)).
+func restPassword(secret, username string) string {
+	mac := hmac.New(sha1.New, []byte(secret))
+	mac.Write([]byte(username))
+	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// restUsernameExpiry parses "expiry:user" or "expiry" (a Unix time).
+// ok is false when the username is not in REST form.
+func restUsernameExpiry(username string) (expiry time.Time, ok bool) {
+	ts, _, _ := strings.Cut(username, ":")
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || sec <= 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(sec, 0), true
+}
+
+// keyResult is the outcome of looking a user up.
+type keyResult struct {
+	keys   [][]byte // candidate long-term keys; several while secrets overlap
+	reason string   // why there are none
+}
+
+// lookup finds the candidate long-term keys for username. Static users win
+// over REST usernames, so a static user may be named like "1700000000".
+func (c *credentials) lookup(username, realm string, now time.Time) keyResult {
+	if subtle.ConstantTimeCompare([]byte(realm), []byte(c.realm)) != 1 {
+		return keyResult{reason: authRealm}
+	}
+	if key, ok := c.users[username]; ok {
+		return keyResult{keys: [][]byte{key}}
+	}
+	if len(c.secrets) == 0 {
+		return keyResult{reason: authUnknownUser}
+	}
+	expiry, ok := restUsernameExpiry(username)
+	if !ok {
+		return keyResult{reason: authBadUsername}
+	}
+	if !now.Before(expiry) {
+		return keyResult{reason: authExpired}
+	}
+	valid := c.validSecrets(now)
+	if len(valid) == 0 {
+		return keyResult{reason: authNoSecret}
+	}
+	keys := make([][]byte, 0, len(valid))
+	for _, s := range valid {
+		keys = append(keys, turn.GenerateAuthKey(username, c.realm, restPassword(s.Secret, username)))
+	}
+	return keyResult{keys: keys}
+}
+
+// sameKey compares keys in constant time.
+func sameKey(a, b []byte) bool { return hmac.Equal(a, b) }

@@ -1,0 +1,214 @@
+package relay
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/pion/stun/v4"
+	"github.com/pion/turn/v5"
+)
+
+// The functions pion calls: authentication, the allocation quota, the peer
+// permission check and allocation events. They read the current state once
+// per call, so a reload applies from the next request on.
+
+// rotationKey names a request for rotationKeys: the allocation's client and
+// listener plus the username it authenticates with.
+type rotationKey struct {
+	alloc    allocKey
+	username string
+}
+
+// authenticate is pion's AuthHandler. It returns the long-term key for the
+// username; pion then checks MESSAGE-INTEGRITY with it (and reports a
+// mismatch through EventHandler.OnAuth).
+func (r *Relay) authenticate(ra *turn.RequestAttributes) (userID string, key []byte, ok bool) {
+	res := r.current().creds.lookup(ra.Username, ra.Realm, timeNow())
+	if res.reason != "" {
+		r.metrics.authFailures.WithLabelValues(res.reason).Inc()
+		r.log.Debug("authentication failed", "username", ra.Username, "client", addrString(ra.SrcAddr), "reason", res.reason)
+		return "", nil, false
+	}
+	key = res.keys[0]
+	if len(res.keys) > 1 {
+		// Several shared secrets are valid: use the one whose key the request
+		// inspector found to match this very request.
+		if k, found := keyForRequest(ra.SrcAddr, ra.Username); found {
+			if v, ok := r.rotationKeys.LoadAndDelete(k); ok {
+				key = v.([]byte)
+			}
+		}
+	}
+	return userIDOf(ra.Username), key, true
+}
+
+// keyForRequest builds the rotationKey for a request from client. pion does
+// not pass the listener to the AuthHandler; the client address alone is
+// unique enough here because a mismatch only picks a wrong key (the request
+// then fails integrity), never grants anything.
+func keyForRequest(client net.Addr, username string) (rotationKey, bool) {
+	_, ap, ok := addrPort(client)
+	return rotationKey{alloc: allocKey{client: ap}, username: username}, ok
+}
+
+// userIDOf is the identity quotas count by: the user part of a REST
+// username "expiry:user" (which changes with every expiry), else the name.
+func userIDOf(username string) string {
+	if _, user, found := strings.Cut(username, ":"); found && user != "" {
+		if _, isREST := restUsernameExpiry(username); isREST {
+			return user
+		}
+	}
+	return username
+}
+
+// inspectRequest sees every STUN request before pion handles it (see
+// clientconn.go for why). raw is only valid during the call.
+func (r *Relay) inspectRequest(raw []byte, client, local net.Addr) {
+	k, ok := keyFor(client, local)
+	if !ok {
+		return
+	}
+	msgType := binary.BigEndian.Uint16(raw)
+	isChannelBind := msgType == stun.NewType(stun.MethodChannelBind, stun.ClassRequest).Value()
+	st := r.current()
+	rotating := len(st.creds.secrets) > 1
+	if !isChannelBind && !rotating {
+		r.allocs.setPendingChannel(k, -1)
+		return
+	}
+	m := &stun.Message{Raw: append([]byte(nil), raw...)}
+	if m.Decode() != nil {
+		return
+	}
+	pending := -1
+	if isChannelBind {
+		if v, err := m.Get(stun.AttrChannelNumber); err == nil && len(v) >= 2 {
+			pending = int(binary.BigEndian.Uint16(v))
+		}
+	}
+	r.allocs.setPendingChannel(k, pending)
+	if rotating {
+		r.matchRotationKey(st, m, client)
+	}
+}
+
+// matchRotationKey finds which valid shared secret signed m and remembers
+// its key for authenticate. Only a request whose integrity checks out is
+// remembered, so unauthenticated traffic cannot fill rotationKeys.
+func (r *Relay) matchRotationKey(st *state, m *stun.Message, client net.Addr) {
+	var username stun.Username
+	var realm stun.Realm
+	if username.GetFrom(m) != nil || realm.GetFrom(m) != nil || !m.Contains(stun.AttrMessageIntegrity) {
+		return
+	}
+	res := st.creds.lookup(username.String(), realm.String(), timeNow())
+	if len(res.keys) < 2 {
+		return
+	}
+	k, ok := keyForRequest(client, username.String())
+	if !ok {
+		return
+	}
+	for _, key := range res.keys {
+		if stun.MessageIntegrity(key).Check(m) == nil {
+			r.rotationKeys.Store(k, key)
+			return
+		}
+	}
+}
+
+// admitAllocation is pion's QuotaHandler: false answers 486.
+func (r *Relay) admitAllocation(userID, _ string, client net.Addr) bool {
+	if r.draining.Load() {
+		r.metrics.allocations.WithLabelValues(allocDraining).Inc()
+		r.log.Info("allocation refused: draining", "user", userID, "client", addrString(client))
+		return false
+	}
+	q := r.current().quotas
+	total, ofUser := r.allocs.counts(userID)
+	quota := ""
+	switch {
+	case q.AllocationsTotal > 0 && total >= q.AllocationsTotal:
+		quota = quotaAllocationsTotal
+	case q.AllocationsPerUser > 0 && ofUser >= q.AllocationsPerUser:
+		quota = quotaAllocationsPerUser
+	}
+	if quota != "" {
+		r.metrics.allocations.WithLabelValues(allocQuota).Inc()
+		r.metrics.quotaRejections.WithLabelValues(quota).Inc()
+		r.log.Info("allocation refused: quota", "quota", quota, "user", userID, "client", addrString(client))
+		return false
+	}
+	return true
+}
+
+// permissionHandler is pion's PermissionHandler for one listener. pion calls
+// it for CreatePermission, ChannelBind and (RFC 6062) Connect.
+func (r *Relay) permissionHandler(network string, port uint16) turn.PermissionHandler {
+	return func(client net.Addr, peerIP net.IP) bool {
+		peer, _ := netip.AddrFromSlice(peerIP)
+		st := r.current()
+		if ok, reason := st.policy.check(peer); !ok {
+			r.metrics.peersDenied.WithLabelValues(reason).Inc()
+			r.log.Info("peer denied", "peer", peer.String(), "reason", reason, "client", addrString(client))
+			return false
+		}
+		_, ap, ok := addrPort(client)
+		if !ok {
+			return false
+		}
+		k := allocKey{network: network, port: port, client: ap}
+		if q := r.allocs.admitPeer(k, canonicalPeer(peer), st.quotas.PermissionsPerAllocation, st.quotas.ChannelsPerAllocation); q != "" {
+			r.metrics.quotaRejections.WithLabelValues(q).Inc()
+			r.log.Info("peer refused: quota", "quota", q, "peer", peer.String(), "client", addrString(client))
+			return false
+		}
+		return true
+	}
+}
+
+// eventHandler mirrors allocations, permissions and channels into the
+// tracker (for quotas and gauges) and counts wrong passwords.
+func (r *Relay) eventHandler() turn.EventHandler {
+	withKey := func(src, dst net.Addr, fn func(allocKey)) {
+		if k, ok := keyFor(src, dst); ok {
+			fn(k)
+		}
+	}
+	peerOf := func(ip net.IP) netip.Addr {
+		a, _ := netip.AddrFromSlice(ip)
+		return canonicalPeer(a)
+	}
+	return turn.EventHandler{
+		OnAuth: func(src, _ net.Addr, _, username, _, method string, verdict bool) {
+			if !verdict {
+				r.metrics.authFailures.WithLabelValues(authBadIntegrity).Inc()
+				r.log.Debug("authentication failed", "username", username, "method", method, "client", addrString(src), "reason", authBadIntegrity)
+			}
+		},
+		OnAllocationCreated: func(src, dst net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {
+			withKey(src, dst, func(k allocKey) { r.allocs.add(k, userID) })
+			r.metrics.allocations.WithLabelValues(allocSuccess).Inc()
+			r.log.Debug("allocation created", "user", userID, "client", addrString(src), "relay", addrString(relayAddr))
+		},
+		OnAllocationDeleted: func(src, dst net.Addr, _, userID, _ string) {
+			withKey(src, dst, r.allocs.remove)
+			r.log.Debug("allocation deleted", "user", userID, "client", addrString(src))
+		},
+		OnPermissionCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
+			withKey(src, dst, func(k allocKey) { r.allocs.permissionAdded(k, peerOf(peer)) })
+		},
+		OnPermissionDeleted: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
+			withKey(src, dst, func(k allocKey) { r.allocs.permissionRemoved(k, peerOf(peer)) })
+		},
+		OnChannelCreated: func(src, dst net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
+			withKey(src, dst, func(k allocKey) { r.allocs.channelAdded(k, number) })
+		},
+		OnChannelDeleted: func(src, dst net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
+			withKey(src, dst, func(k allocKey) { r.allocs.channelRemoved(k, number) })
+		},
+	}
+}

@@ -1,0 +1,184 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/turn/v5"
+
+	"github.com/turnpike-dev/turnpike/relay/config"
+)
+
+// openListeners binds every listener of relay.yaml on every bind address
+// (or once on all addresses). On error it closes what it opened.
+func (r *Relay) openListeners() (pcs []turn.PacketConnConfig, ls []turn.ListenerConfig, err error) {
+	defer func() {
+		if err != nil {
+			closeListeners(pcs, ls)
+		}
+	}()
+	gen := &relayAddressGenerator{r: r}
+	hosts := []string{""}
+	if b := r.current().addrs.bind; len(b) > 0 {
+		hosts = hosts[:0]
+		for _, a := range b {
+			hosts = append(hosts, a.String())
+		}
+	}
+	for _, l := range r.cfg.Listeners {
+		perm := r.permissionHandler(l.Protocol.Transport(), uint16(l.Port))
+		for _, host := range hosts {
+			addr := net.JoinHostPort(host, strconv.Itoa(l.Port))
+			switch l.Protocol {
+			case config.UDP:
+				conns, err := r.listenUDP(addr)
+				if err != nil {
+					return pcs, ls, fmt.Errorf("listener %s: %w", l.Name, err)
+				}
+				for _, c := range conns {
+					pcs = append(pcs, turn.PacketConnConfig{PacketConn: c, RelayAddressGenerator: gen, PermissionHandler: perm})
+				}
+			default:
+				ln, err := r.listenStream(l, addr)
+				if err != nil {
+					return pcs, ls, fmt.Errorf("listener %s: %w", l.Name, err)
+				}
+				ls = append(ls, turn.ListenerConfig{Listener: ln, RelayAddressGenerator: gen, PermissionHandler: perm})
+			}
+			r.log.Info("listening", "listener", l.Name, "protocol", string(l.Protocol), "address", addr)
+		}
+	}
+	return pcs, ls, nil
+}
+
+// listenUDP opens udpSocketsPerListener sockets (default one per CPU) on
+// the same address with SO_REUSEPORT: the kernel spreads clients over them
+// by a hash of their address, and pion runs one read loop per socket, so
+// UDP relaying uses every core.
+func (r *Relay) listenUDP(addr string) ([]net.PacketConn, error) {
+	n := r.cfg.UDPSocketsPerListener
+	if n == 0 {
+		n = runtime.NumCPU()
+	}
+	lc := net.ListenConfig{Control: reusePort}
+	var conns []net.PacketConn
+	for range n {
+		c, err := lc.ListenPacket(context.Background(), "udp", addr)
+		if err != nil {
+			for _, c := range conns {
+				_ = c.Close()
+			}
+			return nil, err
+		}
+		conns = append(conns, &clientPacketConn{PacketConn: c, inspect: r.inspectRequest})
+	}
+	return conns, nil
+}
+
+// listenStream opens a TCP, TLS or DTLS listener.
+func (r *Relay) listenStream(l config.Listener, addr string) (net.Listener, error) {
+	switch l.Protocol {
+	case config.TCP:
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return &clientListener{Listener: ln, inspect: r.inspectRequest}, nil
+	case config.TLS:
+		certs, err := r.certReloaderFor(l)
+		if err != nil {
+			return nil, err
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		tlsLn := tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.getCertificate})
+		return &clientListener{Listener: tlsLn, inspect: r.inspectRequest}, nil
+	case config.DTLS:
+		certs, err := r.certReloaderFor(l)
+		if err != nil {
+			return nil, err
+		}
+		udpAddr, err := net.ResolveUDPAddr("udp", addr)
+		if err != nil {
+			return nil, err
+		}
+		ln, err := dtls.Listen("udp", udpAddr, &dtls.Config{
+			GetCertificate:       func(*dtls.ClientHelloInfo) (*tls.Certificate, error) { return certs.getCertificate(nil) },
+			ExtendedMasterSecret: dtls.RequireExtendedMasterSecret,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return &clientListener{Listener: ln, inspect: r.inspectRequest, datagram: true}, nil
+	}
+	return nil, fmt.Errorf("unknown protocol %q", l.Protocol)
+}
+
+// certReloader serves a certificate from PEM files and swaps it when the
+// files' content changes (cert-manager renewals, Secret updates), so TLS
+// and DTLS listeners never need a restart for a new certificate.
+type certReloader struct {
+	certFile, keyFile string
+
+	mu              sync.RWMutex
+	cert            *tls.Certificate
+	certPEM, keyPEM []byte
+}
+
+// certReloaderFor shares one reloader between listeners using the same files.
+func (r *Relay) certReloaderFor(l config.Listener) (*certReloader, error) {
+	for _, c := range r.certs {
+		if c.certFile == l.CertFile && c.keyFile == l.KeyFile {
+			return c, nil
+		}
+	}
+	c := &certReloader{certFile: l.CertFile, keyFile: l.KeyFile}
+	if _, err := c.reload(); err != nil {
+		return nil, err
+	}
+	r.certs = append(r.certs, c)
+	return c, nil
+}
+
+// reload re-reads the files; changed reports whether a new certificate is
+// now served. A broken pair keeps the previous certificate.
+func (c *certReloader) reload() (changed bool, err error) {
+	certPEM, err := os.ReadFile(c.certFile)
+	if err != nil {
+		return false, err
+	}
+	keyPEM, err := os.ReadFile(c.keyFile)
+	if err != nil {
+		return false, err
+	}
+	c.mu.RLock()
+	same := bytes.Equal(certPEM, c.certPEM) && bytes.Equal(keyPEM, c.keyPEM)
+	c.mu.RUnlock()
+	if same {
+		return false, nil
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return false, fmt.Errorf("%s/%s: %w", c.certFile, c.keyFile, err)
+	}
+	c.mu.Lock()
+	c.cert, c.certPEM, c.keyPEM = &cert, certPEM, keyPEM
+	c.mu.Unlock()
+	return true, nil
+}
+
+func (c *certReloader) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.cert, nil
+}

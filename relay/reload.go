@@ -1,0 +1,112 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/turnpike-dev/turnpike/relay/config"
+)
+
+// watchConfig reloads the config files every ReloadInterval and on SIGHUP,
+// until ctx is cancelled. Content is compared, not mtimes: the kubelet
+// updates a mounted ConfigMap or Secret by swapping a symlink, which keeps
+// the files' own timestamps meaningless.
+func (r *Relay) watchConfig(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	tick := time.NewTicker(r.opts.ReloadInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			r.log.Info("SIGHUP: reloading config")
+			r.Reload()
+		case <-tick.C:
+			r.Reload()
+		}
+	}
+}
+
+// Reload re-reads relay.yaml, credentials.yaml and the certificate files
+// and applies what changed. An invalid file keeps the last good config.
+// It is safe to call concurrently with serving, not with itself.
+func (r *Relay) Reload() {
+	r.reloadCerts()
+	relayBytes, err := os.ReadFile(r.opts.ConfigPath)
+	if err != nil {
+		r.reloadFailed(err)
+		return
+	}
+	var credBytes []byte
+	if r.opts.CredentialsDir != "" {
+		if credBytes, err = os.ReadFile(filepath.Join(r.opts.CredentialsDir, config.CredentialsFile)); err != nil {
+			r.reloadFailed(err)
+			return
+		}
+	}
+	if bytes.Equal(relayBytes, r.lastRelay) && bytes.Equal(credBytes, r.lastCreds) {
+		return
+	}
+	// Remember the content even if it turns out broken, so the failure is
+	// logged and counted once, not on every poll.
+	r.lastRelay, r.lastCreds = relayBytes, credBytes
+	cfg, err := config.ParseRelay(relayBytes)
+	if err != nil {
+		r.reloadFailed(err)
+		return
+	}
+	creds := &config.Credentials{Version: config.Version}
+	if credBytes != nil {
+		if creds, err = config.ParseCredentials(credBytes); err != nil {
+			r.reloadFailed(err)
+			return
+		}
+	}
+	st, err := r.buildState(cfg, creds)
+	if err != nil {
+		r.reloadFailed(err)
+		return
+	}
+	r.warnRestartNeeded(cfg)
+	r.install(st)
+	r.metrics.reloads.WithLabelValues("success").Inc()
+	r.log.Info("config reloaded", "generation", r.gen.Load(), "credentialsGeneration", creds.Generation,
+		"advertised", st.addrs.advertisedList(), "addressSource", st.addrs.source)
+}
+
+func (r *Relay) reloadFailed(err error) {
+	r.metrics.reloads.WithLabelValues("failure").Inc()
+	r.log.Error("config reload failed, keeping the last good config", "error", err.Error())
+}
+
+// warnRestartNeeded logs settings a reload cannot apply: sockets are opened
+// once, and the realm is part of every long-term key.
+func (r *Relay) warnRestartNeeded(cfg *config.Relay) {
+	if cfg.SocketHash() != r.cfg.SocketHash() {
+		r.log.Warn("listener or socket settings changed; they apply after a restart",
+			"running", r.cfg.SocketHash(), "configured", cfg.SocketHash())
+	}
+	if cfg.Realm != r.cfg.Realm {
+		r.log.Warn("realm changed; it applies after a restart", "running", r.cfg.Realm, "configured", cfg.Realm)
+	}
+}
+
+func (r *Relay) reloadCerts() {
+	for _, c := range r.certs {
+		changed, err := c.reload()
+		switch {
+		case err != nil:
+			r.log.Error("certificate reload failed, keeping the current certificate", "cert", c.certFile, "error", err.Error())
+		case changed:
+			r.log.Info("certificate reloaded", "cert", c.certFile)
+		}
+	}
+}
