@@ -7,9 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-k8s_version=$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' hack/tools/k8s/go.mod)
-etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2; exit}' hack/tools/etcd/go.mod)
-dest=$root/bin/k8s/$k8s_version-etcd$etcd_version
+# The version a go.mod requires, in either `require m v` or block form.
+required() { awk -v m="$2" '{ for (i = 1; i < NF; i++) if ($i == m) { print $(i + 1); exit } }' "$1"; }
+k8s_version=$(required hack/tools/k8s/go.mod k8s.io/kubernetes)
+etcd_version=$(required hack/tools/etcd/go.mod go.etcd.io/etcd/server/v3)
+dest=$root/bin/k8s/$k8s_version-etcd-$etcd_version
 mkdir -p "$dest"
 
 # k8s.io/kubernetes and k8s.io/controller-manager are missing from the checksum

@@ -1,0 +1,320 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TurnServerSpec says where relays run, which ports they listen on, and what
+// they allow.
+// +kubebuilder:validation:XValidation:rule="self.listeners.all(l, l.port < self.relayPortRange.min || l.port > self.relayPortRange.max)",message="a listener port must not be inside relayPortRange: relays would collide with their own allocations"
+type TurnServerSpec struct {
+	// Realm is the TURN realm clients authenticate in, usually your domain.
+	// Static credentials' long-term keys are derived from it.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.trim() != ''",message="realm must not be empty"
+	Realm string `json:"realm"`
+
+	// Listeners are the client-facing ports every relay node opens.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="self.all(l, self.exists_one(m, m.port == l.port && (m.protocol in ['UDP', 'DTLS']) == (l.protocol in ['UDP', 'DTLS'])))",message="two listeners cannot share a port on the same transport (UDP and DTLS use UDP; TCP and TLS use TCP)"
+	Listeners []Listener `json:"listeners"`
+
+	// RelayPortRange is the range of host ports allocations relay from. It
+	// must not overlap another TurnServer's on the same nodes.
+	// +kubebuilder:default={min: 49152, max: 65535}
+	// +optional
+	RelayPortRange PortRange `json:"relayPortRange,omitempty"`
+
+	// TCPRelay allows clients to ask for TCP allocations (RFC 6062).
+	// +optional
+	TCPRelay bool `json:"tcpRelay,omitempty"`
+
+	// Placement chooses the nodes that run a relay.
+	// +optional
+	Placement Placement `json:"placement,omitempty"`
+
+	// Relay configures the relay pods.
+	// +optional
+	Relay RelayPodSettings `json:"relay,omitempty"`
+
+	// PeerPolicy narrows or widens which peers clients may reach through the
+	// relay, on top of built-in rules. Loopback, link-local (including cloud
+	// metadata at 169.254.169.254), unspecified, multicast and broadcast
+	// addresses are always refused; private ranges, the cluster's pod and
+	// service ranges and the nodes' own addresses are refused unless allowed.
+	// +optional
+	PeerPolicy PeerPolicy `json:"peerPolicy,omitempty"`
+
+	// Quotas limit what one user, one allocation and one relay may use.
+	// +optional
+	Quotas Quotas `json:"quotas,omitempty"`
+
+	// MetricsPort serves Prometheus metrics on each node's internal address.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +kubebuilder:default=9641
+	// +optional
+	MetricsPort int32 `json:"metricsPort,omitempty"`
+
+	// HealthPort serves /livez, /readyz and /status on each node's internal
+	// address. It may equal MetricsPort.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +kubebuilder:default=9642
+	// +optional
+	HealthPort int32 `json:"healthPort,omitempty"`
+
+	// ExternalAddresses fixes the public address of named nodes, for nodes
+	// behind a NAT that Kubernetes does not know about. It wins over the
+	// node's turnpike.dev/external-ip annotation and its ExternalIP.
+	// +listType=map
+	// +listMapKey=nodeName
+	// +kubebuilder:validation:MaxItems=1000
+	// +optional
+	ExternalAddresses []NodeExternalAddress `json:"externalAddresses,omitempty"`
+}
+
+// Protocol is a client-facing transport.
+// +kubebuilder:validation:Enum=UDP;TCP;TLS;DTLS
+type Protocol string
+
+const (
+	ProtocolUDP  Protocol = "UDP"
+	ProtocolTCP  Protocol = "TCP"
+	ProtocolTLS  Protocol = "TLS"
+	ProtocolDTLS Protocol = "DTLS"
+)
+
+// Listener is one client-facing port.
+// +kubebuilder:validation:XValidation:rule="!(self.protocol in ['TLS', 'DTLS']) || has(self.tlsSecretRef)",message="TLS and DTLS listeners need tlsSecretRef naming a kubernetes.io/tls Secret"
+// +kubebuilder:validation:XValidation:rule="self.protocol in ['TLS', 'DTLS'] || !has(self.tlsSecretRef)",message="tlsSecretRef is only for TLS and DTLS listeners"
+type Listener struct {
+	// Name identifies the listener, e.g. "udp" or "turns".
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=15
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+	// Protocol is UDP, TCP, TLS (turns: over TCP) or DTLS (turns: over UDP).
+	Protocol Protocol `json:"protocol"`
+	// Port is the host port on every relay node.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+	// TLSSecretRef names a kubernetes.io/tls Secret in this namespace holding
+	// the certificate for TLS and DTLS. Renewals are picked up without restart.
+	// +optional
+	TLSSecretRef *LocalObjectReference `json:"tlsSecretRef,omitempty"`
+}
+
+// PortRange is an inclusive range of ports.
+// +kubebuilder:validation:XValidation:rule="self.min <= self.max",message="relayPortRange.min must not be greater than relayPortRange.max"
+type PortRange struct {
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Min int32 `json:"min"`
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Max int32 `json:"max"`
+}
+
+// Placement chooses relay nodes, as a pod's scheduling fields do.
+type Placement struct {
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+}
+
+// LogLevel is how much a relay logs.
+// +kubebuilder:validation:Enum=debug;info;warn;error
+type LogLevel string
+
+// RelayPodSettings configures the relay pods.
+type RelayPodSettings struct {
+	// Image of the relay; defaults to the operator's own image.
+	// +optional
+	Image string `json:"image,omitempty"`
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+	// Resources of the relay container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+	// Threads is how many sockets serve each UDP listener (SO_REUSEPORT);
+	// 0 means one per CPU the relay may use.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=256
+	// +optional
+	Threads int32 `json:"threads,omitempty"`
+	// +kubebuilder:default=info
+	// +optional
+	LogLevel LogLevel `json:"logLevel,omitempty"`
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+	// DrainGracePeriod is how long a stopping relay keeps relaying existing
+	// allocations while refusing new ones.
+	// +kubebuilder:default="30s"
+	// +optional
+	DrainGracePeriod *metav1.Duration `json:"drainGracePeriod,omitempty"`
+}
+
+// CIDR is an IP prefix such as 10.0.0.0/8 or fd00::/8.
+// +kubebuilder:validation:MaxLength=43
+// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="must be a CIDR such as 10.0.0.0/8 or fd00::/8"
+type CIDR string
+
+// IPAddress is an IPv4 or IPv6 address.
+// +kubebuilder:validation:MaxLength=39
+// +kubebuilder:validation:XValidation:rule="isIP(self)",message="must be an IPv4 or IPv6 address"
+type IPAddress string
+
+// PeerPolicy adds to the built-in peer rules.
+type PeerPolicy struct {
+	// Allow re-admits ranges that are refused by default (private ranges,
+	// cluster ranges, node addresses). It cannot admit loopback, link-local,
+	// unspecified, multicast or broadcast addresses.
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Allow []CIDR `json:"allow,omitempty"`
+	// Deny refuses more ranges; it wins over Allow.
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Deny []CIDR `json:"deny,omitempty"`
+	// ClusterCIDRs are the cluster's pod and service ranges, refused by default.
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	ClusterCIDRs []CIDR `json:"clusterCIDRs,omitempty"`
+}
+
+// Quotas are limits; unset or 0 means unlimited.
+type Quotas struct {
+	// AllocationsPerUser caps concurrent allocations of one username on one
+	// relay; more get 486 Allocation Quota Reached.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	AllocationsPerUser int32 `json:"allocationsPerUser,omitempty"`
+	// AllocationsTotal caps concurrent allocations on one relay.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	AllocationsTotal int32 `json:"allocationsTotal,omitempty"`
+	// BandwidthPerAllocation caps bytes per second relayed by one allocation
+	// in each direction, e.g. "2Mi".
+	// +optional
+	BandwidthPerAllocation *resource.Quantity `json:"bandwidthPerAllocation,omitempty"`
+	// PermissionsPerAllocation caps peer permissions of one allocation.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	PermissionsPerAllocation int32 `json:"permissionsPerAllocation,omitempty"`
+	// ChannelsPerAllocation caps channel bindings of one allocation.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	ChannelsPerAllocation int32 `json:"channelsPerAllocation,omitempty"`
+}
+
+// NodeExternalAddress fixes a node's public addresses.
+type NodeExternalAddress struct {
+	// NodeName is the Node's name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	NodeName string `json:"nodeName"`
+	// Addresses are the node's public addresses, at most one per IP family.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=2
+	Addresses []IPAddress `json:"addresses"`
+}
+
+// AddressSource says where a node's published address came from.
+type AddressSource string
+
+const (
+	AddressFromSpec       AddressSource = "Spec"
+	AddressFromAnnotation AddressSource = "Annotation"
+	AddressFromExternalIP AddressSource = "ExternalIP"
+	AddressFromInternalIP AddressSource = "InternalIP"
+)
+
+// TurnServerStatus is what the operator observed.
+type TurnServerStatus struct {
+	// ObservedGeneration is the spec generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions: Ready, Progressing, Degraded.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// DesiredNodes is how many nodes should run a relay.
+	// +optional
+	DesiredNodes int32 `json:"desiredNodes,omitempty"`
+	// ReadyNodes is how many of them run a ready relay.
+	// +optional
+	ReadyNodes int32 `json:"readyNodes,omitempty"`
+	// NodeSummary is "ready/desired", for kubectl get.
+	// +optional
+	NodeSummary string `json:"nodeSummary,omitempty"`
+	// Nodes lists every selected node with its published addresses.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Nodes []NodeStatus `json:"nodes,omitempty"`
+	// AddressSummary is the published addresses, comma-separated, for kubectl get.
+	// +optional
+	AddressSummary string `json:"addressSummary,omitempty"`
+	// URLs are the turn: and turns: URIs (RFC 7065) of ready nodes.
+	// +optional
+	URLs []string `json:"urls,omitempty"`
+}
+
+// NodeStatus is one relay node as the operator sees it.
+type NodeStatus struct {
+	// Name of the Node.
+	Name string `json:"name"`
+	// Addresses published for this node, at most one per IP family.
+	// +optional
+	Addresses []string `json:"addresses,omitempty"`
+	// Source says where the addresses came from.
+	// +optional
+	Source AddressSource `json:"source,omitempty"`
+	// Public is false when no public address is known and the node's
+	// internal address is used instead.
+	Public bool `json:"public"`
+	// Ready is true when this node's relay pod is ready.
+	Ready bool `json:"ready"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ts,categories=turnpike
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Nodes",type=string,JSONPath=`.status.nodeSummary`,description="relay nodes ready/desired"
+// +kubebuilder:printcolumn:name="Addresses",type=string,JSONPath=`.status.addressSummary`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// TurnServer runs a TURN relay on every selected node's host network.
+type TurnServer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   TurnServerSpec   `json:"spec"`
+	Status TurnServerStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// TurnServerList is a list of TurnServers.
+type TurnServerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []TurnServer `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&TurnServer{}, &TurnServerList{})
+}

@@ -1,0 +1,2 @@
+// Package controllers holds the reconcilers of TurnServer and TurnCredential.
+package controllers

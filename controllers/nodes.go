@@ -1,0 +1,113 @@
+package controllers
+
+import (
+	"net/netip"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
+	"k8s.io/klog/v2"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+)
+
+// selectsNode reports whether the relay DaemonSet of ts would run on node,
+// using the scheduler's own rules: node selector, required node affinity and
+// NoSchedule/NoExecute taints the placement does not tolerate.
+func selectsNode(ts *turnpikev1.TurnServer, node *corev1.Node) bool {
+	p := ts.Spec.Placement
+	// An affinity the scheduler cannot parse matches no node, as for the scheduler.
+	if ok, err := nodeaffinity.NewRequiredNodeAffinity(p.NodeSelector, p.Affinity).Match(node); !ok || err != nil {
+		return false
+	}
+	blocking := func(t *corev1.Taint) bool {
+		return t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute
+	}
+	_, untolerated := corev1helpers.FindMatchingUntoleratedTaint(klog.Background(), node.Spec.Taints, p.Tolerations, blocking, false)
+	return !untolerated
+}
+
+// selectedNodes returns the nodes ts places relays on, sorted by name.
+func selectedNodes(ts *turnpikev1.TurnServer, nodes []corev1.Node) []*corev1.Node {
+	var out []*corev1.Node
+	for i := range nodes {
+		if selectsNode(ts, &nodes[i]) {
+			out = append(out, &nodes[i])
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// nodeAddresses is where one node's relay can be reached.
+type nodeAddresses struct {
+	addresses []netip.Addr // at most one per IP family, IPv4 first
+	source    turnpikev1.AddressSource
+	public    bool
+}
+
+// resolveNodeAddresses picks a node's public addresses by the first source
+// that has any: the TurnServer's spec, the node's turnpike.dev/external-ip
+// annotation, the node's ExternalIP addresses, and last its InternalIP
+// addresses, which are flagged as not public.
+func resolveNodeAddresses(ts *turnpikev1.TurnServer, node *corev1.Node) nodeAddresses {
+	for _, e := range ts.Spec.ExternalAddresses {
+		if e.NodeName == node.Name {
+			var raw []string
+			for _, a := range e.Addresses {
+				raw = append(raw, string(a))
+			}
+			if addrs := onePerFamily(raw); len(addrs) > 0 {
+				return nodeAddresses{addrs, turnpikev1.AddressFromSpec, true}
+			}
+		}
+	}
+	if v := node.Annotations[turnpikev1.AnnotationExternalIP]; v != "" {
+		if addrs := onePerFamily(strings.Split(v, ",")); len(addrs) > 0 {
+			return nodeAddresses{addrs, turnpikev1.AddressFromAnnotation, true}
+		}
+	}
+	if addrs := onePerFamily(nodeAddressesOfType(node, corev1.NodeExternalIP)); len(addrs) > 0 {
+		return nodeAddresses{addrs, turnpikev1.AddressFromExternalIP, true}
+	}
+	return nodeAddresses{onePerFamily(nodeAddressesOfType(node, corev1.NodeInternalIP)), turnpikev1.AddressFromInternalIP, false}
+}
+
+func nodeAddressesOfType(node *corev1.Node, t corev1.NodeAddressType) []string {
+	var out []string
+	for _, a := range node.Status.Addresses {
+		if a.Type == t {
+			out = append(out, a.Address)
+		}
+	}
+	return out
+}
+
+// onePerFamily parses addresses and keeps the first valid IPv4 and the first
+// valid IPv6 one, IPv4 first. Invalid entries are skipped: a typo in one
+// annotation must not take a node out of service.
+func onePerFamily(raw []string) []netip.Addr {
+	var v4, v6 netip.Addr
+	for _, s := range raw {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil {
+			continue
+		}
+		a = a.Unmap()
+		switch {
+		case a.Is4() && !v4.IsValid():
+			v4 = a
+		case a.Is6() && !v6.IsValid():
+			v6 = a
+		}
+	}
+	var out []netip.Addr
+	for _, a := range []netip.Addr{v4, v6} {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
+}

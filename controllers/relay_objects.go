@@ -1,0 +1,304 @@
+package controllers
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"sort"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/relay/config"
+)
+
+const (
+	// relayBinary is the turnpike binary inside the image.
+	relayBinary = "/turnpike"
+	// relayUID is the unprivileged user the relay runs as.
+	relayUID int64 = 65532
+	// drainSlack is added to the drain grace period before the kubelet kills
+	// the relay, so the relay ends its drain itself.
+	drainSlackSeconds = 5
+)
+
+// relayName is the name of every generated object of a TurnServer except the
+// credential Secret.
+func relayName(ts *turnpikev1.TurnServer) string { return ts.Name + "-relay" }
+
+// credentialSecretName is the name of the relay credential bundle Secret.
+func credentialSecretName(ts *turnpikev1.TurnServer) string { return ts.Name + "-relay-credentials" }
+
+// selectorLabels select a TurnServer's relay pods; they never change, as a
+// DaemonSet's selector is immutable.
+func selectorLabels(ts *turnpikev1.TurnServer) map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/name":      "turnpike",
+		"app.kubernetes.io/instance":  ts.Name,
+		"app.kubernetes.io/component": "relay",
+		turnpikev1.LabelTurnServer:    ts.Name,
+	}
+}
+
+// relayLabels are put on every generated object.
+func relayLabels(ts *turnpikev1.TurnServer) map[string]string {
+	l := selectorLabels(ts)
+	l["app.kubernetes.io/managed-by"] = "turnpike-operator"
+	l["app.kubernetes.io/part-of"] = "turnpike"
+	return l
+}
+
+func ownerReference(ts *turnpikev1.TurnServer) *metav1ac.OwnerReferenceApplyConfiguration {
+	return metav1ac.OwnerReference().
+		WithAPIVersion(turnpikev1.GroupVersion.String()).
+		WithKind("TurnServer").
+		WithName(ts.Name).
+		WithUID(ts.UID).
+		WithController(true).
+		WithBlockOwnerDeletion(true)
+}
+
+func desiredServiceAccount(ts *turnpikev1.TurnServer) *corev1ac.ServiceAccountApplyConfiguration {
+	return corev1ac.ServiceAccount(relayName(ts), ts.Namespace).
+		WithLabels(relayLabels(ts)).
+		WithOwnerReferences(ownerReference(ts)).
+		// The relay is internet-facing: it gets no Kubernetes credentials.
+		WithAutomountServiceAccountToken(false)
+}
+
+func desiredConfigMap(ts *turnpikev1.TurnServer, cfg *config.Relay) (*corev1ac.ConfigMapApplyConfiguration, error) {
+	data, err := config.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("rendering %s: %w", config.RelayFile, err)
+	}
+	return corev1ac.ConfigMap(relayName(ts), ts.Namespace).
+		WithLabels(relayLabels(ts)).
+		WithOwnerReferences(ownerReference(ts)).
+		WithData(map[string]string{config.RelayFile: string(data)}), nil
+}
+
+func desiredCredentialSecret(ts *turnpikev1.TurnServer, creds *config.Credentials) (*corev1ac.SecretApplyConfiguration, error) {
+	data, err := config.Marshal(creds)
+	if err != nil {
+		return nil, fmt.Errorf("rendering %s: %w", config.CredentialsFile, err)
+	}
+	return corev1ac.Secret(credentialSecretName(ts), ts.Namespace).
+		WithLabels(relayLabels(ts)).
+		WithOwnerReferences(ownerReference(ts)).
+		WithType(corev1.SecretTypeOpaque).
+		WithData(map[string][]byte{config.CredentialsFile: data}), nil
+}
+
+// desiredMetricsService is a headless Service over the relay pods' metrics
+// port, for a ServiceMonitor to find them.
+func desiredMetricsService(ts *turnpikev1.TurnServer) *corev1ac.ServiceApplyConfiguration {
+	return corev1ac.Service(relayName(ts), ts.Namespace).
+		WithLabels(relayLabels(ts)).
+		WithOwnerReferences(ownerReference(ts)).
+		WithSpec(corev1ac.ServiceSpec().
+			WithClusterIP(corev1.ClusterIPNone).
+			WithSelector(selectorLabels(ts)).
+			WithPorts(corev1ac.ServicePort().
+				WithName("metrics").
+				WithProtocol(corev1.ProtocolTCP).
+				WithPort(ts.Spec.MetricsPort).
+				WithTargetPort(intstr.FromInt32(ts.Spec.MetricsPort))))
+}
+
+// desiredDaemonSet is the relay DaemonSet. socketHash goes into the pod
+// template, so the pods roll only when the relay needs new sockets; every
+// other change reaches the running relays through their mounted files.
+func desiredDaemonSet(ts *turnpikev1.TurnServer, image, socketHash string) *appsv1ac.DaemonSetApplyConfiguration {
+	spec := &ts.Spec
+	if spec.Relay.Image != "" {
+		image = spec.Relay.Image
+	}
+	container := corev1ac.Container().
+		WithName("relay").
+		WithImage(image).
+		WithCommand(relayBinary, "relay",
+			"--config", path.Join(configMountPath, config.RelayFile),
+			"--credentials", credentialsMountPath).
+		WithEnv(
+			corev1ac.EnvVar().WithName("NODE_NAME").WithValueFrom(corev1ac.EnvVarSource().
+				WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("spec.nodeName"))),
+			corev1ac.EnvVar().WithName("HOST_IP").WithValueFrom(corev1ac.EnvVarSource().
+				WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("status.hostIP"))),
+		).
+		WithPorts(containerPorts(ts)...).
+		WithReadinessProbe(httpProbe("/readyz", spec.HealthPort, 1)).
+		WithLivenessProbe(httpProbe("/livez", spec.HealthPort, 3)).
+		WithSecurityContext(relaySecurityContext(ts)).
+		WithVolumeMounts(volumeMounts(ts)...)
+	if spec.Relay.ImagePullPolicy != "" {
+		container.WithImagePullPolicy(spec.Relay.ImagePullPolicy)
+	}
+	if r := spec.Relay.Resources; len(r.Limits) > 0 || len(r.Requests) > 0 {
+		container.WithResources(corev1ac.ResourceRequirements().WithLimits(r.Limits).WithRequests(r.Requests))
+	}
+
+	podSpec := corev1ac.PodSpec().
+		WithServiceAccountName(relayName(ts)).
+		WithAutomountServiceAccountToken(false).
+		WithHostNetwork(true).
+		WithDNSPolicy(corev1.DNSClusterFirstWithHostNet).
+		WithTerminationGracePeriodSeconds(int64(drainGracePeriod(ts).Seconds()) + drainSlackSeconds).
+		WithSecurityContext(corev1ac.PodSecurityContext().
+			WithRunAsNonRoot(true).
+			WithRunAsUser(relayUID).
+			WithRunAsGroup(relayUID).
+			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
+		WithContainers(container).
+		WithVolumes(volumes(ts)...)
+	if len(spec.Placement.NodeSelector) > 0 {
+		podSpec.WithNodeSelector(spec.Placement.NodeSelector)
+	}
+	for i := range spec.Placement.Tolerations {
+		podSpec.WithTolerations(toleration(&spec.Placement.Tolerations[i]))
+	}
+	if spec.Placement.Affinity != nil {
+		podSpec.WithAffinity(affinity(spec.Placement.Affinity))
+	}
+	if spec.Relay.PriorityClassName != "" {
+		podSpec.WithPriorityClassName(spec.Relay.PriorityClassName)
+	}
+
+	return appsv1ac.DaemonSet(relayName(ts), ts.Namespace).
+		WithLabels(relayLabels(ts)).
+		WithOwnerReferences(ownerReference(ts)).
+		WithSpec(appsv1ac.DaemonSetSpec().
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(ts))).
+			WithUpdateStrategy(appsv1ac.DaemonSetUpdateStrategy().
+				WithType(appsv1.RollingUpdateDaemonSetStrategyType).
+				// One node at a time: clients of the other nodes keep relaying.
+				WithRollingUpdate(appsv1ac.RollingUpdateDaemonSet().WithMaxUnavailable(intstr.FromInt32(1)))).
+			WithTemplate(corev1ac.PodTemplateSpec().
+				WithLabels(relayLabels(ts)).
+				WithAnnotations(map[string]string{turnpikev1.AnnotationSocketHash: socketHash}).
+				WithSpec(podSpec)))
+}
+
+// containerPorts declares every listener as a hostPort, so the scheduler
+// never places two relays that need the same port on one node, and the
+// internal ports so they are visible to humans and PodMonitors.
+func containerPorts(ts *turnpikev1.TurnServer) []*corev1ac.ContainerPortApplyConfiguration {
+	var ports []*corev1ac.ContainerPortApplyConfiguration
+	port := func(name string, proto corev1.Protocol, p int32) {
+		ports = append(ports, corev1ac.ContainerPort().
+			WithName(name).WithProtocol(proto).WithContainerPort(p).WithHostPort(p))
+	}
+	for _, l := range ts.Spec.Listeners {
+		proto := corev1.ProtocolTCP
+		if config.Protocol(l.Protocol).Transport() == "udp" {
+			proto = corev1.ProtocolUDP
+		}
+		port(l.Name, proto, l.Port)
+	}
+	port("metrics", corev1.ProtocolTCP, ts.Spec.MetricsPort)
+	if ts.Spec.HealthPort != ts.Spec.MetricsPort {
+		port("health", corev1.ProtocolTCP, ts.Spec.HealthPort)
+	}
+	return ports
+}
+
+func httpProbe(path string, port int32, failureThreshold int32) *corev1ac.ProbeApplyConfiguration {
+	return corev1ac.Probe().
+		WithHTTPGet(corev1ac.HTTPGetAction().WithPath(path).WithPort(intstr.FromInt32(port))).
+		WithPeriodSeconds(5).
+		WithFailureThreshold(failureThreshold)
+}
+
+// relaySecurityContext is the restricted profile; NET_BIND_SERVICE is added
+// only when a port below 1024 needs it.
+func relaySecurityContext(ts *turnpikev1.TurnServer) *corev1ac.SecurityContextApplyConfiguration {
+	caps := corev1ac.Capabilities().WithDrop("ALL")
+	if needsPrivilegedPort(ts) {
+		caps.WithAdd("NET_BIND_SERVICE")
+	}
+	return corev1ac.SecurityContext().
+		WithRunAsNonRoot(true).
+		WithReadOnlyRootFilesystem(true).
+		WithAllowPrivilegeEscalation(false).
+		WithCapabilities(caps)
+}
+
+func needsPrivilegedPort(ts *turnpikev1.TurnServer) bool {
+	if ts.Spec.MetricsPort < 1024 || ts.Spec.HealthPort < 1024 {
+		return true
+	}
+	for _, l := range ts.Spec.Listeners {
+		if l.Port < 1024 {
+			return true
+		}
+	}
+	return ts.Spec.RelayPortRange.Min < 1024
+}
+
+// tlsListeners are the listeners that mount a certificate, sorted by name.
+func tlsListeners(ts *turnpikev1.TurnServer) []turnpikev1.Listener {
+	var out []turnpikev1.Listener
+	for _, l := range ts.Spec.Listeners {
+		if l.TLSSecretRef != nil {
+			out = append(out, l)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func volumes(ts *turnpikev1.TurnServer) []*corev1ac.VolumeApplyConfiguration {
+	v := []*corev1ac.VolumeApplyConfiguration{
+		corev1ac.Volume().WithName("config").
+			WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(relayName(ts))),
+		corev1ac.Volume().WithName("credentials").
+			WithSecret(corev1ac.SecretVolumeSource().WithSecretName(credentialSecretName(ts))),
+	}
+	for _, l := range tlsListeners(ts) {
+		v = append(v, corev1ac.Volume().WithName("tls-"+l.Name).
+			WithSecret(corev1ac.SecretVolumeSource().WithSecretName(l.TLSSecretRef.Name)))
+	}
+	return v
+}
+
+func volumeMounts(ts *turnpikev1.TurnServer) []*corev1ac.VolumeMountApplyConfiguration {
+	m := []*corev1ac.VolumeMountApplyConfiguration{
+		corev1ac.VolumeMount().WithName("config").WithMountPath(configMountPath).WithReadOnly(true),
+		corev1ac.VolumeMount().WithName("credentials").WithMountPath(credentialsMountPath).WithReadOnly(true),
+	}
+	for _, l := range tlsListeners(ts) {
+		m = append(m, corev1ac.VolumeMount().WithName("tls-"+l.Name).
+			WithMountPath(path.Join(tlsMountRoot, l.Name)).WithReadOnly(true))
+	}
+	return m
+}
+
+// toleration and affinity copy user-supplied scheduling fields into apply
+// configurations. Both types share the API's JSON form, so a JSON round trip
+// is an exact copy that cannot miss a field added in a later Kubernetes.
+func toleration(t *corev1.Toleration) *corev1ac.TolerationApplyConfiguration {
+	out := &corev1ac.TolerationApplyConfiguration{}
+	mustCopyJSON(t, out)
+	return out
+}
+
+func affinity(a *corev1.Affinity) *corev1ac.AffinityApplyConfiguration {
+	out := &corev1ac.AffinityApplyConfiguration{}
+	mustCopyJSON(a, out)
+	return out
+}
+
+func mustCopyJSON(from, to any) {
+	b, err := json.Marshal(from)
+	if err == nil {
+		err = json.Unmarshal(b, to)
+	}
+	if err != nil {
+		// Both sides are generated API types of the same schema.
+		panic(fmt.Sprintf("copying %T to %T: %v", from, to, err))
+	}
+}

@@ -1,0 +1,211 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/types"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/relay/config"
+)
+
+// TurnServerReconciler turns a TurnServer into a relay DaemonSet and what it
+// needs: a ServiceAccount, the relay ConfigMap, the credential Secret and a
+// headless metrics Service, all owned by the TurnServer so that deleting it
+// removes them.
+type TurnServerReconciler struct {
+	Client client.Client
+	// RelayImage is used when a TurnServer does not name one: the operator's own image.
+	RelayImage string
+}
+
+// +kubebuilder:rbac:groups=turnpike.dev,resources=turnservers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=turnpike.dev,resources=turnservers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=turnpike.dev,resources=turncredentials,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=configmaps;secrets;serviceaccounts;services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=nodes;pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
+// Reconcile brings one TurnServer's generated objects and status in line with its spec.
+func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	ts := &turnpikev1.TurnServer{}
+	if err := r.Client.Get(ctx, req.NamespacedName, ts); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !ts.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // owner references let the garbage collector clean up
+	}
+
+	obs, err := r.observe(ctx, ts)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.applyRelayObjects(ctx, ts, obs); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, r.updateStatus(ctx, ts, computeStatus(ts, obs))
+}
+
+// observe gathers what the status and the generated objects depend on.
+func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnServer) (*observation, error) {
+	var nodes corev1.NodeList
+	if err := r.Client.List(ctx, &nodes); err != nil {
+		return nil, err
+	}
+	var all turnpikev1.TurnServerList
+	if err := r.Client.List(ctx, &all); err != nil {
+		return nil, err
+	}
+	obs := &observation{
+		nodes:     selectedNodes(ts, nodes.Items),
+		addresses: map[string]nodeAddresses{},
+		conflict:  findPortConflict(ts, all.Items, nodes.Items),
+	}
+	for _, n := range obs.nodes {
+		obs.addresses[n.Name] = resolveNodeAddresses(ts, n)
+	}
+	var err error
+	if obs.missingTLSKeys, err = r.checkTLSSecrets(ctx, ts); err != nil {
+		return nil, err
+	}
+	if obs.readyPods, err = r.readyRelayPods(ctx, ts); err != nil {
+		return nil, err
+	}
+	return obs, nil
+}
+
+// applyRelayObjects applies every generated object that differs from what is
+// live. The DaemonSet is held back while an older TurnServer owns our ports.
+func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpikev1.TurnServer, obs *observation) error {
+	key := client.ObjectKey{Namespace: ts.Namespace, Name: relayName(ts)}
+	cfg := renderRelayConfig(ts, obs.addresses)
+	cm, err := desiredConfigMap(ts, cfg)
+	if err != nil {
+		return err
+	}
+	creds, err := r.credentialBundle(ctx, ts)
+	if err != nil {
+		return err
+	}
+	secret, err := desiredCredentialSecret(ts, creds)
+	if err != nil {
+		return err
+	}
+
+	steps := []func() (bool, error){
+		func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, key, &corev1.ServiceAccount{}, desiredServiceAccount(ts), corev1ac.ExtractServiceAccount)
+		},
+		func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, key, &corev1.ConfigMap{}, cm, corev1ac.ExtractConfigMap)
+		},
+		func() (bool, error) {
+			secretKey := client.ObjectKey{Namespace: ts.Namespace, Name: credentialSecretName(ts)}
+			return applyIfChanged(ctx, r.Client, secretKey, &corev1.Secret{}, secret, corev1ac.ExtractSecret)
+		},
+		func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, key, &corev1.Service{}, desiredMetricsService(ts), corev1ac.ExtractService)
+		},
+	}
+	if obs.conflict == nil {
+		steps = append(steps, func() (bool, error) {
+			ds := desiredDaemonSet(ts, r.RelayImage, cfg.SocketHash())
+			return applyIfChanged(ctx, r.Client, key, &appsv1.DaemonSet{}, ds, appsv1ac.ExtractDaemonSet)
+		})
+	}
+	for _, step := range steps {
+		if applied, err := step(); err != nil {
+			return err
+		} else if applied {
+			log.FromContext(ctx).V(1).Info("applied relay object")
+		}
+	}
+
+	ds := &appsv1.DaemonSet{}
+	switch err := r.Client.Get(ctx, key, ds); {
+	case err == nil:
+		obs.daemonSet = ds
+	case !apierrors.IsNotFound(err):
+		return err
+	}
+	return nil
+}
+
+// credentialBundle is the relay's credentials.yaml: the long-term keys and
+// shared secrets of every TurnCredential of this TurnServer.
+func (r *TurnServerReconciler) credentialBundle(ctx context.Context, ts *turnpikev1.TurnServer) (*config.Credentials, error) {
+	// TurnCredentials are folded in by the credentials controller; until one
+	// exists the relay starts with an empty set and refuses every allocation.
+	return &config.Credentials{Version: config.Version}, nil
+}
+
+// checkTLSSecrets reports TLS listeners whose Secret is missing or lacks a
+// certificate or key. Such a relay cannot open that listener.
+func (r *TurnServerReconciler) checkTLSSecrets(ctx context.Context, ts *turnpikev1.TurnServer) ([]string, error) {
+	var problems []string
+	for _, l := range tlsListeners(ts) {
+		s := &corev1.Secret{}
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: l.TLSSecretRef.Name}, s)
+		switch {
+		case apierrors.IsNotFound(err):
+			problems = append(problems, fmt.Sprintf("listener %s: Secret %s not found", l.Name, l.TLSSecretRef.Name))
+		case err != nil:
+			return nil, err
+		case len(s.Data[corev1.TLSCertKey]) == 0 || len(s.Data[corev1.TLSPrivateKeyKey]) == 0:
+			problems = append(problems, fmt.Sprintf("listener %s: Secret %s has no %s and %s",
+				l.Name, l.TLSSecretRef.Name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey))
+		}
+	}
+	return problems, nil
+}
+
+// readyRelayPods maps node names to whether the relay pod there is ready.
+func (r *TurnServerReconciler) readyRelayPods(ctx context.Context, ts *turnpikev1.TurnServer) (map[string]bool, error) {
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(selectorLabels(ts))); err != nil {
+		return nil, err
+	}
+	ready := map[string]bool{}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.Spec.NodeName != "" && p.DeletionTimestamp.IsZero() && podReady(p) {
+			ready[p.Spec.NodeName] = true
+		}
+	}
+	return ready, nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// updateStatus writes the status only when it changed.
+func (r *TurnServerReconciler) updateStatus(ctx context.Context, ts *turnpikev1.TurnServer, st turnpikev1.TurnServerStatus) error {
+	if equality.Semantic.DeepEqual(ts.Status, st) {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(ts.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	ts.Status = st
+	return r.Client.Status().Patch(ctx, ts, patch)
+}
+
+// requestFor is the reconcile request of a TurnServer.
+func requestFor(ts *turnpikev1.TurnServer) ctrl.Request {
+	return ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ts.Namespace, Name: ts.Name}}
+}

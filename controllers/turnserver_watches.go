@@ -1,0 +1,141 @@
+package controllers
+
+import (
+	"context"
+	"reflect"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+)
+
+// tlsSecretIndex indexes TurnServers by the TLS Secrets their listeners name.
+const tlsSecretIndex = "spec.listeners.tlsSecretRef.name"
+
+// SetupWithManager registers the reconciler and what it watches.
+func (r *TurnServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	err := mgr.GetFieldIndexer().IndexField(context.Background(), &turnpikev1.TurnServer{}, tlsSecretIndex,
+		func(o client.Object) []string {
+			var names []string
+			for _, l := range tlsListeners(o.(*turnpikev1.TurnServer)) {
+				names = append(names, l.TLSSecretRef.Name)
+			}
+			return names
+		})
+	if err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("turnserver").
+		// Our own status writes bump no generation, so they do not loop back.
+		For(&turnpikev1.TurnServer{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&appsv1.DaemonSet{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Secret{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&corev1.Service{}).
+		// Another TurnServer's ports or placement can start or end a conflict.
+		Watches(&turnpikev1.TurnServer{}, handler.EnqueueRequestsFromMapFunc(r.allTurnServers),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Node{}, &nodeHandler{client: r.Client}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(turnServerOfPod)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.turnServersUsingSecret)).
+		Complete(r)
+}
+
+func (r *TurnServerReconciler) allTurnServers(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list turnpikev1.TurnServerList
+	if err := r.Client.List(ctx, &list); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, requestFor(&list.Items[i]))
+	}
+	return reqs
+}
+
+// turnServerOfPod maps a relay pod to its TurnServer by label.
+func turnServerOfPod(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[turnpikev1.LabelTurnServer]
+	if name == "" || o.GetLabels()["app.kubernetes.io/component"] != "relay" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
+}
+
+func (r *TurnServerReconciler) turnServersUsingSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	var list turnpikev1.TurnServerList
+	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
+		client.MatchingFields{tlsSecretIndex: o.GetName()}); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, requestFor(&list.Items[i]))
+	}
+	return reqs
+}
+
+// nodeHandler re-reconciles only the TurnServers that select a node before
+// or after a change, and only for changes that matter to relays: labels,
+// taints, addresses and the external-ip annotation. Kubelet heartbeats, which
+// update every node every few seconds, are ignored.
+type nodeHandler struct{ client client.Client }
+
+var _ handler.EventHandler = &nodeHandler{}
+
+func (h *nodeHandler) Create(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.enqueueSelecting(ctx, q, e.Object.(*corev1.Node))
+}
+
+func (h *nodeHandler) Delete(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if n, ok := e.Object.(*corev1.Node); ok {
+		h.enqueueSelecting(ctx, q, n)
+	}
+}
+
+func (h *nodeHandler) Update(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	old, cur := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
+	if !nodeChangeMatters(old, cur) {
+		return
+	}
+	h.enqueueSelecting(ctx, q, old, cur)
+}
+
+func (h *nodeHandler) Generic(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.enqueueSelecting(ctx, q, e.Object.(*corev1.Node))
+}
+
+func (h *nodeHandler) enqueueSelecting(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], nodes ...*corev1.Node) {
+	var list turnpikev1.TurnServerList
+	if err := h.client.List(ctx, &list); err != nil {
+		return
+	}
+	for i := range list.Items {
+		for _, n := range nodes {
+			if selectsNode(&list.Items[i], n) {
+				q.Add(requestFor(&list.Items[i]))
+				break
+			}
+		}
+	}
+}
+
+// nodeChangeMatters reports whether a node update can change placement,
+// addresses or port conflicts.
+func nodeChangeMatters(old, cur *corev1.Node) bool {
+	return !reflect.DeepEqual(old.Labels, cur.Labels) ||
+		!reflect.DeepEqual(old.Spec.Taints, cur.Spec.Taints) ||
+		!reflect.DeepEqual(old.Status.Addresses, cur.Status.Addresses) ||
+		old.Annotations[turnpikev1.AnnotationExternalIP] != cur.Annotations[turnpikev1.AnnotationExternalIP]
+}
