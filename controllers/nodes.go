@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -13,9 +14,25 @@ import (
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 )
 
+// daemonPodTolerations are the tolerations the DaemonSet controller adds to
+// every daemon pod (hostNetwork ones included), so a node under memory
+// pressure or cordoned still runs its relay.
+var daemonPodTolerations = []corev1.Toleration{
+	{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
+	{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
+	{Key: corev1.TaintNodeDiskPressure, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+	{Key: corev1.TaintNodeMemoryPressure, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+	{Key: corev1.TaintNodePIDPressure, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+	{Key: corev1.TaintNodeUnschedulable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+	{Key: corev1.TaintNodeNetworkUnavailable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+}
+
 // selectsNode reports whether the relay DaemonSet of ts would run on node,
-// using the scheduler's own rules: node selector, required node affinity and
-// NoSchedule/NoExecute taints the placement does not tolerate.
+// by the DaemonSet controller's rules: node selector, required node affinity,
+// and NoSchedule/NoExecute taints that neither the placement nor the
+// DaemonSet controller's own tolerations tolerate. A new node is tainted
+// not-ready (NoSchedule) until its kubelet reports ready, so it is not
+// selected before then.
 func selectsNode(ts *turnpikev1.TurnServer, node *corev1.Node) bool {
 	p := ts.Spec.Placement
 	// An affinity the scheduler cannot parse matches no node, as for the scheduler.
@@ -25,7 +42,8 @@ func selectsNode(ts *turnpikev1.TurnServer, node *corev1.Node) bool {
 	blocking := func(t *corev1.Taint) bool {
 		return t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute
 	}
-	_, untolerated := corev1helpers.FindMatchingUntoleratedTaint(klog.Background(), node.Spec.Taints, p.Tolerations, blocking, false)
+	tolerations := append(slices.Clip(p.Tolerations), daemonPodTolerations...)
+	_, untolerated := corev1helpers.FindMatchingUntoleratedTaint(klog.Background(), node.Spec.Taints, tolerations, blocking, false)
 	return !untolerated
 }
 

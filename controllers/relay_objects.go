@@ -139,7 +139,16 @@ func desiredDaemonSet(ts *turnpikev1.TurnServer, image, socketHash string) *apps
 		container.WithImagePullPolicy(spec.Relay.ImagePullPolicy)
 	}
 	if r := spec.Relay.Resources; len(r.Limits) > 0 || len(r.Requests) > 0 {
-		container.WithResources(corev1ac.ResourceRequirements().WithLimits(r.Limits).WithRequests(r.Requests))
+		// Only what is set: an empty list would differ from the live
+		// object on every resync and cause a write each time.
+		res := corev1ac.ResourceRequirements()
+		if len(r.Limits) > 0 {
+			res.WithLimits(r.Limits)
+		}
+		if len(r.Requests) > 0 {
+			res.WithRequests(r.Requests)
+		}
+		container.WithResources(res)
 	}
 
 	podSpec := corev1ac.PodSpec().

@@ -54,7 +54,12 @@ func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.applyRelayObjects(ctx, ts, obs); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, r.updateStatus(ctx, ts, computeStatus(ts, obs))
+	err = r.updateStatus(ctx, ts, computeStatus(ts, obs))
+	if apierrors.IsConflict(err) {
+		// Our cached copy was stale; the newer version brings another reconcile.
+		return ctrl.Result{Requeue: true}, nil
+	}
+	return ctrl.Result{}, err
 }
 
 // observe gathers what the status and the generated objects depend on.

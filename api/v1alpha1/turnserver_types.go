@@ -28,7 +28,7 @@ type TurnServerSpec struct {
 	// must not overlap another TurnServer's on the same nodes.
 	// +kubebuilder:default={min: 49152, max: 65535}
 	// +optional
-	RelayPortRange PortRange `json:"relayPortRange,omitempty"`
+	RelayPortRange PortRange `json:"relayPortRange,omitzero"`
 
 	// TCPRelay allows clients to ask for TCP allocations (RFC 6062).
 	// +optional

@@ -1,0 +1,198 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/turnpike-dev/turnpike/test/testenv"
+	"go.uber.org/zap/zapcore"
+)
+
+// The envtest suite: a real kube-apiserver and etcd, and the reconciler
+// running in a manager exactly as in the operator. There is no kubelet and
+// no DaemonSet controller, so tests play their part by writing DaemonSet
+// status and relay pods themselves.
+var (
+	env        *testenv.Env
+	reconciler *TurnServerReconciler
+	writes     *writeCounter
+)
+
+func TestMain(m *testing.M) {
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapLevel())))
+	var err error
+	if env, err = testenv.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := startManager(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	cancel()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+func startManager(ctx context.Context) error {
+	skip := true
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             config.Controller{SkipNameValidation: &skip},
+	})
+	if err != nil {
+		return err
+	}
+	writes = &writeCounter{Client: mgr.GetClient()}
+	reconciler = &TurnServerReconciler{Client: writes, RelayImage: "registry.example/turnpike:test"}
+	if err := reconciler.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "manager:", err)
+			os.Exit(1)
+		}
+	}()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		return fmt.Errorf("cache did not sync")
+	}
+	return nil
+}
+
+// zapLevel logs only errors unless TEST_VERBOSE is set.
+func zapLevel() zapcore.Level {
+	if os.Getenv("TEST_VERBOSE") != "" {
+		return zapcore.DebugLevel
+	}
+	return zapcore.ErrorLevel
+}
+
+// writeCounter counts every write the reconciler sends to the API server.
+type writeCounter struct {
+	client.Client
+	n atomic.Int64
+}
+
+func (w *writeCounter) Create(ctx context.Context, o client.Object, opts ...client.CreateOption) error {
+	w.n.Add(1)
+	return w.Client.Create(ctx, o, opts...)
+}
+
+func (w *writeCounter) Update(ctx context.Context, o client.Object, opts ...client.UpdateOption) error {
+	w.n.Add(1)
+	return w.Client.Update(ctx, o, opts...)
+}
+
+func (w *writeCounter) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.PatchOption) error {
+	w.n.Add(1)
+	return w.Client.Patch(ctx, o, p, opts...)
+}
+
+func (w *writeCounter) Apply(ctx context.Context, o runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+	w.n.Add(1)
+	return w.Client.Apply(ctx, o, opts...)
+}
+
+func (w *writeCounter) Delete(ctx context.Context, o client.Object, opts ...client.DeleteOption) error {
+	w.n.Add(1)
+	return w.Client.Delete(ctx, o, opts...)
+}
+
+func (w *writeCounter) Status() client.SubResourceWriter {
+	return &countingStatusWriter{w.Client.Status(), &w.n}
+}
+
+type countingStatusWriter struct {
+	client.SubResourceWriter
+	n *atomic.Int64
+}
+
+func (w *countingStatusWriter) Update(ctx context.Context, o client.Object, opts ...client.SubResourceUpdateOption) error {
+	w.n.Add(1)
+	return w.SubResourceWriter.Update(ctx, o, opts...)
+}
+
+func (w *countingStatusWriter) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+	w.n.Add(1)
+	return w.SubResourceWriter.Patch(ctx, o, p, opts...)
+}
+
+func (w *countingStatusWriter) Apply(ctx context.Context, o runtime.ApplyConfiguration, opts ...client.SubResourceApplyOption) error {
+	w.n.Add(1)
+	return w.SubResourceWriter.Apply(ctx, o, opts...)
+}
+
+// eventually polls check until it returns nil or the timeout passes. It
+// waits for the controller, it does not measure it: the timeout is generous.
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// newNamespace creates a namespace for one test.
+func newNamespace(t *testing.T, name string) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := env.Client.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// newNode creates a ready node with labels and addresses. The API server
+// taints every new node not-ready; the test plays the kubelet and the node
+// lifecycle controller, which report it ready and lift that taint.
+func newNode(t *testing.T, name string, labels map[string]string, addrs ...corev1.NodeAddress) *corev1.Node {
+	t.Helper()
+	ctx := context.Background()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	if err := env.Client.Create(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	n.Status.Addresses = addrs
+	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+	if err := env.Client.Status().Update(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	n.Spec.Taints = nil
+	if err := env.Client.Update(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func externalIP(a string) corev1.NodeAddress {
+	return corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: a}
+}
+
+func internalIP(a string) corev1.NodeAddress {
+	return corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a}
+}
