@@ -1,0 +1,326 @@
+package controllers
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+)
+
+// ts builds an in-memory TurnServer with the API server's defaults applied.
+func testTurnServer(name string, mutate ...func(*turnpikev1.TurnServer)) *turnpikev1.TurnServer {
+	ts := &turnpikev1.TurnServer{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("uid-" + name), Generation: 1},
+		Spec: turnpikev1.TurnServerSpec{
+			Realm:          "example.org",
+			Listeners:      []turnpikev1.Listener{{Name: "udp", Protocol: turnpikev1.ProtocolUDP, Port: 3478}},
+			RelayPortRange: turnpikev1.PortRange{Min: 49152, Max: 65535},
+			MetricsPort:    9641,
+			HealthPort:     9642,
+		},
+	}
+	for _, m := range mutate {
+		m(ts)
+	}
+	return ts
+}
+
+func node(name string, labels map[string]string, taints []corev1.Taint, addrs ...corev1.NodeAddress) corev1.Node {
+	return corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec:       corev1.NodeSpec{Taints: taints},
+		Status:     corev1.NodeStatus{Addresses: addrs},
+	}
+}
+
+func TestSelectsNode(t *testing.T) {
+	noSchedule := func(key string) []corev1.Taint {
+		return []corev1.Taint{{Key: key, Effect: corev1.TaintEffectNoSchedule}}
+	}
+	tests := []struct {
+		name      string
+		placement turnpikev1.Placement
+		node      corev1.Node
+		want      bool
+	}{
+		{"no placement selects every node", turnpikev1.Placement{}, node("a", nil, nil), true},
+		{"selector matches", turnpikev1.Placement{NodeSelector: map[string]string{"r": "1"}}, node("a", map[string]string{"r": "1"}, nil), true},
+		{"selector misses", turnpikev1.Placement{NodeSelector: map[string]string{"r": "1"}}, node("a", map[string]string{"r": "2"}, nil), false},
+		{"untolerated taint", turnpikev1.Placement{}, node("a", nil, noSchedule("dedicated")), false},
+		{"tolerated taint", turnpikev1.Placement{Tolerations: []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}},
+			node("a", nil, noSchedule("dedicated")), true},
+		{"PreferNoSchedule does not block", turnpikev1.Placement{},
+			node("a", nil, []corev1.Taint{{Key: "x", Effect: corev1.TaintEffectPreferNoSchedule}}), true},
+		{"memory pressure is tolerated by every daemon pod", turnpikev1.Placement{}, node("a", nil, noSchedule(corev1.TaintNodeMemoryPressure)), true},
+		{"cordoned node keeps its relay", turnpikev1.Placement{}, node("a", nil, noSchedule(corev1.TaintNodeUnschedulable)), true},
+		{"not-ready node gets no new relay", turnpikev1.Placement{}, node("a", nil, noSchedule(corev1.TaintNodeNotReady)), false},
+		{"required affinity", turnpikev1.Placement{Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "zone", Operator: corev1.NodeSelectorOpIn, Values: []string{"b"}}},
+			}}},
+		}}}, node("a", map[string]string{"zone": "a"}, nil), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Placement = tt.placement })
+			if got := selectsNode(ts, &tt.node); got != tt.want {
+				t.Fatalf("selectsNode = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestResolveNodeAddresses(t *testing.T) {
+	ext := func(a string) corev1.NodeAddress { return corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: a} }
+	in := func(a string) corev1.NodeAddress { return corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a} }
+	annotated := func(v string, addrs ...corev1.NodeAddress) corev1.Node {
+		n := node("n", nil, nil, addrs...)
+		n.Annotations = map[string]string{turnpikev1.AnnotationExternalIP: v}
+		return n
+	}
+	spec := []turnpikev1.NodeExternalAddress{{NodeName: "n", Addresses: []turnpikev1.IPAddress{"192.0.2.1"}}}
+	tests := []struct {
+		name   string
+		spec   []turnpikev1.NodeExternalAddress
+		node   corev1.Node
+		want   string
+		source turnpikev1.AddressSource
+		public bool
+	}{
+		{"spec wins", spec, annotated("198.51.100.1", ext("203.0.113.1")), "192.0.2.1", turnpikev1.AddressFromSpec, true},
+		{"spec for another node is ignored", []turnpikev1.NodeExternalAddress{{NodeName: "m", Addresses: []turnpikev1.IPAddress{"192.0.2.1"}}},
+			node("n", nil, nil, ext("203.0.113.1")), "203.0.113.1", turnpikev1.AddressFromExternalIP, true},
+		{"annotation over ExternalIP", nil, annotated("198.51.100.1", ext("203.0.113.1")), "198.51.100.1", turnpikev1.AddressFromAnnotation, true},
+		{"annotation dual-stack, IPv4 first", nil, annotated(" 2001:db8::1 ,198.51.100.1"), "198.51.100.1 2001:db8::1", turnpikev1.AddressFromAnnotation, true},
+		{"garbage annotation falls through", nil, annotated("not-an-ip", ext("203.0.113.1")), "203.0.113.1", turnpikev1.AddressFromExternalIP, true},
+		{"one address per family", nil, node("n", nil, nil, ext("203.0.113.1"), ext("203.0.113.2"), ext("2001:db8::5")),
+			"203.0.113.1 2001:db8::5", turnpikev1.AddressFromExternalIP, true},
+		{"InternalIP is not public", nil, node("n", nil, nil, in("10.0.0.1")), "10.0.0.1", turnpikev1.AddressFromInternalIP, false},
+		{"no address at all", nil, node("n", nil, nil), "", turnpikev1.AddressFromInternalIP, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.ExternalAddresses = tt.spec })
+			got := resolveNodeAddresses(ts, &tt.node)
+			if s := addrString(got.addresses); s != tt.want || got.source != tt.source || got.public != tt.public {
+				t.Fatalf("got %s %s public=%v, want %s %s public=%v", s, got.source, got.public, tt.want, tt.source, tt.public)
+			}
+		})
+	}
+}
+
+func addrString(addrs []netip.Addr) string {
+	var s []string
+	for _, a := range addrs {
+		s = append(s, a.String())
+	}
+	return strings.Join(s, " ")
+}
+
+func TestFindPortConflict(t *testing.T) {
+	at := func(sec int) func(*turnpikev1.TurnServer) {
+		return func(ts *turnpikev1.TurnServer) { ts.CreationTimestamp = metav1.NewTime(time.Unix(int64(1000+sec), 0)) }
+	}
+	on := func(label string) func(*turnpikev1.TurnServer) {
+		return func(ts *turnpikev1.TurnServer) { ts.Spec.Placement.NodeSelector = map[string]string{"pool": label} }
+	}
+	elsewhere := func(ts *turnpikev1.TurnServer) {
+		ts.Spec.Listeners[0].Port = 3500
+		ts.Spec.MetricsPort, ts.Spec.HealthPort = 9700, 9701
+		ts.Spec.RelayPortRange = turnpikev1.PortRange{Min: 30000, Max: 30999}
+	}
+	nodes := []corev1.Node{node("a", map[string]string{"pool": "a"}, nil), node("b", map[string]string{"pool": "b"}, nil)}
+	tests := []struct {
+		name   string
+		ts     *turnpikev1.TurnServer
+		others []*turnpikev1.TurnServer
+		want   string // the winner's name and what collides, or ""
+	}{
+		{"alone", testTurnServer("x", at(1)), nil, ""},
+		{"newer with the same ports loses", testTurnServer("x", at(2)), []*turnpikev1.TurnServer{testTurnServer("old", at(1))}, "old listener udp"},
+		{"older with the same ports wins", testTurnServer("x", at(1)), []*turnpikev1.TurnServer{testTurnServer("new", at(2))}, ""},
+		{"same second: name decides", testTurnServer("b", at(1)), []*turnpikev1.TurnServer{testTurnServer("a", at(1))}, "a listener udp"},
+		{"different nodes never conflict", testTurnServer("x", at(2), on("a")), []*turnpikev1.TurnServer{testTurnServer("old", at(1), on("b"))}, ""},
+		{"disjoint ports never conflict", testTurnServer("x", at(2), elsewhere), []*turnpikev1.TurnServer{testTurnServer("old", at(1))}, ""},
+		{"listener inside the other's relay range", testTurnServer("x", at(2), elsewhere, func(ts *turnpikev1.TurnServer) { ts.Spec.Listeners[0].Port = 50000 }),
+			[]*turnpikev1.TurnServer{testTurnServer("old", at(1))}, "old relay port range"},
+		{"TCP listener does not collide with a UDP relay range", testTurnServer("x", at(2), elsewhere, func(ts *turnpikev1.TurnServer) {
+			ts.Spec.Listeners[0] = turnpikev1.Listener{Name: "tcp", Protocol: turnpikev1.ProtocolTCP, Port: 50000}
+		}), []*turnpikev1.TurnServer{testTurnServer("old", at(1))}, ""},
+		{"metrics port alone collides", testTurnServer("x", at(2), elsewhere, func(ts *turnpikev1.TurnServer) { ts.Spec.MetricsPort = 9641 }),
+			[]*turnpikev1.TurnServer{testTurnServer("old", at(1))}, "old metrics port"},
+		{"a loser does not block a third", testTurnServer("x", at(3), on("b")), []*turnpikev1.TurnServer{
+			testTurnServer("oldest", at(1), on("a"), elsewhere),
+			testTurnServer("middle", at(2), elsewhere), // loses to oldest on node a
+		}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var all []turnpikev1.TurnServer
+			for _, o := range tt.others {
+				all = append(all, *o)
+			}
+			all = append(all, *tt.ts)
+			c := findPortConflict(tt.ts, all, nodes)
+			got := ""
+			if c != nil {
+				got = c.other.Name + " " + c.their.what
+			}
+			if got != tt.want {
+				t.Fatalf("conflict %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDesiredDaemonSet(t *testing.T) {
+	tls := func(ts *turnpikev1.TurnServer) {
+		ts.Spec.Listeners = append(ts.Spec.Listeners, turnpikev1.Listener{
+			Name: "turns", Protocol: turnpikev1.ProtocolDTLS, Port: 443, TLSSecretRef: &turnpikev1.LocalObjectReference{Name: "cert"}})
+	}
+	tests := []struct {
+		name  string
+		ts    *turnpikev1.TurnServer
+		check func(*testing.T, *appsv1.DaemonSet)
+	}{
+		{"unprivileged ports need no capability", testTurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
+			if add := ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities.Add; len(add) != 0 {
+				t.Errorf("capabilities added: %v", add)
+			}
+		}},
+		{"port 443 adds NET_BIND_SERVICE only", testTurnServer("ts", tls), func(t *testing.T, ds *appsv1.DaemonSet) {
+			caps := ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities
+			if !slices.Equal(caps.Add, []corev1.Capability{"NET_BIND_SERVICE"}) || !slices.Equal(caps.Drop, []corev1.Capability{"ALL"}) {
+				t.Errorf("capabilities %+v", caps)
+			}
+		}},
+		{"DTLS is a UDP hostPort with a certificate volume", testTurnServer("ts", tls), func(t *testing.T, ds *appsv1.DaemonSet) {
+			p := ds.Spec.Template.Spec.Containers[0].Ports[1]
+			if p.Protocol != corev1.ProtocolUDP || p.HostPort != 443 {
+				t.Errorf("port %+v", p)
+			}
+			v := ds.Spec.Template.Spec.Volumes[2]
+			if v.Name != "tls-turns" || v.Secret.SecretName != "cert" {
+				t.Errorf("volume %+v", v)
+			}
+		}},
+		{"health on the metrics port is declared once", testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.HealthPort = 9641 }),
+			func(t *testing.T, ds *appsv1.DaemonSet) {
+				if n := len(ds.Spec.Template.Spec.Containers[0].Ports); n != 2 {
+					t.Errorf("%d ports, want udp and metrics", n)
+				}
+			}},
+		{"spec image wins over the operator's", testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.Image = "mine:1" }),
+			func(t *testing.T, ds *appsv1.DaemonSet) {
+				if img := ds.Spec.Template.Spec.Containers[0].Image; img != "mine:1" {
+					t.Errorf("image %q", img)
+				}
+			}},
+		{"placement and priority are copied", testTurnServer("ts", func(ts *turnpikev1.TurnServer) {
+			ts.Spec.Placement.Tolerations = []corev1.Toleration{{Key: "k", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute}}
+			ts.Spec.Relay.PriorityClassName = "system-node-critical"
+		}), func(t *testing.T, ds *appsv1.DaemonSet) {
+			spec := ds.Spec.Template.Spec
+			if len(spec.Tolerations) != 1 || spec.Tolerations[0].Key != "k" || spec.Tolerations[0].Effect != corev1.TaintEffectNoExecute || spec.PriorityClassName != "system-node-critical" {
+				t.Errorf("tolerations %+v priority %q", spec.Tolerations, spec.PriorityClassName)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ac := desiredDaemonSet(tt.ts, "operator:1", "hash")
+			ds := &appsv1.DaemonSet{}
+			mustCopyJSON(ac, ds)
+			tt.check(t, ds)
+		})
+	}
+}
+
+func TestComputeStatus(t *testing.T) {
+	ds := func(gen, observed int64, desired, ready, updated int32) *appsv1.DaemonSet {
+		return &appsv1.DaemonSet{
+			ObjectMeta: metav1.ObjectMeta{Generation: gen},
+			Status: appsv1.DaemonSetStatus{ObservedGeneration: observed, DesiredNumberScheduled: desired,
+				NumberReady: ready, UpdatedNumberScheduled: updated},
+		}
+	}
+	public := nodeAddresses{[]netip.Addr{netip.MustParseAddr("203.0.113.1")}, turnpikev1.AddressFromExternalIP, true}
+	private := nodeAddresses{[]netip.Addr{netip.MustParseAddr("10.0.0.2")}, turnpikev1.AddressFromInternalIP, false}
+	n1, n2 := node("n1", nil, nil), node("n2", nil, nil)
+	tests := []struct {
+		name                        string
+		obs                         observation
+		ready, progressing, degrade string // "Status/Reason"
+	}{
+		{"no DaemonSet yet", observation{}, "False/Pending", "True/Pending", "False/AsExpected"},
+		{"DaemonSet not observed", observation{daemonSet: ds(2, 1, 1, 1, 1)}, "False/NodesNotReady", "True/RollingOut", "False/AsExpected"},
+		{"no nodes", observation{daemonSet: ds(1, 1, 0, 0, 0)}, "False/NoMatchingNodes", "False/RolledOut", "False/AsExpected"},
+		{"rolling", observation{daemonSet: ds(1, 1, 2, 2, 1)}, "True/AllNodesReady", "True/RollingOut", "False/AsExpected"},
+		{"all ready", observation{daemonSet: ds(1, 1, 2, 2, 2)}, "True/AllNodesReady", "False/RolledOut", "False/AsExpected"},
+		{"one not ready", observation{daemonSet: ds(1, 1, 2, 1, 2)}, "False/NodesNotReady", "False/RolledOut", "False/AsExpected"},
+		{"internal address", observation{daemonSet: ds(1, 1, 1, 1, 1), nodes: []*corev1.Node{&n2},
+			addresses: map[string]nodeAddresses{"n2": private}}, "True/AllNodesReady", "False/RolledOut", "True/AddressNotPublic"},
+		{"missing TLS secret", observation{daemonSet: ds(1, 1, 1, 0, 1), missingTLSKeys: []string{"listener tls: Secret x not found"}},
+			"False/NodesNotReady", "False/RolledOut", "True/TLSSecretMissing"},
+		{"port conflict", observation{conflict: &portConflict{other: testTurnServer("old"), node: "n1",
+			ours: portClaim{"udp", 3478, 3478, "listener udp"}, their: portClaim{"udp", 3478, 3478, "listener udp"}}},
+			"False/PortConflict", "False/PortConflict", "True/PortConflict"},
+		{"URLs only for ready nodes", observation{daemonSet: ds(1, 1, 2, 1, 2), nodes: []*corev1.Node{&n1, &n2},
+			addresses: map[string]nodeAddresses{"n1": public, "n2": private}, readyPods: map[string]bool{"n1": true}},
+			"False/NodesNotReady", "False/RolledOut", "True/AddressNotPublic"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := testTurnServer("ts")
+			st := computeStatus(ts, &tt.obs)
+			for typ, want := range map[string]string{turnpikev1.ConditionReady: tt.ready,
+				turnpikev1.ConditionProgressing: tt.progressing, turnpikev1.ConditionDegraded: tt.degrade} {
+				c := meta.FindStatusCondition(st.Conditions, typ)
+				if c == nil || fmt.Sprintf("%s/%s", c.Status, c.Reason) != want || c.ObservedGeneration != 1 {
+					t.Errorf("%s = %+v, want %s at generation 1", typ, c, want)
+				}
+			}
+			if st.ObservedGeneration != 1 {
+				t.Errorf("observedGeneration %d", st.ObservedGeneration)
+			}
+		})
+	}
+
+	// Published addresses and URLs come from ready nodes only.
+	obs := tests[len(tests)-1].obs
+	st := computeStatus(testTurnServer("ts"), &obs)
+	if st.AddressSummary != "203.0.113.1" || !slices.Equal(st.URLs, []string{"turn:203.0.113.1:3478?transport=udp"}) || st.NodeSummary != "1/2" {
+		t.Errorf("addresses %q urls %v nodes %q", st.AddressSummary, st.URLs, st.NodeSummary)
+	}
+}
+
+func TestTurnURLs(t *testing.T) {
+	ts := testTurnServer("ts", func(ts *turnpikev1.TurnServer) {
+		ts.Spec.Listeners = []turnpikev1.Listener{
+			{Name: "udp", Protocol: turnpikev1.ProtocolUDP, Port: 3478},
+			{Name: "tcp", Protocol: turnpikev1.ProtocolTCP, Port: 3478},
+			{Name: "tls", Protocol: turnpikev1.ProtocolTLS, Port: 443},
+			{Name: "dtls", Protocol: turnpikev1.ProtocolDTLS, Port: 5349},
+		}
+	})
+	got := turnURLs(ts, []netip.Addr{netip.MustParseAddr("2001:db8::1")})
+	want := []string{
+		"turn:[2001:db8::1]:3478?transport=udp",
+		"turn:[2001:db8::1]:3478?transport=tcp",
+		"turns:[2001:db8::1]:443?transport=tcp",
+		"turns:[2001:db8::1]:5349?transport=udp",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}
