@@ -1,0 +1,107 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/pion/stun/v4"
+)
+
+// A minimal TURN client: Allocate with the long-term credential mechanism,
+// then ChannelBind. Just enough to set up a channel; the benchmark then
+// writes ChannelData frames straight to the socket.
+
+// openChannel allocates on the relay at server and, when peer is valid,
+// binds the bench channel to it. It returns the connected client socket.
+func openChannel(server string, peer netip.AddrPort) (*net.UDPConn, error) {
+	raddr, err := net.ResolveUDPAddr("udp4", server)
+	if err != nil {
+		return nil, err
+	}
+	c, err := net.DialUDP("udp4", nil, raddr)
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetWriteBuffer(4 << 20)
+	integrity := stun.NewLongTermIntegrity(user, realm, password)
+	transport := stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
+
+	res, err := roundTrip(c, stun.NewType(stun.MethodAllocate, stun.ClassRequest), transport)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	var nonce stun.Nonce
+	if err := nonce.GetFrom(res); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("no nonce in the first answer: %w", err)
+	}
+	auth := []stun.Setter{stun.NewUsername(user), stun.NewRealm(realm), nonce, integrity}
+	if res, err = roundTrip(c, stun.NewType(stun.MethodAllocate, stun.ClassRequest), append([]stun.Setter{transport}, auth...)...); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := success(res); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("allocate: %w", err)
+	}
+	if !peer.IsValid() {
+		return c, nil
+	}
+	var xorPeer stun.XORMappedAddress
+	xorPeer.IP, xorPeer.Port = peer.Addr().AsSlice(), int(peer.Port())
+	peerAttr := stun.RawAttribute{Type: stun.AttrChannelNumber, Value: []byte{channel >> 8, channel & 0xff, 0, 0}}
+	res, err = roundTrip(c, stun.NewType(stun.MethodChannelBind, stun.ClassRequest),
+		append([]stun.Setter{peerAttr, xorPeerSetter{xorPeer}}, auth...)...)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := success(res); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("channel bind: %w", err)
+	}
+	return c, nil
+}
+
+type xorPeerSetter struct{ a stun.XORMappedAddress }
+
+func (s xorPeerSetter) AddTo(m *stun.Message) error { return s.a.AddToAs(m, stun.AttrXORPeerAddress) }
+
+func roundTrip(c *net.UDPConn, t stun.MessageType, attrs ...stun.Setter) (*stun.Message, error) {
+	req, err := stun.Build(append([]stun.Setter{stun.TransactionID, t}, attrs...)...)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 1500)
+	for attempt := 0; attempt < 3; attempt++ {
+		if _, err := c.Write(req.Raw); err != nil {
+			return nil, err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				break // timeout: resend
+			}
+			res := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+			if res.Decode() == nil && res.TransactionID == req.TransactionID {
+				_ = c.SetReadDeadline(time.Time{})
+				return res, nil
+			}
+		}
+	}
+	return nil, errors.New("no answer")
+}
+
+func success(m *stun.Message) error {
+	if m.Type.Class == stun.ClassSuccessResponse {
+		return nil
+	}
+	var code stun.ErrorCodeAttribute
+	_ = code.GetFrom(m)
+	return fmt.Errorf("error %d %s", code.Code, code.Reason)
+}
