@@ -1,0 +1,131 @@
+package relay
+
+import (
+	"encoding/binary"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// fakePacketConn returns the same datagram on every read and swallows writes.
+type fakePacketConn struct {
+	net.PacketConn
+	datagram []byte
+	from     net.Addr
+}
+
+func (f *fakePacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	return copy(p, f.datagram), f.from, nil
+}
+func (f *fakePacketConn) WriteTo(p []byte, _ net.Addr) (int, error) { return len(p), nil }
+func (f *fakePacketConn) LocalAddr() net.Addr                       { return f.from }
+
+func testMeter(limit int64) *meter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
+	return &meter{counters: trafficCounters{packets: c, bytes: c}, limiter: newLimiter(limit), dropped: func() {}}
+}
+
+// TestPerPacketPathDoesNotAllocate guards the hot path: relaying a datagram
+// through our wrappers must not allocate.
+func TestPerPacketPathDoesNotAllocate(t *testing.T) {
+	peer := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000}
+	relay := &meteredPacketConn{PacketConn: &fakePacketConn{datagram: make([]byte, 1200), from: peer}, toPeer: testMeter(0), fromPeer: testMeter(1 << 40)}
+	channelData := append([]byte{0x40, 0x00, 0x04, 0xb0}, make([]byte, 1200)...)
+	client := &clientPacketConn{PacketConn: &fakePacketConn{datagram: channelData, from: peer}, inspect: func([]byte, net.Addr, net.Addr) { t.Fatal("ChannelData inspected") }}
+	buf := make([]byte, 1600)
+	payload := make([]byte, 1200)
+	for name, fn := range map[string]func(){
+		"relay WriteTo":               func() { _, _ = relay.WriteTo(payload, peer) },
+		"relay ReadFrom":              func() { _, _, _ = relay.ReadFrom(buf) },
+		"client ReadFrom ChannelData": func() { _, _, _ = client.ReadFrom(buf) },
+		"client WriteTo ChannelData":  func() { _, _ = client.WriteTo(channelData, peer) },
+	} {
+		if n := testing.AllocsPerRun(1000, fn); n != 0 {
+			t.Errorf("%s: %v allocations per packet, want 0", name, n)
+		}
+	}
+}
+
+// TestBandwidthQuota freezes the clock: the token bucket then holds exactly
+// its burst, so what passes and what is dropped is deterministic.
+func TestBandwidthQuota(t *testing.T) {
+	frozen := time.Now()
+	timeNow = func() time.Time { return frozen }
+	defer func() { timeNow = time.Now }()
+	m := testMeter(100_000) // burst: max(10 kB, 64 KiB) = 65536 bytes
+	admitted := 0
+	for range 100 {
+		if m.admit(1000) {
+			admitted++
+		}
+	}
+	if admitted != 65 {
+		t.Errorf("admitted %d packets of 1000 bytes, want 65 (the 64 KiB burst)", admitted)
+	}
+	frozen = frozen.Add(time.Second) // one second refills 100 kB, capped at the burst
+	if !m.admit(1000) {
+		t.Error("no packet admitted after the bucket refilled")
+	}
+}
+
+func BenchmarkRelayWriteTo(b *testing.B) {
+	peer := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000}
+	relay := &meteredPacketConn{PacketConn: &fakePacketConn{from: peer}, toPeer: testMeter(0), fromPeer: testMeter(0)}
+	payload := make([]byte, 1200)
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = relay.WriteTo(payload, peer)
+	}
+}
+
+func TestFrameObserver(t *testing.T) {
+	req := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodChannelBind, stun.ClassRequest), stun.NewUsername("alice"))
+	ind := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication), stun.NewUsername("x"))
+	chanData := []byte{0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0} // 5 bytes padded to 8
+	bind := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodConnectionBind, stun.ClassRequest))
+	var stream []byte
+	stream = append(stream, chanData...)
+	stream = append(stream, req.Raw...)
+	stream = append(stream, ind.Raw...)
+	stream = append(stream, chanData...)
+	stream = append(stream, req.Raw...)
+	stream = append(stream, bind.Raw...)
+	stream = append(stream, req.Raw...) // after ConnectionBind: raw peer data, not inspected
+	// Feed in awkward pieces, to cross every frame boundary.
+	for _, piece := range []int{1, 3, 7, 64} {
+		var o frameObserver
+		var seen []uint16
+		for rest := stream; len(rest) > 0; {
+			n := min(piece, len(rest))
+			o.feed(rest[:n], func(b []byte) { seen = append(seen, binary.BigEndian.Uint16(b)) })
+			rest = rest[n:]
+		}
+		cb, cbind := req.Type.Value(), bind.Type.Value()
+		if len(seen) != 3 || seen[0] != cb || seen[1] != cb || seen[2] != cbind {
+			t.Errorf("pieces of %d: saw requests %x, want [%x %x %x]", piece, seen, cb, cb, cbind)
+		}
+	}
+}
+
+func TestFixChannelBindForbidden(t *testing.T) {
+	deniedByPolicy := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodChannelBind, stun.ClassErrorResponse),
+		&stun.ErrorCodeAttribute{Code: stun.CodeUnauthorized})
+	fixed, changed := fixChannelBindForbidden(deniedByPolicy.Raw)
+	m := &stun.Message{Raw: fixed}
+	if !changed || m.Decode() != nil || errorCode(m) != 403 || m.TransactionID != deniedByPolicy.TransactionID {
+		t.Errorf("policy 401 not turned into 403: changed=%v code=%d", changed, errorCode(m))
+	}
+	needsAuth := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodChannelBind, stun.ClassErrorResponse),
+		&stun.ErrorCodeAttribute{Code: stun.CodeUnauthorized}, stun.NewNonce("n"), stun.NewRealm("r"))
+	if _, changed := fixChannelBindForbidden(needsAuth.Raw); changed {
+		t.Error("a genuine 401 (with NONCE) was rewritten")
+	}
+	other := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodCreatePermission, stun.ClassErrorResponse),
+		&stun.ErrorCodeAttribute{Code: stun.CodeUnauthorized})
+	if _, changed := fixChannelBindForbidden(other.Raw); changed {
+		t.Error("a non-ChannelBind response was rewritten")
+	}
+}
