@@ -2,7 +2,125 @@ package main
 
 import (
 	"context"
-	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/controllers"
 )
 
-func runOperator(ctx context.Context, args []string) error { return errors.New("not built yet") }
+type operatorFlags struct {
+	kubeconfig       string
+	metricsAddr      string
+	probeAddr        string
+	leaderElect      bool
+	leaderElectionNS string
+	relayImage       string
+}
+
+func runOperator(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("operator", flag.ContinueOnError)
+	var f operatorFlags
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; default: in-cluster config, then $KUBECONFIG, then ~/.kube/config")
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the operator's Prometheus metrics; 0 disables")
+	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.BoolVar(&f.leaderElect, "leader-elect", true, "elect a leader, so that several replicas can run and only one acts")
+	fs.StringVar(&f.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease; default: the operator's own namespace in a cluster, else \"default\"")
+	fs.StringVar(&f.relayImage, "relay-image", envOr("RELAY_IMAGE", "turnpike:"+version), "relay image for TurnServers that do not name one ($RELAY_IMAGE); normally the operator's own image")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+
+	cfg, err := restConfig(f.kubeconfig)
+	if err != nil {
+		return err
+	}
+	mgr, err := newOperatorManager(cfg, f)
+	if err != nil {
+		return err
+	}
+	ctrl.Log.Info("starting operator", "version", version, "relayImage", f.relayImage)
+	return mgr.Start(ctx)
+}
+
+// newOperatorManager builds the controller manager with every reconciler.
+func newOperatorManager(cfg *rest.Config, f operatorFlags) (ctrl.Manager, error) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := turnpikev1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	relayPods, err := labels.Parse("app.kubernetes.io/name=turnpike,app.kubernetes.io/component=relay")
+	if err != nil {
+		return nil, err
+	}
+	leaderNS := f.leaderElectionNS
+	if leaderNS == "" && !inCluster() {
+		leaderNS = "default"
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
+		HealthProbeBindAddress:  f.probeAddr,
+		LeaderElection:          f.leaderElect,
+		LeaderElectionID:        "operator.turnpike.dev",
+		LeaderElectionNamespace: leaderNS,
+		// Leaving on shutdown lets a standby take over at once.
+		LeaderElectionReleaseOnCancel: true,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// Only relay pods matter; caching every pod of a large cluster would not.
+			&corev1.Pod{}: {Label: relayPods},
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+	if err := (&controllers.TurnServerReconciler{Client: mgr.GetClient(), RelayImage: f.relayImage}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the TurnServer controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return ctrl.GetConfig()
+}
+
+func inCluster() bool {
+	_, err := os.Stat("/var/run/secrets/kubernetes.io/serviceaccount/token")
+	return err == nil
+}
+
+func envOr(key, fallback string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return fallback
+}

@@ -23,9 +23,11 @@ import (
 // Env is a running control plane.
 type Env struct {
 	Config *rest.Config
-	Client client.Client
-	Scheme *apiruntime.Scheme
-	env    *envtest.Environment
+	// KubeConfig is a kubeconfig file's content for an admin of this API server.
+	KubeConfig []byte
+	Client     client.Client
+	Scheme     *apiruntime.Scheme
+	env        *envtest.Environment
 }
 
 // RepoRoot is the repository's top directory.
@@ -63,7 +65,7 @@ func Start() (*Env, error) {
 		_ = env.Stop()
 		return nil, err
 	}
-	return &Env{Config: cfg, Client: c, Scheme: s, env: env}, nil
+	return &Env{Config: cfg, KubeConfig: env.KubeConfig, Client: c, Scheme: s, env: env}, nil
 }
 
 // Stop ends the control plane.
