@@ -114,6 +114,9 @@ func (c *rawClient) awaitResponse(id [stun.TransactionIDSize]byte) *stun.Message
 			c.t.Fatalf("bad message from relay: %v", err)
 		}
 		if m.TransactionID == id {
+			if m.Contains(stun.AttrSoftware) {
+				c.t.Error("the relay sent a SOFTWARE attribute")
+			}
 			return m
 		}
 	}

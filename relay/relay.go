@@ -176,6 +176,9 @@ func (r *Relay) run(ctx context.Context) error {
 	r.log.Info("relay ready", "version", r.opts.Version, "realm", r.cfg.Realm,
 		"advertised", st.addrs.advertisedList(), "addressSource", st.addrs.source,
 		"listeners", len(r.cfg.Listeners), "socketHash", r.cfg.SocketHash())
+	if r.cfg.Addresses.STUN != nil {
+		r.log.Warn("addresses.stun is not implemented in this build; advertising the configured or bind address instead")
+	}
 	r.ready.Store(true)
 	if r.opts.Started != nil {
 		r.opts.Started(r)
