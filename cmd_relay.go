@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 
 	"github.com/turnpike-dev/turnpike/relay"
 )
@@ -18,6 +19,9 @@ func runRelay(ctx context.Context, args []string) error {
 	fs.StringVar(&opts.LogFormat, "log-format", "", "json or text (overrides log.format)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	return relay.Run(ctx, opts)
 }
