@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -30,6 +31,7 @@ type operatorFlags struct {
 	leaderElect      bool
 	leaderElectionNS string
 	relayImage       string
+	stagingDelay     time.Duration
 }
 
 func runOperator(ctx context.Context, args []string) error {
@@ -41,6 +43,8 @@ func runOperator(ctx context.Context, args []string) error {
 	fs.BoolVar(&f.leaderElect, "leader-elect", true, "elect a leader, so that several replicas can run and only one acts")
 	fs.StringVar(&f.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease; default: the operator's own namespace in a cluster, else \"default\"")
 	fs.StringVar(&f.relayImage, "relay-image", envOr("RELAY_IMAGE", "turnpike:"+version), "relay image for TurnServers that do not name one ($RELAY_IMAGE); normally the operator's own image")
+	fs.DurationVar(&f.stagingDelay, "credential-staging-delay", controllers.DefaultStagingDelay,
+		"how long relays accept a rotated secret before apps are given it; must exceed the kubelet's Secret sync delay")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -94,8 +98,9 @@ func newOperatorManager(cfg *rest.Config, f operatorFlags) (ctrl.Manager, error)
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
 	}
-	if err := (&controllers.TurnServerReconciler{Client: mgr.GetClient(), RelayImage: f.relayImage}).SetupWithManager(mgr); err != nil {
-		return nil, fmt.Errorf("setting up the TurnServer controller: %w", err)
+	opts := controllers.Options{RelayImage: f.relayImage, StagingDelay: f.stagingDelay}
+	if _, err := controllers.Setup(mgr, mgr.GetClient(), opts); err != nil {
+		return nil, fmt.Errorf("setting up controllers: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -36,6 +37,8 @@ type observation struct {
 	daemonSet      *appsv1.DaemonSet        // nil until created
 	conflict       *portConflict            // set when an older TurnServer holds our ports
 	missingTLSKeys []string                 // problems with referenced TLS Secrets
+	// credentialsExpire is when a key in the relay bundle next expires.
+	credentialsExpire time.Time
 }
 
 // computeStatus derives a TurnServer's status from what was observed. It

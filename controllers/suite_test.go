@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,10 +27,31 @@ import (
 // no DaemonSet controller, so tests play their part by writing DaemonSet
 // status and relay pods themselves.
 var (
-	env        *testenv.Env
-	reconciler *TurnServerReconciler
-	writes     *writeCounter
+	env                  *testenv.Env
+	reconciler           *TurnServerReconciler
+	credentialReconciler *TurnCredentialReconciler
+	writes               *writeCounter
+	// clock is the operator's clock in this suite; rotation tests move it.
+	clock = &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 )
+
+// fakeClock is a settable clock shared by the reconcilers and the tests.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
 
 func TestMain(m *testing.M) {
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapLevel())))
@@ -61,10 +83,11 @@ func startManager(ctx context.Context) error {
 		return err
 	}
 	writes = &writeCounter{Client: mgr.GetClient()}
-	reconciler = &TurnServerReconciler{Client: writes, RelayImage: "registry.example/turnpike:test"}
-	if err := reconciler.SetupWithManager(mgr); err != nil {
+	rs, err := Setup(mgr, writes, Options{RelayImage: "registry.example/turnpike:test", StagingDelay: time.Hour, Now: clock.Now})
+	if err != nil {
 		return err
 	}
+	reconciler, credentialReconciler = rs.TurnServer, rs.TurnCredential
 	go func() {
 		if err := mgr.Start(ctx); err != nil {
 			fmt.Fprintln(os.Stderr, "manager:", err)

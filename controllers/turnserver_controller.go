@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +28,8 @@ type TurnServerReconciler struct {
 	Client client.Client
 	// RelayImage is used when a TurnServer does not name one: the operator's own image.
 	RelayImage string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turnservers,verbs=get;list;watch
@@ -59,7 +62,19 @@ func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		// Our cached copy was stale; the newer version brings another reconcile.
 		return ctrl.Result{Requeue: true}, nil
 	}
-	return ctrl.Result{}, err
+	if err != nil || obs.credentialsExpire.IsZero() {
+		return ctrl.Result{}, err
+	}
+	// Relays stop accepting an expired key on their own; come back then to
+	// take it out of the bundle.
+	return ctrl.Result{RequeueAfter: max(obs.credentialsExpire.Sub(r.now()), time.Second)}, nil
+}
+
+func (r *TurnServerReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
 }
 
 // observe gathers what the status and the generated objects depend on.
@@ -99,10 +114,11 @@ func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpi
 	if err != nil {
 		return err
 	}
-	creds, err := r.credentialBundle(ctx, ts)
+	creds, expires, err := r.relayCredentials(ctx, ts)
 	if err != nil {
 		return err
 	}
+	obs.credentialsExpire = expires
 	secret, err := desiredCredentialSecret(ts, creds)
 	if err != nil {
 		return err
@@ -147,12 +163,61 @@ func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpi
 	return nil
 }
 
-// credentialBundle is the relay's credentials.yaml: the long-term keys and
-// shared secrets of every TurnCredential of this TurnServer.
-func (r *TurnServerReconciler) credentialBundle(ctx context.Context, ts *turnpikev1.TurnServer) (*config.Credentials, error) {
-	// TurnCredentials are folded in by the credentials controller; until one
-	// exists the relay starts with an empty set and refuses every allocation.
-	return &config.Credentials{Version: config.Version}, nil
+// relayCredentials is the relay's credentials.yaml: the long-term keys and
+// shared secrets of every TurnCredential of this TurnServer. Its generation
+// goes up by one whenever its content changes. expires is the soonest time a
+// key in it stops being valid, when the bundle should be tidied, or zero.
+func (r *TurnServerReconciler) relayCredentials(ctx context.Context, ts *turnpikev1.TurnServer) (bundle *config.Credentials, expires time.Time, err error) {
+	var tcs turnpikev1.TurnCredentialList
+	if err := r.Client.List(ctx, &tcs, client.InNamespace(ts.Namespace), client.MatchingFields{turnServerRefIndex: ts.Name}); err != nil {
+		return nil, time.Time{}, err
+	}
+	var entries []credentialEntry
+	for i := range tcs.Items {
+		tc := &tcs.Items[i]
+		if !tc.DeletionTimestamp.IsZero() {
+			continue
+		}
+		s := &corev1.Secret{}
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: stateSecretName(tc)}, s)
+		if apierrors.IsNotFound(err) {
+			continue // not issued yet
+		} else if err != nil {
+			return nil, time.Time{}, err
+		}
+		st, err := decodeCredentialState(s.Data)
+		if err != nil {
+			log.FromContext(ctx).Error(err, "skipping unreadable credential state", "turnCredential", tc.Name)
+			continue
+		}
+		entries = append(entries, credentialEntry{tc: tc, st: st})
+		if t := st.PreviousNotAfter; !t.IsZero() && (expires.IsZero() || t.Before(expires)) {
+			expires = t
+		}
+	}
+	bundle = credentialBundle(ts.Spec.Realm, entries)
+	bundle.Generation, err = r.bundleGeneration(ctx, ts, bundle)
+	return bundle, expires, err
+}
+
+// bundleGeneration keeps the live bundle's generation when the content is
+// the same, and adds one when it changed.
+func (r *TurnServerReconciler) bundleGeneration(ctx context.Context, ts *turnpikev1.TurnServer, bundle *config.Credentials) (int64, error) {
+	live := &corev1.Secret{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: credentialSecretName(ts)}, live)
+	if apierrors.IsNotFound(err) {
+		return 1, nil
+	} else if err != nil {
+		return 0, err
+	}
+	old, err := config.ParseCredentials(live.Data[config.CredentialsFile])
+	if err != nil {
+		return 1, nil // unreadable: replace it
+	}
+	if equality.Semantic.DeepEqual(old.Users, bundle.Users) && equality.Semantic.DeepEqual(old.SharedSecrets, bundle.SharedSecrets) {
+		return old.Generation, nil
+	}
+	return old.Generation + 1, nil
 }
 
 // checkTLSSecrets reports TLS listeners whose Secret is missing or lacks a

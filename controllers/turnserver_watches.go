@@ -18,22 +18,9 @@ import (
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 )
 
-// tlsSecretIndex indexes TurnServers by the TLS Secrets their listeners name.
-const tlsSecretIndex = "spec.listeners.tlsSecretRef.name"
-
-// SetupWithManager registers the reconciler and what it watches.
+// SetupWithManager registers the reconciler and what it watches. Its field
+// indexes are registered by Setup.
 func (r *TurnServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	err := mgr.GetFieldIndexer().IndexField(context.Background(), &turnpikev1.TurnServer{}, tlsSecretIndex,
-		func(o client.Object) []string {
-			var names []string
-			for _, l := range tlsListeners(o.(*turnpikev1.TurnServer)) {
-				names = append(names, l.TLSSecretRef.Name)
-			}
-			return names
-		})
-	if err != nil {
-		return err
-	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("turnserver").
 		// Our own status writes bump no generation, so they do not loop back.
@@ -49,6 +36,8 @@ func (r *TurnServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Node{}, &nodeHandler{client: r.Client}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(turnServerOfPod)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.turnServersUsingSecret)).
+		// A TurnCredential's username, or its state Secret, changes the relay bundle.
+		Watches(&turnpikev1.TurnCredential{}, handler.EnqueueRequestsFromMapFunc(turnServerOfCredential)).
 		Complete(r)
 }
 
@@ -73,7 +62,17 @@ func turnServerOfPod(_ context.Context, o client.Object) []reconcile.Request {
 	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
 }
 
+func turnServerOfCredential(_ context.Context, o client.Object) []reconcile.Request {
+	tc := o.(*turnpikev1.TurnCredential)
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: tc.Namespace, Name: tc.Spec.TurnServerRef.Name}}}
+}
+
+// turnServersUsingSecret maps a Secret to the TurnServers it matters to: the
+// one whose credential state it holds, or those naming it for TLS.
 func (r *TurnServerReconciler) turnServersUsingSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	if l := o.GetLabels(); l["app.kubernetes.io/component"] == componentCredentialState && l[turnpikev1.LabelTurnServer] != "" {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: l[turnpikev1.LabelTurnServer]}}}
+	}
 	var list turnpikev1.TurnServerList
 	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
 		client.MatchingFields{tlsSecretIndex: o.GetName()}); err != nil {

@@ -155,9 +155,13 @@ type Credentials struct {
 }
 
 // User is a static user: its long-term key MD5(username:realm:password), hex.
+// A username may appear more than once while a password rotates: the relay
+// accepts any of its keys that is inside its window.
 type User struct {
 	Username string `json:"username"`
 	Key      string `json:"key"`
+	// NotAfter, when set, is when this key stops being accepted.
+	NotAfter *time.Time `json:"notAfter,omitempty"`
 }
 
 // SharedSecret is one REST API secret and the window in which it is accepted.

@@ -201,10 +201,10 @@ func (c *Credentials) Validate() error {
 		if u.Username == "" {
 			errs.add(f+".username", "must not be empty")
 		}
-		if seen[u.Username] {
-			errs.add(f+".username", "duplicate user %q", u.Username)
+		if seen[u.Username+"/"+strings.ToLower(u.Key)] {
+			errs.add(f, "user %q has the same key twice", u.Username)
 		}
-		seen[u.Username] = true
+		seen[u.Username+"/"+strings.ToLower(u.Key)] = true
 		if len(u.Key) != 32 || strings.Trim(strings.ToLower(u.Key), "0123456789abcdef") != "" {
 			errs.add(f+".key", "must be the 32 hex digits of MD5(username:realm:password)")
 		}

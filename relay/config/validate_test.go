@@ -61,7 +61,8 @@ func TestParseCredentialsErrors(t *testing.T) {
 	tests := []struct{ name, yaml, want string }{
 		{"valid", v + "users: [{username: a, key: 0123456789abcdef0123456789abcdef}]\nsharedSecrets: [{secret: 0123456789abcdef}]\n", ""},
 		{"plaintext instead of a key", v + "users: [{username: a, key: hunter2}]\n", "users[0].key: must be the 32 hex digits"},
-		{"duplicate user", v + "users: [{username: a, key: 0123456789abcdef0123456789abcdef}, {username: a, key: 0123456789abcdef0123456789abcdef}]\n", `users[1].username: duplicate user "a"`},
+		{"same key twice", v + "users: [{username: a, key: 0123456789abcdef0123456789abcdef}, {username: a, key: 0123456789ABCDEF0123456789abcdef}]\n", `users[1]: user "a" has the same key twice`},
+		{"rotating user", v + "users: [{username: a, key: 0123456789abcdef0123456789abcdef}, {username: a, key: ffffffffffffffffffffffffffffffff, notAfter: '2026-01-01T00:00:00Z'}]\n", ""},
 		{"short secret", v + "sharedSecrets: [{secret: short}]\n", "sharedSecrets[0].secret: must be at least 16 characters"},
 		{"window reversed", v + "sharedSecrets: [{secret: 0123456789abcdef, notBefore: '2026-01-02T00:00:00Z', notAfter: '2026-01-01T00:00:00Z'}]\n", "sharedSecrets[0].notAfter: must be after notBefore"},
 	}

@@ -1,0 +1,83 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+)
+
+// Field indexes the reconcilers look objects up by.
+const (
+	// tlsSecretIndex indexes TurnServers by the TLS Secrets their listeners name.
+	tlsSecretIndex = "spec.listeners.tlsSecretRef.name"
+	// turnServerRefIndex indexes TurnCredentials by the TurnServer they are for.
+	turnServerRefIndex = "spec.turnServerRef.name"
+)
+
+// Options configures the operator's controllers.
+type Options struct {
+	// RelayImage is the relay image of TurnServers that name none.
+	RelayImage string
+	// StagingDelay is how long relays hold a new secret before apps get it;
+	// 0 means DefaultStagingDelay.
+	StagingDelay time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Reconcilers are the operator's reconcilers, as Setup registered them.
+type Reconcilers struct {
+	TurnServer     *TurnServerReconciler
+	TurnCredential *TurnCredentialReconciler
+}
+
+// Setup registers the field indexes, every reconciler and the operator's
+// metrics with mgr. c is the client the reconcilers use: mgr.GetClient(),
+// or a wrapper of it in tests.
+func Setup(mgr ctrl.Manager, c client.Client, o Options) (*Reconcilers, error) {
+	if o.StagingDelay == 0 {
+		o.StagingDelay = DefaultStagingDelay
+	}
+	if err := registerIndexes(mgr); err != nil {
+		return nil, err
+	}
+	r := &Reconcilers{
+		TurnServer:     &TurnServerReconciler{Client: c, RelayImage: o.RelayImage, Now: o.Now},
+		TurnCredential: &TurnCredentialReconciler{Client: c, Now: o.Now, StagingDelay: o.StagingDelay},
+	}
+	if err := r.TurnServer.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := r.TurnCredential.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := metrics.Registry.Register(credentialStates{mgr.GetCache()}); err != nil &&
+		!errors.As(err, &prometheus.AlreadyRegisteredError{}) {
+		return nil, err
+	}
+	return r, nil
+}
+
+func registerIndexes(mgr ctrl.Manager) error {
+	idx := mgr.GetFieldIndexer()
+	err := idx.IndexField(context.Background(), &turnpikev1.TurnServer{}, tlsSecretIndex, func(o client.Object) []string {
+		var names []string
+		for _, l := range tlsListeners(o.(*turnpikev1.TurnServer)) {
+			names = append(names, l.TLSSecretRef.Name)
+		}
+		return names
+	})
+	if err != nil {
+		return err
+	}
+	return idx.IndexField(context.Background(), &turnpikev1.TurnCredential{}, turnServerRefIndex, func(o client.Object) []string {
+		return []string{o.(*turnpikev1.TurnCredential).Spec.TurnServerRef.Name}
+	})
+}

@@ -1,0 +1,228 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+)
+
+// DefaultStagingDelay is how long a new secret is accepted by relays before
+// apps are handed it: longer than a kubelet takes to update a mounted Secret
+// (its sync period, one minute by default, plus its cache).
+const DefaultStagingDelay = 90 * time.Second
+
+// Condition reasons of a TurnCredential.
+const (
+	ReasonIssued             = "Issued"
+	ReasonTurnServerNotFound = "TurnServerNotFound"
+	ReasonStateUnreadable    = "StateUnreadable"
+	ReasonRotating           = "Rotating"
+	ReasonIdle               = "Idle"
+)
+
+// TurnCredentialReconciler issues a TurnCredential's secret, rotates it, and
+// writes the Secret apps read. The TurnServer reconciler folds the same
+// state into the relays' credentials.
+type TurnCredentialReconciler struct {
+	Client client.Client
+	// Now is the clock; nil means time.Now. Tests inject their own.
+	Now func() time.Time
+	// StagingDelay is how long relays hold a new secret before apps get it.
+	StagingDelay time.Duration
+	// NewSecret makes a secret; nil means 32 random bytes.
+	NewSecret func() string
+}
+
+// +kubebuilder:rbac:groups=turnpike.dev,resources=turncredentials,verbs=get;list;watch
+// +kubebuilder:rbac:groups=turnpike.dev,resources=turncredentials/status,verbs=get;update;patch
+
+// Reconcile moves a TurnCredential's rotation forward and publishes it.
+func (r *TurnCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	tc := &turnpikev1.TurnCredential{}
+	if err := r.Client.Get(ctx, req.NamespacedName, tc); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !tc.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	now := r.now()
+
+	ts := &turnpikev1.TurnServer{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: tc.Spec.TurnServerRef.Name}, ts)
+	if apierrors.IsNotFound(err) {
+		ts = nil
+	} else if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	old, err := r.loadState(ctx, tc)
+	if err != nil {
+		// Never overwrite state we cannot read: that would lock out clients.
+		return ctrl.Result{}, r.updateStatus(ctx, tc, credentialStatus(tc, ts, credentialState{}, err))
+	}
+	st := advanceCredential(tc, old, now, r.StagingDelay, r.newSecret)
+	if st != old {
+		if err := r.Client.Apply(ctx, desiredStateSecret(tc, st), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+			countRotation(old, st, "failure")
+			return ctrl.Result{}, err
+		}
+		countRotation(old, st, "success")
+		log.FromContext(ctx).Info("credential state advanced", "revision", st.Revision, "staged", st.Next != "", "previousValid", st.Previous != "")
+	}
+
+	var urls []string
+	if ts != nil {
+		urls = ts.Status.URLs
+	}
+	out, err := desiredOutputSecret(tc, st, urls)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	key := client.ObjectKey{Namespace: tc.Namespace, Name: outputSecretName(tc)}
+	if _, err := applyIfChanged(ctx, r.Client, key, &corev1.Secret{}, out, corev1ac.ExtractSecret); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	if err := r.updateStatus(ctx, tc, credentialStatus(tc, ts, st, nil)); err != nil {
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{Requeue: true}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: nextCredentialEvent(tc, st, now)}, nil
+}
+
+func (r *TurnCredentialReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *TurnCredentialReconciler) newSecret() string {
+	if r.NewSecret != nil {
+		return r.NewSecret()
+	}
+	return randomSecret()
+}
+
+func (r *TurnCredentialReconciler) loadState(ctx context.Context, tc *turnpikev1.TurnCredential) (credentialState, error) {
+	s := &corev1.Secret{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: stateSecretName(tc)}, s)
+	if apierrors.IsNotFound(err) {
+		return credentialState{}, nil
+	}
+	if err != nil {
+		return credentialState{}, err
+	}
+	st, err := decodeCredentialState(s.Data)
+	if err != nil {
+		return st, fmt.Errorf("Secret %s: %w", s.Name, err)
+	}
+	return st, nil
+}
+
+// countRotation counts the rotation steps between two states.
+func countRotation(old, cur credentialState, result string) {
+	if old.Current == "" {
+		return // the first secret is issued, not rotated
+	}
+	if cur.Next != "" && old.Next == "" {
+		credentialRotations.WithLabelValues("stage", result).Inc()
+	}
+	if cur.Revision > old.Revision || (result == "failure" && old.Next != "") {
+		credentialRotations.WithLabelValues("publish", result).Inc()
+	}
+}
+
+// credentialStatus is a TurnCredential's status for a state; loadErr is set
+// when the state Secret could not be read.
+func credentialStatus(tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, st credentialState, loadErr error) turnpikev1.TurnCredentialStatus {
+	out := turnpikev1.TurnCredentialStatus{
+		ObservedGeneration: tc.Generation,
+		Conditions:         append([]metav1.Condition(nil), tc.Status.Conditions...),
+		CurrentRevision:    st.Revision,
+		SecretName:         outputSecretName(tc),
+	}
+	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&out.Conditions, metav1.Condition{
+			Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: tc.Generation,
+		})
+	}
+	if !st.CurrentSince.IsZero() {
+		t := metav1.NewTime(st.CurrentSince)
+		out.LastRotationTime = &t
+	}
+	if next := nextRotation(tc, st); !next.IsZero() {
+		t := metav1.NewTime(next)
+		out.NextRotationTime = &t
+	}
+	switch {
+	case loadErr != nil:
+		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonStateUnreadable, loadErr.Error()+"; not rotating until it is fixed or deleted")
+	case ts == nil:
+		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonTurnServerNotFound,
+			fmt.Sprintf("TurnServer %s not found in namespace %s: no relay accepts this credential", tc.Spec.TurnServerRef.Name, tc.Namespace))
+	default:
+		set(turnpikev1.ConditionReady, metav1.ConditionTrue, ReasonIssued, fmt.Sprintf("revision %d in Secret %s", st.Revision, out.SecretName))
+	}
+	if st.Next != "" {
+		set(turnpikev1.ConditionProgressing, metav1.ConditionTrue, ReasonRotating,
+			fmt.Sprintf("new secret staged on relays; apps get it at %s", st.NextPublishAt.UTC().Format(time.RFC3339)))
+	} else {
+		set(turnpikev1.ConditionProgressing, metav1.ConditionFalse, ReasonIdle, "")
+	}
+	return out
+}
+
+func (r *TurnCredentialReconciler) updateStatus(ctx context.Context, tc *turnpikev1.TurnCredential, st turnpikev1.TurnCredentialStatus) error {
+	if equality.Semantic.DeepEqual(tc.Status, st) {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(tc.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	tc.Status = st
+	return r.Client.Status().Patch(ctx, tc, patch)
+}
+
+// SetupWithManager registers the reconciler and what it watches. The
+// turnServerRef index is registered by SetupIndexes.
+func (r *TurnCredentialReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("turncredential").
+		// The rotate annotation does not bump the generation.
+		For(&turnpikev1.TurnCredential{}, builder.WithPredicates(
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&corev1.Secret{}).
+		// A TurnServer appearing, going, or publishing new URLs.
+		Watches(&turnpikev1.TurnServer{}, handler.EnqueueRequestsFromMapFunc(r.credentialsOfTurnServer)).
+		Complete(r)
+}
+
+func (r *TurnCredentialReconciler) credentialsOfTurnServer(ctx context.Context, o client.Object) []reconcile.Request {
+	var list turnpikev1.TurnCredentialList
+	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
+		client.MatchingFields{turnServerRefIndex: o.GetName()}); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
