@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -168,7 +169,12 @@ func TestReload(t *testing.T) {
 	cfg2.Listeners = append([]config.Listener{}, cfg.Listeners...)
 	cfg2.Listeners[1].Port = freePort(t)
 	tr.writeFiles(t, &cfg2, creds)
-	tr.Reload()
+	// This time through SIGHUP, as an operator would (the relay's own poll
+	// interval is an hour in tests, so only the signal can cause it).
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the SIGHUP reload", func() bool { return tr.gen.Load() != gen })
 	if tr.gen.Load() != gen+1 {
 		t.Fatalf("config generation = %d, want %d", tr.gen.Load(), gen+1)
 	}

@@ -78,7 +78,8 @@ type Relay struct {
 	gen      atomic.Int64 // config generation: successful loads
 
 	// Last content read from each file, so a reload only acts on change and
-	// a broken file is counted once, not every poll.
+	// a broken file is counted once, not every poll. Guarded by reloadMu.
+	reloadMu             sync.Mutex
 	lastRelay, lastCreds []byte
 }
 
@@ -172,6 +173,8 @@ func (r *Relay) run(ctx context.Context) error {
 		return err
 	}
 	r.server = server
+	hup, stopHUP := notifyHUP()
+	defer stopHUP()
 	st := r.current()
 	r.log.Info("relay ready", "version", r.opts.Version, "realm", r.cfg.Realm,
 		"advertised", st.addrs.advertisedList(), "addressSource", st.addrs.source,
@@ -184,7 +187,7 @@ func (r *Relay) run(ctx context.Context) error {
 		r.opts.Started(r)
 	}
 
-	r.watchConfig(ctx)
+	r.watchConfig(ctx, hup)
 	return r.drain()
 }
 

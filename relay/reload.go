@@ -12,14 +12,20 @@ import (
 	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
+// notifyHUP subscribes to SIGHUP. It is called before the relay reports
+// ready, so a SIGHUP sent to a ready relay never hits the default action
+// (terminating the process).
+func notifyHUP() (hup <-chan os.Signal, stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	return ch, func() { signal.Stop(ch) }
+}
+
 // watchConfig reloads the config files every ReloadInterval and on SIGHUP,
 // until ctx is cancelled. Content is compared, not mtimes: the kubelet
 // updates a mounted ConfigMap or Secret by swapping a symlink, which keeps
 // the files' own timestamps meaningless.
-func (r *Relay) watchConfig(ctx context.Context) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func (r *Relay) watchConfig(ctx context.Context, hup <-chan os.Signal) {
 	tick := time.NewTicker(r.opts.ReloadInterval)
 	defer tick.Stop()
 	for {
@@ -37,8 +43,10 @@ func (r *Relay) watchConfig(ctx context.Context) {
 
 // Reload re-reads relay.yaml, credentials.yaml and the certificate files
 // and applies what changed. An invalid file keeps the last good config.
-// It is safe to call concurrently with serving, not with itself.
+// It is safe to call at any time, also concurrently.
 func (r *Relay) Reload() {
+	r.reloadMu.Lock()
+	defer r.reloadMu.Unlock()
 	r.reloadCerts()
 	relayBytes, err := os.ReadFile(r.opts.ConfigPath)
 	if err != nil {
