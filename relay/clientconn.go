@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"net"
 	"time"
@@ -147,20 +146,26 @@ func (c *clientStreamConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// handshake completes a TLS handshake with a deadline. (pion does this
-// itself for a bare *tls.Conn; our wrapper hides that type from it.)
+// handshaker is a *tls.Conn or a *dtls.Conn.
+type handshaker interface {
+	HandshakeContext(context.Context) error
+}
+
+// handshake completes a TLS or DTLS handshake with a deadline. Both would
+// otherwise run lazily inside the first Read with no deadline at all (pion
+// adds one only for a bare *tls.Conn, a type our wrapper hides from it).
 func (c *clientStreamConn) handshake() error {
 	if c.handshook {
 		return nil
 	}
 	c.handshook = true
-	tc, ok := c.Conn.(*tls.Conn)
+	h, ok := c.Conn.(handshaker)
 	if !ok {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
 	defer cancel()
-	return tc.HandshakeContext(ctx)
+	return h.HandshakeContext(ctx)
 }
 
 // frameObserver follows TURN framing over a stream (RFC 6062/8656: STUN

@@ -224,6 +224,9 @@ func TestDrain(t *testing.T) {
 	if got := httpStatus(t, health+"/readyz"); got != http.StatusServiceUnavailable {
 		t.Errorf("/readyz while draining = %d, want 503", got)
 	}
+	if got := httpStatus(t, health+"/livez"); got != http.StatusOK {
+		t.Errorf("/livez while draining = %d, want 200", got)
+	}
 	if code, _ := dialRaw(t, "udp", addr, testUser, testPassword).allocate(17, false); code != 486 {
 		t.Errorf("new allocation while draining: got %d, want 486", code)
 	}

@@ -261,6 +261,10 @@ func TestQuotas(t *testing.T) {
 		t.Fatalf("fourth allocation in total: got %d, want 486", code)
 	}
 
+	if got := counterValue(t, tr.Relay, "turnpike_relay_allocations_active"); got != 3 {
+		t.Errorf("allocations_active = %v, want 3", got)
+	}
+
 	peers := []netip.Addr{netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("203.0.113.2"), netip.MustParseAddr("203.0.113.3")}
 	for i, p := range peers {
 		want := 0
@@ -335,3 +339,33 @@ func counterValue(t *testing.T, r *Relay, name string, labels ...string) float64
 }
 
 var _ = strings.Contains
+
+// TestTLSCertificateReloadAndMinVersion: a new certificate written over the
+// files is served after a reload, without a restart; TLS 1.1 is refused.
+func TestTLSCertificateReloadAndMinVersion(t *testing.T) {
+	dir := t.TempDir()
+	cfg := baseConfig(t, dir)
+	tr := startRelay(t, cfg, baseCredentials())
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.tlsPort))
+	serial := func() string {
+		t.Helper()
+		// The test only looks at which certificate is served.
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := serial()
+	writeSelfSignedCert(t, dir) // same file names, new key and serial
+	tr.Reload()
+	if after := serial(); after == before {
+		t.Errorf("still serving certificate %s after the files changed", before)
+	}
+	old := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11} //nolint:gosec
+	if c, err := tls.Dial("tcp", addr, old); err == nil {
+		c.Close()
+		t.Error("a TLS 1.1 handshake succeeded")
+	}
+}
