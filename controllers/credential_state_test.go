@@ -1,0 +1,66 @@
+package controllers
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+)
+
+func TestAdvanceCredential(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	const staging = 90 * time.Second
+	daily := &turnpikev1.Rotation{Interval: metav1.Duration{Duration: 24 * time.Hour}, Overlap: metav1.Duration{Duration: time.Hour}}
+	tc := func(rotation *turnpikev1.Rotation, rotate string) *turnpikev1.TurnCredential {
+		c := &turnpikev1.TurnCredential{Spec: turnpikev1.TurnCredentialSpec{Rotation: rotation}}
+		if rotate != "" {
+			c.Annotations = map[string]string{turnpikev1.AnnotationRotate: rotate}
+		}
+		return c
+	}
+	steady := credentialState{Revision: 3, Current: "c", CurrentSince: t0}
+	tests := []struct {
+		name string
+		tc   *turnpikev1.TurnCredential
+		st   credentialState
+		now  time.Time
+		want credentialState
+	}{
+		{"first secret", tc(daily, "x"), credentialState{}, t0,
+			credentialState{Revision: 1, Current: "new", CurrentSince: t0, RotateRequest: "x"}},
+		{"nothing due", tc(daily, ""), steady, t0.Add(23 * time.Hour), steady},
+		{"no schedule never rotates by itself", tc(nil, ""), steady, t0.Add(1000 * time.Hour), steady},
+		{"interval passed: stage", tc(daily, ""), steady, t0.Add(24 * time.Hour),
+			credentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "new", NextPublishAt: t0.Add(24*time.Hour + staging)}},
+		{"rotate annotation: stage", tc(nil, "now"), steady, t0.Add(time.Minute),
+			credentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "new", NextPublishAt: t0.Add(time.Minute + staging), RotateRequest: "now"}},
+		{"staged, not yet time", tc(daily, ""), credentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "n", NextPublishAt: t0.Add(time.Hour)}, t0.Add(59 * time.Minute),
+			credentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "n", NextPublishAt: t0.Add(time.Hour)}},
+		{"publish: old becomes previous for the overlap", tc(daily, ""), credentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "n", NextPublishAt: t0.Add(time.Hour)}, t0.Add(time.Hour),
+			credentialState{Revision: 4, Current: "n", CurrentSince: t0.Add(time.Hour), Previous: "c", PreviousNotAfter: t0.Add(2 * time.Hour)}},
+		{"manual rotation without schedule keeps the default overlap", tc(nil, ""), credentialState{Revision: 1, Current: "c", CurrentSince: t0, Next: "n", NextPublishAt: t0}, t0,
+			credentialState{Revision: 2, Current: "n", CurrentSince: t0, Previous: "c", PreviousNotAfter: t0.Add(defaultManualOverlap)}},
+		{"previous valid until its end", tc(daily, ""), credentialState{Revision: 4, Current: "n", CurrentSince: t0, Previous: "c", PreviousNotAfter: t0.Add(time.Hour)}, t0.Add(time.Hour - time.Nanosecond),
+			credentialState{Revision: 4, Current: "n", CurrentSince: t0, Previous: "c", PreviousNotAfter: t0.Add(time.Hour)}},
+		{"previous gone at its end", tc(daily, ""), credentialState{Revision: 4, Current: "n", CurrentSince: t0, Previous: "c", PreviousNotAfter: t0.Add(time.Hour)}, t0.Add(time.Hour),
+			credentialState{Revision: 4, Current: "n", CurrentSince: t0}},
+		{"operator down for days: one rotation, not many", tc(daily, ""), steady, t0.Add(96 * time.Hour),
+			credentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "new", NextPublishAt: t0.Add(96*time.Hour + staging)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := advanceCredential(tt.tc, tt.st, tt.now, staging, func() string { return "new" })
+			if got != tt.want {
+				t.Fatalf("\ngot  %+v\nwant %+v", got, tt.want)
+			}
+			// State must survive the Secret round trip exactly.
+			back, err := decodeCredentialState(got.encode())
+			if err != nil || fmt.Sprint(back) != fmt.Sprint(got) {
+				t.Fatalf("round trip: %+v, %v", back, err)
+			}
+		})
+	}
+}

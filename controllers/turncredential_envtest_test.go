@@ -1,0 +1,317 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/relay/config"
+)
+
+// The suite's reconcilers share `clock`. These tests move it and then nudge
+// the TurnCredential (an annotation the controller ignores but is woken by),
+// so every reconcile runs in the manager, as in production.
+
+func kick(t *testing.T, tc *turnpikev1.TurnCredential) {
+	t.Helper()
+	eventually(t, "kick", func() error {
+		cur := &turnpikev1.TurnCredential{}
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(tc), cur); err != nil {
+			return err
+		}
+		if cur.Annotations == nil {
+			cur.Annotations = map[string]string{}
+		}
+		cur.Annotations["test/kick"] = clock.Now().String()
+		return env.Client.Update(context.Background(), cur)
+	})
+}
+
+func getCredential(t *testing.T, tc *turnpikev1.TurnCredential) *turnpikev1.TurnCredential {
+	t.Helper()
+	cur := &turnpikev1.TurnCredential{}
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(tc), cur); err != nil {
+		t.Fatal(err)
+	}
+	return cur
+}
+
+func getSecret(ns, name string) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	return s, env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, s)
+}
+
+// bundleOf reads the relays' credentials.yaml of a TurnServer.
+func bundleOf(ts *turnpikev1.TurnServer) (*config.Credentials, error) {
+	s, err := getSecret(ts.Namespace, ts.Name+"-relay-credentials")
+	if err != nil {
+		return nil, err
+	}
+	return config.ParseCredentials(s.Data[config.CredentialsFile])
+}
+
+// userKeys lists a bundle's keys for username as "key" or "key until T".
+func userKeys(b *config.Credentials, username string) []string {
+	var out []string
+	for _, u := range b.Users {
+		if u.Username != username {
+			continue
+		}
+		if u.NotAfter != nil {
+			out = append(out, u.Key+" until "+u.NotAfter.UTC().Format(time.RFC3339))
+		} else {
+			out = append(out, u.Key)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestStaticCredentialRotation(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "cred-static")
+	newNode(t, "cred-static-a", map[string]string{"suite": "cred-static"}, externalIP("198.51.100.60"))
+	ts := minimalTurnServer(ns, "relay", "cred-static", 3478)
+	ts.Spec.Listeners[0].Port = 3490 // nodes are shared across tests; keep ports apart
+	ts.Spec.MetricsPort, ts.Spec.HealthPort = 9651, 9652
+	ts.Spec.RelayPortRange = turnpikev1.PortRange{Min: 41000, Max: 41999}
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	tc := &turnpikev1.TurnCredential{
+		ObjectMeta: metav1.ObjectMeta{Name: "sfu", Namespace: ns},
+		Spec: turnpikev1.TurnCredentialSpec{
+			TurnServerRef: turnpikev1.LocalObjectReference{Name: "relay"},
+			Type:          turnpikev1.CredentialStatic, Username: "sfu",
+			Rotation: &turnpikev1.Rotation{Interval: metav1.Duration{Duration: 24 * time.Hour}, Overlap: metav1.Duration{Duration: 2 * time.Hour}},
+		},
+	}
+	if err := env.Client.Create(ctx, tc); err != nil {
+		t.Fatal(err)
+	}
+	// A relay pod becomes ready, so the TurnServer publishes URLs.
+	eventually(t, "relay DaemonSet", func() error { _, err := getRelayObjects(ts); return err })
+	createRelayPod(t, ts, "cred-static-a", true)
+
+	// Issued: apps get a password and a complete iceServers.json; relays get only its key.
+	var password1 string
+	eventually(t, "issued", func() error {
+		out, err := getSecret(ns, "sfu")
+		if err != nil {
+			return err
+		}
+		password1 = string(out.Data[SecretKeyPassword])
+		var ice []iceServer
+		if err := json.Unmarshal(out.Data[SecretKeyICEServers], &ice); err != nil {
+			return err
+		}
+		want := iceServer{URLs: []string{"turn:198.51.100.60:3490?transport=udp"}, Username: "sfu", Credential: password1}
+		if len(ice) != 1 || fmt.Sprint(ice[0]) != fmt.Sprint(want) || string(out.Data[SecretKeyUsername]) != "sfu" {
+			return fmt.Errorf("iceServers.json %s", out.Data[SecretKeyICEServers])
+		}
+		b, err := bundleOf(ts)
+		if err != nil {
+			return err
+		}
+		if keys := userKeys(b, "sfu"); !slices.Equal(keys, []string{longTermKey("sfu", "example.org", password1)}) {
+			return fmt.Errorf("bundle keys %v", keys)
+		}
+		return expectCredential(getCredential(t, tc), metav1.ConditionTrue, ReasonIssued, 1)
+	})
+	if len(password1) < 40 {
+		t.Fatalf("password %q is too short to be 32 random bytes", password1)
+	}
+	s, _ := getSecret(ns, ts.Name+"-relay-credentials")
+	if bytes.Contains(s.Data[config.CredentialsFile], []byte(password1)) {
+		t.Fatal("the relay bundle holds the plaintext password")
+	}
+	gen1 := mustBundle(t, ts).Generation
+
+	// The interval passes: the new password is staged on relays, apps keep the old one.
+	clock.Advance(24 * time.Hour)
+	kick(t, tc)
+	var password2 string
+	eventually(t, "staged", func() error {
+		st := stateOf(t, tc)
+		if st.Next == "" {
+			return fmt.Errorf("nothing staged")
+		}
+		password2 = st.Next
+		if keys := userKeys(mustBundle(t, ts), "sfu"); len(keys) != 2 {
+			return fmt.Errorf("bundle keys %v, want current and staged", keys)
+		}
+		out, _ := getSecret(ns, "sfu")
+		if string(out.Data[SecretKeyPassword]) != password1 {
+			return fmt.Errorf("apps got the staged password before relays had time to load it")
+		}
+		return nil
+	})
+	if mustBundle(t, ts).Generation <= gen1 {
+		t.Error("bundle generation did not increase")
+	}
+
+	// The staging delay passes: apps get the new password, the old one stays valid for the overlap.
+	clock.Advance(time.Hour)
+	publishedAt := clock.Now()
+	kick(t, tc)
+	eventually(t, "published", func() error {
+		out, _ := getSecret(ns, "sfu")
+		if string(out.Data[SecretKeyPassword]) != password2 {
+			return fmt.Errorf("apps still have the old password")
+		}
+		want := []string{
+			longTermKey("sfu", "example.org", password1) + " until " + publishedAt.Add(2*time.Hour).UTC().Format(time.RFC3339),
+			longTermKey("sfu", "example.org", password2),
+		}
+		slices.Sort(want)
+		if keys := userKeys(mustBundle(t, ts), "sfu"); !slices.Equal(keys, want) {
+			return fmt.Errorf("bundle keys %v, want %v", keys, want)
+		}
+		cur := getCredential(t, tc)
+		if cur.Status.LastRotationTime == nil || !cur.Status.LastRotationTime.Time.Equal(publishedAt) ||
+			!cur.Status.NextRotationTime.Time.Equal(publishedAt.Add(24*time.Hour)) {
+			return fmt.Errorf("rotation times %v %v", cur.Status.LastRotationTime, cur.Status.NextRotationTime)
+		}
+		return expectCredential(cur, metav1.ConditionTrue, ReasonIssued, 2)
+	})
+
+	// A restarted operator (fresh reconcilers, same clock) in the middle of the
+	// overlap changes nothing: no second rotation, no lost previous password.
+	before := stateOf(t, tc)
+	restarted := &TurnCredentialReconciler{Client: env.Client, Now: clock.Now, StagingDelay: time.Hour}
+	clock.Advance(time.Hour)
+	if _, err := restarted.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(tc)}); err != nil {
+		t.Fatal(err)
+	}
+	if after := stateOf(t, tc); after != before {
+		t.Fatalf("restart mid-overlap changed the state:\n%+v\n%+v", before, after)
+	}
+
+	// The overlap ends: the previous key leaves the bundle.
+	clock.Advance(time.Hour)
+	kick(t, tc)
+	eventually(t, "previous expired", func() error {
+		if keys := userKeys(mustBundle(t, ts), "sfu"); !slices.Equal(keys, []string{longTermKey("sfu", "example.org", password2)}) {
+			return fmt.Errorf("bundle keys %v", keys)
+		}
+		return nil
+	})
+
+	// Deleting the TurnCredential takes its keys off the relays.
+	if err := env.Client.Delete(ctx, tc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "keys removed", func() error {
+		if keys := userKeys(mustBundle(t, ts), "sfu"); len(keys) != 0 {
+			return fmt.Errorf("bundle keys %v after delete", keys)
+		}
+		return nil
+	})
+}
+
+func TestManualRotationAndMissingTurnServer(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "cred-rest")
+	tc := &turnpikev1.TurnCredential{
+		ObjectMeta: metav1.ObjectMeta{Name: "rest", Namespace: ns},
+		Spec: turnpikev1.TurnCredentialSpec{
+			TurnServerRef: turnpikev1.LocalObjectReference{Name: "absent"},
+			Type:          turnpikev1.CredentialSharedSecret, SecretName: "rest-for-apps",
+			TTL: &metav1.Duration{Duration: time.Hour},
+		},
+	}
+	if err := env.Client.Create(ctx, tc); err != nil {
+		t.Fatal(err)
+	}
+	// No TurnServer: the secret is issued, but the condition says nobody accepts it.
+	eventually(t, "issued without a TurnServer", func() error {
+		out, err := getSecret(ns, "rest-for-apps")
+		if err != nil {
+			return err
+		}
+		if len(out.Data[SecretKeySharedSecret]) == 0 || string(out.Data[SecretKeyICEServers]) != `[{"urls":[]}]` {
+			return fmt.Errorf("output %v", out.Data)
+		}
+		return expectCredential(getCredential(t, tc), metav1.ConditionFalse, ReasonTurnServerNotFound, 1)
+	})
+	first := stateOf(t, tc).Current
+
+	// turnpike.dev/rotate with a new value rotates once.
+	setAnnotation := func(v string) {
+		eventually(t, "annotate", func() error {
+			cur := getCredential(t, tc)
+			cur.Annotations = map[string]string{turnpikev1.AnnotationRotate: v}
+			return env.Client.Update(ctx, cur)
+		})
+	}
+	setAnnotation("2026-01-01")
+	eventually(t, "rotation staged", func() error {
+		if st := stateOf(t, tc); st.Next == "" || st.RotateRequest != "2026-01-01" {
+			return fmt.Errorf("state %+v", st)
+		}
+		return nil
+	})
+	clock.Advance(time.Hour) // the suite's staging delay
+	kick(t, tc)
+	eventually(t, "published", func() error {
+		st := stateOf(t, tc)
+		if st.Revision != 2 || st.Previous != first || st.Next != "" {
+			return fmt.Errorf("state rev %d previous=%v next=%q", st.Revision, st.Previous == first, st.Next)
+		}
+		return nil
+	})
+	// The same value again is not a new request.
+	kick(t, tc)
+	clock.Advance(time.Hour)
+	kick(t, tc)
+	time.Sleep(500 * time.Millisecond)
+	if st := stateOf(t, tc); st.Next != "" || st.Revision != 2 {
+		t.Fatalf("the same rotate value rotated again: %+v", st)
+	}
+}
+
+func expectCredential(tc *turnpikev1.TurnCredential, status metav1.ConditionStatus, reason string, revision int64) error {
+	c := meta.FindStatusCondition(tc.Status.Conditions, turnpikev1.ConditionReady)
+	switch {
+	case c == nil || c.Status != status || c.Reason != reason:
+		return fmt.Errorf("Ready = %+v, want %s/%s", c, status, reason)
+	case c.ObservedGeneration != tc.Generation || tc.Status.ObservedGeneration != tc.Generation:
+		return fmt.Errorf("status describes generation %d, object is at %d", tc.Status.ObservedGeneration, tc.Generation)
+	case tc.Status.CurrentRevision != revision:
+		return fmt.Errorf("revision %d, want %d", tc.Status.CurrentRevision, revision)
+	}
+	return nil
+}
+
+func stateOf(t *testing.T, tc *turnpikev1.TurnCredential) credentialState {
+	t.Helper()
+	s, err := getSecret(tc.Namespace, stateSecretName(tc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := decodeCredentialState(s.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func mustBundle(t *testing.T, ts *turnpikev1.TurnServer) *config.Credentials {
+	t.Helper()
+	b, err := bundleOf(ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
