@@ -52,3 +52,51 @@ $(CONTROLLER_GEN):
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 	mv $(BIN)/controller-gen $(CONTROLLER_GEN)
+
+##@ Install
+
+HELM_VERSION := v3.22.0
+HELM    := $(BIN)/helm-$(HELM_VERSION)
+KUBECTL ?= $(CURDIR)/hack/kubectl.sh
+CHART   := charts/turnpike
+
+.PHONY: run
+run: ## Run the operator on the cluster of your kubeconfig, or, if none answers, on a local playground control plane with a relay.
+	hack/run.sh
+
+.PHONY: docker-build
+docker-build: ## Build the image $(IMG) (operator and relay in one). Needs a Docker engine.
+	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
+
+.PHONY: install
+install: ## Install the CRDs into the cluster of your kubeconfig.
+	$(KUBECTL) apply -k config/crd
+
+.PHONY: uninstall
+uninstall: ## Delete the CRDs, and with them every TurnServer and TurnCredential.
+	$(KUBECTL) delete --ignore-not-found -k config/crd
+
+.PHONY: deploy
+deploy: ## Install the operator (config/default, namespace turnpike-system) with image $(IMG).
+	hack/deploy.sh $(IMG)
+
+.PHONY: undeploy
+undeploy: ## Delete what deploy installed, CRDs included.
+	$(KUBECTL) delete --ignore-not-found -k config/default
+
+.PHONY: helm-crds
+helm-crds: ## Copy the generated CRDs and ClusterRole rules into the Helm chart (after `make manifests`).
+	hack/helm-crds.sh
+
+.PHONY: helm-lint
+helm-lint: $(HELM) ## Lint the Helm chart with its default values and with everything enabled.
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) --set monitoring.serviceMonitor.enabled=true,monitoring.podMonitor.enabled=true,monitoring.prometheusRule.enabled=true,monitoring.grafanaDashboard.enabled=true
+
+.PHONY: helm
+helm: $(HELM) ## Build helm into bin/ (tests find it there).
+
+$(HELM):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv $(BIN)/helm $(HELM)
