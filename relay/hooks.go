@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
@@ -37,7 +38,7 @@ func (r *Relay) authenticate(ra *turn.RequestAttributes) (userID string, key []b
 		// inspector found to match this very request.
 		if k, found := keyForRequest(ra.SrcAddr, ra.Username); found {
 			if v, ok := r.rotationKeys.LoadAndDelete(k); ok {
-				key = v.([]byte)
+				key = v.(matchedKey).key
 			}
 		}
 	}
@@ -114,10 +115,32 @@ func (r *Relay) matchRotationKey(st *state, m *stun.Message, client net.Addr) {
 	}
 	for _, key := range res.keys {
 		if stun.MessageIntegrity(key).Check(m) == nil {
-			r.rotationKeys.Store(k, key)
+			r.rotationKeys.Store(k, matchedKey{key: key, at: timeNow()})
 			return
 		}
 	}
+}
+
+// matchedKey is a rotationKeys entry.
+type matchedKey struct {
+	key []byte
+	at  time.Time
+}
+
+// rotationKeyTTL bounds how long an unused rotationKeys entry lives. An
+// entry is normally consumed within the same request; one is left behind
+// only when pion refuses the request before asking for the key (a stale
+// nonce, say).
+const rotationKeyTTL = time.Minute
+
+// sweepRotationKeys drops entries no request consumed.
+func (r *Relay) sweepRotationKeys(now time.Time) {
+	r.rotationKeys.Range(func(k, v any) bool {
+		if now.Sub(v.(matchedKey).at) > rotationKeyTTL {
+			r.rotationKeys.Delete(k)
+		}
+		return true
+	})
 }
 
 // admitAllocation is pion's QuotaHandler: false answers 486.

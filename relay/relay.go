@@ -69,7 +69,7 @@ type Relay struct {
 	// rotationKeys carries the key that matched a REST request's
 	// MESSAGE-INTEGRITY from the request inspector to the AuthHandler, while
 	// several shared secrets are valid (see inspectRequest).
-	rotationKeys sync.Map // rotationKey -> []byte
+	rotationKeys sync.Map // rotationKey -> matchedKey
 
 	server   *turn.Server
 	certs    []*certReloader

@@ -37,6 +37,7 @@ func (r *Relay) watchConfig(ctx context.Context, hup <-chan os.Signal) {
 			r.Reload()
 		case <-tick.C:
 			r.Reload()
+			r.sweepRotationKeys(timeNow())
 		}
 	}
 }
