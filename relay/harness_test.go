@@ -74,7 +74,7 @@ func baseConfig(t *testing.T, dir string) *config.Relay {
 		UDPSocketsPerListener: 2,
 		// Below the kernel's ephemeral range, so it never overlaps freePort's listener ports.
 		RelayPortRange: config.PortRange{Min: 20000, Max: 29999},
-		Addresses:      config.Addresses{Bind: []string{"127.0.0.1", "::1"}},
+		Addresses:      config.Addresses{Bind: loopbackBind()},
 		Internal:       config.Internal{Address: "127.0.0.1", MetricsPort: freePort(t), HealthPort: freePort(t)},
 		// Clients in tests leave UDP allocations behind; do not wait for them on stop.
 		DrainGracePeriod: config.Duration{Duration: 200 * time.Millisecond},
@@ -182,9 +182,12 @@ func freePort(t *testing.T) int {
 		port := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
-			u6, err6 := net.ListenPacket("udp", fmt.Sprintf("[::1]:%d", port))
-			if err6 == nil {
-				_ = u6.Close()
+			var err6 error
+			if haveIPv6() {
+				var u6 net.PacketConn
+				if u6, err6 = net.ListenPacket("udp", fmt.Sprintf("[::1]:%d", port)); err6 == nil {
+					_ = u6.Close()
+				}
 			}
 			_ = u.Close()
 			_ = l.Close()
@@ -197,6 +200,25 @@ func freePort(t *testing.T) int {
 	}
 	t.Fatal("no free port")
 	return 0
+}
+
+// haveIPv6 reports whether this machine has IPv6 loopback (some CI
+// containers do not). Without it the relay binds IPv4 only and IPv6 cases
+// skip (fail in CI).
+var haveIPv6 = sync.OnceValue(func() bool {
+	c, err := net.ListenPacket("udp", "[::1]:0")
+	if err != nil {
+		return false
+	}
+	_ = c.Close()
+	return true
+})
+
+func loopbackBind() []string {
+	if haveIPv6() {
+		return []string{"127.0.0.1", "::1"}
+	}
+	return []string{"127.0.0.1"}
 }
 
 // localAddr returns an address of this machine that is not loopback (nor
@@ -222,9 +244,15 @@ func localAddr(t *testing.T, v6, private bool) netip.Addr {
 // localPrivateAddr is a local address in the default-deny set, of either family.
 func localPrivateAddr(t *testing.T) netip.Addr {
 	t.Helper()
-	for _, a := range localAddrs(t) {
-		if _, reason := mustPolicy(t, config.PeerPolicy{}, nil).check(a); reason == denyPrivate {
-			return a
+	// IPv4 first; an IPv6 peer needs IPv6 allocations, so IPv6 loopback.
+	for _, v6 := range []bool{false, true} {
+		for _, a := range localAddrs(t) {
+			if a.Is6() != v6 || (v6 && !haveIPv6()) {
+				continue
+			}
+			if _, reason := mustPolicy(t, config.PeerPolicy{}, nil).check(a); reason == denyPrivate {
+				return a
+			}
 		}
 	}
 	needTool(t, "a local address in a private range (RFC 1918, CGNAT or ULA)", false)

@@ -174,6 +174,9 @@ func TestPeerPolicyOverTheWire(t *testing.T) {
 			// the wire (else 443): ::ffff:a.b.c.d counts as IPv4.
 			v6 := peer.Is6() && !peer.Is4In6()
 			t.Run(network+"/"+p, func(t *testing.T) {
+				if v6 {
+					needTool(t, "IPv6 loopback (::1) for IPv6 allocations", haveIPv6())
+				}
 				c := dialRaw(t, network, addr, testUser, testPassword)
 				c.mustAllocate(v6)
 				if code := c.createPermission(peer); code != 403 {
