@@ -2,18 +2,15 @@ package relay
 
 import (
 	"crypto/hmac"
-	"crypto/sha1" //nolint:gosec // the TURN REST API defines HMAC-SHA1
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/pion/turn/v5"
 
 	"github.com/turnpike-dev/turnpike/relay/config"
+	"github.com/turnpike-dev/turnpike/relay/restauth"
 )
 
 // Reasons an authentication fails; the "reason" label of
@@ -66,25 +63,6 @@ func (c *credentials) validSecrets(now time.Time) []config.SharedSecret {
 	return out
 }
 
-// restPassword is the TURN REST API password for username:
-// base64(HMAC-SHA1(secret, username)).
-func restPassword(secret, username string) string {
-	mac := hmac.New(sha1.New, []byte(secret))
-	mac.Write([]byte(username))
-	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
-}
-
-// restUsernameExpiry parses "expiry:user" or "expiry" (a Unix time).
-// ok is false when the username is not in REST form.
-func restUsernameExpiry(username string) (expiry time.Time, ok bool) {
-	ts, _, _ := strings.Cut(username, ":")
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || sec <= 0 {
-		return time.Time{}, false
-	}
-	return time.Unix(sec, 0), true
-}
-
 // keyResult is the outcome of looking a user up.
 type keyResult struct {
 	keys   [][]byte // candidate long-term keys; several while secrets overlap
@@ -103,7 +81,7 @@ func (c *credentials) lookup(username, realm string, now time.Time) keyResult {
 	if len(c.secrets) == 0 {
 		return keyResult{reason: authUnknownUser}
 	}
-	expiry, ok := restUsernameExpiry(username)
+	expiry, ok := restauth.Expiry(username)
 	if !ok {
 		return keyResult{reason: authBadUsername}
 	}
@@ -116,7 +94,7 @@ func (c *credentials) lookup(username, realm string, now time.Time) keyResult {
 	}
 	keys := make([][]byte, 0, len(valid))
 	for _, s := range valid {
-		keys = append(keys, turn.GenerateAuthKey(username, c.realm, restPassword(s.Secret, username)))
+		keys = append(keys, turn.GenerateAuthKey(username, c.realm, restauth.Password(s.Secret, username)))
 	}
 	return keyResult{keys: keys}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/turnpike-dev/turnpike/relay/config"
+	"github.com/turnpike-dev/turnpike/relay/restauth"
 )
 
 func TestCredentialsLookup(t *testing.T) {
@@ -48,7 +49,7 @@ func TestCredentialsLookup(t *testing.T) {
 	}
 	// The key for a REST user is MD5(user:realm:base64(HMAC-SHA1(secret, user))).
 	res := c.lookup(rest, "r", now)
-	want := turn.GenerateAuthKey(rest, "r", restPassword("previous-secret-0123", rest))
+	want := turn.GenerateAuthKey(rest, "r", restauth.Password("previous-secret-0123", rest))
 	if !sameKey(res.keys[0], want) {
 		t.Error("REST key does not match the TURN REST API derivation")
 	}

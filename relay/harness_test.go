@@ -26,6 +26,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/turnpike-dev/turnpike/relay/config"
+	"github.com/turnpike-dev/turnpike/relay/restauth"
 )
 
 // Test fixtures shared by the integration tests: a relay started through
@@ -358,10 +359,10 @@ func writeSelfSignedCert(t *testing.T, dir string) (certFile, keyFile string) {
 	return certFile, keyFile
 }
 
-// restCredentials makes TURN REST API credentials valid for ttl.
+// restCredentials makes TURN REST API credentials that expire at expiry.
 func restCredentials(secret, user string, expiry time.Time) (username, password string) {
-	username = fmt.Sprintf("%d:%s", expiry.Unix(), user)
-	return username, restPassword(secret, username)
+	username = restauth.Username(expiry, user)
+	return username, restauth.Password(secret, username)
 }
 
 // syncBuffer is a goroutine-safe log sink.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
+
+	"github.com/turnpike-dev/turnpike/relay/restauth"
 )
 
 // The functions pion calls: authentication, the allocation quota, the peer
@@ -58,7 +60,7 @@ func keyForRequest(client net.Addr, username string) (rotationKey, bool) {
 // username "expiry:user" (which changes with every expiry), else the name.
 func userIDOf(username string) string {
 	if _, user, found := strings.Cut(username, ":"); found && user != "" {
-		if _, isREST := restUsernameExpiry(username); isREST {
+		if _, isREST := restauth.Expiry(username); isREST {
 			return user
 		}
 	}
