@@ -32,6 +32,7 @@ type operatorFlags struct {
 	leaderElectionNS string
 	relayImage       string
 	stagingDelay     time.Duration
+	issuerAddr       string
 }
 
 func runOperator(ctx context.Context, args []string) error {
@@ -45,6 +46,8 @@ func runOperator(ctx context.Context, args []string) error {
 	fs.StringVar(&f.relayImage, "relay-image", envOr("RELAY_IMAGE", "turnpike:"+version), "relay image for TurnServers that do not name one ($RELAY_IMAGE); normally the operator's own image")
 	fs.DurationVar(&f.stagingDelay, "credential-staging-delay", controllers.DefaultStagingDelay,
 		"how long relays accept a rotated secret before apps are given it; must exceed the kubelet's Secret sync delay")
+	fs.StringVar(&f.issuerAddr, "issuer-bind-address", ":8082",
+		"address of the credential issuing endpoint ("+controllers.IssuerPath+"); keep it in-cluster; empty disables")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -98,7 +101,7 @@ func newOperatorManager(cfg *rest.Config, f operatorFlags) (ctrl.Manager, error)
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
 	}
-	opts := controllers.Options{RelayImage: f.relayImage, StagingDelay: f.stagingDelay}
+	opts := controllers.Options{RelayImage: f.relayImage, StagingDelay: f.stagingDelay, IssuerAddr: f.issuerAddr}
 	if _, err := controllers.Setup(mgr, mgr.GetClient(), opts); err != nil {
 		return nil, fmt.Errorf("setting up controllers: %w", err)
 	}

@@ -38,7 +38,7 @@ func TestOperatorCommand(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- runOperator(ctx, []string{"--kubeconfig", kubeconfig, "--metrics-bind-address", "0",
-			"--health-probe-bind-address", probeAddr, "--relay-image", "example/turnpike:1", "--zap-log-level", "error"})
+			"--health-probe-bind-address", probeAddr, "--issuer-bind-address", freeTCPAddr(t), "--relay-image", "example/turnpike:1", "--zap-log-level", "error"})
 	}()
 
 	waitFor(t, "readyz", func() error {

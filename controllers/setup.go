@@ -30,6 +30,9 @@ type Options struct {
 	StagingDelay time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// IssuerAddr is where the credential issuing endpoint listens; empty
+	// turns it off.
+	IssuerAddr string
 }
 
 // Reconcilers are the operator's reconcilers, as Setup registered them.
@@ -57,6 +60,12 @@ func Setup(mgr ctrl.Manager, c client.Client, o Options) (*Reconcilers, error) {
 	}
 	if err := r.TurnCredential.SetupWithManager(mgr); err != nil {
 		return nil, err
+	}
+	if o.IssuerAddr != "" {
+		issuer := &Issuer{Client: c, Now: o.Now}
+		if err := mgr.Add(&IssuerServer{Addr: o.IssuerAddr, Handler: issuer.Handler()}); err != nil {
+			return nil, err
+		}
 	}
 	if err := metrics.Registry.Register(credentialStates{mgr.GetCache()}); err != nil &&
 		!errors.As(err, &prometheus.AlreadyRegisteredError{}) {

@@ -1,0 +1,214 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/relay/restauth"
+)
+
+// IssuerPath is the URL path of the credential issuing endpoint.
+const IssuerPath = "/api/v1/namespaces/{namespace}/turncredentials/{name}"
+
+// IssueVerb is the RBAC verb that lets a caller be issued credentials of a
+// TurnCredential, e.g. a Role rule {apiGroups: [turnpike.dev], resources:
+// [turncredentials], resourceNames: [my-cred], verbs: [use]}.
+const IssueVerb = "use"
+
+// issueResponse is the TURN REST API response (draft-uberti-behave-turn-rest).
+type issueResponse struct {
+	Username string   `json:"username"`
+	Password string   `json:"password"`
+	TTL      int64    `json:"ttl"`
+	URIs     []string `json:"uris"`
+}
+
+// Issuer hands out TURN credentials to workloads in the cluster: it
+// authenticates the caller's service-account token with a TokenReview and
+// checks with a SubjectAccessReview that the caller may "use" the
+// TurnCredential. For a shared secret it mints a short-lived REST username
+// and password; for a static credential it returns the current one.
+type Issuer struct {
+	Client client.Client
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// Handler routes the issuing endpoint.
+func (i *Issuer) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+IssuerPath, i.issue)
+	return mux
+}
+
+func (i *Issuer) issue(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	ns, name := r.PathValue("namespace"), r.PathValue("name")
+	user := r.URL.Query().Get("username")
+	if strings.Contains(user, ":") || len(user) > 128 {
+		i.fail(w, "bad_request", http.StatusBadRequest, "username must have no ':' and at most 128 characters")
+		return
+	}
+	caller, err := i.authenticate(ctx, r.Header.Get("Authorization"))
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="turnpike"`)
+		i.fail(w, "unauthenticated", http.StatusUnauthorized, err.Error())
+		return
+	}
+	allowed, err := i.authorize(ctx, caller, ns, name)
+	switch {
+	case err != nil:
+		i.fail(w, "error", http.StatusInternalServerError, "authorization check failed")
+		log.FromContext(ctx).Error(err, "SubjectAccessReview")
+		return
+	case !allowed:
+		i.fail(w, "forbidden", http.StatusForbidden,
+			fmt.Sprintf("%s may not %s turncredentials %s/%s", caller.Username, IssueVerb, ns, name))
+		return
+	}
+	resp, status, err := i.credentials(ctx, ns, name, user)
+	if err != nil {
+		i.fail(w, strings.ToLower(strings.ReplaceAll(http.StatusText(status), " ", "_")), status, err.Error())
+		return
+	}
+	issueRequests.WithLabelValues("issued").Inc()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+func (i *Issuer) fail(w http.ResponseWriter, result string, status int, msg string) {
+	issueRequests.WithLabelValues(result).Inc()
+	http.Error(w, msg, status)
+}
+
+// authenticate checks a bearer token with the API server.
+func (i *Issuer) authenticate(ctx context.Context, header string) (authnv1.UserInfo, error) {
+	token, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || strings.TrimSpace(token) == "" {
+		return authnv1.UserInfo{}, errors.New("a service-account token is required: Authorization: Bearer <token>")
+	}
+	review := &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: strings.TrimSpace(token)}}
+	if err := i.Client.Create(ctx, review); err != nil {
+		return authnv1.UserInfo{}, fmt.Errorf("token review failed: %w", err)
+	}
+	if !review.Status.Authenticated {
+		return authnv1.UserInfo{}, errors.New("token not accepted by the API server")
+	}
+	return review.Status.User, nil
+}
+
+// authorize asks the API server whether the caller may use the TurnCredential.
+func (i *Issuer) authorize(ctx context.Context, u authnv1.UserInfo, ns, name string) (bool, error) {
+	extra := map[string]authzv1.ExtraValue{}
+	for k, v := range u.Extra {
+		extra[k] = authzv1.ExtraValue(v)
+	}
+	sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+		User: u.Username, UID: u.UID, Groups: u.Groups, Extra: extra,
+		ResourceAttributes: &authzv1.ResourceAttributes{
+			Namespace: ns, Verb: IssueVerb, Group: turnpikev1.GroupVersion.Group,
+			Resource: "turncredentials", Name: name,
+		},
+	}}
+	if err := i.Client.Create(ctx, sar); err != nil {
+		return false, err
+	}
+	return sar.Status.Allowed, nil
+}
+
+// credentials builds the response for an authorized caller.
+func (i *Issuer) credentials(ctx context.Context, ns, name, user string) (*issueResponse, int, error) {
+	tc := &turnpikev1.TurnCredential{}
+	if err := i.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, tc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, http.StatusNotFound, fmt.Errorf("TurnCredential %s/%s not found", ns, name)
+		}
+		return nil, http.StatusInternalServerError, err
+	}
+	s := &corev1.Secret{}
+	if err := i.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: stateSecretName(tc)}, s); err != nil {
+		return nil, http.StatusServiceUnavailable, fmt.Errorf("TurnCredential %s/%s is not issued yet", ns, name)
+	}
+	st, err := decodeCredentialState(s.Data)
+	if err != nil || st.Current == "" {
+		return nil, http.StatusServiceUnavailable, fmt.Errorf("TurnCredential %s/%s has no usable secret", ns, name)
+	}
+	ts := &turnpikev1.TurnServer{}
+	uris := []string{}
+	if err := i.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: tc.Spec.TurnServerRef.Name}, ts); err == nil {
+		uris = append(uris, ts.Status.URLs...)
+	}
+	now := i.now()
+	if tc.Spec.Type == turnpikev1.CredentialStatic {
+		return &issueResponse{Username: tc.Spec.Username, Password: st.Current, TTL: staticTTL(tc, st, now), URIs: uris}, 0, nil
+	}
+	ttl := time.Hour
+	if tc.Spec.TTL != nil {
+		ttl = tc.Spec.TTL.Duration
+	}
+	username, password := restauth.Mint(st.Current, user, now, ttl)
+	return &issueResponse{Username: username, Password: password, TTL: int64(ttl.Seconds()), URIs: uris}, 0, nil
+}
+
+// staticTTL is how long a static password is sure to keep working: until
+// the next rotation is published plus the overlap, or a day without a schedule.
+func staticTTL(tc *turnpikev1.TurnCredential, st credentialState, now time.Time) int64 {
+	next := nextRotation(tc, st)
+	if next.IsZero() {
+		return int64((24 * time.Hour).Seconds())
+	}
+	return max(int64(next.Add(overlap(tc)).Sub(now).Seconds()), 0)
+}
+
+func (i *Issuer) now() time.Time {
+	if i.Now != nil {
+		return i.Now()
+	}
+	return time.Now()
+}
+
+// IssuerServer runs the issuing endpoint in the manager. Every replica
+// serves it, not only the leader: it only reads.
+type IssuerServer struct {
+	Addr    string
+	Handler http.Handler
+}
+
+func (s *IssuerServer) NeedLeaderElection() bool { return false }
+
+// Start serves until ctx ends.
+func (s *IssuerServer) Start(ctx context.Context) error {
+	l, err := net.Listen("tcp", s.Addr)
+	if err != nil {
+		return fmt.Errorf("credential issuer: %w", err)
+	}
+	srv := &http.Server{Handler: s.Handler, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
