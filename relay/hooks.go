@@ -17,8 +17,9 @@ import (
 // permission check and allocation events. They read the current state once
 // per call, so a reload applies from the next request on.
 
-// rotationKey names a request for rotationKeys: the allocation's client and
-// listener plus the username it authenticates with.
+// rotationKey names a request for rotationKeys: the client's address (in
+// alloc.client; the listener part stays empty, see keyForRequest) and the
+// username it authenticates with.
 type rotationKey struct {
 	alloc    allocKey
 	username string
@@ -84,6 +85,7 @@ func (r *Relay) inspectRequest(raw []byte, client, local net.Addr) {
 	}
 	m := &stun.Message{Raw: append([]byte(nil), raw...)}
 	if m.Decode() != nil {
+		r.allocs.setPendingChannel(k, -1) // pion will refuse it too
 		return
 	}
 	pending := -1
