@@ -315,3 +315,32 @@ func mustBundle(t *testing.T, ts *turnpikev1.TurnServer) *config.Credentials {
 	}
 	return b
 }
+
+func TestTurnServerDeletionLeavesCredentialNotReady(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "cred-orphan")
+	ts := minimalTurnServer(ns, "relay", "cred-orphan-none", 3478)
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	tc := &turnpikev1.TurnCredential{
+		ObjectMeta: metav1.ObjectMeta{Name: "user", Namespace: ns},
+		Spec: turnpikev1.TurnCredentialSpec{TurnServerRef: turnpikev1.LocalObjectReference{Name: "relay"},
+			Type: turnpikev1.CredentialStatic, Username: "u"},
+	}
+	if err := env.Client.Create(ctx, tc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "ready", func() error {
+		return expectCredential(getCredential(t, tc), metav1.ConditionTrue, ReasonIssued, 1)
+	})
+	if err := env.Client.Delete(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "not ready once the TurnServer is gone", func() error {
+		return expectCredential(getCredential(t, tc), metav1.ConditionFalse, ReasonTurnServerNotFound, 1)
+	})
+	if _, err := getSecret(ns, "user"); err != nil {
+		t.Fatalf("the apps' Secret went with the TurnServer: %v", err)
+	}
+}
