@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/turnpike-dev/turnpike/probe"
+)
+
+const probeUsage = `usage: turnpike probe URL [--username U --password P | --secret S] [flags]
+
+Allocates a relayed address on a TURN server, pings an echo peer through it,
+and reports the allocation time, median round-trip time, loss and relayed
+address. Exits non-zero with the reason when any step fails (unreachable,
+authentication failed (401), peer refused (403), quota reached (486), no echo).
+
+URL is turn:HOST[:PORT][?transport=udp|tcp] (default 3478, udp) or
+turns:HOST[:PORT][?transport=tcp|udp] (TLS, or DTLS for udp; default 5349).
+
+Credentials: --username and --password (or $TURNPIKE_PASSWORD), or --secret
+(or $TURNPIKE_SECRET), a TURN REST shared secret from which the probe mints
+username "<expiry>:probe" and password base64(HMAC-SHA1(secret, username)).
+
+The echo peer: without --peer the probe opens a UDP echo socket on this
+machine's first non-loopback address (%s here). TURN servers refuse
+loopback peers, and turnpike relays also refuse private ranges and their own
+node's addresses unless the TurnServer allows them: to probe a relay on this
+machine, add that address to spec.peerPolicy.allow, e.g.
+    peerPolicy: {allow: ["%s/32"]}
+A relay elsewhere must be able to reach this machine over UDP; otherwise pass
+--peer HOST:PORT of a UDP echo service the relay can reach.
+
+flags:
+`
+
+// runProbe is `turnpike probe`.
+func runProbe(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	var o probe.Options
+	var secret string
+	fs.StringVar(&o.Username, "username", "", "TURN username")
+	fs.StringVar(&o.Password, "password", os.Getenv("TURNPIKE_PASSWORD"), "TURN password ($TURNPIKE_PASSWORD)")
+	fs.StringVar(&secret, "secret", os.Getenv("TURNPIKE_SECRET"), "TURN REST API shared secret to mint a credential from ($TURNPIKE_SECRET)")
+	fs.StringVar(&o.Peer, "peer", "", "HOST:PORT of a UDP echo peer; default: a local echo socket")
+	fs.IntVar(&o.Pings, "count", 5, "pings to send")
+	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "time limit of each step: connect, allocate, each ping")
+	fs.BoolVar(&o.Insecure, "insecure", false, "turns: do not verify the server's certificate")
+	fs.Usage = func() {
+		peer := "none found"
+		if ip, err := probe.LocalPeerAddress(false); err == nil {
+			peer = ip.String()
+		}
+		fmt.Fprintf(fs.Output(), probeUsage, peer, peer)
+		fs.PrintDefaults()
+	}
+	// The URL comes first, flags after it, as in the usage line.
+	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		fs.Usage()
+		return errors.New("a TURN URL is required")
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q: flags go after the URL", fs.Args())
+	}
+	server, err := probe.ParseURL(args[0])
+	if err != nil {
+		return err
+	}
+	o.Server = server
+	switch {
+	case secret != "" && o.Username != "":
+		return errors.New("give --username/--password or --secret, not both")
+	case secret != "":
+		o.Username, o.Password = probe.RESTCredentials(secret, "probe", time.Now().Add(time.Hour))
+	case o.Username == "" || o.Password == "":
+		return errors.New("credentials required: --username and --password, or --secret")
+	}
+
+	fmt.Printf("probing %s as %s\n", server, o.Username)
+	res, err := probe.Run(ctx, o)
+	if err != nil {
+		var pe *probe.Error
+		if errors.As(err, &pe) && pe.Code != 0 {
+			return fmt.Errorf("FAILED (%s, TURN error %d) at %w", pe.Kind, pe.Code, err)
+		}
+		if errors.As(err, &pe) {
+			return fmt.Errorf("FAILED (%s) at %w", pe.Kind, err)
+		}
+		return fmt.Errorf("FAILED: %w", err)
+	}
+	printResult(res)
+	return nil
+}
+
+func printResult(r *probe.Result) {
+	fmt.Printf("relayed address  %s\n", r.RelayedAddress)
+	fmt.Printf("peer             %s\n", r.Peer)
+	fmt.Printf("allocation time  %s\n", r.AllocationTime.Round(time.Microsecond))
+	fmt.Printf("rtt median       %s (%d pings)\n", r.MedianRTT().Round(time.Microsecond), r.Received())
+	fmt.Printf("loss             %.0f%% (%d/%d lost)\n", 100*r.Loss(), r.Sent-r.Received(), r.Sent)
+	fmt.Println("OK")
+}
