@@ -41,7 +41,7 @@ func TestOperatorCommand(t *testing.T) {
 			"--health-probe-bind-address", probeAddr, "--issuer-bind-address", freeTCPAddr(t), "--relay-image", "example/turnpike:1", "--zap-log-level", "error"})
 	}()
 
-	waitFor(t, "readyz", func() error {
+	testenv.Eventually(t, "readyz", func() error {
 		resp, err := http.Get("http://" + probeAddr + "/readyz")
 		if err != nil {
 			return err
@@ -61,7 +61,7 @@ func TestOperatorCommand(t *testing.T) {
 	if err := env.Client.Create(ctx, ts); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "relay DaemonSet", func() error {
+	testenv.Eventually(t, "relay DaemonSet", func() error {
 		ds := &appsv1.DaemonSet{}
 		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "smoke-relay"}, ds); err != nil {
 			return err
@@ -95,19 +95,4 @@ func freeTCPAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-func waitFor(t *testing.T, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

@@ -35,3 +35,16 @@ func applyIfChanged[O client.Object, A runtime.ApplyConfiguration](
 	}
 	return true, c.Apply(ctx, desired, client.FieldOwner(FieldOwner), client.ForceOwnership)
 }
+
+// patchStatus sets obj's status with set and patches it, unless unchanged
+// says there is nothing to write. The patch carries obj's resourceVersion,
+// so a status computed from a stale cache is refused (a conflict) instead of
+// overwriting a newer one.
+func patchStatus[O client.Object](ctx context.Context, c client.Client, obj O, unchanged bool, set func()) error {
+	if unchanged {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(obj.DeepCopyObject().(O), client.MergeFromWithOptimisticLock{})
+	set()
+	return c.Status().Patch(ctx, obj, patch)
+}

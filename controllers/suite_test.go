@@ -163,21 +163,10 @@ func (w *countingStatusWriter) Apply(ctx context.Context, o runtime.ApplyConfigu
 	return w.SubResourceWriter.Apply(ctx, o, opts...)
 }
 
-// eventually polls check until it returns nil or the timeout passes. It
-// waits for the controller, it does not measure it: the timeout is generous.
+// eventually waits for the controllers to bring check to nil.
 func eventually(t *testing.T, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.Eventually(t, what, check)
 }
 
 // newNamespace creates a namespace for one test.

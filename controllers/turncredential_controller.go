@@ -192,12 +192,7 @@ func credentialStatus(tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, 
 }
 
 func (r *TurnCredentialReconciler) updateStatus(ctx context.Context, tc *turnpikev1.TurnCredential, st turnpikev1.TurnCredentialStatus) error {
-	if equality.Semantic.DeepEqual(tc.Status, st) {
-		return nil
-	}
-	patch := client.MergeFromWithOptions(tc.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	tc.Status = st
-	return r.Client.Status().Patch(ctx, tc, patch)
+	return patchStatus(ctx, r.Client, tc, equality.Semantic.DeepEqual(tc.Status, st), func() { tc.Status = st })
 }
 
 // SetupWithManager registers the reconciler and what it watches. The

@@ -267,12 +267,7 @@ func podReady(p *corev1.Pod) bool {
 
 // updateStatus writes the status only when it changed.
 func (r *TurnServerReconciler) updateStatus(ctx context.Context, ts *turnpikev1.TurnServer, st turnpikev1.TurnServerStatus) error {
-	if equality.Semantic.DeepEqual(ts.Status, st) {
-		return nil
-	}
-	patch := client.MergeFromWithOptions(ts.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	ts.Status = st
-	return r.Client.Status().Patch(ctx, ts, patch)
+	return patchStatus(ctx, r.Client, ts, equality.Semantic.DeepEqual(ts.Status, st), func() { ts.Status = st })
 }
 
 // requestFor is the reconcile request of a TurnServer.

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"testing"
+	"time"
 
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -91,5 +93,23 @@ func GVK(kind string) schema.GroupVersionKind { return turnpikev1.GroupVersion.W
 func must(err error) {
 	if err != nil {
 		panic(err)
+	}
+}
+
+// Eventually polls check until it returns nil, and fails the test with the
+// last error after 30 seconds. It waits for controllers; it does not time
+// them, so the limit is generous.
+func Eventually(t testing.TB, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
