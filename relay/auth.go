@@ -31,21 +31,45 @@ var authFailureReasons = []string{authUnknownUser, authRealm, authExpired, authB
 type credentials struct {
 	realm      string
 	generation int64
-	// users maps username to the long-term key MD5(user:realm:pass).
-	users   map[string][]byte
+	// users maps username to its long-term keys MD5(user:realm:pass):
+	// several while a password rotates, each valid until its notAfter.
+	users   map[string][]userKey
 	secrets []config.SharedSecret
+	// rotating is true when some name may have several valid keys (two
+	// shared secrets, or a static user with two passwords): then each
+	// request must be matched to its key before pion checks it.
+	rotating bool
+}
+
+type userKey struct {
+	key      []byte
+	notAfter *time.Time
 }
 
 func newCredentials(c *config.Credentials, realm string) (*credentials, error) {
-	cr := &credentials{realm: realm, generation: c.Generation, users: map[string][]byte{}, secrets: c.SharedSecrets}
+	cr := &credentials{realm: realm, generation: c.Generation, users: map[string][]userKey{}, secrets: c.SharedSecrets}
 	for _, u := range c.Users {
 		key, err := hex.DecodeString(u.Key)
 		if err != nil {
 			return nil, fmt.Errorf("user %q: key: %w", u.Username, err)
 		}
-		cr.users[u.Username] = key
+		cr.users[u.Username] = append(cr.users[u.Username], userKey{key, u.NotAfter})
+		cr.rotating = cr.rotating || len(cr.users[u.Username]) > 1
 	}
+	cr.rotating = cr.rotating || len(c.SharedSecrets) > 1
 	return cr, nil
+}
+
+// validUserKeys returns a static user's keys that are valid at now, and
+// whether the user exists at all.
+func (c *credentials) validUserKeys(username string, now time.Time) (keys [][]byte, known bool) {
+	all, known := c.users[username]
+	for _, k := range all {
+		if k.notAfter == nil || now.Before(*k.notAfter) {
+			keys = append(keys, k.key)
+		}
+	}
+	return keys, known
 }
 
 // validSecrets returns the shared secrets whose window contains now.
@@ -75,8 +99,11 @@ func (c *credentials) lookup(username, realm string, now time.Time) keyResult {
 	if subtle.ConstantTimeCompare([]byte(realm), []byte(c.realm)) != 1 {
 		return keyResult{reason: authRealm}
 	}
-	if key, ok := c.users[username]; ok {
-		return keyResult{keys: [][]byte{key}}
+	if keys, known := c.validUserKeys(username, now); known {
+		if len(keys) == 0 {
+			return keyResult{reason: authExpired}
+		}
+		return keyResult{keys: keys}
 	}
 	if len(c.secrets) == 0 {
 		return keyResult{reason: authUnknownUser}

@@ -16,7 +16,14 @@ func TestCredentialsLookup(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	old, fresh := now.Add(-time.Hour), now.Add(time.Hour)
 	c, err := newCredentials(&config.Credentials{
-		Users: []config.User{{Username: "alice", Key: hex.EncodeToString(turn.GenerateAuthKey("alice", "r", "pw"))}},
+		Users: []config.User{
+			{Username: "alice", Key: hex.EncodeToString(turn.GenerateAuthKey("alice", "r", "pw"))},
+			// carol's password is rotating: the old one is valid until fresh.
+			{Username: "carol", Key: hex.EncodeToString(turn.GenerateAuthKey("carol", "r", "new"))},
+			{Username: "carol", Key: hex.EncodeToString(turn.GenerateAuthKey("carol", "r", "old")), NotAfter: &fresh},
+			// dave's only key has expired.
+			{Username: "dave", Key: hex.EncodeToString(turn.GenerateAuthKey("dave", "r", "pw")), NotAfter: &old},
+		},
 		SharedSecrets: []config.SharedSecret{
 			{Name: "previous", Secret: "previous-secret-0123", NotAfter: &fresh},
 			{Name: "current", Secret: "current-secret-01234", NotBefore: &old},
@@ -34,6 +41,9 @@ func TestCredentialsLookup(t *testing.T) {
 		reason            string
 	}{
 		{"static user", "alice", "r", now, 1, ""},
+		{"rotating static user inside the overlap: both keys", "carol", "r", now, 2, ""},
+		{"rotating static user after the overlap: the new key", "carol", "r", fresh, 1, ""},
+		{"static user whose only key expired", "dave", "r", now, 0, authExpired},
 		{"wrong realm", "alice", "other", now, 0, authRealm},
 		{"unknown static name", "mallory", "r", now, 0, authBadUsername},
 		{"REST inside overlap: two secrets", rest, "r", now, 2, ""},

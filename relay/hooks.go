@@ -37,8 +37,8 @@ func (r *Relay) authenticate(ra *turn.RequestAttributes) (userID string, key []b
 	}
 	key = res.keys[0]
 	if len(res.keys) > 1 {
-		// Several shared secrets are valid: use the one whose key the request
-		// inspector found to match this very request.
+		// Several keys are valid (secrets or passwords rotating): use the one
+		// the request inspector found to match this very request.
 		if k, found := keyForRequest(ra.SrcAddr, ra.Username); found {
 			if v, ok := r.rotationKeys.LoadAndDelete(k); ok {
 				key = v.(matchedKey).key
@@ -78,7 +78,7 @@ func (r *Relay) inspectRequest(raw []byte, client, local net.Addr) {
 	msgType := binary.BigEndian.Uint16(raw)
 	isChannelBind := msgType == stun.NewType(stun.MethodChannelBind, stun.ClassRequest).Value()
 	st := r.current()
-	rotating := len(st.creds.secrets) > 1
+	rotating := st.creds.rotating
 	if !isChannelBind && !rotating {
 		r.allocs.setPendingChannel(k, -1)
 		return
@@ -100,7 +100,7 @@ func (r *Relay) inspectRequest(raw []byte, client, local net.Addr) {
 	}
 }
 
-// matchRotationKey finds which valid shared secret signed m and remembers
+// matchRotationKey finds which valid key (shared secret or password) signed m and remembers
 // its key for authenticate. Only a request whose integrity checks out is
 // remembered, so unauthenticated traffic cannot fill rotationKeys.
 func (r *Relay) matchRotationKey(st *state, m *stun.Message, client net.Addr) {

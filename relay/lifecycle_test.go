@@ -112,6 +112,37 @@ func TestRESTCredentials(t *testing.T) {
 	}
 }
 
+// TestStaticPasswordRotation: while a static password rotates, the bundle
+// holds both keys of the user; a client with the old password allocates
+// until the old key's notAfter, a client with the new one at once.
+func TestStaticPasswordRotation(t *testing.T) {
+	clock := useFakeClock(t)
+	overlapEnd := time.Now().Add(time.Hour)
+	creds := baseCredentials()
+	creds.Users = append(creds.Users,
+		config.User{Username: "sfu", Key: keyHex("sfu", "new-password")},
+		config.User{Username: "sfu", Key: keyHex("sfu", "old-password"), NotAfter: &overlapEnd})
+	tr := startRelay(t, baseConfig(t, t.TempDir()), creds)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.port))
+	allocateWith := func(password string) int {
+		code, _ := dialRaw(t, "udp", addr, "sfu", password).allocate(17, false)
+		return code
+	}
+	if code := allocateWith("old-password"); code != 0 {
+		t.Errorf("old password inside the overlap: error %d", code)
+	}
+	if code := allocateWith("new-password"); code != 0 {
+		t.Errorf("new password inside the overlap: error %d", code)
+	}
+	clock.advance(time.Hour + time.Second)
+	if code := allocateWith("old-password"); code == 0 {
+		t.Error("old password accepted after the overlap")
+	}
+	if code := allocateWith("new-password"); code != 0 {
+		t.Errorf("new password after the overlap: error %d", code)
+	}
+}
+
 // TestReload: credentials and peer policy change without dropping an
 // allocation; a broken file changes nothing and counts a failed reload; a
 // listener change is only logged.
