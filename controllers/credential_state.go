@@ -38,20 +38,22 @@ type credentialState struct {
 // manual rotation of a credential that has no rotation schedule.
 const defaultManualOverlap = 10 * time.Minute
 
-// advanceCredential moves state forward to now: it makes the first secret,
+// advanceCredential moves state forward to now: it stages the first secret,
 // stages a new one when a rotation is due or asked for, publishes a staged
 // one whose time has come, and forgets a previous one whose overlap ended.
+// The first secret is staged too: handing apps a secret before relays have
+// it locks out their first clients just as a rotation would.
 // It is pure: the clock and the secret generator are arguments.
 func advanceCredential(tc *turnpikev1.TurnCredential, st credentialState, now time.Time, staging time.Duration, newSecret func() string) credentialState {
 	request := tc.Annotations[turnpikev1.AnnotationRotate]
-	if st.Current == "" {
-		return credentialState{Revision: 1, Current: newSecret(), CurrentSince: now, RotateRequest: request}
-	}
-	if st.Next == "" && (request != st.RotateRequest || rotationDue(tc, st, now)) {
+	first := st.Current == "" && st.Next == ""
+	if first || (st.Next == "" && (request != st.RotateRequest || rotationDue(tc, st, now))) {
 		st.Next, st.NextPublishAt, st.RotateRequest = newSecret(), now.Add(staging), request
 	}
 	if st.Next != "" && !now.Before(st.NextPublishAt) {
-		st.Previous, st.PreviousNotAfter = st.Current, now.Add(overlap(tc))
+		if st.Current != "" {
+			st.Previous, st.PreviousNotAfter = st.Current, now.Add(overlap(tc))
+		}
 		st.Current, st.CurrentSince, st.Next, st.NextPublishAt = st.Next, now, "", time.Time{}
 		st.Revision++
 	}

@@ -29,8 +29,10 @@ func TestAdvanceCredential(t *testing.T) {
 		now  time.Time
 		want credentialState
 	}{
-		{"first secret", tc(daily, "x"), credentialState{}, t0,
-			credentialState{Revision: 1, Current: "new", CurrentSince: t0, RotateRequest: "x"}},
+		{"first secret is staged", tc(daily, "x"), credentialState{}, t0,
+			credentialState{Next: "new", NextPublishAt: t0.Add(staging), RotateRequest: "x"}},
+		{"first secret published after staging", tc(daily, "x"), credentialState{Next: "n", NextPublishAt: t0, RotateRequest: "x"}, t0,
+			credentialState{Revision: 1, Current: "n", CurrentSince: t0, RotateRequest: "x"}},
 		{"nothing due", tc(daily, ""), steady, t0.Add(23 * time.Hour), steady},
 		{"no schedule never rotates by itself", tc(nil, ""), steady, t0.Add(1000 * time.Hour), steady},
 		{"interval passed: stage", tc(daily, ""), steady, t0.Add(24 * time.Hour),

@@ -11,11 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	authnv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 	"github.com/turnpike-dev/turnpike/relay/restauth"
@@ -36,11 +32,12 @@ func TestIssuer(t *testing.T) {
 	if err := env.Client.Create(ctx, tc); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "issued", func() error { _, err := getSecret(ns, stateSecretName(tc)); return err })
+	publishFirstSecret(t, tc)
+	eventually(t, "issued", func() error { _, err := getSecret(ns, outputSecretName(tc)); return err })
 	secret := stateOf(t, tc).Current
 
-	allowed, denied := serviceAccountToken(t, ns, "app"), serviceAccountToken(t, ns, "stranger")
-	grantUse(t, ns, "app", "rest")
+	allowed, denied := env.ServiceAccountToken(t, ns, "app"), env.ServiceAccountToken(t, ns, "stranger")
+	env.GrantUse(t, ns, "app", "rest")
 
 	issuer := &Issuer{Client: env.Client, Now: clock.Now}
 	srv := httptest.NewServer(issuer.Handler())
@@ -98,45 +95,4 @@ func get(t *testing.T, url, token string) (*http.Response, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp, string(b)
-}
-
-// serviceAccountToken creates a ServiceAccount and asks the API server for a token of it.
-func serviceAccountToken(t *testing.T, ns, name string) string {
-	t.Helper()
-	ctx := context.Background()
-	cs, err := kubernetes.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-	if err := env.Client.Create(ctx, sa); err != nil {
-		t.Fatal(err)
-	}
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr.Status.Token
-}
-
-// grantUse lets a ServiceAccount use one TurnCredential, as a user would with a Role.
-func grantUse(t *testing.T, ns, sa, credential string) {
-	t.Helper()
-	ctx := context.Background()
-	role := &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "use-" + credential, Namespace: ns},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"turnpike.dev"}, Resources: []string{"turncredentials"},
-			ResourceNames: []string{credential}, Verbs: []string{IssueVerb}}},
-	}
-	binding := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "use-" + credential, Namespace: ns},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: ns}},
-	}
-	if err := env.Client.Create(ctx, role); err != nil {
-		t.Fatal(err)
-	}
-	if err := env.Client.Create(ctx, binding); err != nil {
-		t.Fatal(err)
-	}
 }

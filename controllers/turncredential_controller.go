@@ -30,6 +30,7 @@ const DefaultStagingDelay = 90 * time.Second
 // Condition reasons of a TurnCredential.
 const (
 	ReasonIssued             = "Issued"
+	ReasonStaging            = "Staging"
 	ReasonTurnServerNotFound = "TurnServerNotFound"
 	ReasonStateUnreadable    = "StateUnreadable"
 	ReasonRotating           = "Rotating"
@@ -86,17 +87,19 @@ func (r *TurnCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		log.FromContext(ctx).Info("credential state advanced", "revision", st.Revision, "staged", st.Next != "", "previousValid", st.Previous != "")
 	}
 
-	var urls []string
-	if ts != nil {
-		urls = ts.Status.URLs
-	}
-	out, err := desiredOutputSecret(tc, st, urls)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	key := client.ObjectKey{Namespace: tc.Namespace, Name: outputSecretName(tc)}
-	if _, err := applyIfChanged(ctx, r.Client, key, &corev1.Secret{}, out, corev1ac.ExtractSecret); err != nil {
-		return ctrl.Result{}, err
+	if st.Current != "" { // nothing for apps until the first secret is published
+		var urls []string
+		if ts != nil {
+			urls = ts.Status.URLs
+		}
+		out, err := desiredOutputSecret(tc, st, urls)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		key := client.ObjectKey{Namespace: tc.Namespace, Name: outputSecretName(tc)}
+		if _, err := applyIfChanged(ctx, r.Client, key, &corev1.Secret{}, out, corev1ac.ExtractSecret); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 
 	if err := r.updateStatus(ctx, tc, credentialStatus(tc, ts, st, nil)); err != nil {
@@ -176,6 +179,9 @@ func credentialStatus(tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, 
 	switch {
 	case loadErr != nil:
 		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonStateUnreadable, loadErr.Error()+"; not rotating until it is fixed or deleted")
+	case st.Current == "":
+		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonStaging,
+			fmt.Sprintf("relays are loading the first secret; Secret %s is written at %s", out.SecretName, st.NextPublishAt.UTC().Format(time.RFC3339)))
 	case ts == nil:
 		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonTurnServerNotFound,
 			fmt.Sprintf("TurnServer %s not found in namespace %s: no relay accepts this credential", tc.Spec.TurnServerRef.Name, tc.Namespace))

@@ -38,6 +38,27 @@ func kick(t *testing.T, tc *turnpikev1.TurnCredential) {
 	})
 }
 
+// publishFirstSecret waits for the first secret to be staged, then moves the
+// clock past the suite's staging delay so the controller publishes it.
+func publishFirstSecret(t *testing.T, tc *turnpikev1.TurnCredential) {
+	t.Helper()
+	eventually(t, "first secret staged", func() error {
+		s, err := getSecret(tc.Namespace, stateSecretName(tc))
+		if err != nil {
+			return err
+		}
+		if st, err := decodeCredentialState(s.Data); err != nil || st.Next == "" {
+			return fmt.Errorf("not staged: %v", err)
+		}
+		return nil
+	})
+	if _, err := getSecret(tc.Namespace, outputSecretName(tc)); err == nil {
+		t.Fatal("apps got the first secret before relays had time to load it")
+	}
+	clock.Advance(time.Hour)
+	kick(t, tc)
+}
+
 func getCredential(t *testing.T, tc *turnpikev1.TurnCredential) *turnpikev1.TurnCredential {
 	t.Helper()
 	cur := &turnpikev1.TurnCredential{}
@@ -103,6 +124,7 @@ func TestStaticCredentialRotation(t *testing.T) {
 	// A relay pod becomes ready, so the TurnServer publishes URLs.
 	eventually(t, "relay DaemonSet", func() error { _, err := getRelayObjects(ts); return err })
 	createRelayPod(t, ts, "cred-static-a", true)
+	publishFirstSecret(t, tc)
 
 	// Issued: apps get a password and a complete iceServers.json; relays get only its key.
 	var password1 string
@@ -234,6 +256,7 @@ func TestManualRotationAndMissingTurnServer(t *testing.T) {
 	if err := env.Client.Create(ctx, tc); err != nil {
 		t.Fatal(err)
 	}
+	publishFirstSecret(t, tc)
 	// No TurnServer: the secret is issued, but the condition says nobody accepts it.
 	eventually(t, "issued without a TurnServer", func() error {
 		out, err := getSecret(ns, "rest-for-apps")
@@ -331,6 +354,7 @@ func TestTurnServerDeletionLeavesCredentialNotReady(t *testing.T) {
 	if err := env.Client.Create(ctx, tc); err != nil {
 		t.Fatal(err)
 	}
+	publishFirstSecret(t, tc)
 	eventually(t, "ready", func() error {
 		return expectCredential(getCredential(t, tc), metav1.ConditionTrue, ReasonIssued, 1)
 	})
