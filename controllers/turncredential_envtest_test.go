@@ -9,11 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 	"github.com/turnpike-dev/turnpike/relay/config"
@@ -160,6 +162,9 @@ func TestStaticCredentialRotation(t *testing.T) {
 	}
 	gen1 := mustBundle(t, ts).Generation
 
+	staged := testutil.ToFloat64(credentialRotations.WithLabelValues("stage", "success"))
+	published := testutil.ToFloat64(credentialRotations.WithLabelValues("publish", "success"))
+
 	// The interval passes: the new password is staged on relays, apps keep the old one.
 	clock.Advance(24 * time.Hour)
 	kick(t, tc)
@@ -207,6 +212,17 @@ func TestStaticCredentialRotation(t *testing.T) {
 		}
 		return expectCredential(cur, metav1.ConditionTrue, ReasonIssued, 2)
 	})
+
+	if d := testutil.ToFloat64(credentialRotations.WithLabelValues("stage", "success")) - staged; d != 1 {
+		t.Errorf("rotations{step=stage,result=success} went up by %v, want 1", d)
+	}
+	if d := testutil.ToFloat64(credentialRotations.WithLabelValues("publish", "success")) - published; d != 1 {
+		t.Errorf("rotations{step=publish,result=success} went up by %v, want 1", d)
+	}
+	// turnpike_operator_credentials counts this one as Static/Issued.
+	if n := credentialGauge(t, "Static", ReasonIssued); n < 1 {
+		t.Errorf("turnpike_operator_credentials{type=Static,reason=Issued} = %v", n)
+	}
 
 	// A restarted operator (fresh reconcilers, same clock) in the middle of the
 	// overlap changes nothing: no second rotation, no lost previous password.
@@ -367,4 +383,29 @@ func TestTurnServerDeletionLeavesCredentialNotReady(t *testing.T) {
 	if _, err := getSecret(ns, "user"); err != nil {
 		t.Fatalf("the apps' Secret went with the TurnServer: %v", err)
 	}
+}
+
+// credentialGauge reads turnpike_operator_credentials{type,reason} from the
+// operator's registry, as Prometheus would scrape it.
+func credentialGauge(t *testing.T, typ, reason string) float64 {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "turnpike_operator_credentials" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["type"] == typ && labels["reason"] == reason {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
 }
