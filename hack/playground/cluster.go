@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/test/testenv"
+)
+
+// The sample objects, as config/samples names them.
+const (
+	namespace        = "default"
+	sampleServer     = "example"
+	sampleStatic     = "example-static"
+	sampleTLSSecret  = "turn-example-com-tls"
+	sampleTLSDNSName = "turn.example.com"
+)
+
+// cluster is the playground's view of the API server and this machine.
+type cluster struct {
+	client   client.Client
+	hostIP   netip.Addr
+	nodeName string
+}
+
+// registerNode creates a Ready Node for this machine, labelled so that the
+// sample TurnServer's placement selects it, with this machine's address as
+// InternalIP (the relay's HOST_IP).
+func (c *cluster) registerNode(ctx context.Context) error {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+		Name: c.nodeName,
+		Labels: map[string]string{
+			"kubernetes.io/hostname": c.nodeName,
+			"kubernetes.io/os":       "linux",
+			"turnpike.dev/relay":     "true",
+		},
+	}}
+	if err := c.client.Create(ctx, node); err != nil {
+		return fmt.Errorf("creating Node %s: %w", c.nodeName, err)
+	}
+	node.Status = corev1.NodeStatus{
+		Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: c.hostIP.String()},
+			{Type: corev1.NodeHostName, Address: c.nodeName},
+		},
+		Conditions: []corev1.NodeCondition{{
+			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+			Message: "the playground plays this node's kubelet", LastHeartbeatTime: metav1.Now(),
+		}},
+	}
+	if err := c.client.Status().Update(ctx, node); err != nil {
+		return err
+	}
+	// The API server taints every new Node not-ready; the node lifecycle
+	// controller lifts the taint once the kubelet reports Ready. There is
+	// no such controller here, so lift it as it would.
+	node.Spec.Taints = slices.DeleteFunc(node.Spec.Taints, func(t corev1.Taint) bool { return t.Key == corev1.TaintNodeNotReady })
+	return c.client.Update(ctx, node)
+}
+
+// applySamples creates the TLS Secret the sample TurnServer needs and every
+// object of config/samples, unchanged but for one addition: the TurnServer
+// allows this machine's address as a peer. Relays refuse their own node's
+// addresses by default, and the probe's echo peer runs on this machine.
+func (c *cluster) applySamples(ctx context.Context) error {
+	tls, err := c.selfSignedTLSSecret()
+	if err != nil {
+		return err
+	}
+	if err := c.client.Create(ctx, tls); err != nil {
+		return fmt.Errorf("creating the TLS Secret: %w", err)
+	}
+	samples, err := readSamples()
+	if err != nil {
+		return err
+	}
+	for _, obj := range samples {
+		obj.SetNamespace(namespace)
+		if obj.GetKind() == "TurnServer" {
+			allow, _, _ := unstructured.NestedStringSlice(obj.Object, "spec", "peerPolicy", "allow")
+			allow = append(allow, c.hostIP.String()+"/32")
+			if err := unstructured.SetNestedStringSlice(obj.Object, allow, "spec", "peerPolicy", "allow"); err != nil {
+				return err
+			}
+		}
+		if err := c.client.Create(ctx, obj); err != nil {
+			return fmt.Errorf("creating sample %s %s: %w", obj.GetKind(), obj.GetName(), err)
+		}
+		say("applied sample %s %s", obj.GetKind(), obj.GetName())
+	}
+	say("the TurnServer also allows peer %s/32 (this machine), so a probe's echo peer here is reachable", c.hostIP)
+	return nil
+}
+
+// readSamples decodes the files config/samples/kustomization.yaml lists.
+func readSamples() ([]*unstructured.Unstructured, error) {
+	dir := filepath.Join(testenv.RepoRoot(), "config", "samples")
+	var kustomization struct {
+		Resources []string `json:"resources"`
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err == nil {
+		err = yaml.Unmarshal(data, &kustomization)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []*unstructured.Unstructured
+	for _, file := range kustomization.Resources {
+		data, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			return nil, err
+		}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+		for {
+			obj := &unstructured.Unstructured{}
+			err := dec.Decode(&obj.Object)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", file, err)
+			}
+			if len(obj.Object) > 0 {
+				out = append(out, obj)
+			}
+		}
+	}
+	return out, nil
+}
+
+// selfSignedTLSSecret is the sample's kubernetes.io/tls Secret, with a
+// certificate for the sample's realm and this machine's address, valid for
+// a day. Clients must skip verification (turnpike probe --insecure).
+func (c *cluster) selfSignedTLSSecret() (*corev1.Secret, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: sampleTLSDNSName},
+		DNSNames:     []string{sampleTLSDNSName},
+		IPAddresses:  []net.IP{net.IP(c.hostIP.AsSlice())},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: sampleTLSSecret, Namespace: namespace},
+		Type:       corev1.SecretTypeTLS,
+		Data: map[string][]byte{
+			corev1.TLSCertKey:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+			corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+		},
+	}, nil
+}
+
+// turnServer reads the sample TurnServer.
+func (c *cluster) turnServer(ctx context.Context) (*turnpikev1.TurnServer, error) {
+	ts := &turnpikev1.TurnServer{}
+	return ts, c.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: sampleServer}, ts)
+}
+
+// poll calls check every interval until it returns true, an error, or the
+// timeout passes.
+func poll(ctx context.Context, timeout time.Duration, what string, check func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		done, err := check()
+		if done || err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w waiting for %s", errTimeout, what)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
