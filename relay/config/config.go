@@ -102,7 +102,10 @@ type NodeAddresses struct {
 
 // STUNDiscovery asks STUN servers for this relay's mapped address.
 type STUNDiscovery struct {
+	// Servers are host:port of STUN servers (UDP), tried in order.
 	Servers []string `json:"servers"`
+	// Interval is how often the relay asks again; zero means 60s.
+	Interval Duration `json:"interval,omitzero"`
 }
 
 // PeerPolicy adds to the built-in peer rules. The hard-deny set (loopback,

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
@@ -151,8 +152,15 @@ func (r *Relay) Validate() error {
 	for node, a := range r.Addresses.Nodes {
 		validateAddrs(&errs, fmt.Sprintf("addresses.nodes[%s].external", node), a.External)
 	}
-	if s := r.Addresses.STUN; s != nil && len(s.Servers) == 0 {
-		errs.add("addresses.stun.servers", "at least one STUN server is required when stun is set")
+	if s := r.Addresses.STUN; s != nil {
+		if len(s.Servers) == 0 {
+			errs.add("addresses.stun.servers", "at least one STUN server is required when stun is set")
+		}
+		// Zero means the default; anything shorter than a second would
+		// flood the STUN servers.
+		if d := s.Interval.Duration; d != 0 && d < time.Second {
+			errs.add("addresses.stun.interval", "must be at least 1s (or unset for 60s), got %s", d)
+		}
 	}
 	validatePrefixes(&errs, "peerPolicy.allow", r.PeerPolicy.Allow)
 	validatePrefixes(&errs, "peerPolicy.deny", r.PeerPolicy.Deny)

@@ -39,6 +39,8 @@ func TestParseRelayErrors(t *testing.T) {
 		{"bad CIDR", validRelay + "peerPolicy: {allow: [10.0.0.0/33]}\n", "peerPolicy.allow[0]: not a CIDR"},
 		{"bad node address", validRelay + "addresses: {nodes: {n1: {external: [1.2.3]}}}\n", "addresses.nodes[n1].external[0]"},
 		{"stun without servers", validRelay + "addresses: {stun: {servers: []}}\n", "addresses.stun.servers: at least one STUN server"},
+		{"stun interval too short", validRelay + "addresses: {stun: {servers: ['stun.example.net:3478'], interval: 100ms}}\n", "addresses.stun.interval: must be at least 1s"},
+		{"stun interval negative", validRelay + "addresses: {stun: {servers: ['stun.example.net:3478'], interval: -1m}}\n", "addresses.stun.interval: must be at least 1s"},
 		{"negative quota", validRelay + "quotas: {allocationsTotal: -1}\n", "quotas: limits must not be negative"},
 		{"bad duration", validRelay + "drainGracePeriod: soon\n", "time: invalid duration"},
 		{"bad log level", validRelay + "log: {level: loud}\n", `log.level: must be debug, info, warn or error, got "loud"`},
@@ -95,5 +97,25 @@ func TestSocketHash(t *testing.T) {
 	cold.Listeners = []Listener{{Name: "udp", Protocol: UDP, Port: 3479}}
 	if cold.SocketHash() == base.SocketHash() {
 		t.Error("a listener port change kept the socket hash")
+	}
+}
+
+// TestSTUNInterval: an explicit interval is kept, an unset one stays zero
+// (the relay applies 60s) and is not rendered back.
+func TestSTUNInterval(t *testing.T) {
+	r, err := ParseRelay([]byte(validRelay + "addresses: {stun: {servers: ['stun.example.net:3478'], interval: 5m}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Addresses.STUN.Interval.Duration; got.Minutes() != 5 {
+		t.Fatalf("interval = %v, want 5m", got)
+	}
+	r.Addresses.STUN.Interval = Duration{}
+	out, err := Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "interval") {
+		t.Fatalf("an unset interval was rendered:\n%s", out)
 	}
 }
