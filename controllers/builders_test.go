@@ -313,7 +313,7 @@ func TestTurnURLs(t *testing.T) {
 			{Name: "dtls", Protocol: turnpikev1.ProtocolDTLS, Port: 5349},
 		}
 	})
-	got := turnURLs(ts, []netip.Addr{netip.MustParseAddr("2001:db8::1")})
+	got := turnURLs(ts, urlHosts([]netip.Addr{netip.MustParseAddr("2001:db8::1")}))
 	want := []string{
 		"turn:[2001:db8::1]:3478?transport=udp",
 		"turn:[2001:db8::1]:3478?transport=tcp",

@@ -68,8 +68,9 @@ type nodeAddresses struct {
 
 // resolveNodeAddresses picks a node's public addresses by the first source
 // that has any: the TurnServer's spec, the node's turnpike.dev/external-ip
-// annotation, the node's ExternalIP addresses, and last its InternalIP
-// addresses, which are flagged as not public.
+// annotation, the node's ExternalIP addresses; then, when spec.stun is set,
+// the relay's own STUN discovery (the operator learns no address); and last
+// the node's InternalIP addresses, which are flagged as not public.
 func resolveNodeAddresses(ts *turnpikev1.TurnServer, node *corev1.Node) nodeAddresses {
 	for _, e := range ts.Spec.ExternalAddresses {
 		if e.NodeName == node.Name {
@@ -89,6 +90,9 @@ func resolveNodeAddresses(ts *turnpikev1.TurnServer, node *corev1.Node) nodeAddr
 	}
 	if addrs := onePerFamily(nodeAddressesOfType(node, corev1.NodeExternalIP)); len(addrs) > 0 {
 		return nodeAddresses{addrs, turnpikev1.AddressFromExternalIP, true}
+	}
+	if ts.Spec.STUN != nil {
+		return nodeAddresses{nil, turnpikev1.AddressFromSTUN, false}
 	}
 	return nodeAddresses{onePerFamily(nodeAddressesOfType(node, corev1.NodeInternalIP)), turnpikev1.AddressFromInternalIP, false}
 }

@@ -52,6 +52,9 @@ func renderRelayConfig(ts *turnpikev1.TurnServer, nodes map[string]nodeAddresses
 		}
 		cfg.Listeners = append(cfg.Listeners, cl)
 	}
+	if spec.STUN != nil {
+		cfg.Addresses.STUN = &config.STUNDiscovery{Servers: append([]string(nil), spec.STUN.Servers...)}
+	}
 	if len(nodes) > 0 {
 		cfg.Addresses.Nodes = map[string]config.NodeAddresses{}
 		for name, a := range nodes {

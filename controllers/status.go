@@ -55,6 +55,7 @@ func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnS
 	}
 
 	var published []string
+	anyReady := false
 	for _, n := range obs.nodes {
 		a := obs.addresses[n.Name]
 		ns := turnpikev1.NodeStatus{Name: n.Name, Source: a.source, Public: a.public, Ready: obs.readyPods[n.Name]}
@@ -63,9 +64,15 @@ func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnS
 		}
 		st.Nodes = append(st.Nodes, ns)
 		if ns.Ready {
+			anyReady = true
 			published = append(published, ns.Addresses...)
-			st.URLs = append(st.URLs, turnURLs(ts, a.addresses)...)
+			if ts.Spec.Hostname == "" {
+				st.URLs = append(st.URLs, turnURLs(ts, urlHosts(a.addresses))...)
+			}
 		}
+	}
+	if ts.Spec.Hostname != "" && anyReady {
+		st.URLs = turnURLs(ts, []string{ts.Spec.Hostname})
 	}
 	st.AddressSummary = strings.Join(published, ",")
 	sort.Strings(st.URLs)
@@ -137,24 +144,35 @@ func setRolloutConditions(set func(t string, s metav1.ConditionStatus, reason, m
 	}
 }
 
+// notPublicNodes are the nodes that fell back to their InternalIP. Nodes
+// relying on STUN are not listed: discovery is what the user asked for.
 func notPublicNodes(nodes []turnpikev1.NodeStatus) []string {
 	var out []string
 	for _, n := range nodes {
-		if !n.Public {
+		if n.Source == turnpikev1.AddressFromInternalIP {
 			out = append(out, n.Name)
 		}
 	}
 	return out
 }
 
-// turnURLs are the RFC 7065 URIs of every listener at the given addresses.
-func turnURLs(ts *turnpikev1.TurnServer, addrs []netip.Addr) []string {
-	var urls []string
+// urlHosts writes addresses as URI hosts: IPv6 in brackets (RFC 3986).
+func urlHosts(addrs []netip.Addr) []string {
+	hosts := make([]string, 0, len(addrs))
 	for _, a := range addrs {
-		host := a.String()
 		if a.Is6() {
-			host = "[" + host + "]"
+			hosts = append(hosts, "["+a.String()+"]")
+		} else {
+			hosts = append(hosts, a.String())
 		}
+	}
+	return hosts
+}
+
+// turnURLs are the RFC 7065 URIs of every listener at the given hosts.
+func turnURLs(ts *turnpikev1.TurnServer, hosts []string) []string {
+	var urls []string
+	for _, host := range hosts {
 		for _, l := range ts.Spec.Listeners {
 			scheme, transport := "turn", "udp"
 			switch l.Protocol {

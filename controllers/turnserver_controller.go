@@ -57,7 +57,11 @@ func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.applyRelayObjects(ctx, ts, obs); err != nil {
 		return ctrl.Result{}, err
 	}
-	err = r.updateStatus(ctx, ts, computeStatus(ts, obs))
+	status := computeStatus(ts, obs)
+	if err := r.applyDNSEndpoint(ctx, ts, &status); err != nil {
+		return ctrl.Result{}, err
+	}
+	err = r.updateStatus(ctx, ts, status)
 	if apierrors.IsConflict(err) {
 		// Our cached copy was stale; the newer version brings another reconcile.
 		return ctrl.Result{Requeue: true}, nil

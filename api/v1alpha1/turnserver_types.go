@@ -69,6 +69,21 @@ type TurnServerSpec struct {
 	// +optional
 	HealthPort int32 `json:"healthPort,omitempty"`
 
+	// Hostname is the DNS name clients use, for teams that run their own DNS:
+	// status.urls use it instead of node addresses, and when external-dns's
+	// DNSEndpoint CRD is installed the operator publishes the ready nodes'
+	// addresses under it.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?[.])*[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="hostname must be a lower-case DNS name such as turn.example.com"
+	// +optional
+	Hostname string `json:"hostname,omitempty"`
+
+	// STUN makes the relays of nodes without a known public address (no
+	// spec.externalAddresses entry, annotation or ExternalIP) discover it
+	// themselves by asking STUN servers, e.g. behind a cloud NAT.
+	// +optional
+	STUN *STUNDiscovery `json:"stun,omitempty"`
+
 	// ExternalAddresses fixes the public address of named nodes, for nodes
 	// behind a NAT that Kubernetes does not know about. It wins over the
 	// node's turnpike.dev/external-ip annotation and its ExternalIP.
@@ -218,6 +233,16 @@ type Quotas struct {
 	ChannelsPerAllocation int32 `json:"channelsPerAllocation,omitempty"`
 }
 
+// STUNDiscovery lists the STUN servers relays ask for their public address.
+type STUNDiscovery struct {
+	// Servers are host:port of STUN servers, tried in order.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^[^:\s]+:[0-9]{1,5}$|^\[[0-9a-fA-F:.]+\]:[0-9]{1,5}$`
+	Servers []string `json:"servers"`
+}
+
 // NodeExternalAddress fixes a node's public addresses.
 type NodeExternalAddress struct {
 	// NodeName is the Node's name.
@@ -238,6 +263,9 @@ const (
 	AddressFromAnnotation AddressSource = "Annotation"
 	AddressFromExternalIP AddressSource = "ExternalIP"
 	AddressFromInternalIP AddressSource = "InternalIP"
+	// AddressFromSTUN: the node's relay discovers its address itself; the
+	// operator does not know it.
+	AddressFromSTUN AddressSource = "STUN"
 )
 
 // TurnServerStatus is what the operator observed.
@@ -283,7 +311,8 @@ type NodeStatus struct {
 	// +optional
 	Source AddressSource `json:"source,omitempty"`
 	// Public is false when no public address is known and the node's
-	// internal address is used instead.
+	// internal address is used instead (source InternalIP), or when the
+	// relay discovers it with STUN (source STUN).
 	Public bool `json:"public"`
 	// Ready is true when this node's relay pod is ready.
 	Ready bool `json:"ready"`

@@ -105,6 +105,19 @@ func TestTurnServerValidation(t *testing.T) {
 		{"malformed external address", `  realm: example.com
   listeners: [{name: a, protocol: UDP, port: 3478}]
   externalAddresses: [{nodeName: n1, addresses: ["203.0.113.300"]}]`, "must be an IPv4 or IPv6 address"},
+		{"hostname and STUN", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  hostname: turn.example.com
+  stun: {servers: ["stun.example.net:3478", "[2001:db8::1]:3478"]}`, ""},
+		{"hostname not a DNS name", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  hostname: "Turn_Server"`, "hostname must be a lower-case DNS name"},
+		{"STUN server without port", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  stun: {servers: ["stun.example.net"]}`, "should match"},
+		{"STUN without servers", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  stun: {servers: []}`, "should have at least 1 items"},
 		{"bad log level", `  realm: example.com
   listeners: [{name: a, protocol: UDP, port: 3478}]
   relay: {logLevel: loud}`, `supported values: "debug", "info", "warn", "error"`},

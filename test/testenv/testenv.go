@@ -16,6 +16,7 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -48,6 +49,7 @@ func RepoRoot() string {
 func Scheme() *apiruntime.Scheme {
 	s := apiruntime.NewScheme()
 	must(clientgoscheme.AddToScheme(s))
+	must(apiextensionsv1.AddToScheme(s))
 	must(turnpikev1.AddToScheme(s))
 	return s
 }
