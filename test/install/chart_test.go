@@ -115,13 +115,13 @@ func TestHelmTemplateValueSets(t *testing.T) {
 		objs := helmTemplate(t)
 		want := map[string]int{
 			"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1,
+			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 2, // metrics, issuer
 		}
 		if got := kinds(objs); !reflect.DeepEqual(got, want) {
 			t.Fatalf("kinds = %v, want %v", got, want)
 		}
 		c := operatorContainer(t, objs)
-		wantArgs := []string{"operator", "--leader-elect=true", "--relay-image=turnpike:0.1.0", "--zap-log-level=info"}
+		wantArgs := []string{"operator", "--leader-elect=true", "--relay-image=turnpike:0.1.0", "--zap-log-level=info", "--issuer-bind-address=:8082"}
 		if !slices.Equal(c.args, wantArgs) {
 			t.Errorf("args = %v, want %v (relay image defaults to the operator's image)", c.args, wantArgs)
 		}
@@ -146,6 +146,15 @@ func TestHelmTemplateValueSets(t *testing.T) {
 		c := operatorContainer(t, helmTemplate(t, "--set", "image.tag=v7"))
 		if !slices.Contains(c.args, "--relay-image=turnpike:v7") {
 			t.Errorf("args %v: relay image should be the operator's image", c.args)
+		}
+	})
+	t.Run("no issuer", func(t *testing.T) {
+		objs := helmTemplate(t, "--set", "issuer.enabled=false")
+		if n := kinds(objs)["Service"]; n != 1 {
+			t.Errorf("%d Services with issuer.enabled=false, want only the metrics Service", n)
+		}
+		if c := operatorContainer(t, objs); !slices.Contains(c.args, "--issuer-bind-address=") {
+			t.Errorf("args %v: the issuer should be off", c.args)
 		}
 	})
 	t.Run("no CRDs", func(t *testing.T) {

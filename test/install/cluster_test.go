@@ -38,6 +38,7 @@ func TestHelmInstallAndUpgrade(t *testing.T) {
 	}
 	mustGet(t, c, client.ObjectKey{Namespace: ns, Name: "tp-turnpike-operator"}, &corev1.ServiceAccount{})
 	mustGet(t, c, client.ObjectKey{Namespace: ns, Name: "tp-turnpike-operator-metrics"}, &corev1.Service{})
+	mustGet(t, c, client.ObjectKey{Namespace: ns, Name: "tp-turnpike-issuer"}, &corev1.Service{})
 	mustGet(t, c, client.ObjectKey{Name: "tp-turnpike-operator"}, &rbacv1.ClusterRole{})
 	mustGet(t, c, client.ObjectKey{Name: "tp-turnpike-operator"}, &rbacv1.ClusterRoleBinding{})
 	mustGet(t, c, client.ObjectKey{Namespace: ns, Name: "tp-turnpike-leader-election"}, &rbacv1.Role{})

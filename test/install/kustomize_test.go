@@ -20,6 +20,7 @@ func TestKubectlApplyDefault(t *testing.T) {
 	mustGet(t, c, client.ObjectKey{Name: ns}, &corev1.Namespace{})
 	mustGet(t, c, client.ObjectKey{Namespace: ns, Name: "turnpike-operator"}, &corev1.ServiceAccount{})
 	mustGet(t, c, client.ObjectKey{Namespace: ns, Name: "turnpike-operator-metrics"}, &corev1.Service{})
+	mustGet(t, c, client.ObjectKey{Namespace: ns, Name: "turnpike-operator-issuer"}, &corev1.Service{})
 	mustGet(t, c, client.ObjectKey{Namespace: ns, Name: "turnpike-leader-election"}, &rbacv1.Role{})
 	binding := &rbacv1.ClusterRoleBinding{}
 	mustGet(t, c, client.ObjectKey{Name: "turnpike-operator"}, binding)
