@@ -128,32 +128,38 @@ func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpi
 		return err
 	}
 
-	steps := []func() (bool, error){
-		func() (bool, error) {
+	secretKey := client.ObjectKey{Namespace: ts.Namespace, Name: credentialSecretName(ts)}
+	type step struct {
+		kind  string
+		apply func() (bool, error)
+	}
+	steps := []step{
+		{"ServiceAccount", func() (bool, error) {
 			return applyIfChanged(ctx, r.Client, key, &corev1.ServiceAccount{}, desiredServiceAccount(ts), corev1ac.ExtractServiceAccount)
-		},
-		func() (bool, error) {
+		}},
+		{"ConfigMap", func() (bool, error) {
 			return applyIfChanged(ctx, r.Client, key, &corev1.ConfigMap{}, cm, corev1ac.ExtractConfigMap)
-		},
-		func() (bool, error) {
-			secretKey := client.ObjectKey{Namespace: ts.Namespace, Name: credentialSecretName(ts)}
+		}},
+		{"Secret", func() (bool, error) {
 			return applyIfChanged(ctx, r.Client, secretKey, &corev1.Secret{}, secret, corev1ac.ExtractSecret)
-		},
-		func() (bool, error) {
+		}},
+		{"Service", func() (bool, error) {
 			return applyIfChanged(ctx, r.Client, key, &corev1.Service{}, desiredMetricsService(ts), corev1ac.ExtractService)
-		},
+		}},
 	}
 	if obs.conflict == nil {
-		steps = append(steps, func() (bool, error) {
+		steps = append(steps, step{"DaemonSet", func() (bool, error) {
 			ds := desiredDaemonSet(ts, r.RelayImage, cfg.SocketHash())
 			return applyIfChanged(ctx, r.Client, key, &appsv1.DaemonSet{}, ds, appsv1ac.ExtractDaemonSet)
-		})
+		}})
 	}
-	for _, step := range steps {
-		if applied, err := step(); err != nil {
-			return err
-		} else if applied {
-			log.FromContext(ctx).V(1).Info("applied relay object")
+	for _, s := range steps {
+		applied, err := s.apply()
+		if err != nil {
+			return fmt.Errorf("applying %s: %w", s.kind, err)
+		}
+		if applied {
+			log.FromContext(ctx).V(1).Info("applied", "kind", s.kind)
 		}
 	}
 
