@@ -100,3 +100,6 @@ $(HELM):
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	mv $(BIN)/helm $(HELM)
+
+# `make test` needs helm (test/install runs it as a binary): build it first.
+test: $(HELM)
