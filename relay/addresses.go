@@ -1,21 +1,45 @@
 package relay
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 
 	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
-// addresses are the relay's resolved addresses for one config generation.
+// IP families, the index of per-family arrays.
+const (
+	ipv4 = 0
+	ipv6 = 1
+)
+
+func familyOf(a netip.Addr) int {
+	if a.Unmap().Is4() {
+		return ipv4
+	}
+	return ipv6
+}
+
+// sourcedAddr is an address and where it came from, for /status, logs and
+// the address info metric: "addresses.nodes[n1] (ExternalIP)",
+// "stun:stun.example.net:3478", "addresses.external", "bind address" or
+// "local interface".
+type sourcedAddr struct {
+	addr   netip.Addr
+	source string
+}
+
+// addresses are the relay's resolved addresses for one config generation
+// and STUN result.
 type addresses struct {
 	// bind is where sockets bind; empty means all addresses.
 	bind []netip.Addr
-	// advertised is the XOR-RELAYED-ADDRESS per family (at most one each).
-	advertised4, advertised6 netip.Addr
-	// source says where the advertised addresses came from, for /status.
-	source string
+	// advertised is the XOR-RELAYED-ADDRESS per family (ipv4, ipv6); an
+	// invalid address means the relay does not serve that family.
+	advertised [2]sourcedAddr
 }
 
 // environment is what the relay learns from its pod: NODE_NAME and HOST_IP
@@ -25,55 +49,134 @@ type environment struct {
 	hostIP   netip.Addr
 }
 
-// resolveAddresses applies the rules of config.Addresses:
-// bind = addresses.bind, else HOST_IP, else all addresses;
-// advertised = addresses.nodes[NODE_NAME], else addresses.external, else
-// the bind address of that family, else an address of a local interface.
-func resolveAddresses(a config.Addresses, env environment) (addresses, error) {
+// resolveAddresses applies the rules of config.Addresses.
+//
+// Bind: addresses.bind, else HOST_IP, else all addresses.
+//
+// Advertised, per family, the first source that has an address of that
+// family: this node's entry addresses.nodes[NODE_NAME], the address STUN
+// discovered (found, only while addresses.stun is set), addresses.external,
+// the bind address. A relay that binds all addresses and found nothing for
+// either family advertises a global address of a local interface.
+//
+// Per family, because a node entry may carry only IPv4 while STUN or the
+// bind address still answers for IPv6, and the operator renders a node that
+// relies on STUN as an entry with no address at all.
+func resolveAddresses(a config.Addresses, env environment, found [2]sourcedAddr) (addresses, error) {
 	var out addresses
+	bind, err := bindAddrs(a, env)
+	if err != nil {
+		return out, err
+	}
+	out.bind = bind
+	node, err := nodeAddrs(a, env)
+	if err != nil {
+		return out, err
+	}
+	external, err := parseAddrs(a.External)
+	if err != nil {
+		return out, fmt.Errorf("addresses.external: %w", err)
+	}
+	var stun []sourcedAddr
+	if a.STUN != nil {
+		stun = found[:]
+	}
+	candidates := [][]sourcedAddr{node, stun, tag(external, "addresses.external"), tag(bind, "bind address")}
+	for fam := range out.advertised {
+		out.advertised[fam] = firstOfFamily(fam, candidates...)
+	}
+	if !out.serves() && len(bind) == 0 {
+		local := tag(interfaceAddrs(), "local interface")
+		for fam := range out.advertised {
+			out.advertised[fam] = firstOfFamily(fam, local)
+		}
+	}
+	return out, nil
+}
+
+// bindAddrs is addresses.bind, else HOST_IP, else nil (all addresses).
+func bindAddrs(a config.Addresses, env environment) ([]netip.Addr, error) {
 	bind, err := parseAddrs(a.Bind)
 	if err != nil {
-		return out, fmt.Errorf("addresses.bind: %w", err)
+		return nil, fmt.Errorf("addresses.bind: %w", err)
 	}
 	if len(bind) == 0 && env.hostIP.IsValid() {
 		bind = []netip.Addr{env.hostIP}
 	}
-	out.bind = bind
+	return bind, nil
+}
 
-	external, source := a.External, "addresses.external"
-	if n, ok := a.Nodes[env.nodeName]; ok && env.nodeName != "" {
-		external, source = n.External, "addresses.nodes["+env.nodeName+"]"
-		if n.Source != "" {
-			source += " (" + n.Source + ")"
+// nodeAddrs is this node's entry of addresses.nodes, tagged with its source.
+func nodeAddrs(a config.Addresses, env environment) ([]sourcedAddr, error) {
+	n, ok := a.Nodes[env.nodeName]
+	if !ok || env.nodeName == "" {
+		return nil, nil
+	}
+	source := "addresses.nodes[" + env.nodeName + "]"
+	if n.Source != "" {
+		source += " (" + n.Source + ")"
+	}
+	addrs, err := parseAddrs(n.External)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	return tag(addrs, source), nil
+}
+
+// stunTargets are the local addresses STUN discovery asks from, one per
+// family that needs it: a family this node's entry does not already cover
+// and that the relay serves. Asking from the bind address makes the NAT map
+// the same source address the relay sockets use.
+func stunTargets(a config.Addresses, env environment) ([]netip.Addr, error) {
+	bind, err := bindAddrs(a, env)
+	if err != nil {
+		return nil, err
+	}
+	node, err := nodeAddrs(a, env)
+	if err != nil {
+		return nil, err
+	}
+	local := bind
+	if len(bind) == 0 {
+		// Binding all addresses: ask from the unspecified address of each
+		// family this machine has a global address of.
+		for _, x := range interfaceAddrs() {
+			local = append(local, unspecified(familyOf(x)))
 		}
 	}
-	ext, err := parseAddrs(external)
-	if err != nil {
-		return out, fmt.Errorf("%s: %w", source, err)
+	var out []netip.Addr
+	for fam := range 2 {
+		if firstOfFamily(fam, node).addr.IsValid() {
+			continue
+		}
+		if b := firstOfFamily(fam, tag(local, "")); b.addr.IsValid() {
+			out = append(out, b.addr)
+		}
 	}
-	if len(ext) == 0 {
-		ext, source = bind, "bind address"
-	}
-	out.advertised4, out.advertised6 = firstOfEachFamily(ext)
-	if !out.advertised4.IsValid() && !out.advertised6.IsValid() && len(bind) == 0 {
-		out.advertised4, out.advertised6 = firstOfEachFamily(interfaceAddrs())
-		source = "local interface"
-	}
-	out.source = source
 	return out, nil
+}
+
+func unspecified(fam int) netip.Addr {
+	if fam == ipv4 {
+		return netip.IPv4Unspecified()
+	}
+	return netip.IPv6Unspecified()
+}
+
+// serves reports whether the relay has an address to advertise at all.
+func (a addresses) serves() bool {
+	return a.advertised[ipv4].addr.IsValid() || a.advertised[ipv6].addr.IsValid()
 }
 
 // forNetwork returns the bind address (unspecified when binding all) and the
 // advertised address for an allocation of network "udp4", "udp6", "tcp4" or
 // "tcp6". An allocation of a family the relay does not serve fails (508).
 func (a addresses) forNetwork(network string) (bind, advertised netip.Addr, err error) {
-	want6 := network == "udp6" || network == "tcp6"
-	advertised = a.advertised4
-	bind = netip.IPv4Unspecified()
-	if want6 {
-		advertised = a.advertised6
-		bind = netip.IPv6Unspecified()
+	fam := ipv4
+	if network == "udp6" || network == "tcp6" {
+		fam = ipv6
 	}
+	advertised, bind = a.advertised[fam].addr, unspecified(fam)
 	if !advertised.IsValid() {
 		return bind, advertised, fmt.Errorf("no advertised address for %s", network)
 	}
@@ -81,7 +184,7 @@ func (a addresses) forNetwork(network string) (bind, advertised netip.Addr, err 
 		return bind, advertised, nil
 	}
 	for _, b := range a.bind {
-		if b.Is6() == want6 {
+		if familyOf(b) == fam {
 			return b, advertised, nil
 		}
 	}
@@ -92,9 +195,9 @@ func (a addresses) forNetwork(network string) (bind, advertised netip.Addr, err 
 // which the peer policy denies by default.
 func (a addresses) all() []netip.Addr {
 	out := append([]netip.Addr{}, a.bind...)
-	for _, x := range []netip.Addr{a.advertised4, a.advertised6} {
-		if x.IsValid() {
-			out = append(out, x)
+	for _, x := range a.advertised {
+		if x.addr.IsValid() {
+			out = append(out, x.addr)
 		}
 	}
 	return out
@@ -103,12 +206,24 @@ func (a addresses) all() []netip.Addr {
 // advertisedList is the advertised addresses as strings, for /status.
 func (a addresses) advertisedList() []string {
 	var out []string
-	for _, x := range []netip.Addr{a.advertised4, a.advertised6} {
-		if x.IsValid() {
-			out = append(out, x.String())
+	for _, x := range a.advertised {
+		if x.addr.IsValid() {
+			out = append(out, x.addr.String())
 		}
 	}
 	return out
+}
+
+// source says where the advertised addresses came from, for /status and
+// logs: one source, or both joined when the families differ.
+func (a addresses) source() string {
+	var out []string
+	for _, x := range a.advertised {
+		if x.addr.IsValid() && (len(out) == 0 || out[0] != x.source) {
+			out = append(out, x.source)
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 func parseAddrs(ss []string) ([]netip.Addr, error) {
@@ -123,16 +238,51 @@ func parseAddrs(ss []string) ([]netip.Addr, error) {
 	return out, nil
 }
 
-func firstOfEachFamily(addrs []netip.Addr) (v4, v6 netip.Addr) {
+func tag(addrs []netip.Addr, source string) []sourcedAddr {
+	out := make([]sourcedAddr, 0, len(addrs))
 	for _, a := range addrs {
-		switch {
-		case a.Is4() && !v4.IsValid():
-			v4 = a
-		case a.Is6() && !v6.IsValid():
-			v6 = a
+		out = append(out, sourcedAddr{a, source})
+	}
+	return out
+}
+
+// firstOfFamily is the first valid address of family fam in the first
+// candidate list that has one.
+func firstOfFamily(fam int, candidates ...[]sourcedAddr) sourcedAddr {
+	for _, list := range candidates {
+		for _, x := range list {
+			if x.addr.IsValid() && familyOf(x.addr) == fam {
+				return x
+			}
 		}
 	}
-	return v4, v6
+	return sourcedAddr{}
+}
+
+// errNoAddress refuses a config with nothing to advertise.
+var errNoAddress = errors.New("no address to advertise: set addresses.external or addresses.bind")
+
+// resolveState resolves st's addresses with the current STUN result and
+// builds its peer policy, which denies the node's own addresses (so it
+// changes whenever they do).
+func (r *Relay) resolveState(st *state) error {
+	addrs, err := resolveAddresses(st.cfg.Addresses, r.env, r.stun.current())
+	if err != nil {
+		return err
+	}
+	if !addrs.serves() {
+		return errNoAddress
+	}
+	node := addrs.all()
+	if r.env.hostIP.IsValid() {
+		node = append(node, r.env.hostIP)
+	}
+	policy, err := newPeerPolicy(st.cfg.PeerPolicy, node)
+	if err != nil {
+		return err
+	}
+	st.addrs, st.policy = addrs, policy
+	return nil
 }
 
 // interfaceAddrs lists global unicast addresses of local interfaces, for a

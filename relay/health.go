@@ -90,20 +90,27 @@ type Status struct {
 	Ready                 bool     `json:"ready"`
 	Draining              bool     `json:"draining"`
 	SocketHash            string   `json:"socketHash"`
+	// STUN is the state of STUN discovery, while addresses.stun is set.
+	STUN *STUNStatus `json:"stun,omitempty"`
 }
 
 func (r *Relay) serveStatus(w http.ResponseWriter, _ *http.Request) {
 	st := r.current()
+	var stun *STUNStatus
+	if s := st.cfg.Addresses.STUN; s != nil {
+		stun = r.stun.status(s.Servers)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(Status{
 		Version:               r.opts.Version,
 		ConfigGeneration:      r.gen.Load(),
 		CredentialsGeneration: st.creds.generation,
 		ExternalAddresses:     st.addrs.advertisedList(),
-		ExternalAddressSource: st.addrs.source,
+		ExternalAddressSource: st.addrs.source(),
 		Allocations:           r.AllocationCount(),
 		Ready:                 r.Ready(),
 		Draining:              r.draining.Load(),
 		SocketHash:            r.cfg.SocketHash(),
+		STUN:                  stun,
 	})
 }

@@ -37,6 +37,9 @@ type metrics struct {
 	credGeneration  prometheus.Gauge
 	configGen       prometheus.Gauge
 	draining        prometheus.Gauge
+	addressInfo     *prometheus.GaugeVec
+	stunDiscoveries *prometheus.CounterVec
+	stunLastSuccess prometheus.Gauge
 }
 
 // trafficCounters are the counter children for one direction and transport,
@@ -74,6 +77,11 @@ func newMetrics(version string, allocs *allocTracker) *metrics {
 	m.credGeneration = gauge("credentials_generation", "Generation of the credential set in use (credentials.yaml).")
 	m.configGen = gauge("config_generation", "How many times this process loaded a new config (starts at 1).")
 	m.draining = gauge("draining", "1 while the relay drains before exiting.")
+	m.addressInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "turnpike_relay_external_address_info",
+		Help: "The address new allocations advertise (XOR-RELAYED-ADDRESS), one per IP family, and its source; always 1."}, []string{"address", "source"})
+	f(m.addressInfo)
+	m.stunDiscoveries = counterVec("stun_discovery_total", "STUN discovery lookups (one per IP family and round), by result.", "result")
+	m.stunLastSuccess = gauge("stun_discovery_last_success_timestamp_seconds", "Unix time of the last successful STUN discovery lookup.")
 
 	gaugeFunc("allocations_active", "Allocations currently open.", func() float64 { a, _, _ := allocs.totals(); return float64(a) })
 	gaugeFunc("permissions_active", "Permissions currently installed across all allocations.", func() float64 { _, p, _ := allocs.totals(); return float64(p) })
@@ -107,6 +115,7 @@ func (m *metrics) initLabels() {
 	}
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r)
+		m.stunDiscoveries.WithLabelValues(r)
 	}
 	for _, d := range []string{dirToPeer, dirFromPeer} {
 		for _, t := range []string{"udp", "tcp"} {
@@ -119,5 +128,16 @@ func (m *metrics) traffic(direction, transport string) trafficCounters {
 	return trafficCounters{
 		packets: m.packets.WithLabelValues(direction, transport),
 		bytes:   m.bytes.WithLabelValues(direction, transport),
+	}
+}
+
+// setAddressInfo shows the advertised addresses in
+// turnpike_relay_external_address_info, replacing the previous ones.
+func (m *metrics) setAddressInfo(a addresses) {
+	m.addressInfo.Reset()
+	for _, x := range a.advertised {
+		if x.addr.IsValid() {
+			m.addressInfo.WithLabelValues(x.addr.String(), x.source).Set(1)
+		}
 	}
 }

@@ -71,6 +71,7 @@ type Relay struct {
 	// several shared secrets are valid (see inspectRequest).
 	rotationKeys sync.Map // rotationKey -> matchedKey
 
+	stun     *stunDiscovery // addresses.stun (stun.go)
 	server   *turn.Server
 	certs    []*certReloader
 	ready    atomic.Bool
@@ -131,7 +132,7 @@ func newRelay(opts Options) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), lastRelay: relayBytes}
+	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), stun: newSTUNDiscovery(), lastRelay: relayBytes}
 	if opts.HostIP != "" {
 		if r.env.hostIP, err = netip.ParseAddr(opts.HostIP); err != nil {
 			return nil, fmt.Errorf("HOST_IP: %w", err)
@@ -175,13 +176,11 @@ func (r *Relay) run(ctx context.Context) error {
 	r.server = server
 	hup, stopHUP := notifyHUP()
 	defer stopHUP()
+	r.startSTUN(ctx)
 	st := r.current()
 	r.log.Info("relay ready", "version", r.opts.Version, "realm", r.cfg.Realm,
-		"advertised", st.addrs.advertisedList(), "addressSource", st.addrs.source,
+		"advertised", st.addrs.advertisedList(), "addressSource", st.addrs.source(),
 		"listeners", len(r.cfg.Listeners), "socketHash", r.cfg.SocketHash())
-	if r.cfg.Addresses.STUN != nil {
-		r.log.Warn("addresses.stun is not implemented in this build; advertising the configured or bind address instead")
-	}
 	r.ready.Store(true)
 	if r.opts.Started != nil {
 		r.opts.Started(r)
@@ -240,20 +239,10 @@ func (r *Relay) loadCredentials() (*config.Credentials, []byte, error) {
 // buildState compiles a config and credentials into a state, or fails
 // without side effects.
 func (r *Relay) buildState(cfg *config.Relay, c *config.Credentials) (*state, error) {
-	addrs, err := resolveAddresses(cfg.Addresses, r.env)
-	if err != nil {
-		return nil, err
-	}
-	if !addrs.advertised4.IsValid() && !addrs.advertised6.IsValid() {
-		return nil, errors.New("no address to advertise: set addresses.external or addresses.bind")
-	}
-	node := addrs.all()
-	if r.env.hostIP.IsValid() {
-		node = append(node, r.env.hostIP)
-	}
-	policy, err := newPeerPolicy(cfg.PeerPolicy, node)
-	if err != nil {
-		return nil, err
+	if cfg.Addresses.STUN != nil {
+		if err := validateSTUNServers(cfg.Addresses.STUN.Servers); err != nil {
+			return nil, err
+		}
 	}
 	// Keys are derived with the realm the server runs with; a realm change
 	// needs a restart (reported by reload).
@@ -261,7 +250,11 @@ func (r *Relay) buildState(cfg *config.Relay, c *config.Credentials) (*state, er
 	if err != nil {
 		return nil, err
 	}
-	return &state{cfg: cfg, creds: creds, policy: policy, quotas: cfg.Quotas, addrs: addrs}, nil
+	st := &state{cfg: cfg, creds: creds, quotas: cfg.Quotas}
+	if err := r.resolveState(st); err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 func (r *Relay) install(st *state) {
@@ -270,6 +263,7 @@ func (r *Relay) install(st *state) {
 	r.metrics.configGen.Set(float64(r.gen.Load()))
 	r.metrics.credGeneration.Set(float64(st.creds.generation))
 	r.metrics.lastReload.SetToCurrentTime()
+	r.metrics.setAddressInfo(st.addrs)
 }
 
 // startTURN opens every listener and starts the pion server on them.

@@ -33,8 +33,9 @@ func (r *Relay) watchConfig(ctx context.Context, hup <-chan os.Signal) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			r.log.Info("SIGHUP: reloading config")
+			r.log.Info("SIGHUP: reloading config and rediscovering addresses")
 			r.Reload()
+			r.stun.wakeUp()
 		case <-tick.C:
 			r.Reload()
 			r.sweepRotationKeys(timeNow())
@@ -88,7 +89,9 @@ func (r *Relay) Reload() {
 	r.install(st)
 	r.metrics.reloads.WithLabelValues("success").Inc()
 	r.log.Info("config reloaded", "generation", r.gen.Load(), "credentialsGeneration", creds.Generation,
-		"advertised", st.addrs.advertisedList(), "addressSource", st.addrs.source)
+		"advertised", st.addrs.advertisedList(), "addressSource", st.addrs.source())
+	// The STUN servers or this node's entry may have changed.
+	r.stun.wakeUp()
 }
 
 func (r *Relay) reloadFailed(err error) {
