@@ -197,8 +197,8 @@ func (c *cluster) turnServer(ctx context.Context) (*turnpikev1.TurnServer, error
 
 // poll calls check every interval until it returns true, an error, or the
 // timeout passes.
-func poll(ctx context.Context, timeout time.Duration, what string, check func() (bool, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+func poll(parent context.Context, timeout time.Duration, what string, check func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	for {
 		done, err := check()
@@ -207,6 +207,9 @@ func poll(ctx context.Context, timeout time.Duration, what string, check func() 
 		}
 		select {
 		case <-ctx.Done():
+			if parent.Err() != nil {
+				return parent.Err() // Ctrl-C: not a failure
+			}
 			return fmt.Errorf("%w waiting for %s", errTimeout, what)
 		case <-time.After(500 * time.Millisecond):
 		}

@@ -48,7 +48,11 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, o); err != nil {
+	err := run(ctx, o)
+	switch {
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		say("stopped during start-up")
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "playground:", err)
 		os.Exit(1)
 	}
