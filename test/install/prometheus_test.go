@@ -60,6 +60,45 @@ func TestPrometheusScrapesRelayWithChartSettings(t *testing.T) {
 	if v := queryValue(t, promAddr, `count(up)`); v != "1" {
 		t.Errorf("count(up) = %q, want 1: the operator's pod must not be scraped by the relay PodMonitor", v)
 	}
+
+	// Every relay metric the dashboard and the alerts use exists on a
+	// running relay (relays create every series at zero), so a renamed or
+	// misspelt metric fails here instead of showing "no data".
+	for _, name := range relayMetricsUsedByChart(t) {
+		if v := queryValue(t, promAddr, `count({__name__="`+name+`", job="turnpike-relay"})`); v == "" {
+			t.Errorf("metric %s, used by the chart's dashboard or alerts, is not exported by the relay", name)
+		}
+	}
+}
+
+var relayMetricName = regexp.MustCompile(`turnpike_relay_[a-z_]+`)
+
+// relayMetricsUsedByChart lists the relay metric names in the dashboard and
+// the alert rules.
+func relayMetricsUsedByChart(t *testing.T) []string {
+	t.Helper()
+	objs := helmTemplate(t, "--set", "monitoring.prometheusRule.enabled=true", "--set", "monitoring.grafanaDashboard.enabled=true",
+		"--set", "monitoring.prometheusRule.allocationsTotalQuota=100")
+	dashboard, _, _ := unstructured.NestedString(findOne(t, objs, "ConfigMap").Object, "data", "turnpike-relays.json")
+	if !json.Valid([]byte(dashboard)) {
+		t.Fatal("the dashboard is not valid JSON")
+	}
+	rules, err := yaml.Marshal(findOne(t, objs, "PrometheusRule").Object["spec"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var names []string
+	for _, n := range relayMetricName.FindAllString(dashboard+string(rules), -1) {
+		if !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
+	if len(names) < 5 {
+		t.Fatalf("found only %v in the dashboard and rules", names)
+	}
+	return names
 }
 
 // promtool accepts the chart's alert rules, and they fire as intended on
