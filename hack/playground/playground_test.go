@@ -83,6 +83,17 @@ func TestMakeRun(t *testing.T) {
 	if err := runProbeUntilOK(root, probeCmd, 10); err != nil {
 		t.Errorf("the printed probe command never succeeded: %v", err)
 	}
+	// The playground's children (operator, kube-apiserver, etcd) run in
+	// process groups of their own; note them while they run.
+	children := childrenOf(t, pgid)
+	t.Cleanup(func() {
+		for _, child := range children {
+			if alive(child) {
+				_ = syscall.Kill(child.pid, syscall.SIGKILL)
+			}
+		}
+	})
+	controlPlaneDirs := controlPlaneDirs(t, children)
 
 	if err := syscall.Kill(-pgid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -100,6 +111,57 @@ func TestMakeRun(t *testing.T) {
 	t.Logf("make run output:\n%s", output.String())
 
 	checkNothingLeft(t, pgid, stateDir, hostIP.String())
+	for _, child := range children {
+		if alive(child) {
+			t.Errorf("child process left running: pid %d: %s", child.pid, child.cmdline)
+		}
+	}
+	for _, dir := range controlPlaneDirs {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("control plane dir %s still exists (%v)", dir, err)
+		}
+	}
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(t *testing.T, pid int) []process {
+	t.Helper()
+	var out []process
+	for _, p := range processes(t) {
+		if p.ppid == pid {
+			out = append(out, p)
+		}
+	}
+	if len(out) < 3 {
+		t.Errorf("the playground has %d child processes, want the operator, kube-apiserver and etcd: %v", len(out), out)
+	}
+	return out
+}
+
+// alive reports whether p still runs (a reused pid has another command line).
+func alive(p process) bool {
+	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.pid), "cmdline"))
+	return err == nil && string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})) == p.cmdline
+}
+
+// controlPlaneDirs are the temp dirs of the playground's kube-apiserver and
+// etcd (envtest makes them), read from their command lines.
+func controlPlaneDirs(t *testing.T, children []process) []string {
+	t.Helper()
+	var dirs []string
+	for _, p := range children {
+		for _, arg := range strings.Fields(p.cmdline) {
+			for _, flag := range []string{"--data-dir=", "--cert-dir="} {
+				if dir, ok := strings.CutPrefix(arg, flag); ok {
+					dirs = append(dirs, dir)
+				}
+			}
+		}
+	}
+	if len(dirs) < 2 {
+		t.Errorf("found the control plane dirs %v in the process group, want etcd's and kube-apiserver's", dirs)
+	}
+	return dirs
 }
 
 // waitForProbeLine reads the playground's output until it prints the probe
@@ -191,8 +253,8 @@ func (l *lockedBuilder) String() string {
 }
 
 type process struct {
-	pid, pgid int
-	cmdline   string
+	pid, ppid, pgid int
+	cmdline         string
 }
 
 // processes lists every process from /proc.
@@ -218,9 +280,10 @@ func processes(t *testing.T) []process {
 		if len(fields) < 3 {
 			continue
 		}
+		ppid, _ := strconv.Atoi(fields[1])
 		pgid, _ := strconv.Atoi(fields[2])
 		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		out = append(out, process{pid: pid, pgid: pgid, cmdline: string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))})
+		out = append(out, process{pid: pid, ppid: ppid, pgid: pgid, cmdline: string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))})
 	}
 	return out
 }
