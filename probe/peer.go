@@ -6,6 +6,8 @@ import (
 	"net/netip"
 )
 
+var errNoLocalAddress = errors.New("no non-loopback address on this machine for the echo peer: pass --peer HOST:PORT of a UDP echo service")
+
 // echoPeer returns the peer to ping: the given address, or a UDP echo socket
 // opened on this machine. TURN servers refuse loopback peers, so the local
 // peer binds a non-loopback address of the same IP family as the relayed

@@ -12,7 +12,6 @@ package probe
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -246,5 +245,3 @@ func quietLogger() logging.LoggerFactory {
 	f.Writer = io.Discard
 	return f
 }
-
-var errNoLocalAddress = errors.New("no non-loopback address on this machine for the echo peer: pass --peer HOST:PORT of a UDP echo service")

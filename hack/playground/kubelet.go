@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -310,8 +309,10 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
+// ignoreNotFound drops "not found" (also when wrapped): the object may
+// simply not be created yet.
 func ignoreNotFound(err error) error {
-	if apierrors.IsNotFound(errors.Unwrap(err)) || apierrors.IsNotFound(err) {
+	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	return err
