@@ -2,6 +2,7 @@ package install
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -24,7 +25,11 @@ func TestHelmInstallAndUpgrade(t *testing.T) {
 	const ns, release = "helm-crds", "tp"
 	kube := []string{"--kubeconfig", c.kubeconfig, "--namespace", ns}
 
-	mustRun(t, helm, append([]string{"install", release, chartDir, "--create-namespace", "--take-ownership", "--wait=false"}, kube...)...)
+	out := mustRun(t, helm, append([]string{"install", release, chartDir, "--create-namespace", "--take-ownership", "--wait=false"}, kube...)...)
+	// NOTES.txt tells the next step with the release's real names.
+	if want := "rollout status deployment/tp-turnpike-operator"; !strings.Contains(out, want) {
+		t.Errorf("helm install output lacks %q:\n%s", want, out)
+	}
 	deploy := getDeployment(t, c, ns, "tp-turnpike-operator")
 	if *deploy.Spec.Replicas != 1 {
 		t.Errorf("replicas = %d, want 1", *deploy.Spec.Replicas)
