@@ -198,7 +198,8 @@ func keepUnlessStale(d discoveredAddr, now time.Time, maxAge time.Duration) disc
 func (r *Relay) setDiscovered(ctx context.Context, found [2]discoveredAddr, err error, interval time.Duration) time.Duration {
 	d := r.stun
 	d.mu.Lock()
-	changed := d.found[ipv4].addr != found[ipv4].addr || d.found[ipv6].addr != found[ipv6].addr
+	// The server is part of the source shown in /status and the metric.
+	changed := !sameResult(d.found[ipv4], found[ipv4]) || !sameResult(d.found[ipv6], found[ipv6])
 	d.found = found
 	next := interval
 	if err != nil {
@@ -211,7 +212,7 @@ func (r *Relay) setDiscovered(ctx context.Context, found [2]discoveredAddr, err 
 	d.mu.Unlock()
 
 	if err != nil {
-		r.log.Warn("STUN discovery failed; falling back to the next address source until it succeeds",
+		r.log.Warn("STUN discovery failed; using the last discovered address while it is fresh, else the next address source",
 			"error", err.Error(), "retryIn", next.String())
 	}
 	if changed && ctx.Err() == nil {
@@ -219,6 +220,8 @@ func (r *Relay) setDiscovered(ctx context.Context, found [2]discoveredAddr, err 
 	}
 	return next
 }
+
+func sameResult(a, b discoveredAddr) bool { return a.addr == b.addr && a.server == b.server }
 
 // reresolve rebuilds the current state's addresses and peer policy after a
 // new STUN result. It holds reloadMu so that a concurrent Reload, which

@@ -94,6 +94,16 @@ func TestSTUNDiscovery(t *testing.T) {
 		t.Errorf("stun_discovery_total{result=failure} = %v, want 0 (the second server answered)", n)
 	}
 
+	// The first server recovers with the same answer: the address stays,
+	// the source shown follows the server that answered.
+	broken.SetMapped(netip.MustParseAddr("203.0.113.20"))
+	broken.SetFailing(false)
+	tr.stun.wakeUp()
+	waitFor(t, "the first server to be the source", func() bool {
+		return relayStatus(t, tr).ExternalAddressSource == "stun:"+broken.Addr().String()
+	})
+	checkAdvertised(t, tr, "203.0.113.20", "stun:"+broken.Addr().String())
+
 	// The operator learns the node's address: its entry wins over STUN.
 	next := *cfg
 	next.Addresses.Nodes = map[string]config.NodeAddresses{harnessNode: {External: []string{"198.51.100.7"}, Source: "ExternalIP"}}

@@ -45,7 +45,7 @@ func New(t testing.TB) *Lab {
 		_, err := exec.LookPath(tool)
 		Require(t, tool+" (Debian: iproute2, iptables)", err == nil)
 	}
-	b := make([]byte, 2)
+	b := make([]byte, 3) // concurrent test runs on one machine must not collide
 	_, _ = rand.Read(b)
 	l := &Lab{t: t, id: hex.EncodeToString(b)}
 	return l
@@ -68,7 +68,7 @@ func Require(t testing.TB, what string, ok bool) {
 // Namespace is one network namespace of a lab, with only loopback up.
 type Namespace struct {
 	lab *Lab
-	// Name is the namespace's name, e.g. "tp3fa91-node" (for ip netns exec).
+	// Name is the namespace's name, e.g. "tp3fa9c21-node" (for ip netns exec).
 	Name string
 	role string
 }
