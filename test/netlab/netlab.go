@@ -110,12 +110,14 @@ func (l *Lab) Link(a *Namespace, aAddr string, b *Namespace, bAddr string) (aIf,
 	if out, err := run("ip", "link", "add", aIf, "netns", a.Name, "type", "veth", "peer", "name", bIf, "netns", b.Name); err != nil {
 		l.t.Fatalf("veth %s/%s: %v: %s", aIf, bIf, err, out)
 	}
-	a.addAddr(aIf, aAddr)
-	b.addAddr(bIf, bAddr)
+	a.AddAddress(aIf, aAddr)
+	b.AddAddress(bIf, bAddr)
 	return aIf, bIf
 }
 
-func (n *Namespace) addAddr(ifName, prefix string) {
+// AddAddress adds an address with its prefix length, e.g. "10.77.1.2/24",
+// to an interface of the namespace and sets the interface up.
+func (n *Namespace) AddAddress(ifName, prefix string) {
 	n.lab.t.Helper()
 	p, err := netip.ParsePrefix(prefix)
 	if err != nil {

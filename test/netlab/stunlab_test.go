@@ -41,6 +41,7 @@ const (
 	nodeAddr    = "10.77.1.2"
 	natInner    = "10.77.1.1"
 	natOuter    = "198.18.0.1"
+	natOuter2   = "198.18.0.11" // the NAT's address after it changes
 	publicAddr  = "198.18.0.2"
 	labRealm    = "lab.test"
 	labUser     = "alice"
@@ -68,7 +69,7 @@ func TestSTUNDiscoveryBehindNAT(t *testing.T) {
 	stunServer := netlab.StartSTUNServer(t, pub.ListenPacket("udp4", publicAddr+":3478"))
 	bin := buildTurnpike(t)
 	dir := writeRelayFiles(t, stunServer.Addr().String())
-	startRelayIn(t, node, bin, dir)
+	relayCmd := startRelayIn(t, node, bin, dir)
 
 	// /status and /metrics, read from inside the node namespace.
 	var status relay.Status
@@ -92,7 +93,45 @@ func TestSTUNDiscoveryBehindNAT(t *testing.T) {
 		t.Fatalf("XOR-RELAYED-ADDRESS %s, want the NAT's outer address %s", relayed, natOuter)
 	}
 	peer := pub.ListenPacket("udp4", publicAddr+":0")
-	exchange(t, relayConn, peer)
+	exchange(t, relayConn, peer, natOuter)
+
+	// The NAT's outer address changes (new flows leave from natOuter2) and
+	// the relay is told to rediscover (SIGHUP; it would also on its own
+	// within the interval). New allocations get the new address; the old
+	// allocation keeps its address and its NAT mapping, and keeps relaying.
+	nat.AddAddress(natOut, natOuter2+"/24")
+	nat.Exec("iptables", "-t", "nat", "-F", "POSTROUTING")
+	nat.SNAT(natOut, natOuter2)
+	nat.DNAT(natOut, natOuter2, nodeAddr)
+	if err := relayCmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, node, "the new NAT address to be advertised", func(s relay.Status) bool {
+		return strings.Join(s.ExternalAddresses, ",") == natOuter2
+	})
+	relayConn2 := allocate(t, pub)
+	if ip := relayConn2.LocalAddr().(*net.UDPAddr).IP.String(); ip != natOuter2 {
+		t.Fatalf("after the NAT changed: XOR-RELAYED-ADDRESS %s, want %s", relayConn2.LocalAddr(), natOuter2)
+	}
+	exchange(t, relayConn2, peer, natOuter2)
+	exchange(t, relayConn, peer, natOuter)
+}
+
+// waitStatus polls the relay's /status from inside ns until cond holds.
+func waitStatus(t *testing.T, ns *netlab.Namespace, what string, cond func(relay.Status) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second) // a failure bound, not a timing
+	for {
+		var s relay.Status
+		getJSON(t, ns, "/status", &s)
+		if cond(s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; /status: %+v", what, s)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // buildTurnpike builds the turnpike binary.
@@ -144,7 +183,7 @@ func writeRelayFiles(t *testing.T, stunServer string) string {
 // startRelayIn runs `turnpike relay` inside ns as a relay pod would run
 // (NODE_NAME and HOST_IP from the downward API) and waits until it is ready.
 // It is stopped with SIGTERM when the test ends.
-func startRelayIn(t *testing.T, ns *netlab.Namespace, bin, dir string) {
+func startRelayIn(t *testing.T, ns *netlab.Namespace, bin, dir string) *exec.Cmd {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a bound, not a timing
 	cmd := ns.Command(ctx, bin, "relay", "--config", filepath.Join(dir, config.RelayFile), "--credentials", dir)
@@ -183,7 +222,7 @@ func startRelayIn(t *testing.T, ns *netlab.Namespace, bin, dir string) {
 		if err == nil {
 			_ = res.Body.Close()
 			if res.StatusCode == http.StatusOK {
-				return
+				return cmd
 			}
 		}
 		select {
@@ -252,10 +291,11 @@ func allocate(t *testing.T, pub *netlab.Namespace) net.PacketConn {
 }
 
 // exchange sends a datagram from the client to the peer through the relay,
-// then one from the peer to the advertised relayed address back to the
-// client. The second only arrives if the advertised address really leads
-// to this relay. UDP may drop a datagram, so each is retried a few times.
-func exchange(t *testing.T, relayConn, peer net.PacketConn) {
+// checking that the peer sees it from wantFrom, then one from the peer to
+// the advertised relayed address back to the client. The second only
+// arrives if the advertised address really leads to this relay. UDP may
+// drop a datagram, so each is retried a few times.
+func exchange(t *testing.T, relayConn, peer net.PacketConn, wantFrom string) {
 	t.Helper()
 	buf := make([]byte, 1500)
 	var from net.Addr
@@ -274,8 +314,8 @@ func exchange(t *testing.T, relayConn, peer net.PacketConn) {
 			break
 		}
 	}
-	if ip := from.(*net.UDPAddr).IP.String(); ip != natOuter {
-		t.Errorf("the peer saw the relay at %s, want %s", from, natOuter)
+	if ip := from.(*net.UDPAddr).IP.String(); ip != wantFrom {
+		t.Errorf("the peer saw the relay at %s, want %s", from, wantFrom)
 	}
 	for attempt := 0; ; attempt++ {
 		if attempt == 5 {
