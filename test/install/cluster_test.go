@@ -70,7 +70,9 @@ func TestHelmInstallWithoutCRDs(t *testing.T) {
 	const ns = "helm-nocrds"
 	mustRun(t, helmBinary(t), "install", "second", chartDir, "--kubeconfig", c.kubeconfig, "--namespace", ns, "--create-namespace",
 		"--wait=false", "--set", "crds.install=false")
-	t.Cleanup(func() { _, _ = run(t, helmBinary(t), "uninstall", "second", "--kubeconfig", c.kubeconfig, "--namespace", ns, "--wait=false") })
+	t.Cleanup(func() {
+		_, _ = run(t, helmBinary(t), "uninstall", "second", "--kubeconfig", c.kubeconfig, "--namespace", ns, "--wait=false")
+	})
 	getDeployment(t, c, ns, "second-turnpike-operator")
 }
 
