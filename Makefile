@@ -20,13 +20,14 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code from the API types.
 	$(CONTROLLER_GEN) object paths=./api/...
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from markers into config/.
-	$(CONTROLLER_GEN) crd rbac:roleName=turnpike-operator paths=./api/... paths=./controllers/... \
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from markers into config/, and copy them into the Helm chart.
+	$(CONTROLLER_GEN) crd rbac:roleName=operator paths=./api/... paths=./controllers/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	hack/helm-crds.sh
 
 .PHONY: verify-generated
 verify-generated: generate manifests ## Fail if generated files differ from what is committed.
-	@git diff --exit-code -- api config || { echo "generated files are stale: run 'make generate manifests' and commit" >&2; exit 1; }
+	@git diff --exit-code -- api config charts || { echo "generated files are stale: run 'make generate manifests' and commit" >&2; exit 1; }
 
 .PHONY: control-plane
 control-plane: ## Build kube-apiserver, etcd and kubectl for envtest into bin/k8s/.
@@ -85,7 +86,7 @@ undeploy: ## Delete what deploy installed, CRDs included.
 	$(KUBECTL) delete --ignore-not-found -k config/default
 
 .PHONY: helm-crds
-helm-crds: ## Copy the generated CRDs and ClusterRole rules into the Helm chart (after `make manifests`).
+helm-crds: ## Copy the generated CRDs and ClusterRole rules into the Helm chart (`make manifests` does it too).
 	hack/helm-crds.sh
 
 .PHONY: helm-lint
