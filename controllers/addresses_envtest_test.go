@@ -2,11 +2,18 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -14,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/relay"
 )
 
 // TestHostnameSTUNAndDNSEndpoint: a node without a public address relies on
@@ -105,4 +113,64 @@ func installCRD(t *testing.T, file string) {
 		}
 		return fmt.Errorf("not established")
 	})
+}
+
+// TestSTUNDiscoveredAddressIsPublished: the operator reads the address a
+// relay discovered with STUN from the relay's /status (here a stand-in on
+// loopback) and publishes it in status and URLs.
+func TestSTUNDiscoveredAddressIsPublished(t *testing.T) {
+	ctx := context.Background()
+	discovered := atomic.Value{}
+	discovered.Store("203.0.113.99")
+	relayStatus := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(relay.Status{STUN: &relay.STUNStatus{
+			Discovered: []relay.DiscoveredAddress{{Address: discovered.Load().(string), Server: "stun.example.net:3478"}},
+		}})
+	}))
+	defer relayStatus.Close()
+	healthPort := int32(relayStatus.Listener.Addr().(*net.TCPAddr).Port)
+
+	ns := newNamespace(t, "stun-status")
+	newNode(t, "stun-local", map[string]string{"suite": "stun-status"}, internalIP("127.0.0.1"))
+	ts := minimalTurnServer(ns, "relay", "stun-status", 3496)
+	ts.Spec.MetricsPort, ts.Spec.HealthPort = 9671, healthPort
+	ts.Spec.RelayPortRange = turnpikev1.PortRange{Min: 44000, Max: 44999}
+	ts.Spec.STUN = &turnpikev1.STUNDiscovery{Servers: []string{"stun.example.net:3478"}}
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "relay DaemonSet", func() error { _, err := getRelayObjects(ts); return err })
+	createRelayPod(t, ts, "stun-local", true)
+	published := func(addr string) func() error {
+		return func() error {
+			cur := getTurnServer(t, ts)
+			want := "stun-local=" + addr + " STUN public=true"
+			if len(cur.Status.Nodes) != 1 {
+				return fmt.Errorf("nodes %+v", cur.Status.Nodes)
+			}
+			n := cur.Status.Nodes[0]
+			if got := fmt.Sprintf("%s=%s %s public=%v", n.Name, strings.Join(n.Addresses, ","), n.Source, n.Public); got != want {
+				return fmt.Errorf("node %s, want %s", got, want)
+			}
+			if !slices.Equal(cur.Status.URLs, []string{"turn:" + addr + ":3496?transport=udp"}) {
+				return fmt.Errorf("urls %v", cur.Status.URLs)
+			}
+			return nil
+		}
+	}
+	eventually(t, "discovered address published", published("203.0.113.99"))
+
+	// The relay rediscovers (the NAT's address changed); the next reconcile
+	// (here brought by a pod update, in a cluster at most a minute later)
+	// publishes the new address.
+	discovered.Store("203.0.113.100")
+	pod := &corev1.Pod{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "relay-relay-stun-local"}, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Annotations = map[string]string{"test/kick": "1"}
+	if err := env.Client.Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "rediscovered address published", published("203.0.113.100"))
 }

@@ -33,6 +33,8 @@ type Options struct {
 	// IssuerAddr is where the credential issuing endpoint listens; empty
 	// turns it off.
 	IssuerAddr string
+	// RelayStatus reads a relay's /status; nil means HTTPRelayStatus.
+	RelayStatus RelayStatusFunc
 }
 
 // Reconcilers are the operator's reconcilers, as Setup registered them.
@@ -52,7 +54,7 @@ func Setup(mgr ctrl.Manager, c client.Client, o Options) (*Reconcilers, error) {
 		return nil, err
 	}
 	r := &Reconcilers{
-		TurnServer:     &TurnServerReconciler{Client: c, RelayImage: o.RelayImage, Now: o.Now},
+		TurnServer:     &TurnServerReconciler{Client: c, RelayImage: o.RelayImage, Now: o.Now, RelayStatus: o.RelayStatus},
 		TurnCredential: &TurnCredentialReconciler{Client: c, Now: o.Now, StagingDelay: o.StagingDelay},
 	}
 	if err := r.TurnServer.SetupWithManager(mgr); err != nil {

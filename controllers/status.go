@@ -39,6 +39,8 @@ type observation struct {
 	missingTLSKeys []string                 // problems with referenced TLS Secrets
 	// credentialsExpire is when a key in the relay bundle next expires.
 	credentialsExpire time.Time
+	// stunNodes is set when a ready relay discovers its address with STUN.
+	stunNodes bool
 }
 
 // computeStatus derives a TurnServer's status from what was observed. It

@@ -30,6 +30,8 @@ type TurnServerReconciler struct {
 	RelayImage string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// RelayStatus reads a relay's /status; nil means HTTPRelayStatus.
+	RelayStatus RelayStatusFunc
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turnservers,verbs=get;list;watch
@@ -66,12 +68,25 @@ func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		// Our cached copy was stale; the newer version brings another reconcile.
 		return ctrl.Result{Requeue: true}, nil
 	}
-	if err != nil || obs.credentialsExpire.IsZero() {
+	if err != nil {
 		return ctrl.Result{}, err
 	}
-	// Relays stop accepting an expired key on their own; come back then to
-	// take it out of the bundle.
-	return ctrl.Result{RequeueAfter: max(obs.credentialsExpire.Sub(r.now()), time.Second)}, nil
+	return ctrl.Result{RequeueAfter: r.nextVisit(obs)}, nil
+}
+
+// nextVisit is when to reconcile again without an event, or 0 for never:
+// when a key in the relay bundle expires (relays stop accepting it on their
+// own; the bundle is tidied then), and periodically while relays discover
+// their addresses with STUN.
+func (r *TurnServerReconciler) nextVisit(obs *observation) time.Duration {
+	var next time.Duration
+	if !obs.credentialsExpire.IsZero() {
+		next = max(obs.credentialsExpire.Sub(r.now()), time.Second)
+	}
+	if obs.stunNodes && (next == 0 || next > stunRefreshInterval) {
+		next = stunRefreshInterval
+	}
+	return next
 }
 
 func (r *TurnServerReconciler) now() time.Time {
@@ -106,6 +121,7 @@ func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnS
 	if obs.readyPods, err = r.readyRelayPods(ctx, ts); err != nil {
 		return nil, err
 	}
+	r.discoverSTUNAddresses(ctx, ts, obs)
 	return obs, nil
 }
 
