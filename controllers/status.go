@@ -109,7 +109,7 @@ func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnS
 		}
 	}
 	if private := notPublicNodes(st.Nodes); len(private) > 0 {
-		degraded = append(degraded, fmt.Sprintf("no public address known for node(s) %s: publishing their InternalIP; set the %s annotation or spec.externalAddresses",
+		degraded = append(degraded, fmt.Sprintf("no public address known for node(s) %s: publishing their InternalIP; set the %s annotation or spec.externalAddresses, or turn on spec.stun",
 			strings.Join(private, ", "), turnpikev1.AnnotationExternalIP))
 		if reason == ReasonAsExpected {
 			reason = ReasonAddressNotPublic
