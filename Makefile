@@ -104,3 +104,10 @@ $(HELM):
 
 # `make test` needs helm (test/install runs it as a binary): build it first.
 test: $(HELM)
+
+##@ End-to-end
+
+.PHONY: e2e
+e2e: $(HELM) ## End-to-end lab (needs root): network namespaces, kube-apiserver+etcd+kube-controller-manager, the chart, relays run by a node agent; see docs/e2e.md.
+	WITH_CONTROLLER_MANAGER=1 hack/build-control-plane.sh >/dev/null
+	go test -tags e2e -count=1 -timeout 20m -v ./test/e2e/

@@ -1,0 +1,495 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+)
+
+// agent stands in for the kubelet of every lab node (and for the
+// scheduler's one job here, binding). docs/e2e.md lists what it does and
+// what it does not emulate. Every syncPeriod it:
+//
+//   - binds relay pods the DaemonSet controller created for a lab node
+//     (daemon pods carry a node-name affinity and wait for a scheduler);
+//   - starts `turnpike relay` for each pod bound to a lab node, inside that
+//     node's network namespace, with the pod's command, args and env;
+//   - writes the pod's ConfigMap and Secret volumes into files and keeps
+//     them in sync with the API;
+//   - probes the container's readinessProbe and writes the pod's status;
+//   - on pod deletion sends SIGTERM, waits up to the grace period, then
+//     SIGKILL, and removes the pod from the API as the kubelet does.
+type agent struct {
+	t     *testing.T
+	cs    kubernetes.Interface
+	bin   string // the turnpike binary: the relay image's /turnpike
+	dir   string
+	nodes map[string]labNode
+
+	mu   sync.Mutex
+	pods map[types.UID]*podRun
+}
+
+// relayImageBinary is the relay's binary inside the image (the DaemonSet's
+// command[0]); the agent runs the locally built turnpike instead.
+const relayImageBinary = "/turnpike"
+
+const syncPeriod = 500 * time.Millisecond
+
+// podRun is one relay process, the "container" of one pod.
+type podRun struct {
+	name, namespace string
+	node            labNode
+	root            string // mount paths M of the pod live at root/M
+	logPath         string
+	cmd             *exec.Cmd
+	exited          chan struct{}
+	started         metav1.Time
+	restarts        int32
+	ready           bool
+	termDeadline    time.Time // set once SIGTERM was sent
+}
+
+func startAgent(t *testing.T, cs kubernetes.Interface, bin string, nodes []labNode) *agent {
+	a := &agent{t: t, cs: cs, bin: bin, dir: t.TempDir(), nodes: map[string]labNode{}, pods: map[types.UID]*podRun{}}
+	for _, n := range nodes {
+		a.nodes[n.name] = n
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if err := a.sync(ctx); err != nil && ctx.Err() == nil {
+				t.Logf("node agent: %v", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(syncPeriod):
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		a.stopAll()
+	})
+	return a
+}
+
+// sync is one pass over the relay pods.
+func (a *agent) sync(ctx context.Context) error {
+	pods, err := a.cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=relay"})
+	if err != nil {
+		return err
+	}
+	seen := map[types.UID]bool{}
+	var errs []error
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if pod.Spec.NodeName == "" {
+			errs = append(errs, a.bind(ctx, pod))
+			continue
+		}
+		node, ok := a.nodes[pod.Spec.NodeName]
+		if !ok {
+			continue
+		}
+		seen[pod.UID] = true
+		errs = append(errs, a.syncPod(ctx, pod, node))
+	}
+	// Pods that vanished from the API (force-deleted): stop their relays.
+	a.mu.Lock()
+	for uid, r := range a.pods {
+		if !seen[uid] {
+			r.kill()
+			delete(a.pods, uid)
+		}
+	}
+	a.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// bind does the scheduler's part: the DaemonSet controller pins each
+// daemon pod to its node with a required node affinity on metadata.name.
+func (a *agent) bind(ctx context.Context, pod *corev1.Pod) error {
+	node := affinityNode(pod)
+	if _, ok := a.nodes[node]; !ok || pod.DeletionTimestamp != nil {
+		return nil
+	}
+	b := &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID},
+		Target:     corev1.ObjectReference{Kind: "Node", Name: node},
+	}
+	err := a.cs.CoreV1().Pods(pod.Namespace).Bind(ctx, b, metav1.CreateOptions{})
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// affinityNode is the node a daemon pod's required affinity names.
+func affinityNode(pod *corev1.Pod) string {
+	aff := pod.Spec.Affinity
+	if aff == nil || aff.NodeAffinity == nil || aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return ""
+	}
+	for _, term := range aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+		for _, f := range term.MatchFields {
+			if f.Key == "metadata.name" && f.Operator == corev1.NodeSelectorOpIn && len(f.Values) == 1 {
+				return f.Values[0]
+			}
+		}
+	}
+	return ""
+}
+
+// syncPod drives one bound pod towards its desired state.
+func (a *agent) syncPod(ctx context.Context, pod *corev1.Pod, node labNode) error {
+	a.mu.Lock()
+	r := a.pods[pod.UID]
+	a.mu.Unlock()
+	if pod.DeletionTimestamp != nil {
+		return a.terminate(ctx, pod, r)
+	}
+	if r == nil {
+		r = &podRun{name: pod.Name, namespace: pod.Namespace, node: node, root: filepath.Join(a.dir, string(pod.UID), "root"),
+			logPath: filepath.Join(a.dir, string(pod.UID), "relay.log")}
+		if err := a.syncVolumes(ctx, pod, r); err != nil {
+			return fmt.Errorf("pod %s: volumes: %w", pod.Name, err)
+		}
+		if err := a.start(pod, r); err != nil {
+			return fmt.Errorf("pod %s: %w", pod.Name, err)
+		}
+		a.mu.Lock()
+		a.pods[pod.UID] = r
+		a.mu.Unlock()
+	}
+	if r.hasExited() {
+		// restartPolicy Always: the kubelet restarts a failed container.
+		r.restarts++
+		a.t.Logf("node agent: relay of pod %s exited; restarting it", pod.Name)
+		if err := a.start(pod, r); err != nil {
+			return err
+		}
+	}
+	if err := a.syncVolumes(ctx, pod, r); err != nil {
+		return fmt.Errorf("pod %s: volumes: %w", pod.Name, err)
+	}
+	r.ready = probe(pod, node) == nil
+	return a.writeStatus(ctx, pod, r)
+}
+
+// start runs the pod's container command inside the node's namespace.
+// Paths into the pod's mounts are rewritten to the agent's copies (no mount
+// namespace: see docs/e2e.md); everything else is the pod's own.
+func (a *agent) start(pod *corev1.Pod, r *podRun) error {
+	c := pod.Spec.Containers[0]
+	argv := append(append([]string{}, c.Command...), c.Args...)
+	if len(argv) == 0 || argv[0] != relayImageBinary {
+		return fmt.Errorf("container command %q: the agent only runs %s", argv, relayImageBinary)
+	}
+	argv[0] = a.bin
+	for i := range argv[1:] {
+		argv[i+1] = r.rewritePaths(c.VolumeMounts, argv[i+1])
+	}
+	env, err := containerEnv(c, pod, r.node)
+	if err != nil {
+		return err
+	}
+	logFile, err := os.OpenFile(r.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := r.node.ns.Command(context.Background(), argv[0], argv[1:]...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Its own process group, so that stopping it reaches every process.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logFile.Close(); close(exited) }()
+	r.cmd, r.exited, r.started, r.ready, r.termDeadline = cmd, exited, metav1.Now(), false, time.Time{}
+	return nil
+}
+
+// containerEnv is the container's environment: a PATH, plus its env with
+// downward-API values filled in as the kubelet would for a host-network pod.
+func containerEnv(c corev1.Container, pod *corev1.Pod, node labNode) ([]string, error) {
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	for _, e := range c.Env {
+		v := e.Value
+		if e.ValueFrom != nil {
+			if e.ValueFrom.FieldRef == nil {
+				return nil, fmt.Errorf("env %s: only fieldRef values are emulated", e.Name)
+			}
+			switch e.ValueFrom.FieldRef.FieldPath {
+			case "spec.nodeName":
+				v = node.name
+			case "status.hostIP", "status.podIP": // host network: the same
+				v = node.hostIP
+			case "metadata.name":
+				v = pod.Name
+			case "metadata.namespace":
+				v = pod.Namespace
+			default:
+				return nil, fmt.Errorf("env %s: fieldRef %s is not emulated", e.Name, e.ValueFrom.FieldRef.FieldPath)
+			}
+		}
+		env = append(env, e.Name+"="+v)
+	}
+	return env, nil
+}
+
+// rewritePaths points paths inside the pod's mounts at the agent's copies.
+func (r *podRun) rewritePaths(mounts []corev1.VolumeMount, s string) string {
+	for _, m := range mounts {
+		if s == m.MountPath || strings.HasPrefix(s, m.MountPath+"/") {
+			return filepath.Join(r.root, s)
+		}
+	}
+	return s
+}
+
+// syncVolumes writes the pod's ConfigMap and Secret volumes under r.root,
+// only files whose content changed, each through a rename so the relay
+// never reads half a file. In ConfigMap files, paths into the pod's
+// mounts (relay.yaml names TLS certificates) are rewritten like the args.
+func (a *agent) syncVolumes(ctx context.Context, pod *corev1.Pod, r *podRun) error {
+	c := pod.Spec.Containers[0]
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	for _, v := range pod.Spec.Volumes {
+		files := map[string][]byte{}
+		switch {
+		case v.ConfigMap != nil:
+			cm, err := a.cs.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, v.ConfigMap.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			for k, d := range cm.Data {
+				for _, m := range c.VolumeMounts {
+					d = strings.ReplaceAll(d, m.MountPath+"/", filepath.Join(r.root, m.MountPath)+"/")
+				}
+				files[k] = []byte(d)
+			}
+		case v.Secret != nil:
+			s, err := a.cs.CoreV1().Secrets(pod.Namespace).Get(ctx, v.Secret.SecretName, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			files = s.Data
+		default:
+			return fmt.Errorf("volume %s: only ConfigMap and Secret volumes are emulated", v.Name)
+		}
+		if mounts[v.Name] == "" {
+			continue
+		}
+		for name, data := range files {
+			if err := writeIfChanged(filepath.Join(r.root, mounts[v.Name], name), data); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func writeIfChanged(path string, data []byte) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// probe runs the container's HTTP readiness probe from inside the node's
+// namespace against the host IP (a host-network pod's IP).
+func probe(pod *corev1.Pod, node labNode) error {
+	c := pod.Spec.Containers[0]
+	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil {
+		return errors.New("no HTTP readiness probe")
+	}
+	get := c.ReadinessProbe.HTTPGet
+	port := get.Port.IntValue()
+	for _, p := range c.Ports {
+		if get.Port.String() == p.Name {
+			port = int(p.ContainerPort)
+		}
+	}
+	client := node.ns.HTTPClient()
+	client.Timeout = time.Second
+	res, err := client.Get(fmt.Sprintf("http://%s:%d%s", node.hostIP, port, get.Path))
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("readiness probe: %s", res.Status)
+	}
+	return nil
+}
+
+// writeStatus reports the container as running and ready or not, only
+// when that differs from what the API has.
+func (a *agent) writeStatus(ctx context.Context, pod *corev1.Pod, r *podRun) error {
+	ready := corev1.ConditionFalse
+	if r.ready {
+		ready = corev1.ConditionTrue
+	}
+	if pod.Status.Phase == corev1.PodRunning && podCondition(pod, corev1.PodReady) == ready &&
+		len(pod.Status.ContainerStatuses) == 1 && pod.Status.ContainerStatuses[0].RestartCount == r.restarts {
+		return nil
+	}
+	now := metav1.Now()
+	ip := r.node.hostIP
+	c := pod.Spec.Containers[0]
+	pod.Status = corev1.PodStatus{
+		Phase:  corev1.PodRunning,
+		HostIP: ip, HostIPs: []corev1.HostIP{{IP: ip}},
+		PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+		StartTime: &r.started,
+		Conditions: []corev1.PodCondition{
+			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: r.started},
+			{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: r.started},
+			{Type: corev1.ContainersReady, Status: ready, LastTransitionTime: now},
+			{Type: corev1.PodReady, Status: ready, LastTransitionTime: now},
+		},
+		ContainerStatuses: []corev1.ContainerStatus{{
+			Name: c.Name, Image: c.Image, Ready: r.ready, Started: ptr(true), RestartCount: r.restarts,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: r.started}},
+		}},
+	}
+	_, err := a.cs.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return nil // the next pass reads the newer pod
+	}
+	return err
+}
+
+func podCondition(pod *corev1.Pod, t corev1.PodConditionType) corev1.ConditionStatus {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == t {
+			return c.Status
+		}
+	}
+	return corev1.ConditionUnknown
+}
+
+// terminate stops a deleted pod's relay as the kubelet does: SIGTERM, up
+// to the pod's grace period for it to exit, then SIGKILL; then it removes
+// the pod from the API (grace period 0), which the kubelet does once the
+// containers are gone. Until then the pod's readiness is still reported.
+func (a *agent) terminate(ctx context.Context, pod *corev1.Pod, r *podRun) error {
+	if r != nil && !r.hasExited() {
+		if r.termDeadline.IsZero() {
+			grace := int64(30)
+			if pod.DeletionGracePeriodSeconds != nil {
+				grace = *pod.DeletionGracePeriodSeconds
+			} else if pod.Spec.TerminationGracePeriodSeconds != nil {
+				grace = *pod.Spec.TerminationGracePeriodSeconds
+			}
+			r.termDeadline = time.Now().Add(time.Duration(grace) * time.Second)
+			_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGTERM)
+			a.t.Logf("node agent: pod %s deleted: SIGTERM to its relay, grace %ds", pod.Name, grace)
+		}
+		if time.Now().Before(r.termDeadline) {
+			r.ready = probe(pod, r.node) == nil
+			return a.writeStatus(ctx, pod, r)
+		}
+		a.t.Logf("node agent: pod %s: relay still running after its grace period: SIGKILL", pod.Name)
+		r.kill()
+	}
+	err := a.cs.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+		GracePeriodSeconds: ptr(int64(0)), Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return err
+	}
+	a.mu.Lock()
+	delete(a.pods, pod.UID)
+	a.mu.Unlock()
+	return nil
+}
+
+func (r *podRun) hasExited() bool {
+	select {
+	case <-r.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill ends the relay's process group at once.
+func (r *podRun) kill() {
+	if r.cmd == nil || r.hasExited() {
+		return
+	}
+	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+	<-r.exited
+}
+
+// stopAll ends every relay when the test ends: SIGTERM, and SIGKILL after
+// a few seconds (the test is over; no need to wait out a drain).
+func (a *agent) stopAll() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range a.pods {
+		if !r.hasExited() {
+			_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGTERM)
+		}
+	}
+	for uid, r := range a.pods {
+		select {
+		case <-r.exited:
+		case <-time.After(3 * time.Second):
+			r.kill()
+		}
+		if a.t.Failed() {
+			logTail(a.t, r.logPath, 30)
+		}
+		delete(a.pods, uid)
+	}
+}
+
+// relayLog is the log of the relay of the pod on node, for diagnostics.
+func (a *agent) podOn(node string) *podRun {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range a.pods {
+		if r.node.name == node && r.termDeadline.IsZero() && !r.hasExited() {
+			return r
+		}
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
