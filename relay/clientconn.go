@@ -65,14 +65,21 @@ func fixChannelBindForbidden(b []byte) (fixed []byte, changed bool) {
 	return out.Raw, true
 }
 
-// clientPacketConn wraps a UDP listener socket.
+// clientPacketConn wraps a UDP listener socket. With batch set, reads are
+// served from recvmmsg batches (udpbatch.go); tests leave it nil to wrap a
+// fake socket.
 type clientPacketConn struct {
 	net.PacketConn
+	batch   *recvBatch
 	inspect func(raw []byte, client, local net.Addr)
 }
 
-func (c *clientPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := c.PacketConn.ReadFrom(p)
+func (c *clientPacketConn) ReadFrom(p []byte) (n int, addr net.Addr, err error) {
+	if c.batch != nil {
+		n, addr, err = c.batch.ReadFrom(p)
+	} else {
+		n, addr, err = c.PacketConn.ReadFrom(p)
+	}
 	if err == nil && isSTUNRequest(p[:n]) {
 		c.inspect(p[:n], addr, c.LocalAddr())
 	}

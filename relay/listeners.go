@@ -78,9 +78,28 @@ func (r *Relay) listenUDP(addr string) ([]net.PacketConn, error) {
 			}
 			return nil, err
 		}
-		conns = append(conns, &clientPacketConn{PacketConn: c, inspect: r.inspectRequest})
+		cc, err := newClientPacketConn(c.(*net.UDPConn), r.inspectRequest)
+		if err != nil {
+			_ = c.Close()
+			for _, c := range conns {
+				_ = c.Close()
+			}
+			return nil, err
+		}
+		conns = append(conns, cc)
 	}
 	return conns, nil
+}
+
+// newClientPacketConn wraps a UDP listener socket for pion: batched reads,
+// request inspection, and socket buffers large enough for bursts.
+func newClientPacketConn(c *net.UDPConn, inspect func(raw []byte, client, local net.Addr)) (*clientPacketConn, error) {
+	setSocketBuffers(c, listenerBufferSize)
+	batch, err := newRecvBatch(c)
+	if err != nil {
+		return nil, err
+	}
+	return &clientPacketConn{PacketConn: c, batch: batch, inspect: inspect}, nil
 }
 
 // listenStream opens a TCP, TLS or DTLS listener.
