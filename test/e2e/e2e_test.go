@@ -51,11 +51,13 @@ const (
 
 // world is everything the scenarios share.
 type world struct {
-	lab   *lab
-	cp    *controlPlane
-	cs    kubernetes.Interface
-	agent *agent
-	bin   string // the built turnpike binary
+	lab     *lab
+	cp      *controlPlane
+	cs      kubernetes.Interface
+	agent   *agent
+	bin     string // the built turnpike binary
+	peerBin string // the pion/webrtc peer (webrtcpeer/)
+	signal  *signalServer
 }
 
 // TestE2E builds the lab once and runs the scenarios in order as subtests;
@@ -68,13 +70,16 @@ func TestE2E(t *testing.T) {
 		return // nothing below can work without a ready TurnServer
 	}
 	t.Run("SSRF", func(t *testing.T) { testSSRF(t, w) })
+	t.Run("Pion", func(t *testing.T) { testPion(t, w) })
+	t.Run("Uclient", func(t *testing.T) { testUclient(t, w) })
 	t.Run("GarbageCollection", func(t *testing.T) { testGarbageCollection(t, w) })
 }
 
 func setup(t *testing.T) *world {
 	t.Helper()
-	w := &world{bin: buildTurnpike(t)}
+	w := &world{bin: buildTurnpike(t), peerBin: buildPeer(t)}
 	w.lab = buildLab(t)
+	w.signal = startSignalServer(t, w.lab)
 	w.cp = startControlPlane(t)
 	cs, err := kubernetes.NewForConfig(w.cp.env.Config)
 	if err != nil {
