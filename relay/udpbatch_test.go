@@ -141,3 +141,42 @@ func TestSocketBuffers(t *testing.T) {
 		}
 	})
 }
+
+// TestListenerWriteTo: answers to clients (ChannelData from peers) go out
+// through the wrapped listener, also from a dual-stack socket to an IPv4
+// client, and that send path allocates nothing.
+func TestListenerWriteTo(t *testing.T) {
+	ln, err := net.ListenUDP("udp", &net.UDPAddr{}) // all addresses: dual-stack
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := newClientPacketConn(ln, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	to := client.LocalAddr().(*net.UDPAddr)
+	channelData := append([]byte{0x40, 0x00, 0x00, 0x04}, 1, 2, 3, 4)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := cc.WriteTo(channelData, to); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per datagram sent, want 0", allocs)
+	}
+	buf := make([]byte, 64)
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := client.ReadFrom(buf)
+	if err != nil || !bytes.Equal(buf[:n], channelData) {
+		t.Fatalf("client got %x, %v; want %x", buf[:n], err, channelData)
+	}
+	if _, err := cc.WriteTo(channelData, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}); err == nil {
+		t.Error("WriteTo a TCP address succeeded")
+	}
+}
