@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Relay benchmark: turnpike's relay vs coturn's turnserver, ChannelData at
-# full speed from the same load generator to the same UDP peer, 100-byte and
-# 1200-byte payloads. Prints packets/s, relay CPU time per relayed packet and
-# turnpike's ratio to coturn (medians of several runs).
+# Relay benchmark: turnpike's relay vs coturn's turnserver under the same
+# load generator (hack/relaybench), in the same run, to the same UDP peer.
 #
-#   hack/bench.sh                      # defaults: 3 runs of 5 s per relay and size
-#   hack/bench.sh -runs 5 -duration 10s -clients 4
+#   hack/bench.sh                 # the full matrix (about 8 minutes), then the one-core check
+#   hack/bench.sh -runs 5 -duration 3s -allocs 100 -sizes 100 -rates max
+#                                 # arguments replace the matrix run; no one-core check
 #
-# Needs coturn (Debian package coturn: turnserver). Results belong in
-# docs/performance.md, with the machine they were measured on.
+# The matrix: 1, 100 and 10,000 allocations; 100 and 1200-byte payloads;
+# offered 100k and 200k packets/s, as fast as possible ("max") and twice
+# what the relay delivered at max ("2x", the overload check). For each it
+# prints delivered packets/s, loss, relay CPU µs per packet, context
+# switches per packet, p50/p99 latency through the relay, and turnpike's
+# ratios to coturn; then allocation set-up rate and RSS per idle allocation.
+# The one-core check pins both relays to CPU 0 (taskset) at 200k packets/s.
+#
+# Needs coturn (Debian package coturn: turnserver) and, for 10,000
+# allocations, root or a hard RLIMIT_NOFILE above 40,000 (relaybench raises
+# its own limit, and the relays inherit it). Results belong in
+# docs/performance.md, with the machine and the time they were measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,4 +30,13 @@ trap 'rm -rf "$tmp"' EXIT
 go build -o "$tmp/turnpike" .
 go build -o "$tmp/relaybench" ./hack/relaybench
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
-"$tmp/relaybench" -turnpike "$tmp/turnpike" -turnserver "$(command -v turnserver)" "$@"
+echo "measured: $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg) before the run"
+bench() { "$tmp/relaybench" -turnpike "$tmp/turnpike" -turnserver "$(command -v turnserver)" "$@"; }
+if [ $# -gt 0 ]; then
+	bench "$@"
+	exit
+fi
+bench -runs 3 -duration 2s -allocs 1,100,10000 -sizes 100,1200 -rates 100000,200000,max,2x
+echo
+echo "one core: both relays pinned to CPU 0, 200k packets/s of 100 B"
+bench -runs 3 -duration 2s -allocs 1,100 -sizes 100 -rates 200000,max -relay-cpus 0

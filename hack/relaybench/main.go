@@ -1,23 +1,37 @@
-// Command relaybench measures how fast a TURN relay forwards ChannelData:
-// turnpike's relay and coturn's turnserver, in the same run, from the same
-// load generator, to the same UDP peer.
+// Command relaybench measures how fast and how cheaply a TURN relay forwards
+// ChannelData: turnpike's relay and coturn's turnserver, in the same run,
+// from the same load generator, to the same UDP peer.
 //
-// For each relay and payload size it opens a few allocations, binds a
-// channel on each to a UDP sink, sends ChannelData as fast as it can for a
-// fixed time, and reports what reached the sink (packets/s) and the relay
-// process's CPU time per delivered packet (utime+stime from /proc/PID/stat).
-// Several runs alternate between the relays; medians are printed.
+// For each number of allocations (-allocs) it opens that many allocations on
+// each relay (timing the set-up: allocations/s, and reading the relay's RSS
+// before and after: bytes per idle allocation), binds a channel on each to a
+// UDP sink, and then, for each payload size and offered rate, sends
+// ChannelData for -duration and reports what reached the sink:
+//
+//   - delivered packets/s and loss (the fraction of sent packets that never
+//     arrived);
+//   - the relay process's CPU time per delivered packet (utime+stime of all
+//     its threads from /proc/PID/stat);
+//   - p50/p99 latency from the load generator to the sink through the relay
+//     (each packet carries its send time; the sink reads the clock when its
+//     batch arrives).
+//
+// Rates: a number is packets/s offered in total (paced), "max" sends as fast
+// as the generator can, and "2x" offers twice what that relay delivered at
+// "max" in the same cell (the overload test: does goodput hold or collapse?).
+// Runs alternate between the relays; medians are printed, with turnpike's
+// ratios to coturn.
 //
 // The peer sink binds a non-loopback address of this machine: turnpike
 // hard-denies loopback peers and has no switch to allow them, so the bench
 // config allow-lists that address instead (coturn reaches it by default).
-// Both relays relay to the same address, so neither gets an advantage.
 //
-// Usage: relaybench -turnpike ./bin/turnpike [-turnserver turnserver] [-duration 5s] [-runs 3]
+// Usage: relaybench -turnpike ./bin/turnpike [-turnserver turnserver] [-duration 2s] [-runs 3]
+//
+//	[-allocs 1,100,10000] [-sizes 100,1200] [-rates 100000,200000,max,2x] [-relay-cpus 0]
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,15 +42,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pion/stun/v4"
-	"golang.org/x/net/ipv4"
 )
 
 const (
@@ -49,35 +61,70 @@ const (
 type options struct {
 	turnpike, turnserver string
 	duration             time.Duration
-	runs, clients        int
-	sizes                []int
+	runs                 int
+	allocs, sizes        []int
+	rates                []string
+	relayCPUs            string
+	setupWorkers         int
 	peerIP               netip.Addr
 }
 
 func main() {
 	var o options
-	var sizes, peer string
+	var allocs, sizes, rates, peer string
 	flag.StringVar(&o.turnpike, "turnpike", "bin/turnpike", "turnpike binary")
 	flag.StringVar(&o.turnserver, "turnserver", "turnserver", "coturn turnserver binary (empty: skip coturn)")
-	flag.DurationVar(&o.duration, "duration", 5*time.Second, "sending time per measurement")
-	flag.IntVar(&o.runs, "runs", 3, "runs per relay and size (medians are reported)")
-	flag.IntVar(&o.clients, "clients", 4, "allocations sending in parallel")
-	flag.StringVar(&sizes, "sizes", "100,1200", "payload sizes in bytes")
+	flag.DurationVar(&o.duration, "duration", 2*time.Second, "sending time per measurement")
+	flag.IntVar(&o.runs, "runs", 3, "runs per cell and relay (medians are reported)")
+	flag.StringVar(&allocs, "allocs", "1,100,10000", "allocation counts (each sends; the rate is shared)")
+	flag.StringVar(&sizes, "sizes", "100,1200", "payload sizes in bytes (at least 16)")
+	flag.StringVar(&rates, "rates", "100000,200000,max,2x", "offered rates: packets/s, max, or 2x (twice the relay's max)")
+	flag.StringVar(&o.relayCPUs, "relay-cpus", "", "pin both relays to these CPUs with taskset (e.g. 0)")
+	flag.IntVar(&o.setupWorkers, "setup-workers", 32, "allocations set up in parallel")
 	flag.StringVar(&peer, "peer", "", "peer address (default: first non-loopback IPv4 of this machine)")
 	flag.Parse()
-	for _, s := range strings.Split(sizes, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil {
-			log.Fatalf("-sizes: %v", err)
+	o.allocs = mustInts("-allocs", allocs)
+	o.sizes = mustInts("-sizes", sizes)
+	o.rates = strings.Split(rates, ",")
+	for _, s := range o.sizes {
+		if s < payloadHeader {
+			log.Fatalf("-sizes: %d is below %d bytes", s, payloadHeader)
 		}
-		o.sizes = append(o.sizes, n)
 	}
 	var err error
 	if o.peerIP, err = pickPeer(peer); err != nil {
 		log.Fatal(err)
 	}
+	raiseFileLimit()
 	if err := run(o); err != nil {
 		log.Fatal(err)
+	}
+}
+
+func mustInts(name, list string) []int {
+	var out []int
+	for _, s := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			log.Fatalf("%s: %v", name, err)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// raiseFileLimit lifts RLIMIT_NOFILE: 10,000 allocations are 10,000 sockets
+// here and in each relay (the relays inherit the limit). Root may raise the
+// hard limit too; otherwise the soft limit goes up to the hard one.
+func raiseFileLimit() {
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
+		return
+	}
+	want := syscall.Rlimit{Cur: 1 << 17, Max: max(lim.Max, 1<<17)}
+	if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want) != nil {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	}
 }
 
@@ -117,160 +164,211 @@ func run(o options) error {
 	}
 	defer sink.conn.Close()
 
-	fmt.Printf("relaybench: %d CPUs, %s, peer %s, %d allocations, %s per run, %d runs\n",
-		runtime.NumCPU(), runtime.Version(), sink.addr, o.clients, o.duration, o.runs)
-	results := map[string][]measurement{}
-	for _, size := range o.sizes {
-		for run := 0; run < o.runs; run++ {
-			for _, r := range relays {
-				m, err := measure(o, r, sink, size)
-				if err != nil {
-					return fmt.Errorf("%s, %d bytes: %w", r.name, size, err)
-				}
-				key := fmt.Sprintf("%s/%d", r.name, size)
-				results[key] = append(results[key], m)
-				fmt.Printf("  run %d %-9s %5d B: %9.0f pkt/s delivered (%5.1f%% of sent), %6.2f µs CPU/pkt\n",
-					run+1, r.name, size, m.pps, 100*m.delivered, m.cpuPerPacket.Seconds()*1e6)
-			}
+	pinned := "not pinned"
+	if o.relayCPUs != "" {
+		pinned = "pinned to CPU " + o.relayCPUs
+	}
+	fmt.Printf("relaybench: %d CPUs, %s, peer %s, relays %s, %s per run, %d runs\n",
+		runtime.NumCPU(), runtime.Version(), sink.addr, pinned, o.duration, o.runs)
+	rep := newReport()
+	for _, n := range o.allocs {
+		if err := runAllocs(o, relays, sink, n, rep); err != nil {
+			return err
 		}
 	}
-	fmt.Printf("\nmedians:\n%-9s %6s %12s %14s %16s %16s\n", "relay", "bytes", "pkt/s", "µs CPU/pkt", "pkt/s vs coturn", "CPU/pkt vs coturn")
-	for _, size := range o.sizes {
-		base := median(results[fmt.Sprintf("coturn/%d", size)])
-		for _, r := range relays {
-			m := median(results[fmt.Sprintf("%s/%d", r.name, size)])
-			ratePPS, ratioCPU := "-", "-"
-			if base.pps > 0 {
-				ratePPS = fmt.Sprintf("%.2f", m.pps/base.pps)
-				ratioCPU = fmt.Sprintf("%.2f", float64(m.cpuPerPacket)/float64(base.cpuPerPacket))
-			}
-			fmt.Printf("%-9s %6d %12.0f %14.2f %16s %16s\n", r.name, size, m.pps, m.cpuPerPacket.Seconds()*1e6, ratePPS, ratioCPU)
+	rep.print(o, relays)
+	return nil
+}
+
+// runAllocs measures n allocations on every relay. Runs alternate between
+// the relays, so both see the same machine; when the file limit cannot
+// hold the client sockets of all relays at once (10,000 allocations
+// without CAP_SYS_RESOURCE), the relays take turns instead.
+func runAllocs(o options, relays []*relayProc, sink *sink, n int, rep *report) error {
+	if len(relays)*n+256 <= fileLimit() {
+		return runGroup(o, relays, sink, n, rep)
+	}
+	fmt.Printf("  %d allocations: file limit %d holds one relay's clients at a time; relays measured one after the other\n", n, fileLimit())
+	for _, r := range relays {
+		if err := runGroup(o, []*relayProc{r}, sink, n, rep); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-type measurement struct {
-	pps          float64
-	delivered    float64 // fraction of sent packets that reached the sink
-	cpuPerPacket time.Duration
+func fileLimit() int {
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
+		return 1024
+	}
+	return int(lim.Cur)
 }
 
-func median(ms []measurement) measurement {
-	if len(ms) == 0 {
-		return measurement{}
-	}
-	pps := make([]float64, len(ms))
-	cpu := make([]time.Duration, len(ms))
-	for i, m := range ms {
-		pps[i], cpu[i] = m.pps, m.cpuPerPacket
-	}
-	slices.Sort(pps)
-	slices.Sort(cpu)
-	return measurement{pps: pps[len(pps)/2], cpuPerPacket: cpu[len(cpu)/2]}
-}
-
-// measure opens the allocations, sends for o.duration and reads the sink
-// and the relay's CPU time.
-func measure(o options, r *relayProc, sink *sink, size int) (measurement, error) {
-	var conns []*net.UDPConn
+// runGroup sets up n allocations on each relay, measures every size and
+// rate on them, and releases them.
+func runGroup(o options, relays []*relayProc, sink *sink, n int, rep *report) error {
+	clients := map[string][]*client{}
 	defer func() {
-		for _, c := range conns {
-			c.Close()
+		for _, cs := range clients {
+			for _, c := range cs {
+				c.release()
+			}
 		}
+		time.Sleep(500 * time.Millisecond) // let the relays free them before the next count
 	}()
-	for range o.clients {
-		c, err := openChannel(r.addr, sink.addr)
+	for _, r := range relays {
+		s, cs, err := setUp(o, r, sink, n)
+		clients[r.name] = cs
 		if err != nil {
-			return measurement{}, err
+			return fmt.Errorf("%s, %d allocations: %w", r.name, n, err)
 		}
-		conns = append(conns, c)
+		rep.setups[setupKey{r.name, n}] = s
+		fmt.Printf("  %-9s %6d allocations: %7.0f allocations/s, %6.1f KB RSS per allocation\n",
+			r.name, n, s.perSecond, s.rssPerAlloc/1024)
 	}
-	time.Sleep(100 * time.Millisecond) // let set-up traffic settle before counting
-	sink.received.Store(0)
-	cpuBefore, err := cpuTime(r.cmd.Process.Pid)
+	for _, size := range o.sizes {
+		for _, rate := range o.rates {
+			for run := 1; run <= o.runs; run++ {
+				for _, r := range relays {
+					k := cellKey{r.name, n, size, rate}
+					offered, err := offeredRate(rate, rep, k)
+					if err != nil {
+						return err
+					}
+					m, err := measure(o, r, clients[r.name], sink, size, offered)
+					if err != nil {
+						return fmt.Errorf("%s, %d allocations, %d bytes, rate %s: %w", r.name, n, size, rate, err)
+					}
+					rep.cells[k] = append(rep.cells[k], m)
+					fmt.Printf("  run %d %-9s %6d allocs %5d B %7s: %9.0f pkt/s (%5.1f%% loss), %6.2f µs CPU/pkt, %.3f switches/pkt, latency p50 %s p99 %s\n",
+						run, r.name, n, size, rate, m.pps, 100*m.loss, m.cpuPerPacket.Seconds()*1e6, m.switches, fmtLatency(m.p50), fmtLatency(m.p99))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// offeredRate turns a -rates entry into packets/s (0: as fast as possible).
+func offeredRate(rate string, rep *report, k cellKey) (float64, error) {
+	switch rate {
+	case "max", "0":
+		return 0, nil
+	case "2x":
+		k.rate = "max"
+		ms, ok := rep.cells[k]
+		if !ok {
+			return 0, errors.New(`rate "2x" needs "max" before it in -rates`)
+		}
+		return 2 * median(ms).pps, nil
+	}
+	return strconv.ParseFloat(rate, 64)
+}
+
+// setupResult is how fast a relay sets up allocations and what they cost
+// it in memory while idle.
+type setupResult struct {
+	perSecond   float64 // allocations (Allocate with credentials + ChannelBind) per second
+	rssPerAlloc float64 // bytes of relay RSS per idle allocation
+}
+
+// setUp opens n allocations with o.setupWorkers in parallel and reads the
+// relay's RSS before and after (after a pause, so the relay is idle).
+func setUp(o options, r *relayProc, sink *sink, n int) (setupResult, []*client, error) {
+	rssBefore, err := rss(r.cmd.Process.Pid)
 	if err != nil {
-		return measurement{}, err
+		return setupResult{}, nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.duration)
-	defer cancel()
-	var sent atomic.Int64
+	clients := make([]*client, n)
+	errs := make(chan error, o.setupWorkers)
+	next := make(chan int)
+	start := time.Now()
 	var wg sync.WaitGroup
-	for _, c := range conns {
+	for range min(o.setupWorkers, n) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sent.Add(blast(ctx, c, size))
+			for i := range next {
+				c, err := openChannel(r.addr, sink.addr)
+				if err != nil {
+					errs <- err
+					return
+				}
+				clients[i] = c
+			}
 		}()
 	}
+	var setupErr error
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case setupErr = <-errs:
+			break feed
+		}
+	}
+	close(next)
 	wg.Wait()
-	time.Sleep(200 * time.Millisecond) // packets still in the relay's queues
-	cpuAfter, err := cpuTime(r.cmd.Process.Pid)
+	elapsed := time.Since(start)
+	var opened []*client
+	for _, c := range clients {
+		if c != nil {
+			opened = append(opened, c)
+		}
+	}
+	if setupErr != nil {
+		return setupResult{}, opened, setupErr
+	}
+	time.Sleep(time.Second) // idle: let the relay settle
+	rssAfter, err := rss(r.cmd.Process.Pid)
 	if err != nil {
-		return measurement{}, err
+		return setupResult{}, opened, err
 	}
-	got := sink.received.Load()
-	if got == 0 {
-		return measurement{}, errors.New("no packet reached the peer")
-	}
-	return measurement{
-		pps:          float64(got) / o.duration.Seconds(),
-		delivered:    float64(got) / float64(max(sent.Load(), 1)),
-		cpuPerPacket: (cpuAfter - cpuBefore) / time.Duration(got),
-	}, nil
+	return setupResult{
+		perSecond:   float64(n) / elapsed.Seconds(),
+		rssPerAlloc: float64(rssAfter-rssBefore) / float64(n),
+	}, opened, nil
 }
 
-// blast sends ChannelData frames of size bytes in batches (sendmmsg) until
-// ctx ends, and returns how many it sent.
-func blast(ctx context.Context, c *net.UDPConn, size int) int64 {
-	frame := make([]byte, 4+size)
-	frame[0], frame[1] = channel>>8, channel&0xff
-	frame[2], frame[3] = byte(size>>8), byte(size)
-	pc := ipv4.NewPacketConn(c)
-	batch := make([]ipv4.Message, 32)
-	for i := range batch {
-		batch[i].Buffers = [][]byte{frame}
+// rss is a process's VmRSS in bytes.
+func rss(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
 	}
-	var sent int64
-	for ctx.Err() == nil {
-		n, err := pc.WriteBatch(batch, 0)
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+// contextSwitches sums the voluntary and involuntary context switches of
+// all threads of a process. Switches, not system calls, turned out to be
+// what separates a Go relay from coturn on this kind of machine, so the
+// bench reports them per packet.
+func contextSwitches(pid int) int64 {
+	dirs, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	var total int64
+	for _, f := range dirs {
+		b, err := os.ReadFile(f)
 		if err != nil {
-			continue // ENOBUFS and friends: the kernel is full, try again
+			continue // the thread just exited
 		}
-		sent += int64(n)
-	}
-	return sent
-}
-
-// sink counts datagrams arriving at the peer address.
-type sink struct {
-	conn     *net.UDPConn
-	addr     netip.AddrPort
-	received atomic.Int64
-}
-
-func newSink(ip netip.Addr) (*sink, error) {
-	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
-	if err != nil {
-		return nil, err
-	}
-	_ = c.SetReadBuffer(8 << 20)
-	s := &sink{conn: c, addr: c.LocalAddr().(*net.UDPAddr).AddrPort()}
-	go func() {
-		pc := ipv4.NewPacketConn(c)
-		batch := make([]ipv4.Message, 64)
-		for i := range batch {
-			batch[i].Buffers = [][]byte{make([]byte, 2048)}
-		}
-		for {
-			n, err := pc.ReadBatch(batch, 0)
-			if err != nil {
-				return
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				total += n
+			} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				total += n
 			}
-			s.received.Add(int64(n))
 		}
-	}()
-	return s, nil
+	}
+	return total
 }
 
 // cpuTime is utime+stime of a process (all its threads).
@@ -314,6 +412,18 @@ func freePort() (int, error) {
 	return l.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
+// command runs a relay, under taskset when -relay-cpus is set.
+func command(o options, name string, args ...string) *exec.Cmd {
+	if o.relayCPUs != "" {
+		return exec.Command("taskset", append([]string{"-c", o.relayCPUs, name}, args...)...)
+	}
+	return exec.Command(name, args...)
+}
+
+// Relay port ranges: 20,000 ports each, so 10,000 allocations (and those
+// of the previous count, while being released) fit. turnpike's lies below
+// the kernel's ephemeral range; coturn's overlaps it, and coturn retries a
+// port the bench's own client sockets happen to hold.
 func startTurnpike(o options, dir string) (*relayProc, error) {
 	port, err := freePort()
 	if err != nil {
@@ -327,7 +437,7 @@ func startTurnpike(o options, dir string) (*relayProc, error) {
 	relayYAML := fmt.Sprintf(`version: turnpike.dev/relay/v1
 realm: %s
 listeners: [{name: udp, protocol: UDP, port: %d}]
-relayPortRange: {min: 20000, max: 29999}
+relayPortRange: {min: 10000, max: 29999}
 addresses: {bind: ["127.0.0.1"]}
 peerPolicy: {allow: ["%s/32"]}
 internal: {address: 127.0.0.1, metricsPort: %d, healthPort: %d}
@@ -341,7 +451,7 @@ log: {level: warn, format: text}
 	if err := os.WriteFile(filepath.Join(dir, "credentials.yaml"), []byte(credsYAML), 0o600); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(o.turnpike, "relay", "--config", filepath.Join(dir, "relay.yaml"), "--credentials", dir)
+	cmd := command(o, o.turnpike, "relay", "--config", filepath.Join(dir, "relay.yaml"), "--credentials", dir)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -355,9 +465,9 @@ func startCoturn(o options, dir string) (*relayProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(o.turnserver, "-n", "--no-cli", "--no-tcp", "--no-tls", "--no-dtls", "--no-tcp-relay",
+	cmd := command(o, o.turnserver, "-n", "--no-cli", "--no-tcp", "--no-tls", "--no-dtls", "--no-tcp-relay",
 		"--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--listening-port", strconv.Itoa(port),
-		"--min-port", "30000", "--max-port", "39999", "--lt-cred-mech", "--realm", realm,
+		"--min-port", "40000", "--max-port", "59999", "--lt-cred-mech", "--realm", realm,
 		"--user", user+":"+password, "--userdb", filepath.Join(dir, "turndb"),
 		"--pidfile", filepath.Join(dir, "turnserver.pid"), "--log-file", "stdout", "--no-stdout-log", "--simple-log",
 		"--no-rfc5780", "--no-stun-backward-compatibility")
@@ -372,9 +482,9 @@ func startCoturn(o options, dir string) (*relayProc, error) {
 func waitUntilServing(r *relayProc) error {
 	var err error
 	for range 50 {
-		var c *net.UDPConn
+		var c *client
 		if c, err = openChannel(r.addr, netip.AddrPort{}); err == nil {
-			c.Close()
+			c.release()
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -14,18 +14,39 @@ import (
 // then ChannelBind. Just enough to set up a channel; the benchmark then
 // writes ChannelData frames straight to the socket.
 
+// client is one allocation: its socket and what a later Refresh needs.
+type client struct {
+	*net.UDPConn
+	auth []stun.Setter
+}
+
+// release ends the allocation (Refresh with LIFETIME 0, not waiting for the
+// answer) and closes the socket, so the relay frees it now rather than at
+// the end of its lifetime and the next scenario starts from a clean relay.
+func (c *client) release() {
+	if c.auth != nil {
+		if req, err := stun.Build(append([]stun.Setter{stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest),
+			stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 0}}}, c.auth...)...); err == nil {
+			_, _ = c.Write(req.Raw)
+		}
+	}
+	_ = c.Close()
+}
+
 // openChannel allocates on the relay at server and, when peer is valid,
 // binds the bench channel to it. It returns the connected client socket.
-func openChannel(server string, peer netip.AddrPort) (*net.UDPConn, error) {
+func openChannel(server string, peer netip.AddrPort) (*client, error) {
 	raddr, err := net.ResolveUDPAddr("udp4", server)
 	if err != nil {
 		return nil, err
 	}
-	c, err := net.DialUDP("udp4", nil, raddr)
+	// From 127.0.0.2: a socket bound there never holds a port the relays
+	// want for a relay socket on 127.0.0.1, so 10,000 client sockets do not
+	// make the relays' port allocation fail.
+	c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}, raddr)
 	if err != nil {
 		return nil, err
 	}
-	_ = c.SetWriteBuffer(4 << 20)
 	integrity := stun.NewLongTermIntegrity(user, realm, password)
 	transport := stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
 
@@ -49,7 +70,7 @@ func openChannel(server string, peer netip.AddrPort) (*net.UDPConn, error) {
 		return nil, fmt.Errorf("allocate: %w", err)
 	}
 	if !peer.IsValid() {
-		return c, nil
+		return &client{UDPConn: c, auth: auth}, nil
 	}
 	var xorPeer stun.XORMappedAddress
 	xorPeer.IP, xorPeer.Port = peer.Addr().AsSlice(), int(peer.Port())
@@ -64,7 +85,7 @@ func openChannel(server string, peer netip.AddrPort) (*net.UDPConn, error) {
 		c.Close()
 		return nil, fmt.Errorf("channel bind: %w", err)
 	}
-	return c, nil
+	return &client{UDPConn: c, auth: auth}, nil
 }
 
 type xorPeerSetter struct{ a stun.XORMappedAddress }

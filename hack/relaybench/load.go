@@ -1,0 +1,248 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/ipv4"
+)
+
+// Every payload starts with a header the sink reads: the send time (ns
+// since epoch, this process's monotonic clock) and the measurement's id, so
+// stragglers of the previous measurement are not counted.
+const payloadHeader = 16
+
+var epoch = time.Now()
+
+func now() int64 { return int64(time.Since(epoch)) }
+
+type measurement struct {
+	pps          float64 // delivered packets/s
+	loss         float64 // fraction of sent packets that did not arrive
+	cpuPerPacket time.Duration
+	switches     float64 // the relay's context switches per delivered packet
+	p50, p99     time.Duration
+}
+
+// measure sends ChannelData of size bytes over all clients at the offered
+// rate (0: as fast as possible) for o.duration, and reads the sink and the
+// relay's CPU time.
+func measure(o options, r *relayProc, clients []*client, sink *sink, size int, offered float64) (measurement, error) {
+	id := sink.start()
+	time.Sleep(50 * time.Millisecond)
+	cpuBefore, err := cpuTime(r.cmd.Process.Pid)
+	if err != nil {
+		return measurement{}, err
+	}
+	switchesBefore := contextSwitches(r.cmd.Process.Pid)
+	sent := sendAll(clients, size, offered, o.duration, id)
+	time.Sleep(200 * time.Millisecond) // packets still in the relay's queues
+	cpuAfter, err := cpuTime(r.cmd.Process.Pid)
+	if err != nil {
+		return measurement{}, err
+	}
+	switches := contextSwitches(r.cmd.Process.Pid) - switchesBefore
+	got, p50, p99 := sink.stop()
+	if got == 0 {
+		return measurement{}, errors.New("no packet reached the peer")
+	}
+	return measurement{
+		pps:          float64(got) / o.duration.Seconds(),
+		loss:         max(0, 1-float64(got)/float64(max(sent, 1))),
+		cpuPerPacket: (cpuAfter - cpuBefore) / time.Duration(got),
+		switches:     float64(switches) / float64(got),
+		p50:          p50,
+		p99:          p99,
+	}, nil
+}
+
+// senders is how many goroutines generate load. Two keep up with either
+// relay on two cores without starving it more than necessary.
+const senders = 2
+
+// sendAll splits the clients and the rate over the senders and returns how
+// many packets they sent.
+func sendAll(clients []*client, size int, offered float64, d time.Duration, id uint32) int64 {
+	n := min(senders, len(clients))
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(d)
+	for i := range n {
+		var mine []*client
+		for j := i; j < len(clients); j += n {
+			mine = append(mine, clients[j])
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			total.Add(send(mine, size, offered/float64(n), deadline, id))
+		}()
+	}
+	wg.Wait()
+	return total.Load()
+}
+
+// maxBurst is the most packets one sendmmsg sends on one socket.
+const maxBurst = 32
+
+// send writes ChannelData round-robin over clients, a burst per client,
+// paced to rate packets/s (0: unpaced) until deadline. The send time in
+// each payload is the time of its burst.
+func send(clients []*client, size int, rate float64, deadline time.Time, id uint32) int64 {
+	frame := make([]byte, 4+size)
+	frame[0], frame[1] = channel>>8, channel&0xff
+	binary.BigEndian.PutUint16(frame[2:], uint16(size))
+	binary.BigEndian.PutUint32(frame[12:], id)
+	conns := make([]*ipv4.PacketConn, len(clients))
+	for i, c := range clients {
+		conns[i] = ipv4.NewPacketConn(c.UDPConn)
+	}
+	batch := make([]ipv4.Message, maxBurst)
+	for i := range batch {
+		batch[i].Buffers = [][]byte{frame}
+	}
+	// With many allocations, a burst per client would make traffic far
+	// burstier than real media; send fewer per client then.
+	burst := max(1, min(maxBurst, 256/len(clients)))
+	start := time.Now()
+	var sent int64
+	for i := 0; time.Now().Before(deadline); i = (i + 1) % len(conns) {
+		k := burst
+		if rate > 0 {
+			due := int64(rate*time.Since(start).Seconds()) - sent
+			if due <= 0 {
+				time.Sleep(100 * time.Microsecond)
+				i-- // same client next time
+				continue
+			}
+			k = int(min(due, int64(burst)))
+		}
+		binary.BigEndian.PutUint64(frame[4:], uint64(now()))
+		n, err := conns[i].WriteBatch(batch[:k], 0)
+		if err != nil {
+			continue // ENOBUFS and friends: the kernel is full, go on
+		}
+		sent += int64(n)
+	}
+	return sent
+}
+
+// sink counts datagrams of the current measurement arriving at the peer
+// address and records their latency.
+type sink struct {
+	conn *net.UDPConn
+	addr netip.AddrPort
+
+	mu       sync.Mutex
+	id       uint32
+	received int64
+	hist     latencyHistogram
+}
+
+func newSink(ip netip.Addr) (*sink, error) {
+	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetReadBuffer(16 << 20)
+	s := &sink{conn: c, addr: c.LocalAddr().(*net.UDPAddr).AddrPort(), hist: make(latencyHistogram, histBuckets)}
+	go s.loop()
+	return s, nil
+}
+
+func (s *sink) loop() {
+	pc := ipv4.NewPacketConn(s.conn)
+	batch := make([]ipv4.Message, 64)
+	for i := range batch {
+		batch[i].Buffers = [][]byte{make([]byte, 2048)}
+	}
+	for {
+		n, err := pc.ReadBatch(batch, 0)
+		if err != nil {
+			return
+		}
+		t := now()
+		s.mu.Lock()
+		for _, m := range batch[:n] {
+			b := m.Buffers[0][:m.N]
+			if m.N < payloadHeader || binary.BigEndian.Uint32(b[8:]) != s.id {
+				continue
+			}
+			s.received++
+			s.hist.add(time.Duration(t - int64(binary.BigEndian.Uint64(b))))
+		}
+		s.mu.Unlock()
+	}
+}
+
+// start begins a new measurement and returns its id.
+func (s *sink) start() uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.id++
+	s.received = 0
+	clear(s.hist)
+	return s.id
+}
+
+// stop returns what arrived since start, and its latency percentiles.
+func (s *sink) stop() (received int64, p50, p99 time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	received = s.received
+	s.id++ // late arrivals no longer count
+	return received, s.hist.percentile(0.50), s.hist.percentile(0.99)
+}
+
+// latencyHistogram has 10 µs buckets up to 1 s; slower goes in the last.
+type latencyHistogram []int64
+
+const (
+	histBucket  = 10 * time.Microsecond
+	histBuckets = 100_000
+)
+
+func (h latencyHistogram) add(d time.Duration) {
+	h[min(max(int(d/histBucket), 0), histBuckets-1)]++
+}
+
+func (h latencyHistogram) percentile(p float64) time.Duration {
+	var total int64
+	for _, n := range h {
+		total += n
+	}
+	want := int64(p * float64(total))
+	var seen int64
+	for i, n := range h {
+		seen += n
+		if seen > want {
+			return time.Duration(i)*histBucket + histBucket/2
+		}
+	}
+	return 0
+}
+
+func median(ms []measurement) measurement {
+	pick := func(f func(measurement) float64) float64 {
+		v := make([]float64, len(ms))
+		for i, m := range ms {
+			v[i] = f(m)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	return measurement{
+		pps:          pick(func(m measurement) float64 { return m.pps }),
+		loss:         pick(func(m measurement) float64 { return m.loss }),
+		cpuPerPacket: time.Duration(pick(func(m measurement) float64 { return float64(m.cpuPerPacket) })),
+		switches:     pick(func(m measurement) float64 { return m.switches }),
+		p50:          time.Duration(pick(func(m measurement) float64 { return float64(m.p50) })),
+		p99:          time.Duration(pick(func(m measurement) float64 { return float64(m.p99) })),
+	}
+}
