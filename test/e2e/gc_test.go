@@ -9,6 +9,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 )
@@ -36,8 +37,12 @@ func testGarbageCollection(t *testing.T, w *world) {
 		}
 		return nil
 	})
-	for _, tc := range turnCredentials() {
-		if err := c.Delete(ctx, tc); err != nil {
+	tcs := &turnpikev1.TurnCredentialList{}
+	if err := c.List(ctx, tcs, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range tcs.Items {
+		if err := c.Delete(ctx, &tcs.Items[i]); err != nil {
 			t.Fatal(err)
 		}
 	}

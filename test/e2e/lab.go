@@ -88,12 +88,19 @@ func buildLab(t *testing.T) *lab {
 
 	// node-b behind a 1:1 NAT.
 	natBOut, _ := nl.Link(l.natB, nodeBPublic+"/24", l.inet, "198.18.2.1/24")
-	nl.Link(l.nodeB, nodeBInternal+"/24", l.natB, "10.20.0.1/24")
+	_, natBIn := nl.Link(l.nodeB, nodeBInternal+"/24", l.natB, "10.20.0.1/24")
 	l.nodeB.DefaultRoute("10.20.0.1")
 	l.natB.DefaultRoute("198.18.2.1")
 	l.natB.EnableForwarding()
 	l.natB.Masquerade(natBOut)
 	l.natB.DNAT(natBOut, nodeBPublic, nodeBInternal)
+	// Hairpin, as cloud NATs do: node-b reaching its own public address
+	// comes back to it from that public address. Two clients relaying
+	// through node-b's relay need it (each one's peer is the other's
+	// relayed address, 198.18.2.2:port).
+	l.natB.DNAT(natBIn, nodeBPublic, nodeBInternal)
+	l.natB.Exec("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", natBIn, "-s", nodeBInternal, "-d", nodeBInternal,
+		"-j", "SNAT", "--to-source", nodeBPublic)
 
 	// client1 behind an endpoint-independent mapping NAT.
 	nat1Out, _ := nl.Link(l.nat1, client1Public+"/24", l.inet, "198.18.3.1/24")

@@ -66,7 +66,7 @@ var callN struct {
 func (w *world) startPionCall(t *testing.T, ice []iceServer, pings int) *call {
 	t.Helper()
 	c := w.newCall(ice)
-	args := []string{"-signal", signalURL, "-call", c.id, "-pings", strconv.Itoa(pings)}
+	args := []string{"-signal", signalURL, "-call", c.id, "-pings", strconv.Itoa(pings), "-timeout", "6m"}
 	startProcess(t, w.lab.client2, "answer-"+c.id, w.peerBin, append(args, "-role", "answer")...)
 	startProcess(t, w.lab.client1, "offer-"+c.id, w.peerBin, append(args, "-role", "offer")...)
 	return c
