@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,13 +21,14 @@ import (
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 	"github.com/turnpike-dev/turnpike/test/testenv"
@@ -80,6 +82,10 @@ func TestE2E(t *testing.T) {
 
 func setup(t *testing.T) *world {
 	t.Helper()
+	// The logs that matter (operator, relays, controller manager) are
+	// printed when a test fails; envtest's client would only warn that
+	// controller-runtime has no logger.
+	ctrllog.SetLogger(zap.New(zap.WriteTo(io.Discard)))
 	w := &world{bin: buildTurnpike(t), peerBin: buildPeer(t)}
 	w.lab = buildLab(t)
 	w.signal = startSignalServer(t, w.lab)
@@ -294,5 +300,3 @@ func (w *world) secret(t *testing.T, name, key string) string {
 	}
 	return string(s.Data[key])
 }
-
-var _ = corev1.ConditionTrue
