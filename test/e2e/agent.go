@@ -44,6 +44,8 @@ type agent struct {
 	dir   string
 	nodes map[string]labNode
 
+	// mu is held for a whole sync pass, so tests reading pods (podOn)
+	// never see a relay half started or stopped.
 	mu   sync.Mutex
 	pods map[types.UID]*podRun
 }
@@ -78,7 +80,10 @@ func startAgent(t *testing.T, cs kubernetes.Interface, bin string, nodes []labNo
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			if err := a.sync(ctx); err != nil && ctx.Err() == nil {
+			a.mu.Lock()
+			err := a.sync(ctx)
+			a.mu.Unlock()
+			if err != nil && ctx.Err() == nil {
 				t.Logf("node agent: %v", err)
 			}
 			select {
@@ -117,14 +122,12 @@ func (a *agent) sync(ctx context.Context) error {
 		errs = append(errs, a.syncPod(ctx, pod, node))
 	}
 	// Pods that vanished from the API (force-deleted): stop their relays.
-	a.mu.Lock()
 	for uid, r := range a.pods {
 		if !seen[uid] {
 			r.kill()
 			delete(a.pods, uid)
 		}
 	}
-	a.mu.Unlock()
 	return errors.Join(errs...)
 }
 
@@ -164,9 +167,7 @@ func affinityNode(pod *corev1.Pod) string {
 
 // syncPod drives one bound pod towards its desired state.
 func (a *agent) syncPod(ctx context.Context, pod *corev1.Pod, node labNode) error {
-	a.mu.Lock()
 	r := a.pods[pod.UID]
-	a.mu.Unlock()
 	if pod.DeletionTimestamp != nil {
 		return a.terminate(ctx, pod, r)
 	}
@@ -179,9 +180,7 @@ func (a *agent) syncPod(ctx context.Context, pod *corev1.Pod, node labNode) erro
 		if err := a.start(pod, r); err != nil {
 			return fmt.Errorf("pod %s: %w", pod.Name, err)
 		}
-		a.mu.Lock()
 		a.pods[pod.UID] = r
-		a.mu.Unlock()
 	}
 	if r.hasExited() {
 		// restartPolicy Always: the kubelet restarts a failed container.
@@ -433,9 +432,7 @@ func (a *agent) terminate(ctx context.Context, pod *corev1.Pod, r *podRun) error
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return err
 	}
-	a.mu.Lock()
 	delete(a.pods, pod.UID)
-	a.mu.Unlock()
 	return nil
 }
 
@@ -480,7 +477,7 @@ func (a *agent) stopAll() {
 	}
 }
 
-// relayLog is the log of the relay of the pod on node, for diagnostics.
+// podOn is the running, not terminating relay on node, or nil.
 func (a *agent) podOn(node string) *podRun {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -23,25 +23,61 @@ import (
 // (host:port) and returns the relayed conn; both end with the test.
 func allocate(t *testing.T, ns *netlab.Namespace, server, user, pass string) (net.PacketConn, error) {
 	t.Helper()
-	loggers := logging.NewDefaultLoggerFactory()
-	loggers.DefaultLogLevel = logging.LogLevelError
-	c, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: server, TURNServerAddr: server, Conn: ns.ListenPacket("udp4", "0.0.0.0:0"),
-		Username: user, Password: pass, Realm: realm, LoggerFactory: loggers,
-	})
+	c, closeClient, err := turnClient(ns, server, user, pass)
 	if err != nil {
 		return nil, err
 	}
-	t.Cleanup(c.Close)
-	if err := c.Listen(); err != nil {
-		return nil, err
-	}
+	t.Cleanup(closeClient)
 	relayConn, err := c.Allocate()
 	if err != nil {
 		return nil, err
 	}
 	t.Cleanup(func() { _ = relayConn.Close() })
 	return relayConn, nil
+}
+
+// tryAllocate allocates once and releases everything at once: does the
+// relay accept these credentials?
+func tryAllocate(ns *netlab.Namespace, server, user, pass string) error {
+	c, closeClient, err := turnClient(ns, server, user, pass)
+	if err != nil {
+		return err
+	}
+	defer closeClient()
+	relayConn, err := c.Allocate()
+	if err != nil {
+		return err
+	}
+	return relayConn.Close()
+}
+
+// turnClient is a pion TURN client whose socket lives in ns; closeClient
+// ends both (pion's Close leaves the socket open).
+func turnClient(ns *netlab.Namespace, server, user, pass string) (c *turn.Client, closeClient func(), err error) {
+	var conn net.PacketConn
+	err = ns.Do(func() (err error) {
+		conn, err = net.ListenPacket("udp4", "0.0.0.0:0")
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	loggers := logging.NewDefaultLoggerFactory()
+	loggers.DefaultLogLevel = logging.LogLevelError
+	c, err = turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: server, TURNServerAddr: server, Conn: conn,
+		Username: user, Password: pass, Realm: realm, LoggerFactory: loggers,
+	})
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	closeClient = func() { c.Close(); _ = conn.Close() }
+	if err := c.Listen(); err != nil {
+		closeClient()
+		return nil, nil, err
+	}
+	return c, closeClient, nil
 }
 
 // createPermission asks the relay for a permission to peer and returns the
