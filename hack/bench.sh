@@ -5,6 +5,8 @@
 #   hack/bench.sh                 # the full matrix (about 8 minutes), then the one-core check
 #   hack/bench.sh -runs 5 -duration 3s -allocs 100 -sizes 100 -rates max
 #                                 # arguments replace the matrix run; no one-core check
+#   BASELINE=c7882c8 hack/bench.sh   # also measure turnpike built from that git
+#                                 # revision, as "before", in the same run
 #
 # The matrix: 1, 100 and 10,000 allocations; 100 and 1200-byte payloads;
 # offered 100k and 200k packets/s, as fast as possible ("max") and twice
@@ -31,7 +33,15 @@ go build -o "$tmp/turnpike" .
 go build -o "$tmp/relaybench" ./hack/relaybench
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
 echo "measured: $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg) before the run"
-bench() { "$tmp/relaybench" -turnpike "$tmp/turnpike" -turnserver "$(command -v turnserver)" "$@"; }
+args=(-turnpike "$tmp/turnpike" -turnserver "$(command -v turnserver)")
+if [ -n "${BASELINE:-}" ]; then
+	mkdir "$tmp/base"
+	git archive "$BASELINE" | tar -x -C "$tmp/base"
+	(cd "$tmp/base" && go build -o "$tmp/turnpike-before" .)
+	args+=(-baseline "$tmp/turnpike-before")
+	echo "before: turnpike at $(git rev-parse --short "$BASELINE")"
+fi
+bench() { "$tmp/relaybench" "${args[@]}" "$@"; }
 if [ $# -gt 0 ]; then
 	bench "$@"
 	exit

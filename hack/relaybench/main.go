@@ -60,6 +60,7 @@ const (
 
 type options struct {
 	turnpike, turnserver string
+	baseline             string
 	duration             time.Duration
 	runs                 int
 	allocs, sizes        []int
@@ -73,6 +74,7 @@ func main() {
 	var o options
 	var allocs, sizes, rates, peer string
 	flag.StringVar(&o.turnpike, "turnpike", "bin/turnpike", "turnpike binary")
+	flag.StringVar(&o.baseline, "baseline", "", "an older turnpike binary to measure too, as \"before\" (optional)")
 	flag.StringVar(&o.turnserver, "turnserver", "turnserver", "coturn turnserver binary (empty: skip coturn)")
 	flag.DurationVar(&o.duration, "duration", 2*time.Second, "sending time per measurement")
 	flag.IntVar(&o.runs, "runs", 3, "runs per cell and relay (medians are reported)")
@@ -143,12 +145,24 @@ func run(o options) error {
 	defer os.RemoveAll(dir)
 
 	var relays []*relayProc
-	ours, err := startTurnpike(o, dir)
+	ours, err := startTurnpike(o, "turnpike", o.turnpike, dir)
 	if err != nil {
 		return err
 	}
 	defer stop(ours)
 	relays = append(relays, ours)
+	if o.baseline != "" {
+		baseDir := filepath.Join(dir, "before")
+		if err := os.Mkdir(baseDir, 0o700); err != nil {
+			return err
+		}
+		before, err := startTurnpike(o, "before", o.baseline, baseDir)
+		if err != nil {
+			return err
+		}
+		defer stop(before)
+		relays = append(relays, before)
+	}
 	if o.turnserver != "" {
 		coturn, err := startCoturn(o, dir)
 		if err != nil {
@@ -211,8 +225,11 @@ func runGroup(o options, relays []*relayProc, sink *sink, n int, rep *report) er
 	clients := map[string][]*client{}
 	defer func() {
 		for _, cs := range clients {
-			for _, c := range cs {
+			for i, c := range cs {
 				c.release()
+				if i%256 == 255 {
+					time.Sleep(5 * time.Millisecond) // do not flood the relay's socket buffer with Refreshes
+				}
 			}
 		}
 		time.Sleep(500 * time.Millisecond) // let the relays free them before the next count
@@ -424,7 +441,8 @@ func command(o options, name string, args ...string) *exec.Cmd {
 // of the previous count, while being released) fit. turnpike's lies below
 // the kernel's ephemeral range; coturn's overlaps it, and coturn retries a
 // port the bench's own client sockets happen to hold.
-func startTurnpike(o options, dir string) (*relayProc, error) {
+// startTurnpike starts binary as a relay named name, with its files in dir.
+func startTurnpike(o options, name, binary, dir string) (*relayProc, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -451,12 +469,12 @@ log: {level: warn, format: text}
 	if err := os.WriteFile(filepath.Join(dir, "credentials.yaml"), []byte(credsYAML), 0o600); err != nil {
 		return nil, err
 	}
-	cmd := command(o, o.turnpike, "relay", "--config", filepath.Join(dir, "relay.yaml"), "--credentials", dir)
+	cmd := command(o, binary, "relay", "--config", filepath.Join(dir, "relay.yaml"), "--credentials", dir)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	r := &relayProc{name: "turnpike", addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
+	r := &relayProc{name: name, addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
 	return r, waitUntilServing(r)
 }
 

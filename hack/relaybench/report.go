@@ -71,7 +71,11 @@ func (rep *report) print(o options, relays []*relayProc) {
 			if hasBase && base.perSecond > 0 {
 				ratio = fmt.Sprintf("%.2f", s.perSecond/base.perSecond)
 			}
-			fmt.Printf("%-9s %6d %13.0f %14.1f %14s\n", r.name, n, s.perSecond, s.rssPerAlloc/1024, ratio)
+			perAlloc := "-" // one allocation is lost in the noise of RSS
+			if n >= 100 {
+				perAlloc = fmt.Sprintf("%.1f", s.rssPerAlloc/1024)
+			}
+			fmt.Printf("%-9s %6d %13.0f %14s %14s\n", r.name, n, s.perSecond, perAlloc, ratio)
 		}
 	}
 }
