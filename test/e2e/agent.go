@@ -58,16 +58,15 @@ const syncPeriod = 500 * time.Millisecond
 
 // podRun is one relay process, the "container" of one pod.
 type podRun struct {
-	name, namespace string
-	node            labNode
-	root            string // mount paths M of the pod live at root/M
-	logPath         string
-	cmd             *exec.Cmd
-	exited          chan struct{}
-	started         metav1.Time
-	restarts        int32
-	ready           bool
-	termDeadline    time.Time // set once SIGTERM was sent
+	node         labNode
+	root         string // mount paths M of the pod live at root/M
+	logPath      string
+	cmd          *exec.Cmd
+	exited       chan struct{}
+	started      metav1.Time
+	restarts     int32
+	ready        bool
+	termDeadline time.Time // set once SIGTERM was sent
 }
 
 func startAgent(t *testing.T, cs kubernetes.Interface, bin string, nodes []labNode) *agent {
@@ -172,7 +171,7 @@ func (a *agent) syncPod(ctx context.Context, pod *corev1.Pod, node labNode) erro
 		return a.terminate(ctx, pod, r)
 	}
 	if r == nil {
-		r = &podRun{name: pod.Name, namespace: pod.Namespace, node: node, root: filepath.Join(a.dir, string(pod.UID), "root"),
+		r = &podRun{node: node, root: filepath.Join(a.dir, string(pod.UID), "root"),
 			logPath: filepath.Join(a.dir, string(pod.UID), "relay.log")}
 		if err := a.syncVolumes(ctx, pod, r); err != nil {
 			return fmt.Errorf("pod %s: volumes: %w", pod.Name, err)
