@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 	"github.com/turnpike-dev/turnpike/test/testenv"
+	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 // TestOperatorCommand runs `turnpike operator` as a user would, against a
@@ -32,13 +32,13 @@ func TestOperatorCommand(t *testing.T) {
 	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	probeAddr := freeTCPAddr(t)
+	probeAddr := testutil.FreeAddr(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- runOperator(ctx, []string{"--kubeconfig", kubeconfig, "--metrics-bind-address", "0",
-			"--health-probe-bind-address", probeAddr, "--issuer-bind-address", freeTCPAddr(t), "--relay-image", "example/turnpike:1", "--zap-log-level", "error"})
+			"--health-probe-bind-address", probeAddr, "--issuer-bind-address", testutil.FreeAddr(t), "--relay-image", "example/turnpike:1", "--zap-log-level", "error"})
 	}()
 
 	testenv.Eventually(t, "readyz", func() error {
@@ -85,14 +85,4 @@ func TestOperatorCommand(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("operator did not stop after cancel")
 	}
-}
-
-func freeTCPAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/turnpike-dev/turnpike/relay/config"
+	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 func mustParse(t *testing.T, raw string) Server {
@@ -103,7 +104,7 @@ func TestProbeTurnpikeRelay(t *testing.T) {
 	})
 
 	t.Run("nothing listening", func(t *testing.T) {
-		o := Options{Server: mustParse(t, "turn:127.0.0.1:"+strconv.Itoa(freePort(t))+"?transport=tcp"), Username: testUser, Password: testPassword}
+		o := Options{Server: mustParse(t, "turn:127.0.0.1:"+strconv.Itoa(testutil.FreePort(t))+"?transport=tcp"), Username: testUser, Password: testPassword}
 		if _, kind := probeKind(t, o); kind != KindUnreachable {
 			t.Errorf("kind = %q, want %q", kind, KindUnreachable)
 		}

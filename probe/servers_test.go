@@ -2,15 +2,8 @@ package probe
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -24,6 +17,7 @@ import (
 
 	"github.com/turnpike-dev/turnpike/relay"
 	"github.com/turnpike-dev/turnpike/relay/config"
+	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 // Servers the probe is tested against: turnpike's relay, started in-process
@@ -37,26 +31,6 @@ const (
 	testPassword = "alice-password"
 	testSecret   = "probe-shared-secret"
 )
-
-// freePort is a TCP and UDP port free right now on loopback.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free on both TCP and UDP")
-	return 0
-}
 
 // peerAddress is the local echo peer's address, or a skip (a fail in CI).
 func peerAddress(t *testing.T) string {
@@ -84,8 +58,8 @@ type relayPorts struct{ plain, tls int }
 func startRelay(t *testing.T, quotas config.Quotas) relayPorts {
 	t.Helper()
 	dir := t.TempDir()
-	ports := relayPorts{plain: freePort(t), tls: freePort(t)}
-	cert, key := writeSelfSignedCert(t, dir)
+	ports := relayPorts{plain: testutil.FreePort(t), tls: testutil.FreePort(t)}
+	cert, key := testutil.WriteSelfSignedCert(t, dir)
 	cfg := &config.Relay{
 		Version: config.Version,
 		Realm:   testRealm,
@@ -95,12 +69,12 @@ func startRelay(t *testing.T, quotas config.Quotas) relayPorts {
 			{Name: "tls", Protocol: config.TLS, Port: ports.tls, CertFile: cert, KeyFile: key},
 			{Name: "dtls", Protocol: config.DTLS, Port: ports.tls, CertFile: cert, KeyFile: key},
 		},
-		// Below the kernel's ephemeral range, so it never meets freePort's ports.
+		// Below the kernel's ephemeral range, so it never meets testutil.FreePort's ports.
 		RelayPortRange:   config.PortRange{Min: 30000, Max: 32000},
 		Addresses:        config.Addresses{Bind: []string{"127.0.0.1"}},
 		PeerPolicy:       config.PeerPolicy{Allow: []string{peerAddress(t) + "/32"}},
 		Quotas:           quotas,
-		Internal:         config.Internal{Address: "127.0.0.1", MetricsPort: freePort(t), HealthPort: freePort(t)},
+		Internal:         config.Internal{Address: "127.0.0.1", MetricsPort: testutil.FreePort(t), HealthPort: testutil.FreePort(t)},
 		DrainGracePeriod: config.Duration{Duration: 100 * time.Millisecond},
 	}
 	creds := &config.Credentials{
@@ -144,7 +118,7 @@ func startCoturn(t *testing.T) int {
 		needTool(t, "turnserver (Debian package coturn)")
 	}
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	conf := "listening-ip=127.0.0.1\nrelay-ip=127.0.0.1\n" +
 		"listening-port=" + strconv.Itoa(port) + "\n" +
 		"min-port=32001\nmax-port=32500\n" +
@@ -195,38 +169,6 @@ func writeYAML(t *testing.T, path string, v any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// writeSelfSignedCert writes a certificate for 127.0.0.1 and its key.
-func writeSelfSignedCert(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "probe test"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }
 
 // probeKind runs a probe and returns the failure kind, "" on success.

@@ -23,6 +23,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/turnpike-dev/turnpike/relay/config"
+	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 // Tests against external programs: coturn's turnutils_uclient as a client,
@@ -33,7 +34,7 @@ import (
 func startProcess(t *testing.T, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(name, args...)
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -63,7 +64,7 @@ func TestCoturnUclient(t *testing.T) {
 	cfg := baseConfig(t, t.TempDir())
 	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(peerIP, 32).String()}
 	tr := startRelay(t, cfg, baseCredentials())
-	peerPort := freePort(t)
+	peerPort := testutil.FreePort(t)
 	startProcess(t, peerBin, "-L", peerIP.String(), "-p", strconv.Itoa(peerPort))
 
 	const messages, clients = 20, 2
@@ -137,7 +138,7 @@ func TestPrometheusScrape(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(promCfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	web := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	web := net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t)))
 	startProcess(t, prom, "--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+web)
 
@@ -208,11 +209,11 @@ func TestStandaloneBinary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("example config: %v", err)
 	}
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	for i := range cfg.Listeners {
 		cfg.Listeners[i].Port = port
 	}
-	cfg.Internal.MetricsPort, cfg.Internal.HealthPort = freePort(t), freePort(t)
+	cfg.Internal.MetricsPort, cfg.Internal.HealthPort = testutil.FreePort(t), testutil.FreePort(t)
 	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(peerIP, 32).String()}
 	writeYAML(t, filepath.Join(dir, config.RelayFile), cfg)
 

@@ -1,18 +1,10 @@
 package relay
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -27,6 +19,7 @@ import (
 
 	"github.com/turnpike-dev/turnpike/relay/config"
 	"github.com/turnpike-dev/turnpike/relay/restauth"
+	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 // Test fixtures shared by the integration tests: a relay started through
@@ -55,14 +48,14 @@ type testRelay struct {
 	metrics string
 	cancel  context.CancelFunc
 	done    chan error
-	logs    *syncBuffer
+	logs    *testutil.SyncBuffer
 }
 
 // baseConfig is a relay on loopback with UDP, TCP, TLS and DTLS listeners.
 func baseConfig(t *testing.T, dir string) *config.Relay {
 	t.Helper()
-	port, tlsPort := freePort(t), freePort(t)
-	certFile, keyFile := writeSelfSignedCert(t, dir)
+	port, tlsPort := testutil.FreePort(t), testutil.FreePort(t)
+	certFile, keyFile := testutil.WriteSelfSignedCert(t, dir)
 	return &config.Relay{
 		Version: config.Version,
 		Realm:   testRealm,
@@ -73,10 +66,10 @@ func baseConfig(t *testing.T, dir string) *config.Relay {
 			{Name: "dtls", Protocol: config.DTLS, Port: tlsPort, CertFile: certFile, KeyFile: keyFile},
 		},
 		UDPSocketsPerListener: 2,
-		// Below the kernel's ephemeral range, so it never overlaps freePort's listener ports.
+		// Below the kernel's ephemeral range, so it never overlaps testutil.FreePort's listener ports.
 		RelayPortRange: config.PortRange{Min: 20000, Max: 29999},
 		Addresses:      config.Addresses{Bind: loopbackBind()},
-		Internal:       config.Internal{Address: "127.0.0.1", MetricsPort: freePort(t), HealthPort: freePort(t)},
+		Internal:       config.Internal{Address: "127.0.0.1", MetricsPort: testutil.FreePort(t), HealthPort: testutil.FreePort(t)},
 		// Clients in tests leave UDP allocations behind; do not wait for them on stop.
 		DrainGracePeriod: config.Duration{Duration: 200 * time.Millisecond},
 		Log:              config.Log{Level: "debug", Format: "text"},
@@ -102,7 +95,7 @@ func startRelay(t *testing.T, cfg *config.Relay, creds *config.Credentials) *tes
 	tr := &testRelay{
 		dir: dir, port: cfg.Listeners[0].Port, tlsPort: cfg.Listeners[2].Port,
 		metrics: net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Internal.MetricsPort)),
-		done:    make(chan error, 1), logs: &syncBuffer{},
+		done:    make(chan error, 1), logs: &testutil.SyncBuffer{},
 	}
 	started := make(chan *Relay, 1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -170,37 +163,6 @@ func writeYAML(t *testing.T, path string, v any) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// freePort finds a port free for both UDP and TCP on loopback (v4 and v6).
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			var err6 error
-			if haveIPv6() {
-				var u6 net.PacketConn
-				if u6, err6 = net.ListenPacket("udp", fmt.Sprintf("[::1]:%d", port)); err6 == nil {
-					_ = u6.Close()
-				}
-			}
-			_ = u.Close()
-			_ = l.Close()
-			if err6 == nil {
-				return port
-			}
-			continue
-		}
-		_ = l.Close()
-	}
-	t.Fatal("no free port")
-	return 0
 }
 
 // haveIPv6 reports whether this machine has IPv6 loopback (some CI
@@ -324,63 +286,10 @@ func startEchoPeer(t *testing.T, ip netip.Addr) *echoPeer {
 	return &echoPeer{conn: conn, addr: conn.LocalAddr().(*net.UDPAddr).AddrPort()}
 }
 
-// writeSelfSignedCert writes a P-256 certificate for localhost/127.0.0.1.
-func writeSelfSignedCert(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "turnpike test"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
-
 // restCredentials makes TURN REST API credentials that expire at expiry.
 func restCredentials(secret, user string, expiry time.Time) (username, password string) {
 	username = restauth.Username(expiry, user)
 	return username, restauth.Password(secret, username)
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-var _ io.Writer = (*syncBuffer)(nil)
+var _ io.Writer = (*testutil.SyncBuffer)(nil)

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/turnpike-dev/turnpike/relay/config"
+	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 // fakeClock replaces timeNow for credential-expiry tests, so they move time
@@ -198,7 +199,7 @@ func TestReload(t *testing.T) {
 	cfg2 := *cfg
 	cfg2.PeerPolicy.Deny = []string{netip.PrefixFrom(peerIP, 32).String()}
 	cfg2.Listeners = append([]config.Listener{}, cfg.Listeners...)
-	cfg2.Listeners[1].Port = freePort(t)
+	cfg2.Listeners[1].Port = testutil.FreePort(t)
 	tr.writeFiles(t, &cfg2, creds)
 	// This time through SIGHUP, as an operator would (the relay's own poll
 	// interval is an hour in tests, so only the signal can cause it).

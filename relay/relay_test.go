@@ -18,6 +18,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/turnpike-dev/turnpike/relay/config"
+	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 // TestTransportsWithPionClient makes real allocations with pion's TURN
@@ -361,7 +362,7 @@ func TestTLSCertificateReloadAndMinVersion(t *testing.T) {
 		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
 	}
 	before := serial()
-	writeSelfSignedCert(t, dir) // same file names, new key and serial
+	testutil.WriteSelfSignedCert(t, dir) // same file names, new key and serial
 	tr.Reload()
 	if after := serial(); after == before {
 		t.Errorf("still serving certificate %s after the files changed", before)

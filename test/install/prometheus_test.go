@@ -21,6 +21,7 @@ import (
 
 	"github.com/turnpike-dev/turnpike/relay"
 	"github.com/turnpike-dev/turnpike/relay/config"
+	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 // A real Prometheus scrapes a real relay with the chart's PodMonitor
@@ -267,14 +268,14 @@ func snakeKeys(r map[string]any) map[string]any {
 func startRelay(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	metricsPort := freePort(t)
+	metricsPort := testutil.FreePort(t)
 	cfg := &config.Relay{
 		Version:          config.Version,
 		Realm:            "prometheus.test",
-		Listeners:        []config.Listener{{Name: "udp", Protocol: config.UDP, Port: freePort(t)}},
+		Listeners:        []config.Listener{{Name: "udp", Protocol: config.UDP, Port: testutil.FreePort(t)}},
 		RelayPortRange:   config.PortRange{Min: 30000, Max: 30100},
 		Addresses:        config.Addresses{Bind: []string{"127.0.0.1"}},
-		Internal:         config.Internal{Address: "127.0.0.1", MetricsPort: metricsPort, HealthPort: freePort(t)},
+		Internal:         config.Internal{Address: "127.0.0.1", MetricsPort: metricsPort, HealthPort: testutil.FreePort(t)},
 		DrainGracePeriod: config.Duration{Duration: 100 * time.Millisecond},
 	}
 	data, err := config.Marshal(cfg)
@@ -308,7 +309,7 @@ func startPrometheus(t *testing.T, bin, cfg string) string {
 	cfgFile := filepath.Join(dir, "prometheus.yml")
 	writeFile(t, cfgFile, cfg)
 	mustRun(t, "promtool", "check", "config", cfgFile)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t)))
 	cmd := exec.Command(bin, "--config.file="+cfgFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
 	logs, err := os.Create(filepath.Join(dir, "prometheus.log"))
@@ -390,29 +391,9 @@ func poll(t *testing.T, what string, check func() bool) {
 	t.Fatalf("gave up after 60s: %s", what)
 }
 
-// freePort is a TCP and UDP port free right now on loopback.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", l.Addr().String())
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free on both TCP and UDP")
-	return 0
-}
-
 // closedAddr is a loopback address where nothing listens.
 func closedAddr(t *testing.T) string {
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t)))
 }
 
 func writeFile(t *testing.T, path, content string) {

@@ -32,6 +32,7 @@ import (
 	relayconfig "github.com/turnpike-dev/turnpike/relay/config"
 	"github.com/turnpike-dev/turnpike/relay/restauth"
 	"github.com/turnpike-dev/turnpike/test/testenv"
+	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 const ns = "default"
@@ -53,7 +54,7 @@ func TestRotationWithoutLockout(t *testing.T) {
 
 	const staging = 2 * time.Second
 	issuer := startOperator(t, ctx, env, staging)
-	port := freeUDPPort(t)
+	port := testutil.FreePort(t)
 	createTurnServer(t, env, port)
 	for _, tc := range []*turnpikev1.TurnCredential{
 		{ObjectMeta: metav1.ObjectMeta{Name: "static", Namespace: ns},
@@ -214,7 +215,7 @@ func createTurnServer(t *testing.T, env *testenv.Env, port int) {
 			Realm:          "example.org",
 			Listeners:      []turnpikev1.Listener{{Name: "udp", Protocol: turnpikev1.ProtocolUDP, Port: int32(port)}},
 			RelayPortRange: turnpikev1.PortRange{Min: 42000, Max: 42999},
-			MetricsPort:    int32(freeTCPPort(t)), HealthPort: int32(freeTCPPort(t)),
+			MetricsPort:    int32(testutil.FreePort(t)), HealthPort: int32(testutil.FreePort(t)),
 			Placement: turnpikev1.Placement{NodeSelector: map[string]string{"relay": "yes"}},
 		},
 	}
@@ -340,24 +341,4 @@ func issue(base, token string) (string, string, error) {
 	}
 	var r struct{ Username, Password string }
 	return r.Username, r.Password, json.NewDecoder(resp.Body).Decode(&r)
-}
-
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

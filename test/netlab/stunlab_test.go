@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/turnpike-dev/turnpike/relay"
 	"github.com/turnpike-dev/turnpike/relay/config"
 	"github.com/turnpike-dev/turnpike/test/netlab"
+	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 // The lab of TestSTUNDiscoveryBehindNAT: a relay on a node behind a NAT
@@ -188,7 +188,7 @@ func startRelayIn(t *testing.T, ns *netlab.Namespace, bin, dir string) *exec.Cmd
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a bound, not a timing
 	cmd := ns.Command(ctx, bin, "relay", "--config", filepath.Join(dir, config.RelayFile), "--credentials", dir)
 	cmd.Env = append(os.Environ(), "NODE_NAME="+labNode, "HOST_IP="+nodeAddr)
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -330,22 +330,4 @@ func exchange(t *testing.T, relayConn, peer net.PacketConn, wantFrom string) {
 			return
 		}
 	}
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
