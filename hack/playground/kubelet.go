@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 	"github.com/turnpike-dev/turnpike/relay"
+	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 // syncInterval is how often the playground re-reads the relay's ConfigMap
@@ -150,7 +150,7 @@ func (k *kubelet) syncVolumes(ctx context.Context) error {
 			}
 		}
 		for name, data := range files {
-			if err := writeIfChanged(filepath.Join(k.hostPath(mounts[v.Name]), name), data); err != nil {
+			if err := testutil.WriteIfChanged(filepath.Join(k.hostPath(mounts[v.Name]), name), data); err != nil {
 				return err
 			}
 		}
@@ -209,22 +209,6 @@ func (k *kubelet) relayArgs() (configPath, credentialsDir string, err error) {
 		return "", "", fmt.Errorf("relay container command %q has no --config", strings.Join(cmd, " "))
 	}
 	return configPath, credentialsDir, nil
-}
-
-// writeIfChanged writes a file through a rename, as the kubelet updates
-// volumes, so the relay never reads half a file.
-func writeIfChanged(path string, data []byte) error {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // reportReady creates the relay pod on this node, as the DaemonSet

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 // agent stands in for the kubelet of every lab node (and for the
@@ -307,26 +308,12 @@ func (a *agent) syncVolumes(ctx context.Context, pod *corev1.Pod, r *podRun) err
 			continue
 		}
 		for name, data := range files {
-			if err := writeIfChanged(filepath.Join(r.root, mounts[v.Name], name), data); err != nil {
+			if err := testutil.WriteIfChanged(filepath.Join(r.root, mounts[v.Name], name), data); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
-}
-
-func writeIfChanged(path string, data []byte) error {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // probe runs the container's HTTP readiness probe from inside the node's

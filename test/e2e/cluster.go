@@ -76,10 +76,6 @@ func binDir(t *testing.T) string {
 // (--use-service-account-credentials=false), so it needs no token signer.
 func (cp *controlPlane) startControllerManager(t *testing.T) {
 	t.Helper()
-	logFile, err := os.Create(filepath.Join(t.TempDir(), "kube-controller-manager.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command(filepath.Join(cp.bin, "kube-controller-manager"),
 		"--kubeconfig="+cp.kubeconfig,
 		"--controllers=daemonset,garbagecollector",
@@ -88,6 +84,20 @@ func (cp *controlPlane) startControllerManager(t *testing.T) {
 		"--secure-port=0",
 		"--concurrent-gc-syncs=5",
 		"-v=2")
+	runUntilCleanup(t, cmd, "kube-controller-manager", 10*time.Second, 40)
+}
+
+// runUntilCleanup starts cmd in its own process group with its output in a
+// log file, and stops the whole group when the test ends (SIGTERM, SIGKILL
+// after grace). When the test failed, the last tailLines of the log are
+// shown.
+func runUntilCleanup(t *testing.T, cmd *exec.Cmd, name string, grace time.Duration, tailLines int) {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -96,11 +106,11 @@ func (cp *controlPlane) startControllerManager(t *testing.T) {
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		stopGroup(cmd, exited, 10*time.Second)
-		if t.Failed() {
-			logTail(t, logFile.Name(), 40)
-		}
+		stopGroup(cmd, exited, grace)
 		_ = logFile.Close()
+		if t.Failed() {
+			logTail(t, logPath, tailLines)
+		}
 	})
 }
 

@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -157,29 +156,11 @@ func (w *world) startOperator(t *testing.T) {
 	if err := clientcmd.WriteToFile(*kc, path); err != nil {
 		t.Fatal(err)
 	}
-	logPath := filepath.Join(t.TempDir(), "operator.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command(w.bin, "operator", "--kubeconfig", path,
 		"--leader-elect=true", "--leader-election-namespace", operatorNS,
 		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--issuer-bind-address=",
 		"--credential-staging-delay", stagingDelay.String(), "--relay-image", "turnpike:e2e")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		stopGroup(cmd, exited, 10*time.Second)
-		if t.Failed() {
-			logTail(t, logPath, 60)
-		}
-		logFile.Close()
-	})
+	runUntilCleanup(t, cmd, "operator", 10*time.Second, 60)
 }
 
 // turnServer is the lab's TurnServer: UDP and TCP on 3478 on every lab

@@ -5,14 +5,12 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -146,24 +144,5 @@ func requireTool(t *testing.T, name, pkg string) string {
 // process group (killed at the end); its output is logged if the test fails.
 func startProcess(t *testing.T, ns *netlab.Namespace, name, bin string, args ...string) {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := ns.Command(context.Background(), bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		stopGroup(cmd, exited, 5*time.Second)
-		logFile.Close()
-		if t.Failed() {
-			logTail(t, logPath, 30)
-		}
-	})
+	runUntilCleanup(t, ns.Command(context.Background(), bin, args...), name, 5*time.Second, 30)
 }

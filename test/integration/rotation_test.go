@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -241,10 +240,10 @@ func (f *fileSync) sync(ctx context.Context) error {
 	if err := f.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "relay-relay-credentials"}, s); err != nil {
 		return err
 	}
-	if err := writeAtomic(filepath.Join(f.dir, relayconfig.RelayFile), []byte(cm.Data[relayconfig.RelayFile])); err != nil {
+	if err := testutil.WriteIfChanged(filepath.Join(f.dir, relayconfig.RelayFile), []byte(cm.Data[relayconfig.RelayFile])); err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(f.dir, relayconfig.CredentialsFile), s.Data[relayconfig.CredentialsFile])
+	return testutil.WriteIfChanged(filepath.Join(f.dir, relayconfig.CredentialsFile), s.Data[relayconfig.CredentialsFile])
 }
 
 func (f *fileSync) loop(ctx context.Context) {
@@ -252,14 +251,6 @@ func (f *fileSync) loop(ctx context.Context) {
 		_ = f.sync(ctx)
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // startRelay runs the relay as a relay pod on node "local" would.
