@@ -211,9 +211,12 @@ func createTurnServer(t *testing.T, env *testenv.Env, port int) {
 	ts := &turnpikev1.TurnServer{
 		ObjectMeta: metav1.ObjectMeta{Name: "relay", Namespace: ns},
 		Spec: turnpikev1.TurnServerSpec{
-			Realm:          "example.org",
-			Listeners:      []turnpikev1.Listener{{Name: "udp", Protocol: turnpikev1.ProtocolUDP, Port: int32(port)}},
-			RelayPortRange: turnpikev1.PortRange{Min: 42000, Max: 42999},
+			Realm:     "example.org",
+			Listeners: []turnpikev1.Listener{{Name: "udp", Protocol: turnpikev1.ProtocolUDP, Port: int32(port)}},
+			// Above Linux's default ephemeral range (32768-60999), where
+			// testutil.FreePort's listener ports come from, so the two never
+			// overlap (the API server refuses a listener inside the range).
+			RelayPortRange: turnpikev1.PortRange{Min: 61000, Max: 61999},
 			MetricsPort:    int32(testutil.FreePort(t)), HealthPort: int32(testutil.FreePort(t)),
 			Placement: turnpikev1.Placement{NodeSelector: map[string]string{"relay": "yes"}},
 		},
