@@ -54,6 +54,8 @@ type Relay struct {
 	PeerPolicy PeerPolicy `json:"peerPolicy,omitempty"`
 	// Quotas limits what one user, one allocation and the whole relay may use.
 	Quotas Quotas `json:"quotas,omitempty"`
+	// FastPath relays bound UDP channels in the kernel. Changing it needs a restart.
+	FastPath FastPath `json:"fastPath,omitempty"`
 	// Internal is the metrics and health listener; never the public TURN ports.
 	Internal Internal `json:"internal"`
 	// DrainGracePeriod is how long existing allocations keep relaying after SIGTERM.
@@ -70,6 +72,18 @@ type Listener struct {
 	// CertFile and KeyFile are PEM files for TLS and DTLS, reloaded when they change.
 	CertFile string `json:"certFile,omitempty"`
 	KeyFile  string `json:"keyFile,omitempty"`
+}
+
+// FastPath is the opt-in eBPF fast path (Linux): once a client binds a
+// channel over UDP, a TC program relays its ChannelData to and from the peer
+// in the kernel. Where the program cannot load (old kernel, no CAP_BPF and
+// CAP_NET_ADMIN), the relay logs why and relays in userspace as before.
+type FastPath struct {
+	Enabled bool `json:"enabled,omitempty"`
+	// Interfaces are the network interfaces whose ingress the program
+	// attaches to. Empty means the interfaces that hold the bind addresses
+	// (every interface with an address when none is set) and lo.
+	Interfaces []string `json:"interfaces,omitempty"`
 }
 
 // PortRange is an inclusive range of ports.
@@ -205,7 +219,8 @@ func (r *Relay) SocketHash() string {
 		TCPRelay              bool
 		Bind                  []string
 		Internal              Internal
-	}{r.Listeners, r.UDPSocketsPerListener, r.RelayPortRange, r.TCPRelay, r.Addresses.Bind, r.Internal}
+		FastPath              FastPath
+	}{r.Listeners, r.UDPSocketsPerListener, r.RelayPortRange, r.TCPRelay, r.Addresses.Bind, r.Internal, r.FastPath}
 	b, _ := json.Marshal(socket) // plain structs: cannot fail
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])

@@ -170,6 +170,11 @@ func (r *Relay) Validate() error {
 		q.PermissionsPerAllocation < 0 || q.ChannelsPerAllocation < 0 {
 		errs.add("quotas", "limits must not be negative (0 means unlimited)")
 	}
+	for i, name := range r.FastPath.Interfaces {
+		if !validInterfaceName(name) {
+			errs.add(fmt.Sprintf("fastPath.interfaces[%d]", i), "%q is not an interface name (1-15 characters, no '/' or whitespace)", name)
+		}
+	}
 	if r.Internal.Address != "" {
 		if _, err := netip.ParseAddr(r.Internal.Address); err != nil {
 			errs.add("internal.address", "%v", err)
@@ -253,4 +258,13 @@ func validatePrefixes(errs *fieldErrors, field string, prefixes []string) {
 			errs.add(fmt.Sprintf("%s[%d]", field, i), "not a CIDR: %v", err)
 		}
 	}
+}
+
+// validInterfaceName follows the kernel's dev_valid_name: 1-15 bytes, not
+// "." or "..", no '/', ':' or whitespace.
+func validInterfaceName(name string) bool {
+	if name == "" || len(name) > 15 || name == "." || name == ".." {
+		return false
+	}
+	return !strings.ContainsAny(name, "/: \t\n\r\v\f")
 }

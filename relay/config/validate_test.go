@@ -43,6 +43,7 @@ func TestParseRelayErrors(t *testing.T) {
 		{"stun interval negative", validRelay + "addresses: {stun: {servers: ['stun.example.net:3478'], interval: -1m}}\n", "addresses.stun.interval: must be at least 1s"},
 		{"negative quota", validRelay + "quotas: {allocationsTotal: -1}\n", "quotas: limits must not be negative"},
 		{"bad duration", validRelay + "drainGracePeriod: soon\n", "time: invalid duration"},
+		{"bad interface name", validRelay + "fastPath: {enabled: true, interfaces: [eth0, 'a/b']}\n", `fastPath.interfaces[1]: "a/b" is not an interface name`},
 		{"bad log level", validRelay + "log: {level: loud}\n", `log.level: must be debug, info, warn or error, got "loud"`},
 	}
 	for _, tt := range tests {
@@ -97,6 +98,11 @@ func TestSocketHash(t *testing.T) {
 	cold.Listeners = []Listener{{Name: "udp", Protocol: UDP, Port: 3479}}
 	if cold.SocketHash() == base.SocketHash() {
 		t.Error("a listener port change kept the socket hash")
+	}
+	fast := *base
+	fast.FastPath.Enabled = true
+	if fast.SocketHash() == base.SocketHash() {
+		t.Error("enabling the fast path kept the socket hash")
 	}
 }
 
