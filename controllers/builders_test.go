@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
 // ts builds an in-memory TurnServer with the API server's defaults applied.
@@ -188,6 +189,7 @@ func TestDesiredDaemonSet(t *testing.T) {
 		ts.Spec.Listeners = append(ts.Spec.Listeners, turnpikev1.Listener{
 			Name: "turns", Protocol: turnpikev1.ProtocolDTLS, Port: 443, TLSSecretRef: &turnpikev1.LocalObjectReference{Name: "cert"}})
 	}
+	fastPath := func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = true }
 	tests := []struct {
 		name  string
 		ts    *turnpikev1.TurnServer
@@ -201,6 +203,30 @@ func TestDesiredDaemonSet(t *testing.T) {
 		{"port 443 adds NET_BIND_SERVICE only", testTurnServer("ts", tls), func(t *testing.T, ds *appsv1.DaemonSet) {
 			caps := ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities
 			if !slices.Equal(caps.Add, []corev1.Capability{"NET_BIND_SERVICE"}) || !slices.Equal(caps.Drop, []corev1.Capability{"ALL"}) {
+				t.Errorf("capabilities %+v", caps)
+			}
+		}},
+		{"without fastPath the relay runs as non-root", testTurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
+			sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
+			if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser != nil {
+				t.Errorf("runAsNonRoot %v runAsUser %v, want true and the pod's", sc.RunAsNonRoot, sc.RunAsUser)
+			}
+		}},
+		{"fastPath runs as root with BPF, NET_ADMIN and PERFMON only", testTurnServer("ts", fastPath), func(t *testing.T, ds *appsv1.DaemonSet) {
+			sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
+			if sc.RunAsNonRoot == nil || *sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
+				t.Errorf("runAsNonRoot %v runAsUser %v, want false and 0", sc.RunAsNonRoot, sc.RunAsUser)
+			}
+			if !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"BPF", "NET_ADMIN", "PERFMON"}) || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+				t.Errorf("capabilities %+v", sc.Capabilities)
+			}
+			if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+				t.Errorf("readOnlyRootFilesystem %v allowPrivilegeEscalation %v", sc.ReadOnlyRootFilesystem, sc.AllowPrivilegeEscalation)
+			}
+		}},
+		{"fastPath on port 443 keeps NET_BIND_SERVICE", testTurnServer("ts", tls, fastPath), func(t *testing.T, ds *appsv1.DaemonSet) {
+			caps := ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities
+			if !slices.Equal(caps.Add, []corev1.Capability{"BPF", "NET_ADMIN", "PERFMON", "NET_BIND_SERVICE"}) {
 				t.Errorf("capabilities %+v", caps)
 			}
 		}},
@@ -243,6 +269,44 @@ func TestDesiredDaemonSet(t *testing.T) {
 			mustCopyJSON(ac, ds)
 			tt.check(t, ds)
 		})
+	}
+}
+
+func TestRenderRelayConfigFastPath(t *testing.T) {
+	tests := []struct {
+		name string
+		fp   turnpikev1.RelayFastPath
+		want config.FastPath
+	}{
+		{"off by default", turnpikev1.RelayFastPath{}, config.FastPath{}},
+		{"enabled on the bind interfaces", turnpikev1.RelayFastPath{Enabled: true}, config.FastPath{Enabled: true}},
+		{"enabled on named interfaces", turnpikev1.RelayFastPath{Enabled: true, Interfaces: []string{"eth0", "bond0.100"}},
+			config.FastPath{Enabled: true, Interfaces: []string{"eth0", "bond0.100"}}},
+		{"interfaces of a disabled fast path are left out", turnpikev1.RelayFastPath{Interfaces: []string{"eth0"}}, config.FastPath{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath = tt.fp })
+			cfg := renderRelayConfig(ts, nil)
+			if cfg.FastPath.Enabled != tt.want.Enabled || !slices.Equal(cfg.FastPath.Interfaces, tt.want.Interfaces) {
+				t.Fatalf("fastPath %+v, want %+v", cfg.FastPath, tt.want)
+			}
+			// What the operator renders, the relay must accept.
+			data, err := config.Marshal(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := config.ParseRelay(data); err != nil {
+				t.Fatalf("relay refuses the rendered relay.yaml: %v", err)
+			}
+		})
+	}
+	// A disabled fast path's interfaces do not restart the relays.
+	off := renderRelayConfig(testTurnServer("ts"), nil)
+	leftover := renderRelayConfig(testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Interfaces = []string{"eth0"} }), nil)
+	on := renderRelayConfig(testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = true }), nil)
+	if off.SocketHash() != leftover.SocketHash() || off.SocketHash() == on.SocketHash() {
+		t.Errorf("socket hashes off %s, disabled with interfaces %s, on %s", off.SocketHash(), leftover.SocketHash(), on.SocketHash())
 	}
 }
 

@@ -41,6 +41,11 @@ func renderRelayConfig(ts *turnpikev1.TurnServer, nodes map[string]nodeAddresses
 		DrainGracePeriod: config.Duration{Duration: drainGracePeriod(ts)},
 		Log:              config.Log{Level: string(spec.Relay.LogLevel), Format: "json"},
 	}
+	// Only when enabled: interfaces left in a disabled fastPath must not
+	// change relay.yaml's socket hash and so restart the relays for nothing.
+	if fp := spec.Relay.FastPath; fp.Enabled {
+		cfg.FastPath = config.FastPath{Enabled: true, Interfaces: append([]string(nil), fp.Interfaces...)}
+	}
 	if q := spec.Quotas.BandwidthPerAllocation; q != nil {
 		cfg.Quotas.BandwidthPerAllocation = q.Value()
 	}

@@ -377,6 +377,48 @@ func TestOnlySocketChangesRollPods(t *testing.T) {
 	})
 }
 
+// TestFastPathTogglesRoot enables the eBPF fast path and disables it again:
+// relay.yaml and the relay container's security context follow, and server-
+// side apply removes runAsUser 0 and the added capabilities once it is off.
+func TestFastPathTogglesRoot(t *testing.T) {
+	ns := newNamespace(t, "fast-path")
+	newNode(t, "fast-a", map[string]string{"suite": "fast"}, externalIP("198.51.100.2"))
+	ts := minimalTurnServer(ns, "fast", "fast", 3478)
+	if err := env.Client.Create(context.Background(), ts); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, enabled bool) {
+		t.Helper()
+		eventually(t, what, func() error {
+			o, err := getRelayObjects(ts)
+			if err != nil {
+				return err
+			}
+			if o.relay.FastPath.Enabled != enabled || enabled != slices.Equal(o.relay.FastPath.Interfaces, []string{"eth0"}) {
+				return fmt.Errorf("relay.yaml fastPath %+v", o.relay.FastPath)
+			}
+			sc := o.ds.Spec.Template.Spec.Containers[0].SecurityContext
+			root := sc.RunAsUser != nil && *sc.RunAsUser == 0 && sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot
+			nonRoot := sc.RunAsUser == nil && sc.RunAsNonRoot != nil && *sc.RunAsNonRoot
+			wantAdd := []corev1.Capability(nil)
+			if enabled {
+				wantAdd = []corev1.Capability{"BPF", "NET_ADMIN", "PERFMON"}
+			}
+			if (enabled && !root) || (!enabled && !nonRoot) || !slices.Equal(sc.Capabilities.Add, wantAdd) {
+				return fmt.Errorf("runAsUser %v runAsNonRoot %v add %v", sc.RunAsUser, sc.RunAsNonRoot, sc.Capabilities.Add)
+			}
+			return nil
+		})
+	}
+	check("relay runs as non-root", false)
+	update(t, ts, func(ts *turnpikev1.TurnServer) {
+		ts.Spec.Relay.FastPath = turnpikev1.RelayFastPath{Enabled: true, Interfaces: []string{"eth0"}}
+	})
+	check("fast path on, relay runs as root", true)
+	update(t, ts, func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = false })
+	check("fast path off, relay runs as non-root again", false)
+}
+
 // TestNodeEventsUpdateStatus adds, readdresses, relabels and deletes nodes.
 func TestNodeEventsUpdateStatus(t *testing.T) {
 	ctx := context.Background()

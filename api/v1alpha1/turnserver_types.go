@@ -178,6 +178,47 @@ type RelayPodSettings struct {
 	// +kubebuilder:default="30s"
 	// +optional
 	DrainGracePeriod *metav1.Duration `json:"drainGracePeriod,omitempty"`
+	// FastPath is the relay's opt-in eBPF fast path. Once a client has bound
+	// a channel (ChannelBind) on an IPv4 UDP allocation over a UDP listener,
+	// a TC program on the ingress of the node's interfaces relays that
+	// channel's ChannelData to and from the peer in the kernel, without a
+	// trip through the relay process. Everything else (IPv6, TCP, TLS and
+	// DTLS, Send and Data indications, every STUN and TURN request) stays in
+	// userspace.
+	//
+	// It needs Linux 6.6 or later (TCX attachment). Where the program cannot
+	// be loaded or attached, the relay logs why and relays everything in
+	// userspace.
+	//
+	// Enabling it changes the relay container's security context: it runs
+	// as root (UID 0) with every capability dropped except BPF, NET_ADMIN and
+	// PERFMON (plus NET_BIND_SERVICE when a port below 1024 needs it), still
+	// with a read-only root file system and no privilege escalation.
+	// Changing it restarts the relay pods.
+	// +optional
+	FastPath RelayFastPath `json:"fastPath,omitempty"`
+}
+
+// RelayFastPath is the relay's opt-in eBPF fast path (see
+// RelayPodSettings.FastPath).
+type RelayFastPath struct {
+	// Enabled turns the fast path on.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+	// (items:MaxLength below only bounds the rule's cost. It is 64, not 15:
+	// a failed maxLength skips the rule, whose message says more than a bare
+	// "Too long".)
+
+	// Interfaces are the node's network interfaces whose ingress the
+	// program attaches to: those that clients' and peers' packets arrive
+	// on, e.g. ["eth0"]. Empty means the interfaces that hold the relay's
+	// bind addresses (the node's address, status.hostIP) and lo.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:XValidation:rule=`self.matches('^[^/:\\s\\v]+$') && bytes(self).size() <= 15 && self != '.' && self != '..'`,message="fastPath.interfaces must be network interface names: 1-15 characters, no '/', ':' or whitespace, not '.' or '..'"
+	// +optional
+	Interfaces []string `json:"interfaces,omitempty"`
 }
 
 // CIDR is an IP prefix such as 10.0.0.0/8 or fd00::/8.

@@ -51,6 +51,7 @@ const validListeners = `
 `
 
 func TestTurnServerValidation(t *testing.T) {
+	const interfaceMsg = "fastPath.interfaces must be network interface names: 1-15 characters, no '/', ':' or whitespace"
 	tests := []struct {
 		name string
 		spec string
@@ -121,6 +122,42 @@ func TestTurnServerValidation(t *testing.T) {
 		{"bad log level", `  realm: example.com
   listeners: [{name: a, protocol: UDP, port: 3478}]
   relay: {logLevel: loud}`, `supported values: "debug", "info", "warn", "error"`},
+		{"fastPath on named interfaces", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {enabled: true, interfaces: [eth0, "bond0.100", enp3s0f1np1, lo]}}`, ""},
+		{"fastPath on the bind interfaces", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {enabled: true, interfaces: []}}`, ""},
+		{"fastPath interface with a slash", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {enabled: true, interfaces: [eth0, "eth0/1"]}}`, interfaceMsg},
+		{"fastPath interface with whitespace", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {enabled: true, interfaces: ["eth 0"]}}`, interfaceMsg},
+		{"fastPath interface with a vertical tab", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {enabled: true, interfaces: ["eth\v0"]}}`, interfaceMsg},
+		{"fastPath interface with a colon", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {enabled: true, interfaces: ["eth0:1"]}}`, interfaceMsg},
+		{"fastPath interface dot-dot", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {enabled: true, interfaces: [".."]}}`, interfaceMsg},
+		{"fastPath interface empty", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {enabled: true, interfaces: [""]}}`, interfaceMsg},
+		{"fastPath interface longer than 15 bytes", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {enabled: true, interfaces: ["vethabcdef012345"]}}`, interfaceMsg},
+		{"fastPath interface of 15 characters but more bytes", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {enabled: true, interfaces: ["ééééééééé"]}}`, interfaceMsg},
+		{"fastPath interface twice", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {enabled: true, interfaces: [eth0, eth0]}}`, "Duplicate value"},
+		{"fastPath on more than 16 interfaces", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {enabled: true, interfaces: [e0, e1, e2, e3, e4, e5, e6, e7, e8, e9, e10, e11, e12, e13, e14, e15, e16]}}`, "must have at most 16 items"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
