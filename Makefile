@@ -29,6 +29,10 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from markers into config/
 verify-generated: generate manifests ## Fail if generated files differ from what is committed.
 	@git diff --exit-code -- api config charts || { echo "generated files are stale: run 'make generate manifests' and commit" >&2; exit 1; }
 
+.PHONY: generate-bpf
+generate-bpf: ## Regenerate the relay fast path's BPF objects (needs clang and libbpf-dev; the output is committed).
+	go generate ./relay/fastpath/
+
 .PHONY: control-plane
 control-plane: ## Build kube-apiserver, etcd and kubectl for envtest into bin/k8s/.
 	@hack/build-control-plane.sh >/dev/null

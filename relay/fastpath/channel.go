@@ -1,0 +1,80 @@
+// Package fastpath is the kernel half of the relay's opt-in UDP fast path: a
+// TC ingress program (turnrelay.c) that relays ChannelData between a client
+// and a peer once the relay has bound the channel, so those datagrams never
+// reach userspace.
+//
+// The relay decides what the kernel may relay: it writes a Channel only
+// after pion/turn has authenticated the client and the peer policy and the
+// quotas have admitted the peer, and it removes the Channel when pion says
+// the channel, its permission or the allocation is gone. Each entry also
+// carries its own expiry, so a missed event cannot keep a channel relaying
+// past its lifetime. Whatever the program does not handle (IPv6, TCP,
+// Send/Data indications, padding, fragments, GSO, a destination it cannot
+// route) passes on untouched to the userspace relay.
+package fastpath
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Channel is one bound channel as the kernel relays it.
+type Channel struct {
+	// Client is the client's address; Listener is the relay listener it
+	// sends to (address unspecified when the listener binds all addresses).
+	Client, Listener netip.AddrPort
+	Number           uint16
+	// Peer is the channel's peer; Relay is the allocation's relay socket
+	// (address unspecified when it binds all addresses).
+	Peer, Relay netip.AddrPort
+	// ClientLocal and PeerLocal say whether that end is an address of this
+	// host: local ends are delivered locally, remote ones forwarded.
+	ClientLocal, PeerLocal bool
+	// ChannelExpires and PermissionExpires end the two directions:
+	// client-to-peer lives as long as the channel binding, peer-to-client
+	// as long as the permission.
+	ChannelExpires, PermissionExpires time.Time
+	// BytesPerSecond is the allocation's bandwidth quota per direction;
+	// 0 is unlimited.
+	BytesPerSecond int64
+}
+
+// Offloadable says whether the kernel program handles c: IPv4 only.
+func (c Channel) Offloadable() bool {
+	return c.Client.Addr().Is4() && c.Peer.Addr().Is4() && c.Relay.Addr().Is4() && c.Listener.Addr().Is4() &&
+		c.Number >= 0x4000 && c.Number <= 0x4fff
+}
+
+// Stat is a packet and byte count (bytes: application data, as the
+// userspace relay counts them).
+type Stat struct {
+	Packets, Bytes uint64
+}
+
+// Counters are the program's totals since it was loaded.
+type Counters struct {
+	ToPeer, FromPeer               Stat // relayed
+	DroppedToPeer, DroppedFromPeer Stat // over the bandwidth quota
+}
+
+// Sub returns c - o, counter by counter.
+func (c Counters) Sub(o Counters) Counters {
+	sub := func(a, b Stat) Stat { return Stat{a.Packets - b.Packets, a.Bytes - b.Bytes} }
+	return Counters{
+		ToPeer:          sub(c.ToPeer, o.ToPeer),
+		FromPeer:        sub(c.FromPeer, o.FromPeer),
+		DroppedToPeer:   sub(c.DroppedToPeer, o.DroppedToPeer),
+		DroppedFromPeer: sub(c.DroppedFromPeer, o.DroppedFromPeer),
+	}
+}
+
+// maxRate is the largest bandwidth quota the program enforces (bytes/s);
+// the token arithmetic stays in 64 bits below it. Higher quotas are
+// unlimited in the kernel.
+const maxRate = 1_000_000_000
+
+// burstFor is the bucket size of a quota: a tenth of a second, at least
+// 64 KiB, like the userspace relay's limiter.
+func burstFor(bytesPerSecond int64) uint64 {
+	return uint64(max(bytesPerSecond/10, 64*1024))
+}

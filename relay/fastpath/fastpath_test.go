@@ -1,0 +1,299 @@
+//go:build linux
+
+package fastpath_test
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/turnpike-dev/turnpike/relay/fastpath"
+	"github.com/turnpike-dev/turnpike/test/netlab"
+)
+
+// These tests load the real program into network namespaces and send real
+// datagrams through it; they need root (netlab skips without, fails in CI).
+
+// loadIn loads the program in ns, attached to interfaces there.
+func loadIn(t *testing.T, ns *netlab.Namespace, interfaces ...string) *fastpath.Offload {
+	t.Helper()
+	var o *fastpath.Offload
+	if err := ns.Do(func() (err error) { o, err = fastpath.Load(interfaces); return err }); err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	t.Cleanup(func() { _ = o.Close() })
+	return o
+}
+
+// ends are the four sockets of a relayed channel: the client, the relay's
+// listener and relay socket (they receive whatever the program passes on)
+// and the peer.
+type ends struct {
+	client, listener, relay, peer net.PacketConn
+}
+
+func (e ends) channel(number uint16, local bool) fastpath.Channel {
+	return fastpath.Channel{
+		Client: addr(e.client), Listener: addr(e.listener), Number: number,
+		Peer: addr(e.peer), Relay: addr(e.relay),
+		ClientLocal: local, PeerLocal: local,
+		ChannelExpires:    time.Now().Add(time.Minute),
+		PermissionExpires: time.Now().Add(time.Minute),
+	}
+}
+
+func loopbackEnds(t *testing.T, ns *netlab.Namespace) ends {
+	return ends{
+		client:   ns.ListenPacket("udp4", "127.0.0.2:0"),
+		listener: ns.ListenPacket("udp4", "127.0.0.1:0"),
+		relay:    ns.ListenPacket("udp4", "127.0.0.1:0"),
+		peer:     ns.ListenPacket("udp4", "127.0.0.3:0"),
+	}
+}
+
+func TestLoopbackRelaysBothWays(t *testing.T) {
+	ns := netlab.New(t).Namespace("relay")
+	o := loadIn(t, ns, "lo")
+	e := loopbackEnds(t, ns)
+	if err := o.Put(e.channel(0x4001, true)); err != nil {
+		t.Fatal(err)
+	}
+
+	send(t, e.client, addr(e.listener), channelData(0x4001, []byte("ping")))
+	expect(t, e.peer, addr(e.relay), []byte("ping"))
+	send(t, e.peer, addr(e.relay), []byte("pong!"))
+	expect(t, e.client, addr(e.listener), channelData(0x4001, []byte("pong!")))
+	expectNothing(t, e.listener, e.relay)
+
+	c := counters(t, o)
+	if c.ToPeer != (fastpath.Stat{Packets: 1, Bytes: 4}) || c.FromPeer != (fastpath.Stat{Packets: 1, Bytes: 5}) {
+		t.Errorf("counters = %+v, want one packet of 4 bytes to the peer and one of 5 from it", c)
+	}
+
+	// What the program does not relay reaches the relay's sockets as
+	// before: an unbound channel, a STUN message, a deleted channel.
+	send(t, e.client, addr(e.listener), channelData(0x4002, []byte("unbound")))
+	expect(t, e.listener, addr(e.client), channelData(0x4002, []byte("unbound")))
+	stun := make([]byte, 20)
+	binary.BigEndian.PutUint16(stun, 0x0001)
+	send(t, e.client, addr(e.listener), stun)
+	expect(t, e.listener, addr(e.client), stun)
+	if err := o.Delete(e.channel(0x4001, true)); err != nil {
+		t.Fatal(err)
+	}
+	send(t, e.client, addr(e.listener), channelData(0x4001, []byte("after")))
+	expect(t, e.listener, addr(e.client), channelData(0x4001, []byte("after")))
+	send(t, e.peer, addr(e.relay), []byte("after"))
+	expect(t, e.relay, addr(e.peer), []byte("after"))
+	if got := counters(t, o); got != c {
+		t.Errorf("counters moved after the channel was deleted: %+v, then %+v", c, got)
+	}
+}
+
+func TestExpiredEntriesPassToUserspace(t *testing.T) {
+	ns := netlab.New(t).Namespace("relay")
+	o := loadIn(t, ns, "lo")
+	e := loopbackEnds(t, ns)
+	ch := e.channel(0x4010, true)
+	ch.PermissionExpires = time.Now().Add(-time.Second) // the permission is over, the channel not yet
+	if err := o.Put(ch); err != nil {
+		t.Fatal(err)
+	}
+	send(t, e.client, addr(e.listener), channelData(0x4010, []byte("still bound")))
+	expect(t, e.peer, addr(e.relay), []byte("still bound"))
+	send(t, e.peer, addr(e.relay), []byte("no permission"))
+	expect(t, e.relay, addr(e.peer), []byte("no permission"))
+
+	ch.ChannelExpires = time.Now().Add(-time.Second)
+	if err := o.Put(ch); err != nil {
+		t.Fatal(err)
+	}
+	send(t, e.client, addr(e.listener), channelData(0x4010, []byte("expired")))
+	expect(t, e.listener, addr(e.client), channelData(0x4010, []byte("expired")))
+	if c := counters(t, o); c.ToPeer.Packets != 1 || c.FromPeer.Packets != 0 {
+		t.Errorf("counters = %+v, want only the first datagram relayed", c)
+	}
+}
+
+func TestBandwidthQuota(t *testing.T) {
+	ns := netlab.New(t).Namespace("relay")
+	o := loadIn(t, ns, "lo")
+	e := loopbackEnds(t, ns)
+	ch := e.channel(0x4020, true)
+	ch.BytesPerSecond = 1000 // the bucket holds 64 KiB: 65 datagrams of 1000 bytes, then ~1 a second
+	if err := o.Put(ch); err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 1000)
+	const sent = 100
+	for range sent {
+		send(t, e.client, addr(e.listener), channelData(0x4020, payload))
+	}
+	got := drain(e.peer)
+	c := counters(t, o)
+	if got < 60 || got > 70 {
+		t.Errorf("peer got %d of %d datagrams, want 65 (+/- a few): the quota's burst", got, sent)
+	}
+	if c.ToPeer.Packets != uint64(got) || c.DroppedToPeer.Packets != uint64(sent-got) {
+		t.Errorf("counters = %+v, want %d relayed and %d dropped", c, got, sent-got)
+	}
+	expectNothing(t, e.listener)
+}
+
+// TestForwardsBetweenHosts puts client, relay and peer in three namespaces
+// joined by veth pairs, with checksum offload off at the senders so every
+// receiving kernel checks the UDP checksums the program rewrote.
+func TestForwardsBetweenHosts(t *testing.T) {
+	lab := netlab.New(t)
+	client, relay, peer := lab.Namespace("client"), lab.Namespace("relay"), lab.Namespace("peer")
+	cIf, rcIf := lab.Link(client, "10.61.1.2/24", relay, "10.61.1.1/24")
+	rpIf, pIf := lab.Link(relay, "10.61.2.1/24", peer, "10.61.2.2/24")
+	client.DefaultRoute("10.61.1.1")
+	peer.DefaultRoute("10.61.2.1")
+	relay.EnableForwarding()
+	_, err := exec.LookPath("ethtool")
+	netlab.Require(t, "ethtool (Debian: ethtool)", err == nil)
+	client.Exec("ethtool", "-K", cIf, "tx", "off")
+	peer.Exec("ethtool", "-K", pIf, "tx", "off")
+	o := loadIn(t, relay, rcIf, rpIf)
+
+	e := ends{
+		client:   client.ListenPacket("udp4", "10.61.1.2:0"),
+		listener: relay.ListenPacket("udp4", "10.61.1.1:3478"),
+		relay:    relay.ListenPacket("udp4", "10.61.2.1:0"),
+		peer:     peer.ListenPacket("udp4", "10.61.2.2:0"),
+	}
+	// The relay has talked to both before (neighbours resolved), as it has
+	// answered the client's Allocate and sent to the peer in real life.
+	send(t, e.listener, addr(e.client), []byte("hello client"))
+	expect(t, e.client, addr(e.listener), []byte("hello client"))
+	send(t, e.relay, addr(e.peer), []byte("hello peer"))
+	expect(t, e.peer, addr(e.relay), []byte("hello peer"))
+	if err := o.Put(e.channel(0x4abc, false)); err != nil {
+		t.Fatal(err)
+	}
+
+	for i := range 20 {
+		up := []byte(strings.Repeat("u", 1+i*61)) // odd and even lengths
+		send(t, e.client, addr(e.listener), channelData(0x4abc, up))
+		expect(t, e.peer, addr(e.relay), up)
+		down := []byte(strings.Repeat("d", 1+i*67))
+		send(t, e.peer, addr(e.relay), down)
+		expect(t, e.client, addr(e.listener), channelData(0x4abc, down))
+	}
+	expectNothing(t, e.listener, e.relay)
+	if c := counters(t, o); c.ToPeer.Packets != 20 || c.FromPeer.Packets != 20 {
+		t.Errorf("counters = %+v, want 20 datagrams each way through the kernel", c)
+	}
+	for _, ns := range []*netlab.Namespace{client, peer} {
+		if n := udpInCsumErrors(t, ns); n != 0 {
+			t.Errorf("%s: %d UDP checksum errors", ns.Name, n)
+		}
+	}
+}
+
+func addr(c net.PacketConn) netip.AddrPort {
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func channelData(number uint16, data []byte) []byte {
+	b := make([]byte, 4, 4+len(data))
+	binary.BigEndian.PutUint16(b, number)
+	binary.BigEndian.PutUint16(b[2:], uint16(len(data)))
+	return append(b, data...)
+}
+
+func send(t *testing.T, from net.PacketConn, to netip.AddrPort, b []byte) {
+	t.Helper()
+	if _, err := from.WriteTo(b, net.UDPAddrFromAddrPort(to)); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+}
+
+// expect reads one datagram on c and checks its source and content.
+func expect(t *testing.T, c net.PacketConn, from netip.AddrPort, want []byte) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, src, err := c.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("%v: waiting for %q from %v: %v", addr(c), abbrev(want), from, err)
+	}
+	if got := src.(*net.UDPAddr).AddrPort(); got != from || string(buf[:n]) != string(want) {
+		t.Fatalf("%v got %q from %v, want %q from %v", addr(c), abbrev(buf[:n]), got, abbrev(want), from)
+	}
+}
+
+// expectNothing checks that nothing is waiting on the sockets.
+func expectNothing(t *testing.T, conns ...net.PacketConn) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, src, err := c.ReadFrom(buf); err == nil {
+			t.Errorf("%v got %q from %v; the program should have relayed it", addr(c), abbrev(buf[:n]), src)
+		}
+	}
+}
+
+// drain counts the datagrams arriving on c until it is quiet.
+func drain(c net.PacketConn) int {
+	buf := make([]byte, 2048)
+	n := 0
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, _, err := c.ReadFrom(buf); err != nil {
+			return n
+		}
+		n++
+	}
+}
+
+func counters(t *testing.T, o *fastpath.Offload) fastpath.Counters {
+	t.Helper()
+	c, err := o.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func abbrev(b []byte) string {
+	if len(b) > 24 {
+		return string(b[:24]) + "..."
+	}
+	return string(b)
+}
+
+// udpInCsumErrors reads the namespace's count of UDP datagrams dropped for a
+// bad checksum (/proc/net/snmp).
+func udpInCsumErrors(t *testing.T, ns *netlab.Namespace) int {
+	t.Helper()
+	var header []string
+	for _, line := range strings.Split(ns.Exec("cat", "/proc/net/snmp"), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || fields[0] != "Udp:" {
+			continue
+		}
+		if header == nil {
+			header = fields
+			continue
+		}
+		for i, name := range header {
+			if name == "InCsumErrors" && i < len(fields) {
+				n, err := strconv.Atoi(fields[i])
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+		}
+	}
+	t.Fatal("no Udp InCsumErrors in /proc/net/snmp")
+	return 0
+}
