@@ -23,43 +23,99 @@ var epoch = time.Now()
 func now() int64 { return int64(time.Since(epoch)) }
 
 type measurement struct {
-	pps          float64 // delivered packets/s
-	loss         float64 // fraction of sent packets that did not arrive
-	cpuPerPacket time.Duration
-	switches     float64 // the relay's context switches per delivered packet
+	pps          float64       // delivered packets/s
+	loss         float64       // fraction of sent packets that did not arrive
+	cpuPerPacket time.Duration // the relay process's CPU time per delivered packet
+	switches     float64       // the relay's context switches per delivered packet
+	sysUS        float64       // the whole machine's busy CPU µs per delivered packet
 	p50, p99     time.Duration
+
+	// background is the fraction of the machine's CPUs busy just before
+	// the run, while the bench sent nothing (other work on the machine).
+	background float64
+
+	// The fast path (turnpike-ebpf only): whether its program was attached
+	// throughout the run, and the packets it relayed client → peer as a
+	// fraction of those delivered.
+	fastPath      fastPathState
+	fastPathShare float64
 }
 
+type fastPathState int
+
+const (
+	fastPathNone     fastPathState = iota // not a fast-path relay
+	fastPathActive                        // attached before and after the run
+	fastPathInactive                      // not attached (or its metrics unreadable)
+)
+
 // measure sends ChannelData of size bytes over all clients at the offered
-// rate (0: as fast as possible) for o.duration, and reads the sink and the
-// relay's CPU time.
+// rate (0: as fast as possible) for o.duration, and reads the sink, the
+// relay's CPU time and the machine's. For the direct baseline the clients
+// send the same payloads (without the ChannelData header) straight to the
+// sink instead.
 func measure(o options, r *relayProc, clients []*client, sink *sink, size int, offered float64) (measurement, error) {
+	var m measurement
 	id := sink.start()
-	time.Sleep(50 * time.Millisecond)
-	cpuBefore, err := cpuTime(r.cmd.Process.Pid)
-	if err != nil {
-		return measurement{}, err
+	m.background = backgroundLoad(100 * time.Millisecond)
+	var fpBefore float64
+	if r.fastPath {
+		active, n, err := fastPathStatus(r)
+		m.fastPath, fpBefore = fastPathInactive, n
+		if err == nil && active {
+			m.fastPath = fastPathActive
+		}
 	}
-	switchesBefore := contextSwitches(r.cmd.Process.Pid)
-	sent := sendAll(clients, size, offered, o.duration, id)
+	var cpuBefore time.Duration
+	var switchesBefore int64
+	if !r.direct {
+		var err error
+		if cpuBefore, err = cpuTime(r.cmd.Process.Pid); err != nil {
+			return m, err
+		}
+		switchesBefore = contextSwitches(r.cmd.Process.Pid)
+	}
+	busyBefore, err := systemBusy()
+	if err != nil {
+		return m, err
+	}
+	to := netip.AddrPort{}
+	if r.direct {
+		to = sink.addr
+	}
+	sent := sendAll(clients, size, offered, o.duration, id, to)
 	time.Sleep(200 * time.Millisecond) // packets still in the relay's queues
-	cpuAfter, err := cpuTime(r.cmd.Process.Pid)
+	busyAfter, err := systemBusy()
 	if err != nil {
-		return measurement{}, err
+		return m, err
 	}
-	switches := contextSwitches(r.cmd.Process.Pid) - switchesBefore
+	var cpu time.Duration
+	if !r.direct {
+		cpuAfter, err := cpuTime(r.cmd.Process.Pid)
+		if err != nil {
+			return m, err
+		}
+		cpu = cpuAfter - cpuBefore
+		m.switches = float64(contextSwitches(r.cmd.Process.Pid) - switchesBefore)
+	}
 	got, p50, p99 := sink.stop()
 	if got == 0 {
-		return measurement{}, errors.New("no packet reached the peer")
+		return m, errors.New("no packet reached the peer")
 	}
-	return measurement{
-		pps:          float64(got) / o.duration.Seconds(),
-		loss:         max(0, 1-float64(got)/float64(max(sent, 1))),
-		cpuPerPacket: (cpuAfter - cpuBefore) / time.Duration(got),
-		switches:     float64(switches) / float64(got),
-		p50:          p50,
-		p99:          p99,
-	}, nil
+	if r.fastPath {
+		active, n, err := fastPathStatus(r)
+		if err != nil || !active {
+			m.fastPath = fastPathInactive
+		}
+		m.fastPathShare = (n - fpBefore) / float64(got)
+	}
+	m.pps = float64(got) / o.duration.Seconds()
+	m.loss = max(0, 1-float64(got)/float64(max(sent, 1)))
+	m.cpuPerPacket = cpu / time.Duration(got)
+	m.switches /= float64(got)
+	m.sysUS = float64(busyAfter-busyBefore) / float64(time.Microsecond) / float64(got)
+	m.p50, m.p99 = p50, p99
+	return m, nil
 }
 
 // senders is how many goroutines generate load. Two keep up with either
@@ -67,8 +123,9 @@ func measure(o options, r *relayProc, clients []*client, sink *sink, size int, o
 const senders = 2
 
 // sendAll splits the clients and the rate over the senders and returns how
-// many packets they sent.
-func sendAll(clients []*client, size int, offered float64, d time.Duration, id uint32) int64 {
+// many packets they sent: ChannelData to the relay, or with to set, the
+// bare payload to that address (the direct baseline).
+func sendAll(clients []*client, size int, offered float64, d time.Duration, id uint32, to netip.AddrPort) int64 {
 	n := min(senders, len(clients))
 	var total atomic.Int64
 	var wg sync.WaitGroup
@@ -81,7 +138,7 @@ func sendAll(clients []*client, size int, offered float64, d time.Duration, id u
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			total.Add(send(mine, size, offered/float64(n), deadline, id))
+			total.Add(send(mine, size, offered/float64(n), deadline, id, to))
 		}()
 	}
 	wg.Wait()
@@ -93,12 +150,21 @@ const maxBurst = 32
 
 // send writes ChannelData round-robin over clients, a burst per client,
 // paced to rate packets/s (0: unpaced) until deadline. The send time in
-// each payload is the time of its burst.
-func send(clients []*client, size int, rate float64, deadline time.Time, id uint32) int64 {
-	frame := make([]byte, 4+size)
-	frame[0], frame[1] = channel>>8, channel&0xff
-	binary.BigEndian.PutUint16(frame[2:], uint16(size))
-	binary.BigEndian.PutUint32(frame[12:], id)
+// each payload is the time of its burst. With to set, it sends the payload
+// alone to that address instead (the clients' sockets are connected to the
+// relay; sendmmsg with a destination overrides that for UDP).
+func send(clients []*client, size int, rate float64, deadline time.Time, id uint32, to netip.AddrPort) int64 {
+	hdr := 4 // ChannelData: channel number, length
+	var dst net.Addr
+	if to.IsValid() {
+		hdr, dst = 0, net.UDPAddrFromAddrPort(to)
+	}
+	frame := make([]byte, hdr+size)
+	if hdr > 0 {
+		frame[0], frame[1] = channel>>8, channel&0xff
+		binary.BigEndian.PutUint16(frame[2:], uint16(size))
+	}
+	binary.BigEndian.PutUint32(frame[hdr+8:], id)
 	conns := make([]*ipv4.PacketConn, len(clients))
 	for i, c := range clients {
 		conns[i] = ipv4.NewPacketConn(c.UDPConn)
@@ -106,6 +172,7 @@ func send(clients []*client, size int, rate float64, deadline time.Time, id uint
 	batch := make([]ipv4.Message, maxBurst)
 	for i := range batch {
 		batch[i].Buffers = [][]byte{frame}
+		batch[i].Addr = dst
 	}
 	// With many allocations, a burst per client would make traffic far
 	// burstier than real media; send fewer per client then.
@@ -123,7 +190,7 @@ func send(clients []*client, size int, rate float64, deadline time.Time, id uint
 			}
 			k = int(min(due, int64(burst)))
 		}
-		binary.BigEndian.PutUint64(frame[4:], uint64(now()))
+		binary.BigEndian.PutUint64(frame[hdr:], uint64(now()))
 		n, err := conns[i].WriteBatch(batch[:k], 0)
 		if err != nil {
 			continue // ENOBUFS and friends: the kernel is full, go on
@@ -237,12 +304,22 @@ func median(ms []measurement) measurement {
 		slices.Sort(v)
 		return v[len(v)/2]
 	}
+	fp := fastPathNone
+	for _, m := range ms {
+		if m.fastPath > fp {
+			fp = m.fastPath // one run without the program marks the cell
+		}
+	}
 	return measurement{
-		pps:          pick(func(m measurement) float64 { return m.pps }),
-		loss:         pick(func(m measurement) float64 { return m.loss }),
-		cpuPerPacket: time.Duration(pick(func(m measurement) float64 { return float64(m.cpuPerPacket) })),
-		switches:     pick(func(m measurement) float64 { return m.switches }),
-		p50:          time.Duration(pick(func(m measurement) float64 { return float64(m.p50) })),
-		p99:          time.Duration(pick(func(m measurement) float64 { return float64(m.p99) })),
+		pps:           pick(func(m measurement) float64 { return m.pps }),
+		loss:          pick(func(m measurement) float64 { return m.loss }),
+		cpuPerPacket:  time.Duration(pick(func(m measurement) float64 { return float64(m.cpuPerPacket) })),
+		switches:      pick(func(m measurement) float64 { return m.switches }),
+		sysUS:         pick(func(m measurement) float64 { return m.sysUS }),
+		p50:           time.Duration(pick(func(m measurement) float64 { return float64(m.p50) })),
+		p99:           time.Duration(pick(func(m measurement) float64 { return float64(m.p99) })),
+		background:    pick(func(m measurement) float64 { return m.background }),
+		fastPath:      fp,
+		fastPathShare: pick(func(m measurement) float64 { return m.fastPathShare }),
 	}
 }

@@ -12,6 +12,12 @@
 //     arrived);
 //   - the relay process's CPU time per delivered packet (utime+stime of all
 //     its threads from /proc/PID/stat);
+//   - the whole machine's CPU time per delivered packet (user + nice +
+//     system + irq + softirq from /proc/stat), and that minus the same for
+//     a "direct" run, in which the same client sockets send the same
+//     payloads at the same pacing straight to the sink: what the relay
+//     adds, wherever it does its work (the eBPF fast path does it in the
+//     sender's softirq context, not in the relay process);
 //   - p50/p99 latency from the load generator to the sink through the relay
 //     (each packet carries its send time; the sink reads the clock when its
 //     batch arrives).
@@ -20,7 +26,12 @@
 // as the generator can, and "2x" offers twice what that relay delivered at
 // "max" in the same cell (the overload test: does goodput hold or collapse?).
 // Runs alternate between the relays; medians are printed, with turnpike's
-// ratios to coturn.
+// ratios to coturn, and at the end a summary against the project's goals.
+//
+// Running as root, it also measures "turnpike-ebpf": the same binary with
+// the eBPF fast path enabled on lo (fastPath in relay.yaml), checking on
+// its /metrics that the program is attached and counting the packets it
+// relayed.
 //
 // The peer sink binds a non-loopback address of this machine: turnpike
 // hard-denies loopback peers and has no switch to allow them, so the bench
@@ -28,7 +39,7 @@
 //
 // Usage: relaybench -turnpike ./bin/turnpike [-turnserver turnserver] [-duration 2s] [-runs 3]
 //
-//	[-allocs 1,100,10000] [-sizes 100,1200] [-rates 100000,200000,max,2x] [-relay-cpus 0]
+//	[-allocs 1,100,10000] [-sizes 100,1200] [-rates 100000,200000,max,2x] [-relay-cpus 0] [-ebpf=false]
 package main
 
 import (
@@ -42,6 +53,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,6 +78,7 @@ type options struct {
 	allocs, sizes        []int
 	rates                []string
 	relayCPUs            string
+	ebpf                 bool
 	setupWorkers         int
 	peerIP               netip.Addr
 }
@@ -81,7 +94,8 @@ func main() {
 	flag.StringVar(&allocs, "allocs", "1,100,10000", "allocation counts (each sends; the rate is shared)")
 	flag.StringVar(&sizes, "sizes", "100,1200", "payload sizes in bytes (at least 16)")
 	flag.StringVar(&rates, "rates", "100000,200000,max,2x", "offered rates: packets/s, max, or 2x (twice the relay's max)")
-	flag.StringVar(&o.relayCPUs, "relay-cpus", "", "pin both relays to these CPUs with taskset (e.g. 0)")
+	flag.StringVar(&o.relayCPUs, "relay-cpus", "", "pin the relays to these CPUs with taskset (e.g. 0)")
+	flag.BoolVar(&o.ebpf, "ebpf", true, "also measure turnpike with its eBPF fast path on lo (\"turnpike-ebpf\"; needs root)")
 	flag.IntVar(&o.setupWorkers, "setup-workers", 32, "allocations set up in parallel")
 	flag.StringVar(&peer, "peer", "", "peer address (default: first non-loopback IPv4 of this machine)")
 	flag.Parse()
@@ -130,12 +144,25 @@ func raiseFileLimit() {
 	}
 }
 
-// relayProc is a relay under test.
+// relayProc is a relay under test, or the direct baseline.
 type relayProc struct {
 	name string
-	addr string // TURN UDP address
-	cmd  *exec.Cmd
+	addr string    // TURN UDP address
+	cmd  *exec.Cmd // nil for direct
+
+	metrics  string    // turnpike: its /metrics URL
+	log      *relayLog // turnpike: its log
+	fastPath bool      // turnpike started with the eBPF fast path enabled
+	direct   bool      // not a relay: the clients send straight to the sink
 }
+
+// Relay names the report knows.
+const (
+	turnpikeName = "turnpike"
+	ebpfName     = "turnpike-ebpf"
+	coturnName   = "coturn"
+	directName   = "direct"
+)
 
 func run(o options) error {
 	dir, err := os.MkdirTemp("", "relaybench")
@@ -145,7 +172,7 @@ func run(o options) error {
 	defer os.RemoveAll(dir)
 
 	var relays []*relayProc
-	ours, err := startTurnpike(o, "turnpike", o.turnpike, dir)
+	ours, err := startTurnpike(o, turnpikeName, o.turnpike, dir, false)
 	if err != nil {
 		return err
 	}
@@ -156,12 +183,34 @@ func run(o options) error {
 		if err := os.Mkdir(baseDir, 0o700); err != nil {
 			return err
 		}
-		before, err := startTurnpike(o, "before", o.baseline, baseDir)
+		before, err := startTurnpike(o, "before", o.baseline, baseDir, false)
 		if err != nil {
 			return err
 		}
 		defer stop(before)
 		relays = append(relays, before)
+	}
+	switch {
+	case !o.ebpf:
+	case os.Geteuid() != 0:
+		fmt.Printf("%s: skipped: not running as root (attaching the TC program needs CAP_BPF and CAP_NET_ADMIN)\n", ebpfName)
+	default:
+		ebpfDir := filepath.Join(dir, "ebpf")
+		if err := os.Mkdir(ebpfDir, 0o700); err != nil {
+			return err
+		}
+		fast, err := startTurnpike(o, ebpfName, o.turnpike, ebpfDir, true)
+		if err != nil {
+			return err
+		}
+		defer stop(fast)
+		relays = append(relays, fast)
+		if checkFastPath(fast) {
+			fmt.Printf("%s: its TC program sees every packet on lo, the other relays' and the direct runs' too (a map lookup each, then passed on)\n", ebpfName)
+		}
+		if o.relayCPUs != "" {
+			fmt.Printf("%s: taskset pins its process only; the fast path relays in softirq context on the sending CPU (the load generator's, not pinned)\n", ebpfName)
+		}
 	}
 	if o.turnserver != "" {
 		coturn, err := startCoturn(o, dir)
@@ -191,6 +240,7 @@ func run(o options) error {
 		}
 	}
 	rep.print(o, relays)
+	rep.printGoals(o)
 	return nil
 }
 
@@ -198,13 +248,14 @@ func run(o options) error {
 // the relays, so both see the same machine; when the file limit cannot
 // hold the client sockets of all relays at once (10,000 allocations
 // without CAP_SYS_RESOURCE), the relays take turns instead.
+// The direct baseline runs along with the first group only.
 func runAllocs(o options, relays []*relayProc, sink *sink, n int, rep *report) error {
 	if len(relays)*n+256 <= fileLimit() {
-		return runGroup(o, relays, sink, n, rep)
+		return runGroup(o, relays, sink, n, rep, true)
 	}
-	fmt.Printf("  %d allocations: file limit %d holds one relay's clients at a time; relays measured one after the other\n", n, fileLimit())
-	for _, r := range relays {
-		if err := runGroup(o, []*relayProc{r}, sink, n, rep); err != nil {
+	fmt.Printf("  %d allocations: file limit %d holds one relay's clients at a time; relays measured one after the other (direct with the first)\n", n, fileLimit())
+	for i, r := range relays {
+		if err := runGroup(o, []*relayProc{r}, sink, n, rep, i == 0); err != nil {
 			return err
 		}
 	}
@@ -220,8 +271,10 @@ func fileLimit() int {
 }
 
 // runGroup sets up n allocations on each relay, measures every size and
-// rate on them, and releases them.
-func runGroup(o options, relays []*relayProc, sink *sink, n int, rep *report) error {
+// rate on them, and releases them. With withDirect, each run also measures
+// the direct baseline: the first relay's client sockets sending the same
+// payloads straight to the sink.
+func runGroup(o options, relays []*relayProc, sink *sink, n int, rep *report, withDirect bool) error {
 	clients := map[string][]*client{}
 	defer func() {
 		for _, cs := range clients {
@@ -241,25 +294,37 @@ func runGroup(o options, relays []*relayProc, sink *sink, n int, rep *report) er
 			return fmt.Errorf("%s, %d allocations: %w", r.name, n, err)
 		}
 		rep.setups[setupKey{r.name, n}] = s
-		fmt.Printf("  %-9s %6d allocations: %7.0f allocations/s, %6.1f KB RSS per allocation\n",
+		fmt.Printf("  %-13s %6d allocations: %7.0f allocations/s, %6.1f KB RSS per allocation\n",
 			r.name, n, s.perSecond, s.rssPerAlloc/1024)
+	}
+	measured := relays
+	if withDirect {
+		measured = append(slices.Clone(relays), &relayProc{name: directName, direct: true})
+	}
+	clientsOf := func(r *relayProc) []*client {
+		if r.direct {
+			return clients[relays[0].name]
+		}
+		return clients[r.name]
 	}
 	for _, size := range o.sizes {
 		for _, rate := range o.rates {
 			for run := 1; run <= o.runs; run++ {
-				for _, r := range relays {
+				for _, r := range measured {
 					k := cellKey{r.name, n, size, rate}
 					offered, err := offeredRate(rate, rep, k)
 					if err != nil {
 						return err
 					}
-					m, err := measure(o, r, clients[r.name], sink, size, offered)
+					m, err := measure(o, r, clientsOf(r), sink, size, offered)
 					if err != nil {
 						return fmt.Errorf("%s, %d allocations, %d bytes, rate %s: %w", r.name, n, size, rate, err)
 					}
 					rep.cells[k] = append(rep.cells[k], m)
-					fmt.Printf("  run %d %-9s %6d allocs %5d B %7s: %9.0f pkt/s (%5.1f%% loss), %6.2f µs CPU/pkt, %.3f switches/pkt, latency p50 %s p99 %s\n",
-						run, r.name, n, size, rate, m.pps, 100*m.loss, m.cpuPerPacket.Seconds()*1e6, m.switches, fmtLatency(m.p50), fmtLatency(m.p99))
+					rep.background = append(rep.background, m.background)
+					fmt.Printf("  run %d %-13s %6d allocs %5d B %7s: %9.0f pkt/s (%5.1f%% loss), %s µs CPU/pkt (process), %6.2f µs/pkt (system), %s switches/pkt, latency p50 %s p99 %s%s, background %s\n",
+						run, r.name, n, size, rate, m.pps, 100*m.loss, fmtProcess(r, m), m.sysUS, fmtSwitches(r, m),
+						fmtLatency(m.p50), fmtLatency(m.p99), fmtFastPathRun(m), fmtPercent(m.background))
 				}
 			}
 		}
@@ -441,8 +506,11 @@ func command(o options, name string, args ...string) *exec.Cmd {
 // of the previous count, while being released) fit. turnpike's lies below
 // the kernel's ephemeral range; coturn's overlaps it, and coturn retries a
 // port the bench's own client sockets happen to hold.
-// startTurnpike starts binary as a relay named name, with its files in dir.
-func startTurnpike(o options, name, binary, dir string) (*relayProc, error) {
+// startTurnpike starts binary as a relay named name, with its files in dir;
+// with fastPath, with the eBPF fast path enabled on lo (where all the
+// bench's traffic goes) and logging at info, so the fast path's lines are
+// there to show if it does not attach.
+func startTurnpike(o options, name, binary, dir string, fastPath bool) (*relayProc, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -452,6 +520,10 @@ func startTurnpike(o options, name, binary, dir string) (*relayProc, error) {
 		return nil, err
 	}
 	key := stun.NewLongTermIntegrity(user, realm, password)
+	level, extra := "warn", ""
+	if fastPath {
+		level, extra = "info", "fastPath: {enabled: true, interfaces: [lo]}\n"
+	}
 	relayYAML := fmt.Sprintf(`version: turnpike.dev/relay/v1
 realm: %s
 listeners: [{name: udp, protocol: UDP, port: %d}]
@@ -460,8 +532,8 @@ addresses: {bind: ["127.0.0.1"]}
 peerPolicy: {allow: ["%s/32"]}
 internal: {address: 127.0.0.1, metricsPort: %d, healthPort: %d}
 drainGracePeriod: 1s
-log: {level: warn, format: text}
-`, realm, port, o.peerIP, internal, internal)
+log: {level: %s, format: text}
+%s`, realm, port, o.peerIP, internal, internal, level, extra)
 	credsYAML := fmt.Sprintf("version: turnpike.dev/relay/v1\ngeneration: 1\nusers: [{username: %s, key: %x}]\n", user, []byte(key))
 	if err := os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(relayYAML), 0o600); err != nil {
 		return nil, err
@@ -470,11 +542,15 @@ log: {level: warn, format: text}
 		return nil, err
 	}
 	cmd := command(o, binary, "relay", "--config", filepath.Join(dir, "relay.yaml"), "--credentials", dir)
-	cmd.Stderr = os.Stderr
+	logs := &relayLog{name: name}
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	r := &relayProc{name: name, addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
+	r := &relayProc{
+		name: name, addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd,
+		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", internal), log: logs, fastPath: fastPath,
+	}
 	return r, waitUntilServing(r)
 }
 
@@ -492,7 +568,7 @@ func startCoturn(o options, dir string) (*relayProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	r := &relayProc{name: "coturn", addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
+	r := &relayProc{name: coturnName, addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
 	return r, waitUntilServing(r)
 }
 

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The fast path's metrics on turnpike's /metrics: a gauge that is 1 while
+// the TC program is attached, and the packets it relayed per direction.
+// The bench only sends client → peer, so that is the counter it reads.
+const (
+	fastPathActiveMetric  = "turnpike_relay_fastpath_active"
+	fastPathPacketsMetric = "turnpike_relay_fastpath_packets_total"
+	fastPathToPeer        = `direction="client_to_peer"`
+)
+
+var metricsClient = &http.Client{Timeout: 2 * time.Second}
+
+// scrape reads a relay's /metrics.
+func scrape(url string) (string, error) {
+	res, err := metricsClient.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s", url, res.Status)
+	}
+	b, err := io.ReadAll(res.Body)
+	return string(b), err
+}
+
+// metricValue finds a sample in Prometheus text format: the metric name,
+// and when label is set, a series whose labels include it (`key="value"`).
+func metricValue(text, name, label string) (float64, bool) {
+	sc := bufio.NewScanner(strings.NewReader(text))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		if label != "" {
+			labels, _, ok := strings.Cut(rest, "}")
+			if !ok || !strings.Contains(labels, label) {
+				continue
+			}
+			rest = rest[len(labels)+1:]
+		}
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err == nil {
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+// fastPathStatus is what a fast-path relay's metrics say: whether the
+// program is attached, and how many client → peer packets it has relayed.
+func fastPathStatus(r *relayProc) (active bool, toPeer float64, err error) {
+	text, err := scrape(r.metrics)
+	if err != nil {
+		return false, 0, err
+	}
+	v, ok := metricValue(text, fastPathActiveMetric, "")
+	if !ok {
+		return false, 0, errors.New(fastPathActiveMetric + " is not exported")
+	}
+	toPeer, _ = metricValue(text, fastPathPacketsMetric, fastPathToPeer)
+	return v == 1, toPeer, nil
+}
+
+// checkFastPath reports whether a fast-path relay has its program attached
+// (waiting up to two seconds for it), and if not, prints why as far as the
+// relay's metrics and log say.
+func checkFastPath(r *relayProc) bool {
+	var err error
+	var active bool
+	for range 20 {
+		if active, _, err = fastPathStatus(r); active {
+			fmt.Printf("%s: fast path active (%s 1)\n", r.name, fastPathActiveMetric)
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		fmt.Printf("%s: fast path NOT active: %v\n", r.name, err)
+	} else {
+		fmt.Printf("%s: fast path NOT active (%s is not 1)\n", r.name, fastPathActiveMetric)
+	}
+	lines := r.log.fastPathLines()
+	if len(lines) == 0 {
+		fmt.Printf("%s: no log line mentions the fast path\n", r.name)
+	}
+	for _, l := range lines {
+		fmt.Printf("%s log: %s\n", r.name, l)
+	}
+	fmt.Printf("%s: its rows are marked \"inactive\": the userspace relay did the work, and they do not count as the fast path\n", r.name)
+	return false
+}
+
+// relayLog takes a turnpike relay's log (slog text on stderr): it keeps the
+// lines about the fast path, to show when the program did not attach, and
+// passes warnings and errors on to stderr, prefixed with the relay's name.
+type relayLog struct {
+	name string
+
+	mu       sync.Mutex
+	partial  []byte
+	fastPath []string
+}
+
+const maxFastPathLines = 50
+
+func (l *relayLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := string(l.partial[:i])
+		l.partial = append(l.partial[:0], l.partial[i+1:]...)
+		lower := strings.ToLower(line)
+		if (strings.Contains(lower, "fast") || strings.Contains(lower, "bpf")) && len(l.fastPath) < maxFastPathLines {
+			l.fastPath = append(l.fastPath, line)
+		}
+		if !strings.Contains(line, "level=INFO") && !strings.Contains(line, "level=DEBUG") {
+			fmt.Fprintf(os.Stderr, "%s: %s\n", l.name, line)
+		}
+	}
+	return len(p), nil
+}
+
+func (l *relayLog) fastPathLines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.fastPath...)
+}
