@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Relay benchmark: turnpike's relay vs coturn's turnserver under the same
 # load generator (hack/relaybench), in the same run, to the same UDP peer.
+# As root it also measures "turnpike-ebpf", the same binary with its eBPF
+# fast path enabled on lo (skipped otherwise, with a line saying so).
 #
-#   hack/bench.sh                 # the full matrix (about 8 minutes), then the one-core check
+#   hack/bench.sh                 # the full matrix (about 14 minutes as root), then the one-core check
 #   hack/bench.sh -runs 5 -duration 3s -allocs 100 -sizes 100 -rates max
 #                                 # arguments replace the matrix run; no one-core check
 #   BASELINE=c7882c8 hack/bench.sh   # also measure turnpike built from that git
@@ -11,10 +13,15 @@
 # The matrix: 1, 100 and 10,000 allocations; 100 and 1200-byte payloads;
 # offered 100k and 200k packets/s, as fast as possible ("max") and twice
 # what the relay delivered at max ("2x", the overload check). For each it
-# prints delivered packets/s, loss, relay CPU µs per packet, context
-# switches per packet, p50/p99 latency through the relay, and turnpike's
-# ratios to coturn; then allocation set-up rate and RSS per idle allocation.
-# The one-core check pins both relays to CPU 0 (taskset) at 200k packets/s.
+# prints delivered packets/s, loss, the relay process's CPU µs per packet,
+# context switches per packet, the whole machine's CPU µs per packet (sys)
+# and that minus a "direct" run's (the same sockets sending straight to the
+# sink, no relay: the generator's and the sink's share) as the relay's own
+# cost, p50/p99 latency through the relay, the ratios to coturn, and for
+# turnpike-ebpf the share of packets its kernel program relayed; then
+# allocation set-up rate and RSS per idle allocation, and the goals.
+# The one-core check pins the relays to CPU 0 (taskset) at 200k packets/s;
+# turnpike-ebpf's kernel work runs on the sender's CPU, which is not pinned.
 #
 # Needs coturn (Debian package coturn: turnserver) and, for 10,000
 # allocations, root or a hard RLIMIT_NOFILE above 40,000 (relaybench raises
@@ -48,5 +55,5 @@ if [ $# -gt 0 ]; then
 fi
 bench -runs 3 -duration 2s -allocs 1,100,10000 -sizes 100,1200 -rates 100000,200000,max,2x
 echo
-echo "one core: both relays pinned to CPU 0, 200k packets/s of 100 B"
+echo "one core: the relays pinned to CPU 0, 200k packets/s of 100 B (turnpike-ebpf: its process; the fast path runs on the sender's CPU)"
 bench -runs 3 -duration 2s -allocs 1,100 -sizes 100 -rates 200000,max -relay-cpus 0
