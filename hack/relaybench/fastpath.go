@@ -84,6 +84,26 @@ func fastPathStatus(r *relayProc) (active bool, toPeer float64, err error) {
 	return v == 1, toPeer, nil
 }
 
+// fastPathPoll is how often turnpike adds the kernel's per-CPU counters to
+// its metrics (offloadPollInterval in relay/offload.go), plus a margin.
+const fastPathPoll = 1100 * time.Millisecond
+
+// fastPathSettled is fastPathStatus once the relay's metrics include every
+// packet sent so far. The program counts as it relays, in the sender's
+// system call, so the first poll after sending ended has them all: wait
+// until the counter moves, or a whole poll interval has passed without it
+// moving. This also leaves the counter settled for the next run's "before".
+func fastPathSettled(r *relayProc) (active bool, toPeer float64, err error) {
+	active, first, err := fastPathStatus(r)
+	for start := time.Now(); err == nil && time.Since(start) < fastPathPoll; {
+		time.Sleep(100 * time.Millisecond)
+		if active, toPeer, err = fastPathStatus(r); err == nil && toPeer != first {
+			return active, toPeer, nil
+		}
+	}
+	return active, first, err
+}
+
 // checkFastPath reports whether a fast-path relay has its program attached
 // (waiting up to two seconds for it), and if not, prints why as far as the
 // relay's metrics and log say.

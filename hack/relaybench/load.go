@@ -3,11 +3,13 @@ package main
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/ipv4"
@@ -68,7 +70,11 @@ func measure(o options, r *relayProc, clients []*client, sink *sink, size int, o
 	}
 	var cpuBefore time.Duration
 	var switchesBefore int64
-	if !r.direct {
+	if r.direct {
+		if err := connectAll(clients, func(*client) netip.AddrPort { return sink.addr }); err != nil {
+			return m, err
+		}
+	} else {
 		var err error
 		if cpuBefore, err = cpuTime(r.cmd.Process.Pid); err != nil {
 			return m, err
@@ -79,15 +85,16 @@ func measure(o options, r *relayProc, clients []*client, sink *sink, size int, o
 	if err != nil {
 		return m, err
 	}
-	to := netip.AddrPort{}
-	if r.direct {
-		to = sink.addr
-	}
-	sent := sendAll(clients, size, offered, o.duration, id, to)
+	sent := sendAll(clients, size, offered, o.duration, id, r.direct)
 	time.Sleep(200 * time.Millisecond) // packets still in the relay's queues
 	busyAfter, err := systemBusy()
 	if err != nil {
 		return m, err
+	}
+	if r.direct {
+		if err := connectAll(clients, func(c *client) netip.AddrPort { return c.RemoteAddr().(*net.UDPAddr).AddrPort() }); err != nil {
+			return m, err
+		}
 	}
 	var cpu time.Duration
 	if !r.direct {
@@ -103,7 +110,7 @@ func measure(o options, r *relayProc, clients []*client, sink *sink, size int, o
 		return m, errors.New("no packet reached the peer")
 	}
 	if r.fastPath {
-		active, n, err := fastPathStatus(r)
+		active, n, err := fastPathSettled(r)
 		if err != nil || !active {
 			m.fastPath = fastPathInactive
 		}
@@ -122,10 +129,35 @@ func measure(o options, r *relayProc, clients []*client, sink *sink, size int, o
 // relay on two cores without starving it more than necessary.
 const senders = 2
 
+// connectAll connects each client's socket to an address: the sink for a
+// direct run, and back to the relay after it (the socket keeps its local
+// address and port, so the relay's allocation still matches). A connected
+// socket, rather than sendmmsg with a destination, keeps the cached route
+// of the relay runs; a route lookup per datagram would make direct dearer.
+func connectAll(clients []*client, to func(*client) netip.AddrPort) error {
+	for _, c := range clients {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		a := to(c)
+		var cerr error
+		if err := rc.Control(func(fd uintptr) {
+			cerr = syscall.Connect(int(fd), &syscall.SockaddrInet4{Port: int(a.Port()), Addr: a.Addr().As4()})
+		}); err != nil {
+			return err
+		}
+		if cerr != nil {
+			return fmt.Errorf("connect to %s: %w", a, cerr)
+		}
+	}
+	return nil
+}
+
 // sendAll splits the clients and the rate over the senders and returns how
-// many packets they sent: ChannelData to the relay, or with to set, the
-// bare payload to that address (the direct baseline).
-func sendAll(clients []*client, size int, offered float64, d time.Duration, id uint32, to netip.AddrPort) int64 {
+// many packets they sent: ChannelData to the relay, or with direct, the
+// bare payload (the clients' sockets are then connected to the sink).
+func sendAll(clients []*client, size int, offered float64, d time.Duration, id uint32, direct bool) int64 {
 	n := min(senders, len(clients))
 	var total atomic.Int64
 	var wg sync.WaitGroup
@@ -138,7 +170,7 @@ func sendAll(clients []*client, size int, offered float64, d time.Duration, id u
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			total.Add(send(mine, size, offered/float64(n), deadline, id, to))
+			total.Add(send(mine, size, offered/float64(n), deadline, id, direct))
 		}()
 	}
 	wg.Wait()
@@ -150,14 +182,12 @@ const maxBurst = 32
 
 // send writes ChannelData round-robin over clients, a burst per client,
 // paced to rate packets/s (0: unpaced) until deadline. The send time in
-// each payload is the time of its burst. With to set, it sends the payload
-// alone to that address instead (the clients' sockets are connected to the
-// relay; sendmmsg with a destination overrides that for UDP).
-func send(clients []*client, size int, rate float64, deadline time.Time, id uint32, to netip.AddrPort) int64 {
+// each payload is the time of its burst. With direct, it sends the payload
+// alone, without the ChannelData header.
+func send(clients []*client, size int, rate float64, deadline time.Time, id uint32, direct bool) int64 {
 	hdr := 4 // ChannelData: channel number, length
-	var dst net.Addr
-	if to.IsValid() {
-		hdr, dst = 0, net.UDPAddrFromAddrPort(to)
+	if direct {
+		hdr = 0
 	}
 	frame := make([]byte, hdr+size)
 	if hdr > 0 {
@@ -172,7 +202,6 @@ func send(clients []*client, size int, rate float64, deadline time.Time, id uint
 	batch := make([]ipv4.Message, maxBurst)
 	for i := range batch {
 		batch[i].Buffers = [][]byte{frame}
-		batch[i].Addr = dst
 	}
 	// With many allocations, a burst per client would make traffic far
 	// burstier than real media; send fewer per client then.
