@@ -177,19 +177,20 @@ var quotaKinds = []string{quotaAllocationsPerUser, quotaAllocationsTotal, quotaP
 
 // admitPeer applies the per-allocation permission and channel limits (0 =
 // unlimited) to a grant of peer. Refreshing an existing permission or
-// channel is always admitted. It returns "" or the quota that refused.
-func (t *allocTracker) admitPeer(k allocKey, peer netip.Addr, maxPerms, maxChans int) string {
+// channel is always admitted. It returns "" or the quota that refused, and
+// the number of the ChannelBind being admitted (-1: CreatePermission).
+func (t *allocTracker) admitPeer(k allocKey, peer netip.Addr, maxPerms, maxChans int) (quota string, channel int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	a, ok := t.allocs[k]
 	if !ok {
-		return "" // pion refuses requests without an allocation itself
+		return "", -1 // pion refuses requests without an allocation itself
 	}
 	if a.pendingChannel >= 0 && maxChans > 0 && !a.channels[uint16(a.pendingChannel)] && len(a.channels) >= maxChans {
-		return quotaChannels
+		return quotaChannels, a.pendingChannel
 	}
 	if maxPerms > 0 && a.permissions[peer] == 0 && len(a.permissions) >= maxPerms {
-		return quotaPermissions
+		return quotaPermissions, a.pendingChannel
 	}
-	return ""
+	return "", a.pendingChannel
 }

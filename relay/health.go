@@ -92,6 +92,8 @@ type Status struct {
 	SocketHash            string   `json:"socketHash"`
 	// STUN is the state of STUN discovery, while addresses.stun is set.
 	STUN *STUNStatus `json:"stun,omitempty"`
+	// FastPath is the state of the eBPF fast path, while fastPath.enabled.
+	FastPath *FastPathStatus `json:"fastPath,omitempty"`
 }
 
 func (r *Relay) serveStatus(w http.ResponseWriter, _ *http.Request) {
@@ -111,6 +113,7 @@ func (r *Relay) serveStatus(w http.ResponseWriter, _ *http.Request) {
 		Ready:                 r.Ready(),
 		Draining:              r.draining.Load(),
 		SocketHash:            r.cfg.SocketHash(),
+		FastPath:              r.fastPathStatus(),
 		STUN:                  stun,
 	})
 }

@@ -188,11 +188,13 @@ func (r *Relay) permissionHandler(network string, port uint16) turn.PermissionHa
 			return false
 		}
 		k := allocKey{network: network, port: port, client: ap}
-		if q := r.allocs.admitPeer(k, canonicalPeer(peer), st.quotas.PermissionsPerAllocation, st.quotas.ChannelsPerAllocation); q != "" {
+		q, channel := r.allocs.admitPeer(k, canonicalPeer(peer), st.quotas.PermissionsPerAllocation, st.quotas.ChannelsPerAllocation)
+		if q != "" {
 			r.metrics.quotaRejections.WithLabelValues(q).Inc()
 			r.log.Info("peer refused: quota", "quota", q, "peer", peer.String(), "client", addrString(client))
 			return false
 		}
+		r.permissionAdmitted(k, canonicalPeer(peer), channel)
 		return true
 	}
 }
@@ -222,6 +224,8 @@ func (r *Relay) eventHandler() turn.EventHandler {
 			r.log.Debug("allocation created", "user", userID, "client", addrString(src), "relay", addrString(relayAddr))
 		},
 		OnAllocationDeleted: func(src, dst net.Addr, _, userID, _ string) {
+			// pion has deleted the allocation's channels first (and so the
+			// fast path's entries).
 			withKey(src, dst, r.allocs.remove)
 			r.log.Debug("allocation deleted", "user", userID, "client", addrString(src))
 		},
@@ -229,13 +233,22 @@ func (r *Relay) eventHandler() turn.EventHandler {
 			withKey(src, dst, func(k allocKey) { r.allocs.permissionAdded(k, peerOf(peer)) })
 		},
 		OnPermissionDeleted: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
-			withKey(src, dst, func(k allocKey) { r.allocs.permissionRemoved(k, peerOf(peer)) })
+			withKey(src, dst, func(k allocKey) {
+				r.allocs.permissionRemoved(k, peerOf(peer))
+				r.permissionDeleted(k, peerOf(peer))
+			})
 		},
-		OnChannelCreated: func(src, dst net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
-			withKey(src, dst, func(k allocKey) { r.allocs.channelAdded(k, number) })
+		OnChannelCreated: func(src, dst net.Addr, _, _, _ string, relayAddr, peer net.Addr, number uint16) {
+			withKey(src, dst, func(k allocKey) {
+				r.allocs.channelAdded(k, number)
+				r.channelCreated(k, dst, relayAddr, peer, number)
+			})
 		},
 		OnChannelDeleted: func(src, dst net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
-			withKey(src, dst, func(k allocKey) { r.allocs.channelRemoved(k, number) })
+			withKey(src, dst, func(k allocKey) {
+				r.allocs.channelRemoved(k, number)
+				r.channelDeleted(k, number)
+			})
 		},
 	}
 }

@@ -40,6 +40,8 @@ type metrics struct {
 	addressInfo     *prometheus.GaugeVec
 	stunDiscoveries *prometheus.CounterVec
 	stunLastSuccess prometheus.Gauge
+	fastPathActive  prometheus.Gauge
+	fastPathPackets *prometheus.CounterVec
 }
 
 // trafficCounters are the counter children for one direction and transport,
@@ -70,8 +72,8 @@ func newMetrics(version string, allocs *allocTracker) *metrics {
 	m.authFailures = counterVec("auth_failures_total", "Failed authentications, by reason.", "reason")
 	m.peersDenied = counterVec("peers_denied_total", "Permissions, channel binds and connects refused by the peer policy, by reason.", "reason")
 	m.quotaRejections = counterVec("quota_rejections_total", "Requests refused or packets dropped by a quota, by quota.", "quota")
-	m.packets = counterVec("relayed_packets_total", "Datagrams (UDP) or reads/writes (TCP) on relay sockets, by direction and transport.", "direction", "transport")
-	m.bytes = counterVec("relayed_bytes_total", "Payload bytes on relay sockets, by direction and transport.", "direction", "transport")
+	m.packets = counterVec("relayed_packets_total", "Datagrams (UDP) or reads/writes (TCP) relayed, by direction and transport; includes the fast path's.", "direction", "transport")
+	m.bytes = counterVec("relayed_bytes_total", "Payload bytes relayed, by direction and transport; includes the fast path's.", "direction", "transport")
 	m.reloads = counterVec("config_reloads_total", "Reloads of relay.yaml and credentials.yaml, by result.", "result")
 	m.lastReload = gauge("config_last_reload_success_timestamp_seconds", "Unix time of the last successful config load.")
 	m.credGeneration = gauge("credentials_generation", "Generation of the credential set in use (credentials.yaml).")
@@ -81,6 +83,8 @@ func newMetrics(version string, allocs *allocTracker) *metrics {
 		Help: "The address new allocations advertise (XOR-RELAYED-ADDRESS), one per IP family, and its source; always 1."}, []string{"address", "source"})
 	f(m.addressInfo)
 	m.stunDiscoveries = counterVec("stun_discovery_total", "STUN discovery lookups (one per IP family and round), by result.", "result")
+	m.fastPathActive = gauge("fastpath_active", "1 while the eBPF fast path is attached and relaying bound UDP channels.")
+	m.fastPathPackets = counterVec("fastpath_packets_total", "Datagrams the fast path relayed in the kernel, by direction (also in relayed_packets_total).", "direction")
 	m.stunLastSuccess = gauge("stun_discovery_last_success_timestamp_seconds", "Unix time of the last successful STUN discovery lookup.")
 
 	gaugeFunc("allocations_active", "Allocations currently open.", func() float64 { a, _, _ := allocs.totals(); return float64(a) })
@@ -121,6 +125,7 @@ func (m *metrics) initLabels() {
 		for _, t := range []string{"udp", "tcp"} {
 			m.traffic(d, t)
 		}
+		m.fastPathPackets.WithLabelValues(d)
 	}
 }
 

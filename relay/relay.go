@@ -71,12 +71,16 @@ type Relay struct {
 	// several shared secrets are valid (see inspectRequest).
 	rotationKeys sync.Map // rotationKey -> matchedKey
 
-	stun     *stunDiscovery // addresses.stun (stun.go)
-	server   *turn.Server
-	certs    []*certReloader
-	ready    atomic.Bool
-	draining atomic.Bool
-	gen      atomic.Int64 // config generation: successful loads
+	stun *stunDiscovery // addresses.stun (stun.go)
+	// offload is the fast path when it is active (offload.go), else nil;
+	// fastPathReason says why an enabled one is not.
+	offload        *offloader
+	fastPathReason string
+	server         *turn.Server
+	certs          []*certReloader
+	ready          atomic.Bool
+	draining       atomic.Bool
+	gen            atomic.Int64 // config generation: successful loads
 
 	// Last content read from each file, so a reload only acts on change and
 	// a broken file is counted once, not every poll. Guarded by reloadMu.
@@ -169,8 +173,10 @@ func (r *Relay) run(ctx context.Context) error {
 	}
 	defer closeInternal()
 
+	r.startFastPath(ctx) // before pion, so that no channel is missed
 	server, err := r.startTURN()
 	if err != nil {
+		r.stopFastPath()
 		return err
 	}
 	r.server = server
@@ -206,6 +212,7 @@ func (r *Relay) drain() error {
 		r.log.Warn("drain grace period over, closing remaining allocations", "allocations", n)
 	}
 	err := r.server.Close()
+	r.stopFastPath()
 	r.log.Info("relay stopped")
 	return err
 }
@@ -280,6 +287,10 @@ func (r *Relay) startTURN() (*turn.Server, error) {
 		AuthHandler:       r.authenticate,
 		QuotaHandler:      r.admitAllocation,
 		EventHandler:      r.eventHandler(),
+		// Set, not defaulted: the fast path gives the kernel's entries the
+		// same lifetimes (offload.go).
+		ChannelBindTimeout: channelLifetime,
+		PermissionTimeout:  permissionLifetime,
 	})
 	if err != nil {
 		closeListeners(packetConns, listeners)

@@ -87,6 +87,7 @@ func (r *Relay) Reload() {
 	}
 	r.warnRestartNeeded(cfg)
 	r.install(st)
+	r.recheckPeers(st.policy)
 	r.metrics.reloads.WithLabelValues("success").Inc()
 	r.log.Info("config reloaded", "generation", r.gen.Load(), "credentialsGeneration", creds.Generation,
 		"advertised", st.addrs.advertisedList(), "addressSource", st.addrs.source())

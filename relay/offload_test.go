@@ -1,0 +1,115 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/turnpike-dev/turnpike/relay/config"
+)
+
+// The fast path end to end: pion's events fill the kernel's table, the
+// kernel relays the channel, the counters reach the metrics, and a reload
+// that denies the peer or the end of the allocation empties the table.
+// Loading BPF programs needs root.
+func TestFastPathOffloadsChannels(t *testing.T) {
+	needTool(t, "root (loading the fast path's BPF program)", os.Geteuid() == 0)
+	peerIP := localAddr(t, false, false)
+	cfg := baseConfig(t, t.TempDir())
+	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(peerIP, 32).String()}
+	cfg.FastPath = config.FastPath{Enabled: true, Interfaces: []string{"lo"}}
+	tr := startRelay(t, cfg, baseCredentials())
+	if st := relayStatus(t, tr).FastPath; st == nil || !st.Active {
+		t.Fatalf("/status fastPath = %+v, want active\n%s", st, tr.logs)
+	}
+	if got := counterValue(t, tr.Relay, "turnpike_relay_fastpath_active"); got != 1 {
+		t.Fatalf("fastpath_active = %v, want 1", got)
+	}
+	peer := startEchoPeer(t, peerIP)
+	listener := net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.port))
+
+	c := dialRaw(t, "udp", listener, testUser, testPassword)
+	c.mustAllocate(false)
+	if code := c.channelBind(0x4001, peer.addr); code != 0 {
+		t.Fatalf("ChannelBind: %d", code)
+	}
+	wantChannels(t, tr, 1)
+	const n = 20
+	for i := range n {
+		if d := c.roundTrip(peer.addr, 0x4001, []byte("kernel "+strconv.Itoa(i))); d.channel != 0x4001 {
+			t.Fatalf("echo came back as %+v, want ChannelData on 0x4001", d)
+		}
+	}
+	// The counters arrive with the next poll.
+	waitFor(t, "the fast path's counters in the metrics", func() bool {
+		return counterValue(t, tr.Relay, "turnpike_relay_fastpath_packets_total", "direction", dirToPeer) >= n &&
+			counterValue(t, tr.Relay, "turnpike_relay_fastpath_packets_total", "direction", dirFromPeer) >= n
+	})
+	if got := counterValue(t, tr.Relay, "turnpike_relay_relayed_packets_total", "direction", dirFromPeer, "transport", "udp"); got < n {
+		t.Errorf("relayed_packets_total{peer_to_client} = %v, want the kernel's %d in it", got, n)
+	}
+
+	// A second allocation, then its end: its channel leaves the kernel.
+	c2 := dialRaw(t, "udp", listener, testUser, testPassword)
+	c2.mustAllocate(false)
+	if code := c2.channelBind(0x4002, peer.addr); code != 0 {
+		t.Fatalf("ChannelBind: %d", code)
+	}
+	wantChannels(t, tr, 2)
+	if code := c2.refresh(0); code != 0 {
+		t.Fatalf("Refresh(0): %d", code)
+	}
+	wantChannels(t, tr, 1)
+
+	// A reload that denies the peer takes its channel out of the kernel.
+	cfg.PeerPolicy.Allow = nil
+	cfg.PeerPolicy.Deny = []string{netip.PrefixFrom(peerIP, 32).String()}
+	tr.writeFiles(t, cfg, nil)
+	tr.Reload()
+	wantChannels(t, tr, 0)
+	tr.addFastPathCounters()
+	before := counterValue(t, tr.Relay, "turnpike_relay_fastpath_packets_total", "direction", dirToPeer)
+	c.sendChannel(0x4001, []byte("after the reload"))
+	time.Sleep(100 * time.Millisecond)
+	tr.addFastPathCounters()
+	if after := counterValue(t, tr.Relay, "turnpike_relay_fastpath_packets_total", "direction", dirToPeer); after != before {
+		t.Errorf("the kernel relayed to a denied peer: client_to_peer %v -> %v", before, after)
+	}
+}
+
+// TestFastPathUnavailable: a fast path that cannot load (no such
+// interface) leaves the relay relaying in userspace and says why.
+func TestFastPathUnavailable(t *testing.T) {
+	cfg := baseConfig(t, t.TempDir())
+	cfg.FastPath = config.FastPath{Enabled: true, Interfaces: []string{"nosuchif0"}}
+	tr := startRelay(t, cfg, baseCredentials())
+	st := relayStatus(t, tr).FastPath
+	if st == nil || st.Active || st.Reason == "" {
+		t.Fatalf("/status fastPath = %+v, want inactive with a reason", st)
+	}
+	if got := counterValue(t, tr.Relay, "turnpike_relay_fastpath_active"); got != 0 {
+		t.Errorf("fastpath_active = %v, want 0", got)
+	}
+	peerIP := localAddr(t, false, false)
+	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(peerIP, 32).String()}
+	tr.writeFiles(t, cfg, nil)
+	tr.Reload()
+	peer := startEchoPeer(t, peerIP)
+	c := dialRaw(t, "udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.port)), testUser, testPassword)
+	c.mustAllocate(false)
+	if code := c.channelBind(0x4001, peer.addr); code != 0 {
+		t.Fatalf("ChannelBind: %d", code)
+	}
+	c.roundTrip(peer.addr, 0x4001, []byte("userspace"))
+}
+
+func wantChannels(t *testing.T, tr *testRelay, n int) {
+	t.Helper()
+	waitFor(t, "/status fastPath.channels = "+strconv.Itoa(n), func() bool {
+		st := relayStatus(t, tr).FastPath
+		return st != nil && st.Channels == n
+	})
+}
