@@ -170,7 +170,7 @@ func (rep *report) printGoals(o options) {
 		relay, what string
 		goal        float64
 	}{{turnpikeName, "userspace relay", 1.3}, {ebpfName, "fast path", 5}} {
-		var sys, proc []float64
+		var sys, proc, share []float64
 		cells, inactive := 0, 0
 		for _, n := range o.allocs {
 			for _, size := range o.sizes {
@@ -179,9 +179,13 @@ func (rep *report) printGoals(o options) {
 					if !ok {
 						continue
 					}
-					if c, _ := rep.cost(g.relay, n, size, rate); c.m.fastPath == fastPathInactive {
+					c, _ := rep.cost(g.relay, n, size, rate)
+					if c.m.fastPath == fastPathInactive {
 						inactive++
 						continue
+					}
+					if c.m.fastPath == fastPathActive {
+						share = append(share, c.m.fastPathShare)
 					}
 					cells++
 					if !math.IsNaN(r.system) {
@@ -200,8 +204,16 @@ func (rep *report) printGoals(o options) {
 			fmt.Printf("%s not measured (no cell with it and coturn)\n", label)
 			continue
 		}
-		fmt.Printf("%s system basis %s, per-process basis %s (%d cells)\n", label,
+		fmt.Printf("%s system basis %s, per-process basis %s (%d cells", label,
 			goalRatio(sys, g.goal), goalRatio(proc, g.goal), cells)
+		if len(share) > 0 {
+			slices.Sort(share)
+			fmt.Printf("; the kernel relayed %s to %s of delivered packets, median %s", fmtPercent(share[0]), fmtPercent(share[len(share)-1]), fmtPercent(share[len(share)/2]))
+		}
+		if inactive > 0 {
+			fmt.Printf("; %d cells without the fast path left out", inactive)
+		}
+		fmt.Printf(")\n")
 	}
 
 	// Set-up rate: one allocation is one round trip, not a rate; use the
