@@ -86,10 +86,10 @@ func (rep *report) print(o options, relays []*relayProc) {
 	names = append(names, directName)
 	fmt.Printf("\nmedians of %d runs (proc: the relay process's CPU time; sys: the whole machine's busy time, all CPUs;\n", o.runs)
 	fmt.Printf("relay: sys minus direct's sys in the same cell, floored at 0, the raw difference in parentheses when below 0):\n")
-	const row = "%-13s %6s %5s %7s %9s %7s %8s %8s %8s %14s %8s %8s %9s %9s %9s %9s\n"
-	fmt.Printf("%-13s %6s %5s %7s %9s %7s %8s %8s %8s %14s %8s %8s %9s %19s %9s\n",
-		"relay", "allocs", "bytes", "offered", "pkt/s", "loss", "proc µs", "switches", "sys µs", "relay µs", "p50", "p99", "pkt/s", "pkt/CPU-s vs coturn", "fast path")
-	fmt.Printf(row, "", "", "", "", "delivered", "", "/pkt", "/pkt", "/pkt", "/pkt", "latency", "latency", "vs coturn", "system", "process", "share")
+	const row = "%-13s %6s %5s %7s %9s %7s %8s %8s %8s %14s %8s %8s %9s %9s %9s %9s %6s\n"
+	fmt.Printf("%-13s %6s %5s %7s %9s %7s %8s %8s %8s %14s %8s %8s %9s %19s %9s %6s\n",
+		"relay", "allocs", "bytes", "offered", "pkt/s", "loss", "proc µs", "switches", "sys µs", "relay µs", "p50", "p99", "pkt/s", "pkt/CPU-s vs coturn", "fast path", "bg")
+	fmt.Printf(row, "", "", "", "", "delivered", "", "/pkt", "/pkt", "/pkt", "/pkt", "latency", "latency", "vs coturn", "system", "process", "share", "load")
 	inactive := false
 	for _, n := range o.allocs {
 		for _, size := range o.sizes {
@@ -123,7 +123,8 @@ func (rep *report) print(o options, relays []*relayProc) {
 						fp, inactive = "inactive", true
 					}
 					fmt.Printf(row, name, strconv.Itoa(n), strconv.Itoa(size), rate, fmt.Sprintf("%.0f", m.pps), fmt.Sprintf("%.2f%%", 100*m.loss),
-						proc, switches, fmt.Sprintf("%.2f", m.sysUS), relayUS, fmtLatency(m.p50), fmtLatency(m.p99), ppsRatio, sysRatio, procRatio, fp)
+						proc, switches, fmt.Sprintf("%.2f", m.sysUS), relayUS, fmtLatency(m.p50), fmtLatency(m.p99), ppsRatio, sysRatio, procRatio, fp,
+						fmtPercent(m.background))
 				}
 			}
 		}
@@ -138,7 +139,7 @@ func (rep *report) print(o options, relays []*relayProc) {
 	}
 	if len(rep.background) > 0 {
 		bg := slices.Sorted(slices.Values(rep.background))
-		fmt.Printf("background load (CPUs busy in the 100 ms before each run, bench idle): median %s, max %s\n",
+		fmt.Printf("bg load: the machine's CPUs busy in the 100 ms before each run, the bench idle (other work, which sys µs/pkt counts): median %s, max %s\n",
 			fmtPercent(bg[len(bg)/2]), fmtPercent(bg[len(bg)-1]))
 	}
 	fmt.Printf("\nallocation set-up (%d in parallel; Allocate with credentials + ChannelBind) and idle memory:\n", o.setupWorkers)
