@@ -4,7 +4,7 @@
 # As root it also measures "turnpike-ebpf", the same binary with its eBPF
 # fast path enabled on lo (skipped otherwise, with a line saying so).
 #
-#   hack/bench.sh                 # the full matrix (about 14 minutes as root), then the one-core check
+#   hack/bench.sh                 # the full matrix (about 15 minutes as root), then the one-core check
 #   hack/bench.sh -runs 5 -duration 3s -allocs 100 -sizes 100 -rates max
 #                                 # arguments replace the matrix run; no one-core check
 #   BASELINE=c7882c8 hack/bench.sh   # also measure turnpike built from that git
