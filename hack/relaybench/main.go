@@ -494,12 +494,17 @@ func freePort() (int, error) {
 	return l.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
-// command runs a relay, under taskset when -relay-cpus is set.
+// command runs a relay, under taskset when -relay-cpus is set. The relay
+// gets SIGTERM if relaybench dies without stopping it (killed, or SIGPIPE
+// from `| head`): a relay left running would skew the next bench, and
+// turnpike-ebpf's TC program would stay on lo until it exits.
 func command(o options, name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
 	if o.relayCPUs != "" {
-		return exec.Command("taskset", append([]string{"-c", o.relayCPUs, name}, args...)...)
+		cmd = exec.Command("taskset", append([]string{"-c", o.relayCPUs, name}, args...)...)
 	}
-	return exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	return cmd
 }
 
 // Relay port ranges: 20,000 ports each, so 10,000 allocations (and those
