@@ -41,6 +41,10 @@ type measurement struct {
 	// fraction of those delivered.
 	fastPath      fastPathState
 	fastPathShare float64
+	// kernelUS is the fast path program's own run time per delivered packet
+	// (the kernel's BPF statistics; turnpike-ebpf only, hasKernel).
+	kernelUS  float64
+	hasKernel bool
 }
 
 type fastPathState int
@@ -81,6 +85,11 @@ func measure(o options, r *relayProc, clients []*client, sink *sink, size int, o
 		}
 		switchesBefore = contextSwitches(r.cmd.Process.Pid)
 	}
+	var bpfBefore time.Duration
+	var bpfErr error
+	if r.fastPath {
+		bpfBefore, _, bpfErr = bpfRunTime()
+	}
 	busyBefore, err := systemBusy()
 	if err != nil {
 		return m, err
@@ -115,6 +124,10 @@ func measure(o options, r *relayProc, clients []*client, sink *sink, size int, o
 			m.fastPath = fastPathInactive
 		}
 		m.fastPathShare = (n - fpBefore) / float64(got)
+		if bpfAfter, _, err := bpfRunTime(); bpfErr == nil && err == nil && bpfAfter > bpfBefore {
+			m.kernelUS = float64(bpfAfter-bpfBefore) / float64(time.Microsecond) / float64(got)
+			m.hasKernel = true
+		}
 	}
 	m.pps = float64(got) / o.duration.Seconds()
 	m.loss = max(0, 1-float64(got)/float64(max(sent, 1)))
@@ -334,10 +347,12 @@ func median(ms []measurement) measurement {
 		return v[len(v)/2]
 	}
 	fp := fastPathNone
+	hasKernel := true
 	for _, m := range ms {
 		if m.fastPath > fp {
 			fp = m.fastPath // one run without the program marks the cell
 		}
+		hasKernel = hasKernel && m.hasKernel
 	}
 	return measurement{
 		pps:           pick(func(m measurement) float64 { return m.pps }),
@@ -350,5 +365,7 @@ func median(ms []measurement) measurement {
 		background:    pick(func(m measurement) float64 { return m.background }),
 		fastPath:      fp,
 		fastPathShare: pick(func(m measurement) float64 { return m.fastPathShare }),
+		kernelUS:      pick(func(m measurement) float64 { return m.kernelUS }),
+		hasKernel:     hasKernel,
 	}
 }

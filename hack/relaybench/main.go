@@ -205,6 +205,11 @@ func run(o options) error {
 		}
 		defer stop(fast)
 		relays = append(relays, fast)
+		if restore, err := enableBPFStats(); err != nil {
+			fmt.Printf("%s: kernel BPF statistics unavailable (%v): its relay µs/pkt falls back to sys minus direct\n", ebpfName, err)
+		} else {
+			defer restore()
+		}
 		if checkFastPath(fast) {
 			fmt.Printf("%s: its TC program sees every packet on lo, the other relays' and the direct runs' too (a map lookup each, then passed on)\n", ebpfName)
 		}
