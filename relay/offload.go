@@ -40,7 +40,10 @@ type offloader struct {
 	// ChannelData the program can read (DTLS is encrypted).
 	udpPorts map[uint16]bool
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// closed is set when the program is detached: pion may still report
+	// channels of allocations it closes after that.
+	closed   bool
 	channels map[allocKey]map[uint16]*fastpath.Channel
 	host     hostAddrs
 	last     fastpath.Counters // counters already added to the metrics
@@ -90,7 +93,11 @@ func (r *Relay) stopFastPath() {
 		return
 	}
 	r.addFastPathCounters()
-	if err := r.offload.kernel.Close(); err != nil {
+	o := r.offload
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.closed = true
+	if err := o.kernel.Close(); err != nil {
 		r.log.Warn("closing the fast path", "error", err.Error())
 	}
 	r.metrics.fastPathActive.Set(0)
@@ -138,12 +145,17 @@ func (r *Relay) pollFastPath(ctx context.Context) {
 
 func (r *Relay) addFastPathCounters() {
 	o := r.offload
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return
+	}
 	c, err := o.kernel.Counters()
 	if err != nil {
+		o.mu.Unlock()
 		r.log.Warn("reading the fast path's counters", "error", err.Error())
 		return
 	}
-	o.mu.Lock()
 	d := c.Sub(o.last)
 	o.last = c
 	o.mu.Unlock()
@@ -188,6 +200,9 @@ func (r *Relay) channelCreated(k allocKey, listener, relayAddr, peer net.Addr, n
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
 	c.ClientLocal, c.PeerLocal = o.host.has(k.client.Addr()), o.host.has(peerAP.Addr())
 	if err := o.kernel.Put(*c); err != nil {
 		o.log.Warn("fast path: channel not offloaded", "error", err.Error(), "client", k.client.String(), "peer", peerAP.String())
@@ -207,7 +222,7 @@ func (r *Relay) channelDeleted(k allocKey, number uint16) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if c := o.channels[k][number]; c != nil {
+	if c := o.channels[k][number]; c != nil && !o.closed {
 		o.remove(k, c)
 	}
 }
@@ -253,6 +268,9 @@ func (r *Relay) updatePeer(k allocKey, peer netip.Addr, update func(*fastpath.Ch
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
 	for _, c := range o.channels[k] {
 		if canonicalPeer(c.Peer.Addr()) != peer {
 			continue
@@ -273,6 +291,9 @@ func (r *Relay) recheckPeers(policy *peerPolicy) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
 	removed := 0
 	for k, chans := range o.channels {
 		for _, c := range chans {
@@ -298,6 +319,9 @@ func (r *Relay) fastPathStatus() *FastPathStatus {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.closed {
+		return &FastPathStatus{Reason: "stopped"}
+	}
 	n := 0
 	for _, chans := range o.channels {
 		n += len(chans)

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,6 +78,31 @@ func TestFastPathOffloadsChannels(t *testing.T) {
 	tr.addFastPathCounters()
 	if after := counterValue(t, tr.Relay, "turnpike_relay_fastpath_packets_total", "direction", dirToPeer); after != before {
 		t.Errorf("the kernel relayed to a denied peer: client_to_peer %v -> %v", before, after)
+	}
+
+	// Allowed again, a new channel; the relay stops with it open: pion
+	// closes the allocation after the drain, the fast path is gone by then.
+	cfg.PeerPolicy.Deny = nil
+	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(peerIP, 32).String()}
+	tr.writeFiles(t, cfg, nil)
+	tr.Reload()
+	c3 := dialRaw(t, "udp", listener, testUser, testPassword)
+	c3.mustAllocate(false)
+	if code := c3.channelBind(0x4003, peer.addr); code != 0 {
+		t.Fatalf("ChannelBind: %d", code)
+	}
+	wantChannels(t, tr, 1)
+	tr.stop(t)
+	// pion closes allocations from its read loops, which may outlive the
+	// relay's Close: their events must find a detached fast path harmless.
+	k, _ := keyFor(c3.conn.LocalAddr(), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: tr.port})
+	tr.permissionDeleted(k, peerIP)
+	tr.channelDeleted(k, 0x4003)
+	tr.addFastPathCounters()
+	for _, line := range strings.Split(tr.logs.String(), "\n") {
+		if strings.Contains(line, "level=WARN") && strings.Contains(line, "fast path") {
+			t.Errorf("a fast-path warning while stopping: %s", line)
+		}
 	}
 }
 
