@@ -328,13 +328,17 @@ static __always_inline int client_to_peer(struct __sk_buff *skb)
 	if (ch->listen_ip && ch->listen_ip != ip->daddr)
 		return TC_ACT_UNSPEC;
 
-	// Teach the peer side which of our addresses the client talks to.
-	pk.peer_ip = ch->peer_ip;
-	pk.peer_port = ch->peer_port;
-	pk.relay_port = ch->relay_port;
-	pv = bpf_map_lookup_elem(&peers, &pk);
-	if (pv && pv->listen_ip != ip->daddr && pv->client_ip == key.client_ip && pv->client_port == key.client_port)
-		pv->listen_ip = ip->daddr;
+	// A listener on all addresses: teach the peer side which of our
+	// addresses the client talks to. (A listener on one address has it
+	// from the relay, and this lookup is saved.)
+	if (!ch->listen_ip) {
+		pk.peer_ip = ch->peer_ip;
+		pk.peer_port = ch->peer_port;
+		pk.relay_port = ch->relay_port;
+		pv = bpf_map_lookup_elem(&peers, &pk);
+		if (pv && pv->listen_ip != ip->daddr && pv->client_ip == key.client_ip && pv->client_port == key.client_port)
+			pv->listen_ip = ip->daddr;
+	}
 
 	saddr = ch->relay_ip ? ch->relay_ip : ip->daddr;
 	route = decide(skb, eth, ch->flags & DEST_LOCAL, looks_partial(ip, udp), saddr, ch->peer_ip,
