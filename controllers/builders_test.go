@@ -200,10 +200,14 @@ func TestDesiredDaemonSet(t *testing.T) {
 				t.Errorf("capabilities added: %v", add)
 			}
 		}},
-		{"port 443 adds NET_BIND_SERVICE only", testTurnServer("ts", tls), func(t *testing.T, ds *appsv1.DaemonSet) {
-			caps := ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities
-			if !slices.Equal(caps.Add, []corev1.Capability{"NET_BIND_SERVICE"}) || !slices.Equal(caps.Drop, []corev1.Capability{"ALL"}) {
-				t.Errorf("capabilities %+v", caps)
+		{"port 443 adds NET_BIND_SERVICE only, as root", testTurnServer("ts", tls), func(t *testing.T, ds *appsv1.DaemonSet) {
+			sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
+			if !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"NET_BIND_SERVICE"}) || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+				t.Errorf("capabilities %+v", sc.Capabilities)
+			}
+			// A non-root process would not have the capability in effect.
+			if sc.RunAsNonRoot == nil || *sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
+				t.Errorf("runAsNonRoot %v runAsUser %v, want false and 0", sc.RunAsNonRoot, sc.RunAsUser)
 			}
 		}},
 		{"without fastPath the relay runs as non-root", testTurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {

@@ -222,28 +222,28 @@ func httpProbe(path string, port int32, failureThreshold int32) *corev1ac.ProbeA
 		WithFailureThreshold(failureThreshold)
 }
 
-// relaySecurityContext is the restricted profile; NET_BIND_SERVICE is added
-// only when a port below 1024 needs it. With the eBPF fast path the relay
-// also needs BPF, NET_ADMIN (TCX attach) and PERFMON, and runs as UID 0:
-// Kubernetes hands added capabilities to the container, but when the runtime
-// execs the relay binary the kernel keeps them in the permitted and
-// effective sets only of a root process (or of a binary with file
-// capabilities, which the image has not). A non-root process gets no
-// effective capabilities without ambient capabilities, which Kubernetes does
-// not set. Every other capability stays dropped, the root file system
-// read-only and privilege escalation off.
+// relaySecurityContext is the restricted profile, non-root with every
+// capability dropped, unless the relay needs one: NET_BIND_SERVICE for a port
+// below 1024, BPF, NET_ADMIN (TCX attach) and PERFMON for the eBPF fast path.
+// A relay that needs a capability runs as UID 0: Kubernetes hands added
+// capabilities to the container, but when the runtime execs the relay binary
+// the kernel keeps them in the permitted and effective sets only of a root
+// process (or of a binary with file capabilities, which the image has not).
+// A non-root process gets no effective capabilities without ambient
+// capabilities, which Kubernetes does not set. Every other capability stays
+// dropped, the root file system read-only and privilege escalation off.
 func relaySecurityContext(ts *turnpikev1.TurnServer) *corev1ac.SecurityContextApplyConfiguration {
 	caps := corev1ac.Capabilities().WithDrop("ALL")
-	sc := corev1ac.SecurityContext()
 	if ts.Spec.Relay.FastPath.Enabled {
 		caps.WithAdd("BPF", "NET_ADMIN", "PERFMON")
-		// Overrides the pod's runAsNonRoot and runAsUser for this container.
-		sc.WithRunAsNonRoot(false).WithRunAsUser(0)
-	} else {
-		sc.WithRunAsNonRoot(true)
 	}
 	if needsPrivilegedPort(ts) {
 		caps.WithAdd("NET_BIND_SERVICE")
+	}
+	sc := corev1ac.SecurityContext().WithRunAsNonRoot(true)
+	if len(caps.Add) > 0 {
+		// Overrides the pod's runAsNonRoot and runAsUser for this container.
+		sc.WithRunAsNonRoot(false).WithRunAsUser(0)
 	}
 	return sc.
 		WithReadOnlyRootFilesystem(true).
