@@ -167,6 +167,20 @@ func (r *Relay) addFastPathCounters() {
 	r.bandwidthDrop.Add(float64(d.DroppedToPeer.Packets + d.DroppedFromPeer.Packets))
 }
 
+// withOffload runs fn with the offloader locked, unless the fast path is
+// off or already detached.
+func (r *Relay) withOffload(fn func(o *offloader)) {
+	o := r.offload
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.closed {
+		fn(o)
+	}
+}
+
 // channelCreated offloads a channel pion has just bound.
 func (r *Relay) channelCreated(k allocKey, listener, relayAddr, peer net.Addr, number uint16) {
 	o := r.offload
@@ -198,33 +212,26 @@ func (r *Relay) channelCreated(k allocKey, listener, relayAddr, peer net.Addr, n
 	if !c.Offloadable() {
 		return
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.closed {
-		return
-	}
-	c.ClientLocal, c.PeerLocal = o.host.has(k.client.Addr()), o.host.has(peerAP.Addr())
-	if err := o.kernel.Put(*c); err != nil {
-		o.log.Warn("fast path: channel not offloaded", "error", err.Error(), "client", k.client.String(), "peer", peerAP.String())
-		return
-	}
-	if o.channels[k] == nil {
-		o.channels[k] = map[uint16]*fastpath.Channel{}
-	}
-	o.channels[k][number] = c
+	r.withOffload(func(o *offloader) {
+		c.ClientLocal, c.PeerLocal = o.host.has(k.client.Addr()), o.host.has(peerAP.Addr())
+		if err := o.kernel.Put(*c); err != nil {
+			o.log.Warn("fast path: channel not offloaded", "error", err.Error(), "client", k.client.String(), "peer", peerAP.String())
+			return
+		}
+		if o.channels[k] == nil {
+			o.channels[k] = map[uint16]*fastpath.Channel{}
+		}
+		o.channels[k][number] = c
+	})
 }
 
 // channelDeleted takes a channel out of the kernel.
 func (r *Relay) channelDeleted(k allocKey, number uint16) {
-	o := r.offload
-	if o == nil {
-		return
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if c := o.channels[k][number]; c != nil && !o.closed {
-		o.remove(k, c)
-	}
+	r.withOffload(func(o *offloader) {
+		if c := o.channels[k][number]; c != nil {
+			o.remove(k, c)
+		}
+	})
 }
 
 // remove deletes c from the kernel and the table; o.mu is held. The last
@@ -262,50 +269,36 @@ func (r *Relay) permissionAdmitted(k allocKey, peer netip.Addr, channel int) {
 }
 
 func (r *Relay) updatePeer(k allocKey, peer netip.Addr, update func(*fastpath.Channel)) {
-	o := r.offload
-	if o == nil {
-		return
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.closed {
-		return
-	}
-	for _, c := range o.channels[k] {
-		if canonicalPeer(c.Peer.Addr()) != peer {
-			continue
+	r.withOffload(func(o *offloader) {
+		for _, c := range o.channels[k] {
+			if canonicalPeer(c.Peer.Addr()) != peer {
+				continue
+			}
+			update(c)
+			if err := o.kernel.Put(*c); err != nil {
+				o.log.Warn("fast path: updating a channel", "error", err.Error())
+			}
 		}
-		update(c)
-		if err := o.kernel.Put(*c); err != nil {
-			o.log.Warn("fast path: updating a channel", "error", err.Error())
-		}
-	}
+	})
 }
 
 // recheckPeers removes the channels whose peers the (reloaded) peer policy
 // denies.
 func (r *Relay) recheckPeers(policy *peerPolicy) {
-	o := r.offload
-	if o == nil {
-		return
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.closed {
-		return
-	}
-	removed := 0
-	for k, chans := range o.channels {
-		for _, c := range chans {
-			if ok, _ := policy.check(c.Peer.Addr()); !ok {
-				o.remove(k, c)
-				removed++
+	r.withOffload(func(o *offloader) {
+		removed := 0
+		for k, chans := range o.channels {
+			for _, c := range chans {
+				if ok, _ := policy.check(c.Peer.Addr()); !ok {
+					o.remove(k, c)
+					removed++
+				}
 			}
 		}
-	}
-	if removed > 0 {
-		o.log.Info("fast path: channels to peers the new peer policy denies were removed", "channels", removed)
-	}
+		if removed > 0 {
+			o.log.Info("fast path: channels to peers the new peer policy denies were removed", "channels", removed)
+		}
+	})
 }
 
 // fastPathStatus is the fast path's part of /status; nil when disabled.
