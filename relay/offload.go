@@ -104,7 +104,9 @@ func (r *Relay) stopFastPath() {
 }
 
 // defaultFastPathInterfaces are lo and the interfaces holding a bind
-// address, or every interface that is up when the relay binds all addresses.
+// address, or every interface that is up when the relay binds all addresses;
+// of those, the ones the program can work on (tunnels are left out rather
+// than failing the whole fast path).
 func defaultFastPathInterfaces(bind []netip.Addr) []string {
 	ifaces, err := net.Interfaces()
 	if err != nil {
@@ -112,7 +114,7 @@ func defaultFastPathInterfaces(bind []netip.Addr) []string {
 	}
 	var names []string
 	for _, iface := range ifaces {
-		if iface.Flags&net.FlagUp == 0 {
+		if iface.Flags&net.FlagUp == 0 || !fastpath.Attachable(iface) {
 			continue
 		}
 		addrs, _ := iface.Addrs()

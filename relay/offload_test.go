@@ -4,12 +4,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/turnpike-dev/turnpike/relay/config"
+	"github.com/turnpike-dev/turnpike/relay/fastpath"
 )
 
 // The fast path end to end: pion's events fill the kernel's table, the
@@ -138,4 +140,23 @@ func wantChannels(t *testing.T, tr *testRelay, n int) {
 		st := relayStatus(t, tr).FastPath
 		return st != nil && st.Channels == n
 	})
+}
+
+func TestDefaultFastPathInterfaces(t *testing.T) {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bind := range [][]netip.Addr{nil, {netip.MustParseAddr("127.0.0.1")}} {
+		names := defaultFastPathInterfaces(bind)
+		for _, iface := range ifaces {
+			listed := slices.Contains(names, iface.Name)
+			switch {
+			case iface.Flags&net.FlagLoopback != 0 && iface.Flags&net.FlagUp != 0 && !listed:
+				t.Errorf("bind %v: %s (loopback) is not in %v", bind, iface.Name, names)
+			case listed && !fastpath.Attachable(iface):
+				t.Errorf("bind %v: %s is in %v, but the program cannot work on it", bind, iface.Name, names)
+			}
+		}
+	}
 }

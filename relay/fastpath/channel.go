@@ -14,6 +14,7 @@
 package fastpath
 
 import (
+	"net"
 	"net/netip"
 	"time"
 )
@@ -43,6 +44,13 @@ type Channel struct {
 func (c Channel) Offloadable() bool {
 	return c.Client.Addr().Is4() && c.Peer.Addr().Is4() && c.Relay.Addr().Is4() && c.Listener.Addr().Is4() &&
 		c.Number >= 0x4000 && c.Number <= 0x4fff
+}
+
+// Attachable says whether the program can work on iface: it parses an
+// Ethernet header, which loopback has too. (Tunnels such as WireGuard have
+// none, and no hardware address.)
+func Attachable(iface net.Interface) bool {
+	return iface.Flags&net.FlagLoopback != 0 || len(iface.HardwareAddr) == 6
 }
 
 // Stat is a packet and byte count (bytes: application data, as the

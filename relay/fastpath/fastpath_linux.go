@@ -65,9 +65,7 @@ func (o *Offload) attach(name string) error {
 	if err != nil {
 		return fmt.Errorf("interface %s: %w", name, err)
 	}
-	// The program parses an Ethernet header; loopback has one too. (Tunnels
-	// such as WireGuard have none and no hardware address.)
-	if iface.Flags&net.FlagLoopback == 0 && len(iface.HardwareAddr) != 6 {
+	if !Attachable(*iface) {
 		return fmt.Errorf("interface %s is not Ethernet or loopback", name)
 	}
 	l, err := link.AttachTCX(link.TCXOptions{Interface: iface.Index, Program: o.objs.Turnrelay, Attach: ebpf.AttachTCXIngress})
