@@ -256,8 +256,8 @@ enum route {
 // table, as the relay's own socket would send it. A mix passes to userspace:
 // a local source arriving from outside is a martian, and a datagram from a
 // local sender may carry a checksum the device has yet to finish.
-static __always_inline enum route decide(struct __sk_buff *skb, struct ethhdr *eth, int dest_local, int partial,
-					 __be32 saddr, __be32 daddr, __u16 tot_len, __u32 *ifindex)
+static __always_inline enum route decide(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip, struct udphdr *udp,
+					 int dest_local, __be32 saddr, __be32 daddr, __u16 tot_len, __u32 *ifindex)
 {
 	int from_lo = skb->ingress_ifindex == LOOPBACK_IFINDEX;
 	struct bpf_fib_lookup fib = {};
@@ -265,7 +265,7 @@ static __always_inline enum route decide(struct __sk_buff *skb, struct ethhdr *e
 
 	if (dest_local)
 		return from_lo ? ROUTE_LOCAL : ROUTE_PASS;
-	if (from_lo || partial)
+	if (from_lo || looks_partial(ip, udp))
 		return ROUTE_PASS;
 	fib.family = 2; // AF_INET
 	fib.l4_protocol = IPPROTO_UDP;
@@ -341,7 +341,7 @@ static __always_inline int client_to_peer(struct __sk_buff *skb)
 	}
 
 	saddr = ch->relay_ip ? ch->relay_ip : ip->daddr;
-	route = decide(skb, eth, ch->flags & DEST_LOCAL, looks_partial(ip, udp), saddr, ch->peer_ip,
+	route = decide(skb, eth, ip, udp, ch->flags & DEST_LOCAL, saddr, ch->peer_ip,
 		       sizeof(*ip) + udp_len - CHANNEL_HDR, &ifindex);
 	if (route == ROUTE_PASS)
 		return TC_ACT_UNSPEC;
@@ -419,7 +419,7 @@ static __always_inline int peer_to_client(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	data_len = udp_len - sizeof(*udp);
 
-	route = decide(skb, eth, pv->flags & DEST_LOCAL, looks_partial(ip, udp), pv->listen_ip, pv->client_ip,
+	route = decide(skb, eth, ip, udp, pv->flags & DEST_LOCAL, pv->listen_ip, pv->client_ip,
 		       sizeof(*ip) + udp_len + CHANNEL_HDR, &ifindex);
 	if (route == ROUTE_PASS)
 		return TC_ACT_UNSPEC;
