@@ -98,6 +98,14 @@ func (t *allocTracker) remove(k allocKey) {
 	}
 }
 
+// has reports whether k is an open allocation.
+func (t *allocTracker) has(k allocKey) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.allocs[k]
+	return ok
+}
+
 // counts returns the number of allocations in total and for user.
 func (t *allocTracker) counts(user string) (total, ofUser int) {
 	t.mu.Lock()

@@ -3,48 +3,76 @@ package relay
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"net"
+	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v4"
 )
 
-// Client-facing sockets are wrapped for two things pion's hooks cannot do:
+// Client-facing sockets are wrapped so that pion only ever sees checked,
+// whole messages, and so that turnpike decides first what each one costs:
 //
-//   - Inspect each STUN request before pion handles it (inspectRequest):
-//     pion asks its AuthHandler for one key, but during a shared-secret
-//     rotation a REST username has one key per valid secret; and its
-//     PermissionHandler does not say whether a ChannelBind or a
-//     CreatePermission is asking, which the channel quota needs.
-//   - Answer a ChannelBind refused by the peer policy with 403 Forbidden
-//     (RFC 8656 section 11.2); pion v5.1.2 answers it with 401, which
-//     clients take as "retry with credentials".
-//
-// Both only look at STUN requests / error responses, recognised by their
-// first two bytes, so ChannelData and indications pass at the cost of a
-// comparison.
+//   - Framing (framing.go): every datagram and every frame of a TCP or TLS
+//     stream is checked against the TURN framing rules before pion reads
+//     it; streams are cut into frames here, with a deadline per frame.
+//   - The gate (gate.go): every STUN message passes it before pion handles
+//     it. It may answer the client itself (reply) and drop the message, or
+//     let pion have it.
+//   - Answers: pion's answers pass answer() on the way out, which corrects
+//     the ones pion gets wrong (see fixChannelBindForbidden).
+//   - Connections (connlimits.go): stream connections are capped per client
+//     address and in total, and the accept loop outlives accept errors.
 
 const (
 	stunHeaderSize = 20
 	magicCookie    = 0x2112A442
 )
 
-// isSTUNRequest reports whether b starts with a STUN request header (class
-// bits 0b00; ChannelData starts with 0b01).
-func isSTUNRequest(b []byte) bool {
-	if len(b) < stunHeaderSize || b[0]&0xc0 != 0 {
-		return false
-	}
-	t := binary.BigEndian.Uint16(b)
-	return t&0x0110 == 0 && binary.BigEndian.Uint32(b[4:]) == magicCookie
+// gateFunc sees one whole STUN message from client (arrived on local)
+// before pion does. It returns whether pion should handle it; reply sends
+// an answer of the gate's own on the same socket or connection. msg is only
+// valid during the call.
+type gateFunc func(msg []byte, client, local net.Addr, reply func([]byte)) (forward bool)
+
+// edge is what every client-facing wrapper shares: the gate, the counters
+// of refused frames, and the relay's hooks for streams.
+type edge struct {
+	gate         gateFunc
+	rejectFrame  func(reason string)
+	closeConn    func(reason string)
+	refuseConn   func(reason string, err error)
+	listenerDied func(addr net.Addr, err error)
+	// limits returns the connection limits in force (hot-reloadable).
+	limits func() connLimits
+	// holdsAllocation reports whether a stream connection carries an
+	// allocation, which exempts it from the idle timeout.
+	holdsAllocation func(client, local net.Addr) bool
+	conns           *connLimiter
+}
+
+// connLimits are the stream connection limits of the current config.
+type connLimits struct {
+	perSource, total    int
+	firstMessage, idle  time.Duration
+	tlsHandshakeTimeout time.Duration
 }
 
 // channelBindErrorType is the message type of a ChannelBind error response.
 var channelBindErrorType = stun.NewType(stun.MethodChannelBind, stun.ClassErrorResponse).Value()
 
+// connectionBindSuccessType is the answer after which a stream carries raw
+// peer data (RFC 6062 section 5.4).
+var connectionBindSuccessType = stun.NewType(stun.MethodConnectionBind, stun.ClassSuccessResponse).Value()
+
 // fixChannelBindForbidden turns pion's "401 without NONCE" answer to a
-// ChannelBind (its answer to a peer the PermissionHandler refused) into 403.
-// A genuine 401 (missing or stale credentials) carries a NONCE and is kept.
+// ChannelBind (its answer to a peer the PermissionHandler refused) into 403
+// (RFC 8656 section 11.2); pion v5.1.2 answers 401, which clients take as
+// "retry with credentials". A genuine 401 (missing or stale credentials)
+// carries a NONCE and is kept.
 func fixChannelBindForbidden(b []byte) (fixed []byte, changed bool) {
 	if len(b) < stunHeaderSize || binary.BigEndian.Uint16(b) != channelBindErrorType {
 		return b, false
@@ -65,92 +93,274 @@ func fixChannelBindForbidden(b []byte) (fixed []byte, changed bool) {
 	return out.Raw, true
 }
 
+// answer is every answer pion sends a client, corrected where pion is wrong.
+func answer(b []byte) []byte {
+	if fixed, changed := fixChannelBindForbidden(b); changed {
+		return fixed
+	}
+	return b
+}
+
 // clientPacketConn wraps a UDP listener socket. With batch set, reads are
 // served from recvmmsg batches (udpbatch.go); tests leave it nil to wrap a
 // fake socket.
 type clientPacketConn struct {
 	net.PacketConn
-	batch   *recvBatch
-	inspect func(raw []byte, client, local net.Addr)
+	batch *recvBatch
+	edge  *edge
 }
 
-func (c *clientPacketConn) ReadFrom(p []byte) (n int, addr net.Addr, err error) {
-	if c.batch != nil {
-		n, addr, err = c.batch.ReadFrom(p)
-	} else {
-		n, addr, err = c.PacketConn.ReadFrom(p)
+// ReadFrom returns the next datagram pion should handle: invalid datagrams
+// are counted and dropped, and STUN messages pass the gate first.
+func (c *clientPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		var n int
+		var addr net.Addr
+		var err error
+		if c.batch != nil {
+			n, addr, err = c.batch.ReadFrom(p)
+		} else {
+			n, addr, err = c.PacketConn.ReadFrom(p)
+		}
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				c.edge.listenerDied(c.LocalAddr(), err)
+			}
+			return n, addr, err
+		}
+		kind, reason := checkDatagram(p[:n])
+		if reason != "" {
+			c.edge.rejectFrame(reason)
+			continue
+		}
+		if kind == frameSTUN && !c.edge.gate(p[:n], addr, c.LocalAddr(), func(b []byte) { _, _ = c.PacketConn.WriteTo(b, addr) }) {
+			continue
+		}
+		return n, addr, nil
 	}
-	if err == nil && isSTUNRequest(p[:n]) {
-		c.inspect(p[:n], addr, c.LocalAddr())
-	}
-	return n, addr, err
 }
 
 func (c *clientPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if fixed, changed := fixChannelBindForbidden(p); changed {
-		if _, err := c.PacketConn.WriteTo(fixed, addr); err != nil {
-			return 0, err
-		}
-		return len(p), nil
+	if _, err := c.PacketConn.WriteTo(answer(p), addr); err != nil {
+		return 0, err
 	}
-	return c.PacketConn.WriteTo(p, addr)
+	return len(p), nil
 }
 
 // clientListener wraps a TCP, TLS or DTLS listener.
 type clientListener struct {
 	net.Listener
-	inspect func(raw []byte, client, local net.Addr)
-	// datagram is set for DTLS: every Read returns whole messages, and
+	edge   *edge
+	closed atomic.Bool
+	// datagram is set for DTLS: every Read returns one whole message, and
 	// ChannelData need not be padded, so no stream framing applies.
 	datagram bool
 }
 
+// Accept returns the next connection within the limits. It returns an
+// error only when the listener is closed (or broken beyond retrying):
+// pion's accept loop stops for good at the first error.
 func (l *clientListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	backoff := time.Duration(0)
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			if l.closed.Load() {
+				return nil, err
+			}
+			if !retryableAcceptError(err) {
+				if !errors.Is(err, net.ErrClosed) {
+					l.edge.listenerDied(l.Addr(), err)
+				}
+				return nil, err
+			}
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			l.edge.refuseConn(connAcceptError, err)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		_, src, ok := addrPort(c.RemoteAddr())
+		if !ok {
+			_ = c.Close()
+			continue
+		}
+		lim := l.edge.limits()
+		if reason := l.edge.conns.acquire(src.Addr(), lim.perSource, lim.total); reason != "" {
+			_ = c.Close()
+			l.edge.refuseConn(reason, nil)
+			continue
+		}
+		sc := &clientStreamConn{Conn: c, edge: l.edge, datagram: l.datagram, release: func() { l.edge.conns.release(src.Addr()) }}
+		sc.framer = streamFramer{conn: c, timeout: sc.frameTimeout, keepIdle: sc.keepIdle}
+		return sc, nil
 	}
-	return &clientStreamConn{Conn: c, inspect: l.inspect, datagram: l.datagram}, nil
 }
 
-// tlsHandshakeTimeout bounds a TLS handshake, so a client that connects and
-// says nothing does not hold a goroutine forever.
-const tlsHandshakeTimeout = 10 * time.Second
+func (l *clientListener) Close() error {
+	l.closed.Store(true)
+	return l.Listener.Close()
+}
 
-// clientStreamConn wraps one client connection. pion frames the byte stream
-// itself; frameObserver follows the same framing to find STUN requests.
+// clientStreamConn wraps one client connection of a TCP, TLS or DTLS
+// listener. pion reads it through its own framing, which then always finds
+// exactly one frame per Read.
 type clientStreamConn struct {
 	net.Conn
-	inspect   func(raw []byte, client, local net.Addr)
-	observer  frameObserver
-	datagram  bool
-	handshook bool
+	edge     *edge
+	datagram bool
+	framer   streamFramer
+	release  func()
+
+	handshook   bool
+	closeReason string // why the relay ends this connection, once
+	closeOnce   sync.Once
+	// passthrough is set once a ConnectionBind succeeded: from then on the
+	// stream is a peer's raw TCP data (RFC 6062), copied as it comes.
+	passthrough atomic.Bool
+	pending     []byte // raw data read past the ConnectionBind request
 }
 
 func (c *clientStreamConn) Read(p []byte) (int, error) {
+	if c.passthrough.Load() {
+		return c.readRaw(p)
+	}
 	if err := c.handshake(); err != nil {
+		c.ending(connHandshake)
 		return 0, err
 	}
-	n, err := c.Conn.Read(p)
-	switch {
-	case n > 0 && c.datagram:
-		if isSTUNRequest(p[:n]) {
-			c.inspect(p[:n], c.RemoteAddr(), c.LocalAddr())
+	for {
+		msg, err := c.nextMessage(p)
+		if err != nil {
+			return 0, c.failed(err)
 		}
-	case n > 0:
-		c.observer.feed(p[:n], func(req []byte) { c.inspect(req, c.RemoteAddr(), c.LocalAddr()) })
+		if msg == nil {
+			continue // dropped
+		}
+		if msg[0]>>6 == 0 && !c.edge.gate(msg, c.RemoteAddr(), c.LocalAddr(), c.reply) {
+			continue
+		}
+		return copy(p, msg), nil
 	}
-	return n, err
 }
 
-func (c *clientStreamConn) Write(p []byte) (int, error) {
-	if fixed, changed := fixChannelBindForbidden(p); changed {
-		if _, err := c.Conn.Write(fixed); err != nil {
-			return 0, err
-		}
-		return len(p), nil
+// nextMessage reads one message: a frame of the stream, or for DTLS one
+// datagram. It returns nil, nil for a DTLS datagram it dropped.
+func (c *clientStreamConn) nextMessage(p []byte) ([]byte, error) {
+	if !c.datagram {
+		return c.framer.next()
 	}
-	return c.Conn.Write(p)
+	if err := c.framer.setDeadline(); err != nil {
+		return nil, err
+	}
+	n, err := c.Conn.Read(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) && c.keepIdle() {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.framer.seenFrame = true
+	if _, reason := checkDatagram(p[:n]); reason != "" {
+		c.edge.rejectFrame(reason)
+		return nil, nil
+	}
+	return padChannelData(p, n), nil
+}
+
+// padChannelData pads an unpadded ChannelData datagram to 4 bytes in place,
+// because pion's stream framing (which it applies to DTLS too) expects the
+// padding and would otherwise wait for bytes that never come.
+func padChannelData(p []byte, n int) []byte {
+	if p[0]>>6 != 0b01 {
+		return p[:n]
+	}
+	padded := channelDataHeaderSize + (int(binary.BigEndian.Uint16(p[2:4]))+3)&^3
+	switch {
+	case padded <= n:
+		return p[:padded] // bytes past the padding would start a bogus next frame
+	case padded > len(p):
+		return p[:n]
+	}
+	clear(p[n:padded])
+	return p[:padded]
+}
+
+// failed counts why a stream ends and returns the error for pion, which
+// then deletes the connection's allocation and closes it.
+func (c *clientStreamConn) failed(err error) error {
+	var bad errFrameRejected
+	switch {
+	case errors.As(err, &bad):
+		c.edge.rejectFrame(bad.reason)
+		c.ending(connBadFrame)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if c.framer.seenFrame {
+			c.ending(connIdle)
+		} else {
+			c.ending(connFirstTimeout)
+		}
+	}
+	return err
+}
+
+// ending records the reason the relay closes this connection; the first
+// reason counts.
+func (c *clientStreamConn) ending(reason string) {
+	if c.closeReason == "" {
+		c.closeReason = reason
+		c.edge.closeConn(reason)
+	}
+}
+
+// frameTimeout is the streamFramer's deadline for the next frame.
+func (c *clientStreamConn) frameTimeout(first bool) time.Duration {
+	lim := c.edge.limits()
+	if first {
+		return lim.firstMessage
+	}
+	return lim.idle
+}
+
+func (c *clientStreamConn) keepIdle() bool {
+	return c.edge.holdsAllocation(c.RemoteAddr(), c.LocalAddr())
+}
+
+// readRaw serves a ConnectionBind data connection: what the framer read
+// past the request first, then the stream itself, with no deadline.
+func (c *clientStreamConn) readRaw(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// reply sends the gate's own answer.
+func (c *clientStreamConn) reply(b []byte) { _, _ = c.Conn.Write(b) }
+
+func (c *clientStreamConn) Write(p []byte) (int, error) {
+	if c.passthrough.Load() {
+		return c.Conn.Write(p)
+	}
+	out := answer(p)
+	if len(out) >= stunHeaderSize && binary.BigEndian.Uint16(out) == connectionBindSuccessType && !c.datagram {
+		// pion copies raw data from this connection as soon as the answer
+		// is out; whatever the framer read past the request is the start.
+		c.pending = append([]byte(nil), c.framer.buffered()...)
+		_ = c.Conn.SetReadDeadline(time.Time{})
+		c.passthrough.Store(true)
+	}
+	if _, err := c.Conn.Write(out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *clientStreamConn) Close() error {
+	c.closeOnce.Do(c.release)
+	return c.Conn.Close()
 }
 
 // handshaker is a *tls.Conn or a *dtls.Conn.
@@ -170,73 +380,7 @@ func (c *clientStreamConn) handshake() error {
 	if !ok {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.edge.limits().tlsHandshakeTimeout)
 	defer cancel()
 	return h.HandshakeContext(ctx)
-}
-
-// frameObserver follows TURN framing over a stream (RFC 6062/8656: STUN
-// messages and ChannelData padded to 4 bytes) without changing it, and
-// hands each complete STUN request to a callback. ChannelData payloads are
-// skipped, not copied. Once the stream stops being TURN (ConnectionBind
-// turns it into raw peer data, or garbage arrives) it stops looking.
-type frameObserver struct {
-	header  []byte // the first 4 bytes of the next frame, while incomplete
-	skip    int    // bytes of the current frame still to pass unseen
-	collect []byte // the STUN request being collected
-	want    int    // its full length
-	stopped bool
-}
-
-func (o *frameObserver) feed(b []byte, onRequest func([]byte)) {
-	for len(b) > 0 && !o.stopped {
-		switch {
-		case o.skip > 0:
-			n := min(o.skip, len(b))
-			o.skip -= n
-			b = b[n:]
-		case o.want > 0:
-			n := min(o.want-len(o.collect), len(b))
-			o.collect = append(o.collect, b[:n]...)
-			b = b[n:]
-			if len(o.collect) == o.want {
-				req := o.collect
-				o.collect, o.want = nil, 0
-				onRequest(req)
-				if isConnectionBind(req) {
-					o.stopped = true
-				}
-			}
-		default:
-			n := min(4-len(o.header), len(b))
-			o.header = append(o.header, b[:n]...)
-			b = b[n:]
-			if len(o.header) == 4 {
-				o.startFrame()
-			}
-		}
-	}
-}
-
-// startFrame reads a complete 4-byte frame header and decides what to do
-// with the frame's remaining bytes.
-func (o *frameObserver) startFrame() {
-	h := o.header
-	o.header = o.header[:0]
-	length := int(binary.BigEndian.Uint16(h[2:]))
-	switch {
-	case h[0]&0xc0 == 0x40: // ChannelData: 4-byte header, payload padded to 4
-		o.skip = (length + 3) &^ 3
-	case h[0]&0xc0 == 0 && binary.BigEndian.Uint16(h)&0x0110 == 0: // STUN request
-		o.want = stunHeaderSize + length
-		o.collect = append(make([]byte, 0, o.want), h...)
-	case h[0]&0xc0 == 0: // other STUN message (indication)
-		o.skip = stunHeaderSize - 4 + length
-	default:
-		o.stopped = true
-	}
-}
-
-func isConnectionBind(req []byte) bool {
-	return stun.MessageType{Method: stun.MethodConnectionBind, Class: stun.ClassRequest}.Value() == binary.BigEndian.Uint16(req)
 }

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/turn/v5"
@@ -26,6 +27,7 @@ func (r *Relay) openListeners() (pcs []turn.PacketConnConfig, ls []turn.Listener
 		}
 	}()
 	gen := &relayAddressGenerator{r: r}
+	r.edge = r.newEdge()
 	hosts := []string{""}
 	if b := r.current().addrs.bind; len(b) > 0 {
 		hosts = hosts[:0]
@@ -59,6 +61,53 @@ func (r *Relay) openListeners() (pcs []turn.PacketConnConfig, ls []turn.Listener
 	return pcs, ls, nil
 }
 
+// tlsHandshakeTimeout bounds a TLS or DTLS handshake.
+const tlsHandshakeTimeout = 10 * time.Second
+
+// newEdge connects the client-facing wrappers to the relay's gate,
+// limits, allocation table, metrics and logs.
+func (r *Relay) newEdge() *edge {
+	m := r.metrics
+	return &edge{
+		gate: r.gate,
+		rejectFrame: func(reason string) {
+			m.framesRejected.WithLabelValues(reason).Inc()
+			r.rlog.info("frame:"+reason, "invalid frame dropped", "reason", reason)
+		},
+		closeConn: func(reason string) {
+			m.connsClosed.WithLabelValues(reason).Inc()
+			r.rlog.info("close:"+reason, "connection closed", "reason", reason)
+		},
+		refuseConn: func(reason string, err error) {
+			m.connsRefused.WithLabelValues(reason).Inc()
+			if err != nil {
+				r.rlog.warn("refuse:"+reason, "connection refused", "reason", reason, "error", err.Error())
+			} else {
+				r.rlog.info("refuse:"+reason, "connection refused", "reason", reason)
+			}
+		},
+		listenerDied: func(addr net.Addr, err error) {
+			m.listenersDead.Set(float64(r.deadListeners.Add(1)))
+			r.log.Error("listener stopped: the relay is no longer ready", "address", addrString(addr), "error", err.Error())
+		},
+		limits: func() connLimits {
+			l := r.current().cfg.Limits
+			total := l.Connections
+			if total == 0 {
+				total = r.defaultConnections
+			}
+			return connLimits{perSource: l.ConnectionsPerSource, total: total,
+				firstMessage: l.FirstMessageTimeout.Duration, idle: l.IdleTimeout.Duration,
+				tlsHandshakeTimeout: min(tlsHandshakeTimeout, l.FirstMessageTimeout.Duration)}
+		},
+		holdsAllocation: func(client, local net.Addr) bool {
+			k, ok := keyFor(client, local)
+			return ok && r.allocs.has(k)
+		},
+		conns: r.conns,
+	}
+}
+
 // listenUDP opens udpSocketsPerListener sockets (default one per CPU) on
 // the same address with SO_REUSEPORT: the kernel spreads clients over them
 // by a hash of their address, and pion runs one read loop per socket, so
@@ -78,7 +127,7 @@ func (r *Relay) listenUDP(addr string) ([]net.PacketConn, error) {
 			}
 			return nil, err
 		}
-		cc, err := newClientPacketConn(c.(*net.UDPConn), r.inspectRequest)
+		cc, err := newClientPacketConn(c.(*net.UDPConn), r.edge)
 		if err != nil {
 			_ = c.Close()
 			for _, c := range conns {
@@ -92,14 +141,14 @@ func (r *Relay) listenUDP(addr string) ([]net.PacketConn, error) {
 }
 
 // newClientPacketConn wraps a UDP listener socket for pion: batched reads,
-// request inspection, and socket buffers large enough for bursts.
-func newClientPacketConn(c *net.UDPConn, inspect func(raw []byte, client, local net.Addr)) (*clientPacketConn, error) {
+// the edge's checks, and socket buffers large enough for bursts.
+func newClientPacketConn(c *net.UDPConn, e *edge) (*clientPacketConn, error) {
 	setSocketBuffers(c, listenerBufferSize)
 	batch, err := newRecvBatch(c)
 	if err != nil {
 		return nil, err
 	}
-	return &clientPacketConn{PacketConn: c, batch: batch, inspect: inspect}, nil
+	return &clientPacketConn{PacketConn: c, batch: batch, edge: e}, nil
 }
 
 // listenStream opens a TCP, TLS or DTLS listener.
@@ -110,7 +159,7 @@ func (r *Relay) listenStream(l config.Listener, addr string) (net.Listener, erro
 		if err != nil {
 			return nil, err
 		}
-		return &clientListener{Listener: ln, inspect: r.inspectRequest}, nil
+		return &clientListener{Listener: ln, edge: r.edge}, nil
 	case config.TLS:
 		certs, err := r.certReloaderFor(l)
 		if err != nil {
@@ -121,7 +170,7 @@ func (r *Relay) listenStream(l config.Listener, addr string) (net.Listener, erro
 			return nil, err
 		}
 		tlsLn := tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.getCertificate})
-		return &clientListener{Listener: tlsLn, inspect: r.inspectRequest}, nil
+		return &clientListener{Listener: tlsLn, edge: r.edge}, nil
 	case config.DTLS:
 		certs, err := r.certReloaderFor(l)
 		if err != nil {
@@ -138,7 +187,7 @@ func (r *Relay) listenStream(l config.Listener, addr string) (net.Listener, erro
 		if err != nil {
 			return nil, err
 		}
-		return &clientListener{Listener: ln, inspect: r.inspectRequest, datagram: true}, nil
+		return &clientListener{Listener: ln, edge: r.edge, datagram: true}, nil
 	}
 	return nil, fmt.Errorf("unknown protocol %q", l.Protocol)
 }

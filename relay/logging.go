@@ -29,22 +29,43 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 
 // pionLoggerFactory bridges pion's logging.LoggerFactory onto slog, so the
 // TURN engine's messages land in the same stream with a "scope" attribute.
-type pionLoggerFactory struct{ log *slog.Logger }
+type pionLoggerFactory struct {
+	log *slog.Logger
+	// rateLimit limits pion's warnings and errors (see pionLogger).
+	rateLimit bool
+}
 
 func (f pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
-	return pionLogger{log: f.log.With("scope", "pion/"+scope)}
+	l := pionLogger{log: f.log.With("scope", "pion/"+scope), scope: scope}
+	if f.rateLimit {
+		l.rlog = newRateLog(l.log)
+	}
+	return l
 }
 
 // pionLogger implements logging.LeveledLogger. pion calls Debugf on hot
 // paths (every relayed datagram), so each method checks the level before
 // formatting: a disabled level costs one comparison, not a Sprintf.
-type pionLogger struct{ log *slog.Logger }
+//
+// Its warnings and errors are rate-limited per format string: pion logs an
+// error for every message with an unknown comprehension-required
+// attribute, which any client can send as fast as it likes.
+type pionLogger struct {
+	log   *slog.Logger
+	scope string
+	rlog  *rateLog
+}
 
 func (l pionLogger) logf(level slog.Level, format string, args ...any) {
 	if !l.log.Enabled(context.Background(), level) {
 		return
 	}
-	l.log.Log(context.Background(), level, strings.TrimSpace(fmt.Sprintf(format, args...)))
+	msg := strings.TrimSpace(fmt.Sprintf(format, args...))
+	if l.rlog != nil && level >= slog.LevelWarn {
+		l.rlog.logAt(level, format, msg)
+		return
+	}
+	l.log.Log(context.Background(), level, msg)
 }
 
 func (l pionLogger) Trace(msg string)                  { l.logf(slog.LevelDebug-4, "%s", msg) }

@@ -42,6 +42,13 @@ type metrics struct {
 	stunLastSuccess prometheus.Gauge
 	fastPathActive  prometheus.Gauge
 	fastPathPackets *prometheus.CounterVec
+
+	// The edge: what clients cost before they authenticate.
+	connsRefused   *prometheus.CounterVec
+	connsClosed    *prometheus.CounterVec
+	framesRejected *prometheus.CounterVec
+	authThrottled  prometheus.Counter
+	listenersDead  prometheus.Gauge
 }
 
 // trafficCounters are the counter children for one direction and transport,
@@ -51,7 +58,7 @@ type trafficCounters struct {
 	bytes   prometheus.Counter
 }
 
-func newMetrics(version string, allocs *allocTracker) *metrics {
+func newMetrics(version string, allocs *allocTracker, conns *connLimiter) *metrics {
 	m := &metrics{registry: prometheus.NewRegistry()}
 	f := func(c prometheus.Collector) { m.registry.MustRegister(c) }
 	counterVec := func(name, help string, labels ...string) *prometheus.CounterVec {
@@ -87,6 +94,14 @@ func newMetrics(version string, allocs *allocTracker) *metrics {
 	m.fastPathPackets = counterVec("fastpath_packets_total", "Datagrams the fast path relayed in the kernel, by direction (also in relayed_packets_total).", "direction")
 	m.stunLastSuccess = gauge("stun_discovery_last_success_timestamp_seconds", "Unix time of the last successful STUN discovery lookup.")
 
+	m.connsRefused = counterVec("connections_refused_total", "TCP and TLS connections refused at accept, by reason (per_source, total: a connection limit; accept_error: accept failed and was retried).", "reason")
+	m.connsClosed = counterVec("connections_closed_total", "TCP and TLS connections the relay closed, by reason (first_timeout, idle, bad_frame, tls_handshake).", "reason")
+	m.framesRejected = counterVec("frames_rejected_total", "Datagrams and stream frames refused before the TURN engine saw them, by reason.", "reason")
+	m.authThrottled = prometheus.NewCounter(prometheus.CounterOpts{Name: "turnpike_relay_auth_throttled_total",
+		Help: "Requests dropped unanswered because their client address failed authentication too often."})
+	f(m.authThrottled)
+	m.listenersDead = gauge("listeners_failed", "Listener sockets whose accept or read loop stopped on an error; /readyz fails while it is above 0.")
+	gaugeFunc("connections_open", "TCP and TLS client connections open.", func() float64 { return float64(conns.open()) })
 	gaugeFunc("allocations_active", "Allocations currently open.", func() float64 { a, _, _ := allocs.totals(); return float64(a) })
 	gaugeFunc("permissions_active", "Permissions currently installed across all allocations.", func() float64 { _, p, _ := allocs.totals(); return float64(p) })
 	gaugeFunc("channels_active", "Channel bindings currently installed across all allocations.", func() float64 { _, _, c := allocs.totals(); return float64(c) })
@@ -116,6 +131,15 @@ func (m *metrics) initLabels() {
 	}
 	for _, q := range quotaKinds {
 		m.quotaRejections.WithLabelValues(q)
+	}
+	for _, r := range connRefuseReasons {
+		m.connsRefused.WithLabelValues(r)
+	}
+	for _, r := range connCloseReasons {
+		m.connsClosed.WithLabelValues(r)
+	}
+	for _, r := range frameRejectReasons {
+		m.framesRejected.WithLabelValues(r)
 	}
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r)

@@ -80,7 +80,17 @@ type Relay struct {
 	certs          []*certReloader
 	ready          atomic.Bool
 	draining       atomic.Bool
-	gen            atomic.Int64 // config generation: successful loads
+
+	// The edge (clientconn.go): stream connections open per client address,
+	// the connection cap when limits.connections is unset, listeners whose
+	// accept or read loop died (then /readyz fails), and rate-limited logs
+	// for what clients can trigger at will.
+	edge               *edge
+	conns              *connLimiter
+	defaultConnections int
+	deadListeners      atomic.Int32
+	rlog               *rateLog
+	gen                atomic.Int64 // config generation: successful loads
 
 	// Last content read from each file, so a reload only acts on change and
 	// a broken file is counted once, not every poll. Guarded by reloadMu.
@@ -136,14 +146,15 @@ func newRelay(opts Options) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), stun: newSTUNDiscovery(), lastRelay: relayBytes}
+	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), stun: newSTUNDiscovery(), lastRelay: relayBytes,
+		conns: newConnLimiter(), defaultConnections: defaultConnectionLimit(), rlog: newRateLog(log)}
 	if opts.HostIP != "" {
 		if r.env.hostIP, err = netip.ParseAddr(opts.HostIP); err != nil {
 			return nil, fmt.Errorf("HOST_IP: %w", err)
 		}
 	}
 	r.env.nodeName = opts.NodeName
-	r.metrics = newMetrics(opts.Version, r.allocs)
+	r.metrics = newMetrics(opts.Version, r.allocs, r.conns)
 	r.traffic = map[string]trafficCounters{}
 	for _, d := range []string{dirToPeer, dirFromPeer} {
 		for _, t := range []string{"udp", "tcp"} {
@@ -224,7 +235,9 @@ func (r *Relay) AllocationCount() int {
 }
 
 // Ready reports what /readyz reports.
-func (r *Relay) Ready() bool { return r.ready.Load() && !r.draining.Load() }
+func (r *Relay) Ready() bool {
+	return r.ready.Load() && !r.draining.Load() && r.deadListeners.Load() == 0
+}
 
 // Registry is the relay's Prometheus registry.
 func (r *Relay) Registry() *prometheus.Registry { return r.metrics.registry }
@@ -282,7 +295,7 @@ func (r *Relay) startTURN() (*turn.Server, error) {
 	server, err := turn.NewServer(turn.ServerConfig{
 		PacketConnConfigs: packetConns,
 		ListenerConfigs:   listeners,
-		LoggerFactory:     pionLoggerFactory{log: r.log},
+		LoggerFactory:     pionLoggerFactory{log: r.log, rateLimit: true},
 		Realm:             r.cfg.Realm,
 		AuthHandler:       r.authenticate,
 		QuotaHandler:      r.admitAllocation,

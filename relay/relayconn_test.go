@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"encoding/binary"
 	"net"
 	"testing"
 	"time"
@@ -34,7 +33,7 @@ func TestPerPacketPathDoesNotAllocate(t *testing.T) {
 	peer := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000}
 	relay := &meteredPacketConn{PacketConn: &fakePacketConn{datagram: make([]byte, 1200), from: peer}, toPeer: testMeter(0), fromPeer: testMeter(1 << 40)}
 	channelData := append([]byte{0x40, 0x00, 0x04, 0xb0}, make([]byte, 1200)...)
-	client := &clientPacketConn{PacketConn: &fakePacketConn{datagram: channelData, from: peer}, inspect: func([]byte, net.Addr, net.Addr) { t.Fatal("ChannelData inspected") }}
+	client := &clientPacketConn{PacketConn: &fakePacketConn{datagram: channelData, from: peer}, edge: gateFatal(t)}
 	buf := make([]byte, 1600)
 	payload := make([]byte, 1200)
 	for name, fn := range map[string]func(){
@@ -81,35 +80,6 @@ func BenchmarkRelayWriteTo(b *testing.B) {
 	}
 }
 
-func TestFrameObserver(t *testing.T) {
-	req := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodChannelBind, stun.ClassRequest), stun.NewUsername("alice"))
-	ind := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication), stun.NewUsername("x"))
-	chanData := []byte{0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0} // 5 bytes padded to 8
-	bind := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodConnectionBind, stun.ClassRequest))
-	var stream []byte
-	stream = append(stream, chanData...)
-	stream = append(stream, req.Raw...)
-	stream = append(stream, ind.Raw...)
-	stream = append(stream, chanData...)
-	stream = append(stream, req.Raw...)
-	stream = append(stream, bind.Raw...)
-	stream = append(stream, req.Raw...) // after ConnectionBind: raw peer data, not inspected
-	// Feed in awkward pieces, to cross every frame boundary.
-	for _, piece := range []int{1, 3, 7, 64} {
-		var o frameObserver
-		var seen []uint16
-		for rest := stream; len(rest) > 0; {
-			n := min(piece, len(rest))
-			o.feed(rest[:n], func(b []byte) { seen = append(seen, binary.BigEndian.Uint16(b)) })
-			rest = rest[n:]
-		}
-		cb, cbind := req.Type.Value(), bind.Type.Value()
-		if len(seen) != 3 || seen[0] != cb || seen[1] != cb || seen[2] != cbind {
-			t.Errorf("pieces of %d: saw requests %x, want [%x %x %x]", piece, seen, cb, cb, cbind)
-		}
-	}
-}
-
 func TestFixChannelBindForbidden(t *testing.T) {
 	deniedByPolicy := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodChannelBind, stun.ClassErrorResponse),
 		&stun.ErrorCodeAttribute{Code: stun.CodeUnauthorized})
@@ -128,4 +98,11 @@ func TestFixChannelBindForbidden(t *testing.T) {
 	if _, changed := fixChannelBindForbidden(other.Raw); changed {
 		t.Error("a non-ChannelBind response was rewritten")
 	}
+}
+
+// gateFatal is an edge whose gate fails the test: for paths that must not
+// reach it.
+func gateFatal(t *testing.T) *edge {
+	e, _ := testEdge(func([]byte) bool { t.Fatal("message gated"); return false })
+	return e
 }

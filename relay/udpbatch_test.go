@@ -14,32 +14,33 @@ import (
 
 // batchedPair is a listener wrapped like the relay's (recvmmsg batches) and
 // a client socket that sends to it.
-func batchedPair(t *testing.T, inspect func(raw []byte, client, local net.Addr)) (*clientPacketConn, *net.UDPConn) {
+func batchedPair(t *testing.T, gate func(msg []byte) bool) (cc *clientPacketConn, client *net.UDPConn, rejected *[]string) {
 	t.Helper()
 	ln, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := newClientPacketConn(ln, inspect)
+	e, rejected := testEdge(gate)
+	cc, err = newClientPacketConn(ln, e)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cc.Close() })
-	client, err := net.DialUDP("udp4", nil, ln.LocalAddr().(*net.UDPAddr))
+	client, err = net.DialUDP("udp4", nil, ln.LocalAddr().(*net.UDPAddr))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = client.Close() })
-	return cc, client
+	return cc, client, rejected
 }
 
 // TestBatchedReadFrom: datagrams queued before a read come back one per
 // ReadFrom, in order, whole, with the sender's address; only the STUN
-// request among them is inspected; a datagram longer than the caller's
-// buffer is truncated to it, as net.UDPConn does.
+// request among them passes the gate; a datagram longer than the largest
+// frame is dropped and counted.
 func TestBatchedReadFrom(t *testing.T) {
-	var inspected [][]byte
-	cc, client := batchedPair(t, func(raw []byte, _, _ net.Addr) { inspected = append(inspected, bytes.Clone(raw)) })
+	var gated [][]byte
+	cc, client, rejected := batchedPair(t, func(msg []byte) bool { gated = append(gated, bytes.Clone(msg)); return true })
 	req := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest))
 	var sent [][]byte
 	for i := range 2*batchSize + 5 { // more than two batches
@@ -49,8 +50,13 @@ func TestBatchedReadFrom(t *testing.T) {
 		}
 		sent = append(sent, d)
 	}
-	sent = append(sent, make([]byte, 3000)) // longer than a batch slot and than buf
-	for _, d := range sent {
+	tooLarge := append([]byte{0x40, 0x00, 0x0b, 0xb4}, make([]byte, 2996)...) // longer than a batch slot and than buf
+	for i, d := range sent {
+		if i == 3 {
+			if _, err := client.Write(tooLarge); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if _, err := client.Write(d); err != nil {
 			t.Fatal(err)
 		}
@@ -61,9 +67,6 @@ func TestBatchedReadFrom(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(want) > len(buf) {
-			want = want[:len(buf)]
-		}
 		if !bytes.Equal(buf[:n], want) {
 			t.Fatalf("datagram %d: got %d bytes %x..., want %d bytes", i, n, buf[:min(n, 8)], len(want))
 		}
@@ -71,8 +74,11 @@ func TestBatchedReadFrom(t *testing.T) {
 			t.Fatalf("datagram %d from %v, want %v", i, from, client.LocalAddr())
 		}
 	}
-	if len(inspected) != 1 || !bytes.Equal(inspected[0], req.Raw) {
-		t.Errorf("inspected %d datagrams, want only the STUN request", len(inspected))
+	if len(gated) != 1 || !bytes.Equal(gated[0], req.Raw) {
+		t.Errorf("gated %d datagrams, want only the STUN request", len(gated))
+	}
+	if len(*rejected) != 1 || (*rejected)[0] != frameTooLarge {
+		t.Errorf("rejected frames %q, want one %q", *rejected, frameTooLarge)
 	}
 }
 
@@ -81,7 +87,7 @@ func TestBatchedReadFrom(t *testing.T) {
 // datagram allocates nothing, whether it comes from memory or needs a new
 // recvmmsg.
 func TestBatchedReadFromDoesNotAllocate(t *testing.T) {
-	cc, client := batchedPair(t, func([]byte, net.Addr, net.Addr) { t.Fatal("ChannelData inspected") })
+	cc, client, _ := batchedPair(t, func([]byte) bool { t.Fatal("ChannelData gated"); return false })
 	channelData := append([]byte{0x40, 0x00, 0x00, 0x64}, make([]byte, 100)...)
 	const runs = 500
 	for range runs + 1 { // AllocsPerRun calls once more to warm up
@@ -103,7 +109,7 @@ func TestBatchedReadFromDoesNotAllocate(t *testing.T) {
 // TestBatchedReadFromUnblocksOnClose: pion stops a listener's read loop by
 // closing the socket; a read waiting in the netpoller must return.
 func TestBatchedReadFromUnblocksOnClose(t *testing.T) {
-	cc, _ := batchedPair(t, nil)
+	cc, _, _ := batchedPair(t, nil)
 	done := make(chan error, 1)
 	go func() {
 		_, _, err := cc.ReadFrom(make([]byte, 1600))
@@ -150,7 +156,8 @@ func TestListenerWriteTo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := newClientPacketConn(ln, nil)
+	e, _ := testEdge(nil)
+	cc, err := newClientPacketConn(ln, e)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,6 +54,9 @@ type Relay struct {
 	PeerPolicy PeerPolicy `json:"peerPolicy,omitempty"`
 	// Quotas limits what one user, one allocation and the whole relay may use.
 	Quotas Quotas `json:"quotas,omitempty"`
+	// Limits bound what a client can hold or cost before and outside its
+	// allocations: stream connections, idle time, failed authentication.
+	Limits Limits `json:"limits,omitzero"`
 	// FastPath relays bound UDP channels in the kernel. Changing it needs a restart.
 	FastPath FastPath `json:"fastPath,omitempty"`
 	// Internal is the metrics and health listener; never the public TURN ports.
@@ -142,6 +145,30 @@ type Quotas struct {
 	BandwidthPerAllocation   int64 `json:"bandwidthPerAllocation,omitempty"`
 	PermissionsPerAllocation int   `json:"permissionsPerAllocation,omitempty"`
 	ChannelsPerAllocation    int   `json:"channelsPerAllocation,omitempty"`
+}
+
+// Limits protect the relay from clients that never authenticate or never
+// stop trying. Zero means the default (see setDefaults).
+type Limits struct {
+	// ConnectionsPerSource caps the TCP and TLS connections one client
+	// address may hold at once.
+	ConnectionsPerSource int `json:"connectionsPerSource,omitempty"`
+	// Connections caps TCP and TLS connections in total; the default is half
+	// the process's file descriptor limit, so relay sockets always have room.
+	Connections int `json:"connections,omitempty"`
+	// FirstMessageTimeout is how long a new TCP or TLS connection (including
+	// its TLS handshake) may take to send its first whole message.
+	FirstMessageTimeout Duration `json:"firstMessageTimeout,omitzero"`
+	// IdleTimeout closes a TCP or TLS connection that holds no allocation
+	// and sent no whole message for this long. A connection that holds an
+	// allocation is never closed for idling: the allocation's own lifetime,
+	// renewed by Refresh, bounds it.
+	IdleTimeout Duration `json:"idleTimeout,omitzero"`
+	// AuthFailuresPerSecond is how many failed authentications per second
+	// one client address may cause (AuthFailureBurst at once) before its
+	// requests are dropped unanswered for a while.
+	AuthFailuresPerSecond float64 `json:"authFailuresPerSecond,omitempty"`
+	AuthFailureBurst      int     `json:"authFailureBurst,omitempty"`
 }
 
 // Internal is the listener for /metrics, /livez, /readyz and /status.

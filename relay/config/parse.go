@@ -18,6 +18,12 @@ const (
 	DefaultRelayPortMin     = 49152
 	DefaultRelayPortMax     = 65535
 	DefaultDrainGracePeriod = "30s"
+
+	DefaultConnectionsPerSource  = 64
+	DefaultFirstMessageTimeout   = 10 * time.Second
+	DefaultIdleTimeout           = 60 * time.Second
+	DefaultAuthFailuresPerSecond = 5
+	DefaultAuthFailureBurst      = 20
 )
 
 // ParseRelay decodes and validates relay.yaml. Unknown fields are errors, so
@@ -79,6 +85,22 @@ func (r *Relay) setDefaults() {
 	}
 	if r.DrainGracePeriod.Duration == 0 {
 		_ = r.DrainGracePeriod.UnmarshalJSON([]byte(`"` + DefaultDrainGracePeriod + `"`))
+	}
+	l := &r.Limits
+	if l.ConnectionsPerSource == 0 {
+		l.ConnectionsPerSource = DefaultConnectionsPerSource
+	}
+	if l.FirstMessageTimeout.Duration == 0 {
+		l.FirstMessageTimeout.Duration = DefaultFirstMessageTimeout
+	}
+	if l.IdleTimeout.Duration == 0 {
+		l.IdleTimeout.Duration = DefaultIdleTimeout
+	}
+	if l.AuthFailuresPerSecond == 0 {
+		l.AuthFailuresPerSecond = DefaultAuthFailuresPerSecond
+	}
+	if l.AuthFailureBurst == 0 {
+		l.AuthFailureBurst = DefaultAuthFailureBurst
 	}
 	if r.Log.Level == "" {
 		r.Log.Level = "info"
@@ -169,6 +191,16 @@ func (r *Relay) Validate() error {
 	if q.AllocationsPerUser < 0 || q.AllocationsTotal < 0 || q.BandwidthPerAllocation < 0 ||
 		q.PermissionsPerAllocation < 0 || q.ChannelsPerAllocation < 0 {
 		errs.add("quotas", "limits must not be negative (0 means unlimited)")
+	}
+	l := r.Limits
+	if l.ConnectionsPerSource < 0 || l.Connections < 0 || l.AuthFailuresPerSecond < 0 || l.AuthFailureBurst < 0 {
+		errs.add("limits", "must not be negative (0 means the default)")
+	}
+	if d := l.FirstMessageTimeout.Duration; d < 0 || d > time.Hour {
+		errs.add("limits.firstMessageTimeout", "must be between 0 (the default, 10s) and 1h, got %s", d)
+	}
+	if d := l.IdleTimeout.Duration; d < 0 || d > 24*time.Hour {
+		errs.add("limits.idleTimeout", "must be between 0 (the default, 60s) and 24h, got %s", d)
 	}
 	for i, name := range r.FastPath.Interfaces {
 		if !validInterfaceName(name) {
