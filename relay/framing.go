@@ -27,11 +27,11 @@ const maxFrameSize = 1596
 // Reasons a frame is refused; the "reason" label of
 // turnpike_relay_frames_rejected_total.
 const (
-	frameBadType    = "bad_type"    // neither STUN (0b00) nor ChannelData (0b01)
-	frameBadLength  = "bad_length"  // a STUN length that is not a multiple of 4, or disagrees with the datagram
-	frameTooLarge   = "too_large"   // more than maxFrameSize
-	frameBadCookie  = "bad_cookie"  // a STUN header without the magic cookie
-	frameTruncated  = "truncated"   // a datagram shorter than its header says
+	frameBadType   = "bad_type"   // neither STUN (0b00) nor ChannelData (0b01)
+	frameBadLength = "bad_length" // a STUN length that is not a multiple of 4, or disagrees with the datagram
+	frameTooLarge  = "too_large"  // more than maxFrameSize
+	frameBadCookie = "bad_cookie" // a STUN header without the magic cookie
+	frameTruncated = "truncated"  // a datagram shorter than its header says
 )
 
 var frameRejectReasons = []string{frameBadType, frameBadLength, frameTooLarge, frameBadCookie, frameTruncated}
