@@ -49,6 +49,7 @@ func addrPort(a net.Addr) (network string, ap netip.AddrPort, ok bool) {
 // allocState is what the relay tracks about one allocation, for quotas.
 type allocState struct {
 	user        string
+	v6          bool               // the relayed address is IPv6
 	permissions map[netip.Addr]int // peer IP -> number of grants (pion may report a peer twice)
 	channels    map[uint16]bool
 	// pendingChannel is the channel number of the ChannelBind request being
@@ -73,13 +74,13 @@ func newAllocTracker() *allocTracker {
 	return &allocTracker{allocs: map[allocKey]*allocState{}, perUser: map[string]int{}}
 }
 
-func (t *allocTracker) add(k allocKey, user string) {
+func (t *allocTracker) add(k allocKey, user string, v6 bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, dup := t.allocs[k]; dup {
 		return
 	}
-	t.allocs[k] = &allocState{user: user, permissions: map[netip.Addr]int{}, channels: map[uint16]bool{}, pendingChannel: -1}
+	t.allocs[k] = &allocState{user: user, v6: v6, permissions: map[netip.Addr]int{}, channels: map[uint16]bool{}, pendingChannel: -1}
 	t.perUser[user]++
 }
 
@@ -104,6 +105,29 @@ func (t *allocTracker) has(k allocKey) bool {
 	defer t.mu.Unlock()
 	_, ok := t.allocs[k]
 	return ok
+}
+
+// allocInfo is what the gate needs to know of an allocation.
+type allocInfo struct {
+	user string // the user ID (userIDOf)
+	v6   bool
+}
+
+// lookup returns allocation k, if open.
+func (t *allocTracker) lookup(k allocKey) (allocInfo, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a, ok := t.allocs[k]
+	if !ok {
+		return allocInfo{}, false
+	}
+	return allocInfo{user: a.user, v6: a.v6}, true
+}
+
+// isIPv6 reports whether a (a relayed address) is an IPv6 address.
+func isIPv6(a net.Addr) bool {
+	_, ap, ok := addrPort(a)
+	return ok && ap.Addr().Is6()
 }
 
 // counts returns the number of allocations in total and for user.

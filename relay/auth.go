@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/pion/turn/v5"
@@ -109,8 +110,11 @@ func (c *credentials) lookup(username, realm string, now time.Time) keyResult {
 		return keyResult{reason: authUnknownUser}
 	}
 	expiry, ok := restauth.Expiry(username)
-	if !ok {
-		return keyResult{reason: authBadUsername}
+	switch {
+	case !ok && strings.Contains(username, ":"):
+		return keyResult{reason: authBadUsername} // meant as a REST name "expiry:user", but broken
+	case !ok:
+		return keyResult{reason: authUnknownUser}
 	}
 	if !now.Before(expiry) {
 		return keyResult{reason: authExpired}

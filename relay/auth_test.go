@@ -45,7 +45,7 @@ func TestCredentialsLookup(t *testing.T) {
 		{"rotating static user after the overlap: the new key", "carol", "r", fresh, 1, ""},
 		{"static user whose only key expired", "dave", "r", now, 0, authExpired},
 		{"wrong realm", "alice", "other", now, 0, authRealm},
-		{"unknown static name", "mallory", "r", now, 0, authBadUsername},
+		{"unknown static name", "mallory", "r", now, 0, authUnknownUser},
 		{"REST inside overlap: two secrets", rest, "r", now, 2, ""},
 		{"REST expired", rest, "r", now.Add(2 * time.Minute), 0, authExpired},
 		{"REST expiry only", fmt.Sprint(now.Add(time.Minute).Unix()), "r", now, 2, ""},

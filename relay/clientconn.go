@@ -35,13 +35,17 @@ const (
 // gateFunc sees one whole STUN message from client (arrived on local)
 // before pion does. It returns whether pion should handle it; reply sends
 // an answer of the gate's own on the same socket or connection. msg is only
-// valid during the call.
+// valid during the call; the gate may rewrite it in place, keeping its
+// length, and pion then handles the rewritten message.
 type gateFunc func(msg []byte, client, local net.Addr, reply func([]byte)) (forward bool)
 
 // edge is what every client-facing wrapper shares: the gate, the counters
 // of refused frames, and the relay's hooks for streams.
 type edge struct {
-	gate         gateFunc
+	gate gateFunc
+	// signAnswer signs an answer to client whose request the gate verified
+	// (signing.go); nil in wrapper tests.
+	signAnswer   func(b []byte, client net.Addr) []byte
 	rejectFrame  func(reason string)
 	closeConn    func(reason string)
 	refuseConn   func(reason string, err error)
@@ -93,10 +97,14 @@ func fixChannelBindForbidden(b []byte) (fixed []byte, changed bool) {
 	return out.Raw, true
 }
 
-// answer is every answer pion sends a client, corrected where pion is wrong.
-func answer(b []byte) []byte {
+// answer is every answer pion sends client, corrected where pion is wrong
+// and signed where pion left it unsigned.
+func (e *edge) answer(b []byte, client net.Addr) []byte {
 	if fixed, changed := fixChannelBindForbidden(b); changed {
-		return fixed
+		b = fixed
+	}
+	if e.signAnswer != nil {
+		b = e.signAnswer(b, client)
 	}
 	return b
 }
@@ -141,7 +149,7 @@ func (c *clientPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *clientPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if _, err := c.PacketConn.WriteTo(answer(p), addr); err != nil {
+	if _, err := c.PacketConn.WriteTo(c.edge.answer(p, addr), addr); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -344,7 +352,7 @@ func (c *clientStreamConn) Write(p []byte) (int, error) {
 	if c.passthrough.Load() {
 		return c.Conn.Write(p)
 	}
-	out := answer(p)
+	out := c.edge.answer(p, c.RemoteAddr())
 	if len(out) >= stunHeaderSize && binary.BigEndian.Uint16(out) == connectionBindSuccessType && !c.datagram {
 		// pion copies raw data from this connection as soon as the answer
 		// is out; whatever the framer read past the request is the start.

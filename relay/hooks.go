@@ -31,14 +31,13 @@ type rotationKey struct {
 func (r *Relay) authenticate(ra *turn.RequestAttributes) (userID string, key []byte, ok bool) {
 	res := r.current().creds.lookup(ra.Username, ra.Realm, timeNow())
 	if res.reason != "" {
-		r.metrics.authFailures.WithLabelValues(res.reason).Inc()
-		r.log.Debug("authentication failed", "username", ra.Username, "client", addrString(ra.SrcAddr), "reason", res.reason)
+		r.authFailed(res.reason, ra.Username, ra.SrcAddr)
 		return "", nil, false
 	}
 	key = res.keys[0]
 	if len(res.keys) > 1 {
 		// Several keys are valid (secrets or passwords rotating): use the one
-		// the request inspector found to match this very request.
+		// the gate found to match this very request (verifyIntegrity).
 		if k, found := keyForRequest(ra.SrcAddr, ra.Username); found {
 			if v, ok := r.rotationKeys.LoadAndDelete(k); ok {
 				key = v.(matchedKey).key
@@ -68,61 +67,65 @@ func userIDOf(username string) string {
 	return username
 }
 
-// inspectRequest sees every STUN request before pion handles it (see
-// clientconn.go for why). raw is only valid during the call.
-func (r *Relay) inspectRequest(raw []byte, client, local net.Addr) {
-	k, ok := keyFor(client, local)
-	if !ok {
-		return
-	}
-	msgType := binary.BigEndian.Uint16(raw)
-	isChannelBind := msgType == stun.NewType(stun.MethodChannelBind, stun.ClassRequest).Value()
-	st := r.current()
-	rotating := st.creds.rotating
-	if !isChannelBind && !rotating {
-		r.allocs.setPendingChannel(k, -1)
-		return
-	}
-	m := &stun.Message{Raw: append([]byte(nil), raw...)}
-	if m.Decode() != nil {
-		r.allocs.setPendingChannel(k, -1) // pion will refuse it too
-		return
-	}
+// inspectRequest records, for the PermissionHandler, which ChannelBind (if
+// any) allocation k's client is sending now: pion asks the handler without
+// saying which request it serves.
+func (r *Relay) inspectRequest(m *stun.Message, k allocKey) {
 	pending := -1
-	if isChannelBind {
+	if m.Type.Method == stun.MethodChannelBind {
 		if v, err := m.Get(stun.AttrChannelNumber); err == nil && len(v) >= 2 {
 			pending = int(binary.BigEndian.Uint16(v))
 		}
 	}
 	r.allocs.setPendingChannel(k, pending)
-	if rotating {
-		r.matchRotationKey(st, m, client)
-	}
 }
 
-// matchRotationKey finds which valid key (shared secret or password) signed m and remembers
-// its key for authenticate. Only a request whose integrity checks out is
+// verified is the gate's verdict on a request's credentials.
+type verified struct {
+	key      []byte // the long-term key MESSAGE-INTEGRITY matched; nil when there is none to check
+	username string
+	failed   bool // credentials present but refused: unknown user, wrong realm or password, expired
+}
+
+// verifyIntegrity checks m's MESSAGE-INTEGRITY against the keys of its
+// username, as pion will, and counts a failure by its reason. A request
+// without MESSAGE-INTEGRITY, or without the USERNAME, REALM and NONCE that
+// must come with it, is left to pion (401, or 400 for the latter). While
+// several keys are valid for a name (rotation), the one that matched is
+// remembered for authenticate; only a request whose integrity checks out is
 // remembered, so unauthenticated traffic cannot fill rotationKeys.
-func (r *Relay) matchRotationKey(st *state, m *stun.Message, client net.Addr) {
+func (r *Relay) verifyIntegrity(m *stun.Message, client net.Addr) verified {
 	var username stun.Username
 	var realm stun.Realm
-	if username.GetFrom(m) != nil || realm.GetFrom(m) != nil || !m.Contains(stun.AttrMessageIntegrity) {
-		return
+	if !m.Contains(stun.AttrMessageIntegrity) || !m.Contains(stun.AttrNonce) ||
+		username.GetFrom(m) != nil || realm.GetFrom(m) != nil {
+		return verified{}
 	}
-	res := st.creds.lookup(username.String(), realm.String(), timeNow())
-	if len(res.keys) < 2 {
-		return
-	}
-	k, ok := keyForRequest(client, username.String())
-	if !ok {
-		return
+	name := username.String()
+	res := r.current().creds.lookup(name, realm.String(), timeNow())
+	if res.reason != "" {
+		r.authFailed(res.reason, name, client)
+		return verified{failed: true}
 	}
 	for _, key := range res.keys {
-		if stun.MessageIntegrity(key).Check(m) == nil {
-			r.rotationKeys.Store(k, matchedKey{key: key, at: timeNow()})
-			return
+		if stun.MessageIntegrity(key).Check(m) != nil {
+			continue
 		}
+		if len(res.keys) > 1 {
+			if k, ok := keyForRequest(client, name); ok {
+				r.rotationKeys.Store(k, matchedKey{key: key, at: timeNow()})
+			}
+		}
+		return verified{key: key, username: name}
 	}
+	r.authFailed(authBadIntegrity, name, client)
+	return verified{failed: true}
+}
+
+// authFailed counts and logs a failed authentication.
+func (r *Relay) authFailed(reason, username string, client net.Addr) {
+	r.metrics.authFailures.WithLabelValues(reason).Inc()
+	r.log.Debug("authentication failed", "username", username, "client", addrString(client), "reason", reason)
 }
 
 // matchedKey is a rotationKeys entry.
@@ -138,7 +141,9 @@ type matchedKey struct {
 const rotationKeyTTL = time.Minute
 
 // sweepRotationKeys drops entries no request consumed.
+// It also drops the gate's signing keys of unanswered requests.
 func (r *Relay) sweepRotationKeys(now time.Time) {
+	r.sweepSigners(now)
 	r.rotationKeys.Range(func(k, v any) bool {
 		if now.Sub(v.(matchedKey).at) > rotationKeyTTL {
 			r.rotationKeys.Delete(k)
@@ -219,7 +224,7 @@ func (r *Relay) eventHandler() turn.EventHandler {
 			}
 		},
 		OnAllocationCreated: func(src, dst net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {
-			withKey(src, dst, func(k allocKey) { r.allocs.add(k, userID) })
+			withKey(src, dst, func(k allocKey) { r.allocs.add(k, userID, isIPv6(relayAddr)) })
 			r.metrics.allocations.WithLabelValues(allocSuccess).Inc()
 			r.log.Debug("allocation created", "user", userID, "client", addrString(src), "relay", addrString(relayAddr))
 		},

@@ -47,8 +47,10 @@ type metrics struct {
 	connsRefused   *prometheus.CounterVec
 	connsClosed    *prometheus.CounterVec
 	framesRejected *prometheus.CounterVec
-	authThrottled  prometheus.Counter
-	listenersDead  prometheus.Gauge
+	// requestsRefused counts requests the gate answered or dropped itself.
+	requestsRefused *prometheus.CounterVec
+	authThrottled   prometheus.Counter
+	listenersDead   prometheus.Gauge
 }
 
 // trafficCounters are the counter children for one direction and transport,
@@ -97,6 +99,7 @@ func newMetrics(version string, allocs *allocTracker, conns *connLimiter) *metri
 	m.connsRefused = counterVec("connections_refused_total", "TCP and TLS connections refused at accept, by reason (per_source, total: a connection limit; accept_error: accept failed and was retried).", "reason")
 	m.connsClosed = counterVec("connections_closed_total", "TCP and TLS connections the relay closed, by reason (first_timeout, idle, bad_frame, tls_handshake).", "reason")
 	m.framesRejected = counterVec("frames_rejected_total", "Datagrams and stream frames refused before the TURN engine saw them, by reason.", "reason")
+	m.requestsRefused = counterVec("requests_refused_total", "STUN requests the request gate answered with an error or dropped before the TURN engine saw them, by reason.", "reason")
 	m.authThrottled = prometheus.NewCounter(prometheus.CounterOpts{Name: "turnpike_relay_auth_throttled_total",
 		Help: "Requests dropped unanswered because their client address failed authentication too often."})
 	f(m.authThrottled)
@@ -137,6 +140,9 @@ func (m *metrics) initLabels() {
 	}
 	for _, r := range connCloseReasons {
 		m.connsClosed.WithLabelValues(r)
+	}
+	for _, r := range requestRefusedReasons {
+		m.requestsRefused.WithLabelValues(r)
 	}
 	for _, r := range frameRejectReasons {
 		m.framesRejected.WithLabelValues(r)

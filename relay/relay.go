@@ -68,8 +68,11 @@ type Relay struct {
 
 	// rotationKeys carries the key that matched a REST request's
 	// MESSAGE-INTEGRITY from the request inspector to the AuthHandler, while
-	// several shared secrets are valid (see inspectRequest).
+	// several shared secrets are valid (see verifyIntegrity).
 	rotationKeys sync.Map // rotationKey -> matchedKey
+	// signers carries the key of each request the gate verified to answer(),
+	// which signs pion's answer with it (signing.go).
+	signers sync.Map // signerKey -> signer
 
 	stun *stunDiscovery // addresses.stun (stun.go)
 	// offload is the fast path when it is active (offload.go), else nil;
