@@ -86,29 +86,50 @@ func TestCoturnUclient(t *testing.T) {
 				args = append(args, "-t")
 			}
 			args = append(append(args, tc.auth...), "127.0.0.1")
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			out, err := exec.CommandContext(ctx, uclient, args...).CombinedOutput()
-			if err != nil {
-				t.Fatalf("turnutils_uclient: %v\n%s", err, out)
+			res := runUclient(t, uclient, args...)
+			if res.err != nil {
+				t.Fatalf("turnutils_uclient: %v\n%s", res.err, res.out)
 			}
-			lost := uclientLost.FindSubmatch(out)
-			var totals [][]byte
-			for _, line := range strings.Split(string(out), "\n") {
-				if m := uclientTotal.FindSubmatch([]byte(line)); m != nil {
-					totals = m
-				}
-			}
-			if lost == nil || totals == nil {
-				t.Fatalf("cannot parse turnutils_uclient output:\n%s", out)
-			}
-			sent, _ := strconv.Atoi(string(totals[1]))
-			received, _ := strconv.Atoi(string(totals[2]))
-			if string(lost[1]) != "0" || sent != messages*clients || received != sent {
-				t.Fatalf("lost %s, sent %d, received %d (want 0, %d, %d)\n%s", lost[1], sent, received, messages*clients, messages*clients, out)
+			if res.lost != 0 || res.sent != messages*clients || res.received != res.sent {
+				t.Fatalf("lost %d, sent %d, received %d (want 0, %d, %d)\n%s", res.lost, res.sent, res.received, messages*clients, messages*clients, res.out)
 			}
 		})
 	}
+}
+
+// uclientResult is what a turnutils_uclient run reports.
+type uclientResult struct {
+	lost, sent, received int
+	out                  []byte
+	err                  error // the run failed, or its output could not be parsed
+}
+
+// runUclient runs turnutils_uclient (bounded to a minute) and reads its
+// packet counts.
+func runUclient(t *testing.T, uclient string, args ...string) uclientResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, uclient, args...).CombinedOutput()
+	res := uclientResult{out: out, err: err}
+	if err != nil {
+		return res
+	}
+	lost := uclientLost.FindSubmatch(out)
+	var totals [][]byte
+	for _, line := range strings.Split(string(out), "\n") {
+		if m := uclientTotal.FindSubmatch([]byte(line)); m != nil {
+			totals = m
+		}
+	}
+	if lost == nil || totals == nil {
+		res.err = fmt.Errorf("cannot parse turnutils_uclient output")
+		return res
+	}
+	res.lost, _ = strconv.Atoi(string(lost[1]))
+	res.sent, _ = strconv.Atoi(string(totals[1]))
+	res.received, _ = strconv.Atoi(string(totals[2]))
+	return res
 }
 
 // TestPrometheusScrape has a real Prometheus scrape the relay and reads the
