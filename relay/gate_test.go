@@ -1,0 +1,232 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+)
+
+// xorAddressValue encodes an XOR-PEER-ADDRESS value with the given family
+// byte and raw address bytes, whatever their length.
+func xorAddressValue(family byte, port uint16, addr []byte, id [stun.TransactionIDSize]byte) []byte {
+	v := []byte{0, family, 0, 0}
+	binary.BigEndian.PutUint16(v[2:], port^uint16(magicCookie>>16))
+	key := binary.BigEndian.AppendUint32(nil, magicCookie)
+	key = append(key, id[:]...)
+	for i, b := range addr {
+		v = append(v, b^key[i])
+	}
+	return v
+}
+
+// rawXORPeer adds an XOR-PEER-ADDRESS with any family byte and address
+// bytes, to send malformed ones.
+type rawXORPeer struct {
+	family byte
+	port   uint16
+	addr   []byte
+}
+
+func (p rawXORPeer) AddTo(m *stun.Message) error {
+	m.Add(stun.AttrXORPeerAddress, xorAddressValue(p.family, p.port, p.addr, m.TransactionID))
+	return nil
+}
+
+func TestDecodeXORAddress(t *testing.T) {
+	id := [stun.TransactionIDSize]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+	v4 := netip.MustParseAddr("203.0.113.7")
+	v6 := netip.MustParseAddr("2001:db8::7")
+	for _, tc := range []struct {
+		name  string
+		value []byte
+		want  netip.AddrPort // zero: malformed
+	}{
+		{"IPv4", xorAddressValue(1, 3478, v4.AsSlice(), id), netip.AddrPortFrom(v4, 3478)},
+		{"IPv6", xorAddressValue(2, 9, v6.AsSlice(), id), netip.AddrPortFrom(v6, 9)},
+		{"port 0 decodes (callers decide)", xorAddressValue(1, 0, v4.AsSlice(), id), netip.AddrPortFrom(v4, 0)},
+		{"IPv6 family with 4 address bytes", xorAddressValue(2, 9, v4.AsSlice(), id), netip.AddrPort{}},
+		{"IPv4 family with 16 address bytes", xorAddressValue(1, 9, v6.AsSlice(), id), netip.AddrPort{}},
+		{"unknown family", xorAddressValue(3, 9, v4.AsSlice(), id), netip.AddrPort{}},
+		{"first byte not zero", append([]byte{1}, xorAddressValue(1, 9, v4.AsSlice(), id)[1:]...), netip.AddrPort{}},
+		{"truncated", []byte{0, 1, 0}, netip.AddrPort{}},
+	} {
+		got, ok := decodeXORAddress(tc.value, id)
+		if ok != tc.want.IsValid() || got != tc.want {
+			t.Errorf("%s: got %v, %v; want %v", tc.name, got, ok, tc.want)
+		}
+	}
+}
+
+func TestGrantedLifetime(t *testing.T) {
+	for _, tc := range []struct{ requested, want time.Duration }{
+		{0, 0}, // Refresh deleting the allocation
+		{30 * time.Second, 10 * time.Minute},
+		{10 * time.Minute, 10 * time.Minute},
+		{20 * time.Minute, 20 * time.Minute},
+		{time.Hour, maxGrantedLifetime},
+		{2 * time.Hour, maxGrantedLifetime},
+	} {
+		if got := grantedLifetime(tc.requested); got != tc.want {
+			t.Errorf("grantedLifetime(%v) = %v, want %v", tc.requested, got, tc.want)
+		}
+	}
+}
+
+func TestCheckAllocate(t *testing.T) {
+	transport := func(p byte) stun.Setter { return rawAttr(stun.AttrRequestedTransport, []byte{p, 0, 0, 0}) }
+	for _, tc := range []struct {
+		name    string
+		network string
+		attrs   []stun.Setter
+		want    stun.ErrorCode
+	}{
+		{"UDP over UDP", "udp", []stun.Setter{transport(protoUDP)}, 0},
+		{"UDP over TCP", "tcp", []stun.Setter{transport(protoUDP)}, 0},
+		{"TCP over TCP", "tcp", []stun.Setter{transport(protoTCP)}, 0},
+		{"TCP over UDP or DTLS", "udp", []stun.Setter{transport(protoTCP)}, stun.CodeUnsupportedTransProto},
+		{"TCP with EVEN-PORT", "tcp", []stun.Setter{transport(protoTCP), rawAttr(stun.AttrEvenPort, []byte{0x80})}, stun.CodeBadRequest},
+		{"TCP with RESERVATION-TOKEN", "tcp", []stun.Setter{transport(protoTCP), rawAttr(stun.AttrReservationToken, make([]byte, 8))}, stun.CodeBadRequest},
+		{"TCP with DONT-FRAGMENT", "tcp", []stun.Setter{transport(protoTCP), rawAttr(stun.AttrDontFragment, nil)}, stun.CodeBadRequest},
+		{"UDP with EVEN-PORT", "udp", []stun.Setter{transport(protoUDP), rawAttr(stun.AttrEvenPort, []byte{0x80})}, 0},
+		{"no transport: pion answers", "udp", nil, 0},
+	} {
+		m := stun.MustBuild(append([]stun.Setter{stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest)}, tc.attrs...)...)
+		if got, _ := checkAllocate(m, tc.network); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestSignResponse(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	build := func(class stun.MessageClass, setters ...stun.Setter) []byte {
+		base := []stun.Setter{stun.TransactionID, stun.NewType(stun.MethodAllocate, class)}
+		return stun.MustBuild(append(base, setters...)...).Raw
+	}
+	decode := func(b []byte) *stun.Message {
+		m := &stun.Message{Raw: append([]byte(nil), b...)}
+		if err := m.Decode(); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name          string
+		in            []byte
+		fingerprint   bool
+		wantSigned    bool
+		wantFP        bool
+		wantUnchanged bool
+	}{
+		{"437 gets signed", build(stun.ClassErrorResponse, stun.CodeAllocMismatch), false, true, false, false},
+		{"437 gets signed and a FINGERPRINT", build(stun.ClassErrorResponse, stun.CodeAllocMismatch), true, true, true, false},
+		{"401 stays unsigned", build(stun.ClassErrorResponse, stun.CodeUnauthorized, stun.NewNonce("n")), true, false, false, true},
+		{"438 stays unsigned", build(stun.ClassErrorResponse, stun.CodeStaleNonce, stun.NewNonce("n")), true, false, false, true},
+		{"a signed success is kept", build(stun.ClassSuccessResponse, stun.MessageIntegrity(key)), false, true, false, true},
+		{"a signed success gets a FINGERPRINT", build(stun.ClassSuccessResponse, stun.MessageIntegrity(key)), true, true, true, false},
+		{"nothing goes after a FINGERPRINT", build(stun.ClassSuccessResponse, stun.Fingerprint), true, false, true, true},
+	} {
+		out := signResponse(tc.in, key, tc.fingerprint)
+		m := decode(out)
+		signed := m.Contains(stun.AttrMessageIntegrity) && stun.MessageIntegrity(key).Check(m) == nil
+		fp := m.Contains(stun.AttrFingerprint) && stun.Fingerprint.Check(m) == nil
+		if signed != tc.wantSigned || fp != tc.wantFP || bytes.Equal(out, tc.in) != tc.wantUnchanged {
+			t.Errorf("%s: signed %v, FINGERPRINT %v, unchanged %v; want %v, %v, %v", tc.name,
+				signed, fp, bytes.Equal(out, tc.in), tc.wantSigned, tc.wantFP, tc.wantUnchanged)
+		}
+	}
+}
+
+// TestGateLeavesTheNextFrameAlone: on a stream, the bytes after the message
+// the gate sees are the next frame. pion/stun computes a MESSAGE-INTEGRITY
+// check into the spare capacity of the message buffer; the gate must not
+// let it (turnutils_uclient -t lost every packet when it did).
+func TestGateLeavesTheNextFrameAlone(t *testing.T) {
+	tr := startRelay(t, baseConfig(t, t.TempDir()), baseCredentials())
+	req := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
+		rawAttr(stun.AttrRequestedTransport, []byte{protoUDP, 0, 0, 0}),
+		stun.NewUsername(testUser), stun.NewRealm(testRealm), stun.NewNonce("any"),
+		stun.NewLongTermIntegrity(testUser, testRealm, testPassword))
+	next := bytes.Repeat([]byte{0x40, 0x01, 0x00, 0x04}, 16)
+	buf := append(append([]byte(nil), req.Raw...), next...)
+	client := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: tr.port}
+	if !tr.gate(buf[:len(req.Raw)], client, local, func([]byte) { t.Error("the gate answered a valid Allocate") }) {
+		t.Fatal("the gate dropped a valid Allocate")
+	}
+	if !bytes.Equal(buf[len(req.Raw):], next) {
+		t.Fatal("the gate wrote past the message into the next frame")
+	}
+	if !bytes.Equal(buf[:len(req.Raw)], req.Raw) {
+		t.Fatal("the gate changed a request it had no reason to change")
+	}
+}
+
+// TestGatePeerAddresses: every XOR-PEER-ADDRESS is checked before any
+// permission is installed; malformed ones and port 0 (where the port is
+// used) are answered 400.
+func TestGatePeerAddresses(t *testing.T) {
+	peerIP := localAddr(t, false, false)
+	cfg := baseConfig(t, t.TempDir())
+	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(peerIP, 32).String()}
+	cfg.TCPRelay = true
+	tr := startRelay(t, cfg, baseCredentials())
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.port))
+	c := dialRaw(t, "udp", addr, testUser, testPassword)
+	c.mustAllocate(false)
+	permissions := func() int { _, p, _ := tr.allocs.totals(); return p }
+
+	// A public (allowed) peer first, a refused one second: 403, and the
+	// first permission must not be installed.
+	code := errorCode(c.request(stun.MethodCreatePermission,
+		xorPeer(netip.AddrPortFrom(peerIP, 9)), xorPeer(netip.MustParseAddrPort("127.0.0.1:9"))))
+	if code != int(stun.CodeForbidden) {
+		t.Errorf("CreatePermission allowed+refused: %d, want 403", code)
+	}
+	if n := permissions(); n != 0 {
+		t.Errorf("%d permissions installed by a refused CreatePermission", n)
+	}
+
+	// An IPv6-family address carrying 4 bytes: 400, nothing installed.
+	bad := rawXORPeer{family: 2, port: 9, addr: peerIP.AsSlice()}
+	if code := errorCode(c.request(stun.MethodCreatePermission, bad)); code != int(stun.CodeBadRequest) {
+		t.Errorf("CreatePermission with a 4-byte IPv6 address: %d, want 400", code)
+	}
+	if n := permissions(); n != 0 {
+		t.Errorf("%d permissions installed by a malformed CreatePermission", n)
+	}
+
+	// Port 0: fine for a permission (the port is not used), not for a
+	// channel.
+	if code := errorCode(c.request(stun.MethodCreatePermission, xorPeer(netip.AddrPortFrom(peerIP, 0)))); code != 0 {
+		t.Errorf("CreatePermission to port 0: %d, want success", code)
+	}
+	if n := permissions(); n != 1 {
+		t.Errorf("%d permissions after a good CreatePermission, want 1", n)
+	}
+	if code := c.channelBind(0x4001, netip.AddrPortFrom(peerIP, 0)); code != int(stun.CodeBadRequest) {
+		t.Errorf("ChannelBind to port 0: %d, want 400", code)
+	}
+
+	// A Send indication to port 0 is dropped at the gate.
+	before := counterValue(t, tr.Relay, "turnpike_relay_requests_refused_total", "reason", refusedBadRequest)
+	c.send(netip.AddrPortFrom(peerIP, 0), []byte("to port 0"))
+	waitFor(t, "the Send indication to port 0 to be refused", func() bool {
+		return counterValue(t, tr.Relay, "turnpike_relay_requests_refused_total", "reason", refusedBadRequest) == before+1
+	})
+
+	// Connect to port 0 on a TCP allocation: 400.
+	tc := dialRaw(t, "tcp", addr, testUser, testPassword)
+	if code, _ := tc.allocate(protoTCP, false); code != 0 {
+		t.Fatalf("TCP Allocate: %d", code)
+	}
+	if code := tc.connect(netip.AddrPortFrom(peerIP, 0)); code != int(stun.CodeBadRequest) {
+		t.Errorf("Connect to port 0: %d, want 400", code)
+	}
+}
