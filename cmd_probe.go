@@ -49,6 +49,7 @@ func runProbe(ctx context.Context, args []string) error {
 	fs.IntVar(&o.Pings, "count", 5, "pings to send")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "time limit of each step: connect, allocate, each ping")
 	fs.BoolVar(&o.Insecure, "insecure", false, "turns: do not verify the server's certificate")
+	fs.StringVar(&o.CA, "ca", "", "turns: PEM `file` of the CA to trust (or the server's certificate itself) instead of the system's")
 	fs.Usage = func() {
 		peer := "none found"
 		if ip, err := probe.LocalPeerAddress(false); err == nil {

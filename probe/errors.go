@@ -2,6 +2,8 @@ package probe
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +15,7 @@ import (
 // Failure kinds, so callers and scripts can tell them apart.
 const (
 	KindUnreachable = "unreachable" // no TCP connection, or no answer in time
+	KindTLS         = "tls"         // the server's TLS or DTLS certificate is not trusted
 	KindAuth        = "auth"        // 401: wrong username or password
 	KindForbidden   = "forbidden"   // 403 on Allocate
 	KindPeerDenied  = "peer-denied" // 403 on CreatePermission: the peer policy
@@ -51,6 +54,9 @@ func classify(step string, server Server, err error) *Error {
 	case errors.As(err, &turnErr):
 		e.Code = int(turnErr.ErrorCodeAttr.Code)
 		e.Kind, e.Hint = turnErrorHint(step, e.Code)
+	case isCertificateError(err):
+		e.Kind = KindTLS
+		e.Hint = fmt.Sprintf("%s answered, but its certificate is not trusted: pass --ca FILE with the CA that signed it (or the certificate itself), or --insecure to skip the check (testing only)", server.Address())
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout(),
 		strings.Contains(err.Error(), "retransmissions failed"), strings.Contains(err.Error(), "transaction closed"):
 		e.Kind = KindUnreachable
@@ -62,6 +68,18 @@ func classify(step string, server Server, err error) *Error {
 	return e
 }
 
+// isCertificateError reports whether err is a failed verification of the
+// server's certificate, over TLS or DTLS (pion/dtls does not always wrap
+// the x509 error, so its text is the fallback).
+func isCertificateError(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) ||
+		errors.As(err, &invalid) || strings.Contains(err.Error(), "x509: ")
+}
+
 const authHint = "authentication failed: wrong username or password, a credential minted from another shared secret, or one that expired"
 
 func turnErrorHint(step string, code int) (kind, hint string) {
@@ -69,9 +87,9 @@ func turnErrorHint(step string, code int) (kind, hint string) {
 	case code == int(stun.CodeUnauthorized):
 		return KindAuth, authHint
 	case code == int(stun.CodeBadRequest) && step == "allocate":
-		// pion/turn, and so turnpike's relay, answers a wrong password or an
-		// unknown user with 400 instead of RFC 8656's 401.
-		return KindAuth, authHint + " (the server answered 400 Bad Request, as pion/turn-based servers such as turnpike do for bad credentials)"
+		// pion/turn answers a wrong password or an unknown user with 400
+		// instead of RFC 8489's 401 (turnpike's relay answers 401).
+		return KindAuth, authHint + " (the server answered 400 Bad Request, as servers built on pion/turn do for bad credentials)"
 	case code == int(stun.CodeForbidden) && step == "permission":
 		return KindPeerDenied, "the server's peer policy refuses this peer; turnpike refuses loopback and link-local always, private ranges and its nodes' own addresses unless spec.peerPolicy.allow lists them"
 	case code == int(stun.CodeForbidden):

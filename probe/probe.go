@@ -12,9 +12,11 @@ package probe
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -37,6 +39,10 @@ type Options struct {
 	Timeout time.Duration
 	// Insecure skips TLS/DTLS certificate verification (turns: only).
 	Insecure bool
+	// CA is a PEM file of certificates to trust for turns: instead of the
+	// system's: the CA that signed the server's certificate, or the
+	// certificate itself.
+	CA string
 }
 
 // Result is what a successful probe measured.
@@ -175,7 +181,11 @@ func dialServer(ctx context.Context, o Options) (net.PacketConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	s := o.Server
-	tlsConfig := &tls.Config{ServerName: s.Host, InsecureSkipVerify: o.Insecure} //nolint:gosec // only with --insecure
+	roots, err := loadRoots(o.CA)
+	if err != nil {
+		return nil, err
+	}
+	tlsConfig := &tls.Config{ServerName: s.Host, RootCAs: roots, InsecureSkipVerify: o.Insecure} //nolint:gosec // only with --insecure
 	switch {
 	case !s.Secure && s.Transport == "udp":
 		return listenUDPLike(s)
@@ -202,7 +212,7 @@ func dialServer(ctx context.Context, o Options) (net.PacketConn, error) {
 		if err != nil {
 			return nil, err
 		}
-		c, err := dtls.Client(udp, raddr, &dtls.Config{ServerName: s.Host, InsecureSkipVerify: o.Insecure}) //nolint:gosec // only with --insecure
+		c, err := dtls.Client(udp, raddr, &dtls.Config{ServerName: s.Host, RootCAs: roots, InsecureSkipVerify: o.Insecure}) //nolint:gosec // only with --insecure
 		if err == nil {
 			err = c.HandshakeContext(ctx)
 		}
@@ -212,6 +222,23 @@ func dialServer(ctx context.Context, o Options) (net.PacketConn, error) {
 		}
 		return &connectedPacketConn{Conn: c}, nil
 	}
+}
+
+// loadRoots reads the certificates of a --ca file; nil (the system's
+// roots) without one.
+func loadRoots(path string) (*x509.CertPool, error) {
+	if path == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--ca %s: no PEM certificate in it", path)
+	}
+	return pool, nil
 }
 
 // listenUDPLike opens a UDP socket of the server's IP family: the TURN client

@@ -1,9 +1,12 @@
 package probe
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,12 +86,26 @@ func TestProbeTurnpikeRelay(t *testing.T) {
 		})
 	}
 
-	t.Run("wrong certificate without --insecure", func(t *testing.T) {
-		o := Options{Server: mustParse(t, "turns:"+secure), Username: testUser, Password: testPassword}
-		if _, kind := probeKind(t, o); kind != KindOther && kind != KindUnreachable {
-			t.Errorf("kind = %q: a self-signed certificate must not verify", kind)
-		}
-	})
+	for _, transport := range []string{"tcp", "udp"} {
+		url := "turns:" + secure + "?transport=" + transport
+		t.Run("untrusted certificate over "+transport, func(t *testing.T) {
+			o := Options{Server: mustParse(t, url), Username: testUser, Password: testPassword, Timeout: 5 * time.Second}
+			_, err := Run(context.Background(), o)
+			var perr *Error
+			if !errors.As(err, &perr) || perr.Kind != KindTLS {
+				t.Fatalf("error %v: want kind %q", err, KindTLS)
+			}
+			if !strings.Contains(perr.Hint, "--ca") || !strings.Contains(perr.Hint, "--insecure") {
+				t.Errorf("hint %q names neither --ca nor --insecure", perr.Hint)
+			}
+		})
+		t.Run("--ca with the server's certificate over "+transport, func(t *testing.T) {
+			o := Options{Server: mustParse(t, url), Username: testUser, Password: testPassword, CA: ports.cert}
+			if _, kind := probeKind(t, o); kind != "" {
+				t.Errorf("kind = %q, want success", kind)
+			}
+		})
+	}
 
 	t.Run("quota", func(t *testing.T) {
 		// A relay of its own: one allocation per user. Hold alice's, then

@@ -51,7 +51,10 @@ func needTool(t *testing.T, what string) {
 	t.Skipf("%s is missing; skipping (this would fail in CI)", what)
 }
 
-type relayPorts struct{ plain, tls int }
+type relayPorts struct {
+	plain, tls int
+	cert       string // the TLS and DTLS listeners' self-signed certificate
+}
 
 // startRelay runs turnpike's relay with UDP, TCP, TLS and DTLS listeners
 // until the test ends.
@@ -60,6 +63,7 @@ func startRelay(t *testing.T, quotas config.Quotas) relayPorts {
 	dir := t.TempDir()
 	ports := relayPorts{plain: testutil.FreePort(t), tls: testutil.FreePort(t)}
 	cert, key := testutil.WriteSelfSignedCert(t, dir)
+	ports.cert = cert
 	cfg := &config.Relay{
 		Version: config.Version,
 		Realm:   testRealm,
