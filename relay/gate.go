@@ -50,6 +50,9 @@ var requestRefusedReasons = []string{refusedBadFingerprint, refusedUnknownMethod
 // gate is the relay's gateFunc. It may rewrite msg in place, keeping its
 // length (see hideIntegrity and clampLifetime).
 func (r *Relay) gate(msg []byte, client, local net.Addr, reply func([]byte)) (forward bool) {
+	if r.throttled(msg, client) {
+		return false
+	}
 	if isSendIndication(msg) {
 		return r.gateSend(msg)
 	}
@@ -193,11 +196,15 @@ func (r *Relay) checkPeers(m *stun.Message, v6 bool) (stun.ErrorCode, string) {
 			return stun.CodePeerAddrFamilyMismatch, refusedFamily
 		}
 	}
-	st := r.current()
+	policy := r.current().policy
 	for _, p := range peers {
-		if ok, reason := st.policy.check(p.Addr()); !ok {
+		ok, reason := policy.check(p.Addr())
+		if ok && portMatters {
+			ok, reason = policy.checkPort(p) // a node address only on a relay port
+		}
+		if !ok {
 			r.metrics.peersDenied.WithLabelValues(reason).Inc()
-			r.rlog.info("peer:"+reason, "peer denied", "peer", p.Addr().String(), "reason", reason)
+			r.rlog.info("peer-denied:"+reason, "peer denied", "peer", p.Addr().String(), "reason", reason)
 			return stun.CodeForbidden, refusedPeer
 		}
 	}

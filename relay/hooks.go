@@ -31,7 +31,7 @@ type rotationKey struct {
 func (r *Relay) authenticate(ra *turn.RequestAttributes) (userID string, key []byte, ok bool) {
 	res := r.current().creds.lookup(ra.Username, ra.Realm, timeNow())
 	if res.reason != "" {
-		r.authFailed(res.reason, ra.Username, ra.SrcAddr)
+		r.countAuthFailure(res.reason, ra.Username, ra.SrcAddr)
 		return "", nil, false
 	}
 	key = res.keys[0]
@@ -104,7 +104,7 @@ func (r *Relay) verifyIntegrity(m *stun.Message, client net.Addr) verified {
 	name := username.String()
 	res := r.current().creds.lookup(name, realm.String(), timeNow())
 	if res.reason != "" {
-		r.authFailed(res.reason, name, client)
+		r.countAuthFailure(res.reason, name, client)
 		return verified{failed: true}
 	}
 	for _, key := range res.keys {
@@ -118,13 +118,15 @@ func (r *Relay) verifyIntegrity(m *stun.Message, client net.Addr) verified {
 		}
 		return verified{key: key, username: name}
 	}
-	r.authFailed(authBadIntegrity, name, client)
+	r.countAuthFailure(authBadIntegrity, name, client)
 	return verified{failed: true}
 }
 
-// authFailed counts and logs a failed authentication.
-func (r *Relay) authFailed(reason, username string, client net.Addr) {
+// countAuthFailure counts and logs a failed authentication, and charges it
+// to the client's throttle.
+func (r *Relay) countAuthFailure(reason, username string, client net.Addr) {
 	r.metrics.authFailures.WithLabelValues(reason).Inc()
+	r.authFailed(client)
 	r.log.Debug("authentication failed", "username", username, "client", addrString(client), "reason", reason)
 }
 
@@ -185,7 +187,7 @@ func (r *Relay) permissionHandler(network string, port uint16) turn.PermissionHa
 		st := r.current()
 		if ok, reason := st.policy.check(peer); !ok {
 			r.metrics.peersDenied.WithLabelValues(reason).Inc()
-			r.log.Info("peer denied", "peer", peer.String(), "reason", reason, "client", addrString(client))
+			r.rlog.info("peer-denied:"+reason, "peer denied", "peer", peer.String(), "reason", reason, "client", addrString(client))
 			return false
 		}
 		_, ap, ok := addrPort(client)
@@ -196,7 +198,7 @@ func (r *Relay) permissionHandler(network string, port uint16) turn.PermissionHa
 		q, channel := r.allocs.admitPeer(k, canonicalPeer(peer), st.quotas.PermissionsPerAllocation, st.quotas.ChannelsPerAllocation)
 		if q != "" {
 			r.metrics.quotaRejections.WithLabelValues(q).Inc()
-			r.log.Info("peer refused: quota", "quota", q, "peer", peer.String(), "client", addrString(client))
+			r.rlog.info("peer-quota:"+q, "peer refused: quota", "quota", q, "peer", peer.String(), "client", addrString(client))
 			return false
 		}
 		r.permissionAdmitted(k, canonicalPeer(peer), channel)
@@ -220,6 +222,7 @@ func (r *Relay) eventHandler() turn.EventHandler {
 		OnAuth: func(src, _ net.Addr, _, username, _, method string, verdict bool) {
 			if !verdict {
 				r.metrics.authFailures.WithLabelValues(authBadIntegrity).Inc()
+				r.authFailed(src)
 				r.log.Debug("authentication failed", "username", username, "method", method, "client", addrString(src), "reason", authBadIntegrity)
 			}
 		},
