@@ -65,7 +65,7 @@ func startRelay(t *testing.T, quotas config.Quotas) relayPorts {
 	t.Helper()
 	dir := t.TempDir()
 	ports := relayPorts{plain: testutil.FreePort(t), tls: testutil.FreePort(t)}
-	cert, key := testutil.WriteSelfSignedCert(t, dir)
+	cert, key := testutil.WriteSelfSignedCert(t, dir, net.ParseIP(serverAddress(t)))
 	ports.cert = cert
 	cfg := &config.Relay{
 		Version: config.Version,

@@ -62,9 +62,10 @@ func startConformanceRelay(t *testing.T, peerIP netip.Addr) conformanceServer {
 	return s
 }
 
-// coturnPorts is coturn's relay port range: apart from turnpike's test
-// range (baseConfig) and below the kernel's ephemeral ports.
-const coturnMinPort, coturnMaxPort = 31000, 31999
+// coturnMinPort and coturnMaxPort are coturn's relay port range: apart
+// from turnpike's test range (baseConfig), from the probe tests' ranges
+// (they may run at the same time) and below the kernel's ephemeral ports.
+const coturnMinPort, coturnMaxPort = 19000, 19999
 
 // startCoturn runs turnserver on loopback with the test relay's realm and
 // credentials, its state in a temp dir, until the test ends.

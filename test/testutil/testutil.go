@@ -66,8 +66,8 @@ var haveIPv6Loopback = sync.OnceValue(func() bool {
 })
 
 // WriteSelfSignedCert writes tls.crt and tls.key into dir: a P-256
-// certificate for localhost, 127.0.0.1 and ::1, valid for a day.
-func WriteSelfSignedCert(t testing.TB, dir string) (certFile, keyFile string) {
+// certificate for localhost, 127.0.0.1, ::1 and ips, valid for a day.
+func WriteSelfSignedCert(t testing.TB, dir string, ips ...net.IP) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -77,7 +77,7 @@ func WriteSelfSignedCert(t testing.TB, dir string) (certFile, keyFile string) {
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: "turnpike test"},
 		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		IPAddresses:  append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ips...),
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
