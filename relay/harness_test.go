@@ -52,7 +52,7 @@ type testRelay struct {
 }
 
 // baseConfig is a relay on loopback with UDP, TCP, TLS and DTLS listeners.
-func baseConfig(t *testing.T, dir string) *config.Relay {
+func baseConfig(t testing.TB, dir string) *config.Relay {
 	t.Helper()
 	port, tlsPort := testutil.FreePort(t), testutil.FreePort(t)
 	certFile, keyFile := testutil.WriteSelfSignedCert(t, dir)
@@ -87,7 +87,7 @@ func baseCredentials() *config.Credentials {
 }
 
 // startRelay writes the config files and runs the relay until the test ends.
-func startRelay(t *testing.T, cfg *config.Relay, creds *config.Credentials) *testRelay {
+func startRelay(t testing.TB, cfg *config.Relay, creds *config.Credentials) *testRelay {
 	t.Helper()
 	dir := filepath.Dir(cfg.Listeners[2].CertFile)
 	writeYAML(t, filepath.Join(dir, config.RelayFile), cfg)
@@ -125,7 +125,7 @@ func startRelay(t *testing.T, cfg *config.Relay, creds *config.Credentials) *tes
 }
 
 // stop cancels the relay and waits for it to return (idempotent).
-func (tr *testRelay) stop(t *testing.T) {
+func (tr *testRelay) stop(t testing.TB) {
 	tr.cancel()
 	if tr.done == nil {
 		return
@@ -154,7 +154,7 @@ func (tr *testRelay) writeFiles(t *testing.T, cfg *config.Relay, creds *config.C
 	}
 }
 
-func writeYAML(t *testing.T, path string, v any) {
+func writeYAML(t testing.TB, path string, v any) {
 	t.Helper()
 	b, err := config.Marshal(v)
 	if err != nil {
