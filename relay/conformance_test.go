@@ -37,23 +37,34 @@ type conformanceServer struct {
 
 func (s conformanceServer) coturn() bool { return s.relay == nil }
 
+// serverOptions are the settings a row needs beyond the common config.
+type serverOptions struct {
+	allocationsPerUser int // 0: no quota
+}
+
 // forEachServer runs fn against turnpike and against coturn.
 func forEachServer(t *testing.T, fn func(t *testing.T, s conformanceServer)) {
 	t.Helper()
+	forEachServerWith(t, serverOptions{}, fn)
+}
+
+func forEachServerWith(t *testing.T, opts serverOptions, fn func(t *testing.T, s conformanceServer)) {
+	t.Helper()
 	peerIP := localAddr(t, false, false)
 	t.Run("turnpike", func(t *testing.T) {
-		fn(t, startConformanceRelay(t, peerIP))
+		fn(t, startConformanceRelay(t, peerIP, opts))
 	})
 	t.Run("coturn", func(t *testing.T) {
-		fn(t, startCoturn(t, peerIP))
+		fn(t, startCoturn(t, peerIP, opts))
 	})
 }
 
-func startConformanceRelay(t *testing.T, peerIP netip.Addr) conformanceServer {
+func startConformanceRelay(t *testing.T, peerIP netip.Addr, opts serverOptions) conformanceServer {
 	t.Helper()
 	cfg := baseConfig(t, t.TempDir())
 	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(peerIP, peerIP.BitLen()).String()}
 	cfg.TCPRelay = true
+	cfg.Quotas.AllocationsPerUser = opts.allocationsPerUser
 	tr := startRelay(t, cfg, baseCredentials())
 	s := conformanceServer{name: "turnpike", addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.port)), relay: tr, peerIP: peerIP}
 	if haveIPv6() {
@@ -69,7 +80,7 @@ const coturnMinPort, coturnMaxPort = 19000, 19999
 
 // startCoturn runs turnserver on loopback with the test relay's realm and
 // credentials, its state in a temp dir, until the test ends.
-func startCoturn(t *testing.T, peerIP netip.Addr) conformanceServer {
+func startCoturn(t *testing.T, peerIP netip.Addr, opts serverOptions) conformanceServer {
 	t.Helper()
 	bin := lookTool(t, "turnserver")
 	dir := t.TempDir()
@@ -80,6 +91,9 @@ func startCoturn(t *testing.T, peerIP netip.Addr) conformanceServer {
 		"--realm=" + testRealm, "--lt-cred-mech", "--user=" + testUser + ":" + testPassword,
 		"--no-software-attribute", "--pidfile=" + filepath.Join(dir, "turnserver.pid"),
 		"--db=" + filepath.Join(dir, "turndb"), "--no-rfc5780"}
+	if opts.allocationsPerUser > 0 {
+		args = append(args, "--user-quota="+strconv.Itoa(opts.allocationsPerUser))
+	}
 	s := conformanceServer{name: "coturn", addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), peerIP: peerIP}
 	if haveIPv6() {
 		args = append(args, "--listening-ip=::1", "--relay-ip=::1")
@@ -261,7 +275,7 @@ func wantUnauthorized(t *testing.T, res *stun.Message) {
 // only: it needs a credentials reload).
 func TestConformanceKeyRemoved(t *testing.T) {
 	peerIP := localAddr(t, false, false)
-	s := startConformanceRelay(t, peerIP)
+	s := startConformanceRelay(t, peerIP, serverOptions{})
 	c := s.dial(t, "udp")
 	c.mustAllocate(false)
 	creds := baseCredentials()
@@ -439,6 +453,63 @@ func TestConformanceSignedErrors(t *testing.T) {
 				checkSignedError(t, c, tc.name, res, tc.code, fp)
 			}
 		}
+	})
+}
+
+// Row: signed error responses, continued: 486 (allocation quota reached)
+// is signed too.
+func TestConformanceSignedQuota(t *testing.T) {
+	forEachServerWith(t, serverOptions{allocationsPerUser: 1}, func(t *testing.T, s conformanceServer) {
+		s.dial(t, "udp").mustAllocate(false)
+		c := s.dial(t, "udp")
+		c.fetchNonce()
+		for _, fp := range []bool{false, true} {
+			res := c.signed(stun.MethodAllocate, fp, requestedTransport(protoUDP))
+			checkSignedError(t, c, "486 quota", res, stun.CodeAllocQuotaReached, fp)
+		}
+	})
+}
+
+// attrConnectionID is CONNECTION-ID (RFC 6062 section 6.2.1).
+const attrConnectionID = stun.AttrType(0x002a)
+
+// Row: signed responses, continued: the ConnectionBind success response of
+// RFC 6062 is signed (turnutils_uclient -T drops it otherwise).
+func TestConformanceConnectionBindSigned(t *testing.T) {
+	forEachServer(t, func(t *testing.T, s conformanceServer) {
+		peer, err := net.Listen("tcp", net.JoinHostPort(s.peerIP.String(), "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = peer.Close() })
+		go func() {
+			for {
+				c, err := peer.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { _ = c.Close() })
+			}
+		}()
+		control := s.dial(t, "tcp")
+		if code, _ := control.allocate(protoTCP, false); code != 0 {
+			t.Fatalf("TCP Allocate: %d", code)
+		}
+		res := control.request(stun.MethodConnect, xorPeer(peer.Addr().(*net.TCPAddr).AddrPort()))
+		if code := errorCode(res); code != 0 {
+			t.Fatalf("Connect: %d", code)
+		}
+		id, err := res.Get(attrConnectionID)
+		if err != nil {
+			t.Fatalf("Connect success without CONNECTION-ID: %v", err)
+		}
+		data := s.dial(t, "tcp")
+		data.nonce = control.nonce // coturn resets a data connection whose first request is not authenticated
+		res = data.request(stun.MethodConnectionBind, rawAttr(attrConnectionID, id))
+		if code := errorCode(res); code != 0 {
+			t.Fatalf("ConnectionBind: %d", code)
+		}
+		data.wantSigned("ConnectionBind success", res)
 	})
 }
 
