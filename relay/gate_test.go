@@ -283,3 +283,19 @@ func BenchmarkGate(b *testing.B) {
 		})
 	}
 }
+
+// TestGateWrongCredentials: a request for an allocation made by another
+// user (same client address and port) is answered 441, signed with the
+// requester's key (RFC 8656 section 7.3; pion leaves it unanswered).
+func TestGateWrongCredentials(t *testing.T) {
+	tr := startRelay(t, baseConfig(t, t.TempDir()), baseCredentials())
+	c := dialRaw(t, "udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.port)), testUser, testPassword)
+	c.mustAllocate(false)
+	bob, password := restCredentials(testSecret, "bob", time.Now().Add(time.Hour))
+	c.username, c.integrity = bob, stun.NewLongTermIntegrity(bob, testRealm, password)
+	res := c.signed(stun.MethodRefresh, false, lifetimeAttr(600))
+	if code := errorCode(res); code != int(stun.CodeWrongCredentials) {
+		t.Fatalf("Refresh of alice's allocation as %s: answer %d, want 441", bob, code)
+	}
+	c.wantSigned("441", res)
+}
