@@ -36,10 +36,6 @@ type credentials struct {
 	// several while a password rotates, each valid until its notAfter.
 	users   map[string][]userKey
 	secrets []config.SharedSecret
-	// rotating is true when some name may have several valid keys (two
-	// shared secrets, or a static user with two passwords): then each
-	// request must be matched to its key before pion checks it.
-	rotating bool
 }
 
 type userKey struct {
@@ -55,9 +51,7 @@ func newCredentials(c *config.Credentials, realm string) (*credentials, error) {
 			return nil, fmt.Errorf("user %q: key: %w", u.Username, err)
 		}
 		cr.users[u.Username] = append(cr.users[u.Username], userKey{key, u.NotAfter})
-		cr.rotating = cr.rotating || len(cr.users[u.Username]) > 1
 	}
-	cr.rotating = cr.rotating || len(c.SharedSecrets) > 1
 	return cr, nil
 }
 
