@@ -23,7 +23,7 @@ import (
 //   - It answers what pion would get wrong or leave unanswered: 437 without
 //     an allocation, 441 for another user's allocation, 400 for an unknown
 //     method, a malformed XOR-PEER-ADDRESS or a channel below 0x4000,
-//     442/400 for TCP allocations pion must not grant, 443
+//     400 for TCP allocations pion must not grant, 443
 //     and 403 for peers, checking every peer before any is installed.
 //   - It drops a request whose FINGERPRINT is wrong (RFC 8489 section 7.3).
 //   - It clamps LIFETIME into the range the RFC grants and re-signs the
@@ -39,7 +39,7 @@ const (
 	refusedBadRequest     = "bad_request"       // 400: a malformed attribute
 	refusedNoAllocation   = "no_allocation"     // 437
 	refusedWrongUser      = "wrong_credentials" // 441
-	refusedTransport      = "transport"         // 442 or 400 on a TCP Allocate
+	refusedTransport      = "transport"         // 400 on a TCP Allocate
 	refusedFamily         = "family_mismatch"   // 443
 	refusedPeer           = "peer_denied"       // 403 (also in peers_denied_total)
 )
@@ -140,19 +140,17 @@ const (
 	protoUDP = 17
 )
 
-// checkAllocate refuses the TCP allocations RFC 6062 section 5.1 rules out:
-// one asked for over UDP or DTLS (a TCP allocation needs a TCP or TLS
-// control connection), and one carrying EVEN-PORT, RESERVATION-TOKEN or
-// DONT-FRAGMENT, which only mean something for UDP. pion grants both.
+// checkAllocate refuses with 400 the TCP allocations RFC 6062 section 5.1
+// rules out: one asked for over UDP or DTLS (a TCP allocation needs a TCP
+// or TLS control connection), and one carrying EVEN-PORT,
+// RESERVATION-TOKEN or DONT-FRAGMENT, which only mean something for UDP.
+// pion grants both.
 func checkAllocate(m *stun.Message, network string) (stun.ErrorCode, string) {
 	v, err := m.Get(stun.AttrRequestedTransport)
 	if err != nil || len(v) != 4 || v[0] != protoTCP {
 		return 0, "" // pion answers a missing or other transport itself
 	}
-	if network != "tcp" {
-		return stun.CodeUnsupportedTransProto, refusedTransport
-	}
-	if m.Contains(stun.AttrEvenPort) || m.Contains(stun.AttrReservationToken) || m.Contains(stun.AttrDontFragment) {
+	if network != "tcp" || m.Contains(stun.AttrEvenPort) || m.Contains(stun.AttrReservationToken) || m.Contains(stun.AttrDontFragment) {
 		return stun.CodeBadRequest, refusedTransport
 	}
 	return 0, ""

@@ -89,7 +89,7 @@ func TestCheckAllocate(t *testing.T) {
 		{"UDP over UDP", "udp", []stun.Setter{transport(protoUDP)}, 0},
 		{"UDP over TCP", "tcp", []stun.Setter{transport(protoUDP)}, 0},
 		{"TCP over TCP", "tcp", []stun.Setter{transport(protoTCP)}, 0},
-		{"TCP over UDP or DTLS", "udp", []stun.Setter{transport(protoTCP)}, stun.CodeUnsupportedTransProto},
+		{"TCP over UDP or DTLS", "udp", []stun.Setter{transport(protoTCP)}, stun.CodeBadRequest},
 		{"TCP with EVEN-PORT", "tcp", []stun.Setter{transport(protoTCP), rawAttr(stun.AttrEvenPort, []byte{0x80})}, stun.CodeBadRequest},
 		{"TCP with RESERVATION-TOKEN", "tcp", []stun.Setter{transport(protoTCP), rawAttr(stun.AttrReservationToken, make([]byte, 8))}, stun.CodeBadRequest},
 		{"TCP with DONT-FRAGMENT", "tcp", []stun.Setter{transport(protoTCP), rawAttr(stun.AttrDontFragment, nil)}, stun.CodeBadRequest},
