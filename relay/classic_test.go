@@ -24,8 +24,9 @@ import (
 // the magic cookie.
 var classicID = mustHex("0102030405060708090a0b0c0d0e0f10")
 
+// mustHex decodes hex written with any white space in between.
 func mustHex(s string) []byte {
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
 	if err != nil {
 		panic(err)
 	}
