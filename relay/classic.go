@@ -198,7 +198,7 @@ func addressValue(a netip.AddrPort) []byte {
 	if a.Addr().Is6() {
 		family = 2
 	}
-	v := append([]byte{0, family}, binary.BigEndian.AppendUint16(nil, a.Port())...)
+	v := []byte{0, family, byte(a.Port() >> 8), byte(a.Port())}
 	return append(v, a.Addr().AsSlice()...)
 }
 

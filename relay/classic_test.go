@@ -360,3 +360,17 @@ func runClient(t *testing.T, name string, args ...string) string {
 	}
 	return string(out)
 }
+
+// BenchmarkClassicAnswer is the cost of answering one classic request (the
+// request Debian's stun sends: a CHANGE-REQUEST without flags).
+func BenchmarkClassicAnswer(b *testing.B) {
+	req := classicRequest(classicID, changeRequest(0))
+	client := netip.MustParseAddrPort("192.0.2.7:40000")
+	local := netip.MustParseAddrPort("198.51.100.1:3478")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, result := classicAnswer(req, client, local); result != bindingAnswered {
+			b.Fatal(result)
+		}
+	}
+}
