@@ -248,8 +248,8 @@ func TestConformanceBadCredentials(t *testing.T) {
 				c.integrity = stun.NewLongTermIntegrity(tc.username, tc.realm, tc.password)
 				res := c.signed(stun.MethodAllocate, false, requestedTransport(protoUDP))
 				if s.coturn() && tc.name == "wrong realm" {
-					// coturn deviates: it ignores the realm of a known user
-					// and goes on to the allocation.
+					// coturn deviates: it does not refuse the realm (it
+					// answers 437).
 					if code := errorCode(res); code == int(stun.CodeUnauthorized) {
 						t.Fatalf("coturn now answers a wrong realm with 401: update the conformance table")
 					}
@@ -323,7 +323,7 @@ func TestConformanceNoAllocation(t *testing.T) {
 }
 
 // Row: a request of an unknown method is answered 400 (RFC 8489 section
-// 6.3.1).
+// 6.3).
 func TestConformanceUnknownMethod(t *testing.T) {
 	forEachServer(t, func(t *testing.T, s conformanceServer) {
 		c := s.dial(t, "udp")
