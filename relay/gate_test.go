@@ -249,11 +249,16 @@ func BenchmarkGate(b *testing.B) {
 			stun.NewLongTermIntegrity(testUser, testRealm, testPassword))
 		return stun.MustBuild(setters...).Raw
 	}
+	restUser, restPassword := restCredentials(testSecret, testUser, time.Now().Add(time.Hour))
+	restRefresh := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest),
+		rawAttr(stun.AttrLifetime, []byte{0, 0, 2, 0x58}), stun.NewUsername(restUser), stun.NewRealm(testRealm),
+		stun.NewNonce("nonce"), stun.NewLongTermIntegrity(restUser, testRealm, restPassword)).Raw
 	messages := []struct {
 		name string
 		raw  []byte
 	}{
 		{"Refresh", signed(stun.MethodRefresh, rawAttr(stun.AttrLifetime, []byte{0, 0, 2, 0x58}))},
+		{"Refresh REST user", restRefresh},
 		{"CreatePermission", signed(stun.MethodCreatePermission, xorPeer(peer))},
 		{"ChannelBind", signed(stun.MethodChannelBind, rawAttr(stun.AttrChannelNumber, []byte{0x40, 0x01, 0, 0}), xorPeer(peer))},
 		{"Send indication", stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication), xorPeer(peer), rawAttr(stun.AttrData, make([]byte, 160))).Raw},
