@@ -43,6 +43,13 @@ const answerTimeout = 2 * time.Second
 // on the node address (IPv4, or IPv6 when v6).
 func (l *lab) dial(network string, v6 bool) *client {
 	l.t.Helper()
+	return l.dialFrom(network, v6, "")
+}
+
+// dialFrom is dial from the local address from (any when empty): a second
+// client address in the pub namespace, for per-source limits.
+func (l *lab) dialFrom(network string, v6 bool, from string) *client {
+	l.t.Helper()
 	host, port, transport := nodeAddr, turnPort, network
 	if v6 {
 		host = nodeAddr6
@@ -52,7 +59,23 @@ func (l *lab) dial(network string, v6 bool) *client {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := l.pub.DialContext(ctx, transport, net.JoinHostPort(host, strconv.Itoa(port)))
+	var conn net.Conn
+	err := l.pub.Do(func() (err error) {
+		var d net.Dialer
+		if from != "" {
+			local := net.JoinHostPort(from, "0")
+			if transport == "udp" {
+				d.LocalAddr, err = net.ResolveUDPAddr("udp", local)
+			} else {
+				d.LocalAddr, err = net.ResolveTCPAddr("tcp", local)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		conn, err = d.DialContext(ctx, transport, net.JoinHostPort(host, strconv.Itoa(port)))
+		return err
+	})
 	if err != nil {
 		l.t.Fatalf("dial %s: %v", network, err)
 	}
