@@ -117,11 +117,18 @@ func newLab(t *testing.T, tune func(*config.Relay)) *lab {
 	// The peers answer from their own addresses; pub routes them back.
 	l.pub.DefaultRoute(nodeAddr)
 
-	deadIf, _ := nl.Link(l.dead, "10.99.0.1/24", l.node, "10.99.0.2/24")
+	deadIf, nodeDeadIf := nl.Link(l.dead, "10.99.0.1/24", l.node, "10.99.0.2/24")
 	l.dead.AddAddress(deadIf, "fd99::1/64")
-	l.node.AddAddress(nodeIfTo(l.node, "10.99.0.2"), "fd99::2/64")
+	l.node.AddAddress(nodeDeadIf, "fd99::2/64")
 	l.node.DefaultRoute("10.99.0.1")
 	l.node.Exec("ip", "-6", "route", "add", "default", "via", "fd99::1")
+	// The node knows the dead end's MAC address for good: a neighbour
+	// solicitation sent from the relay's address on the other link goes
+	// unanswered, and the packets behind it would never leave the node.
+	deadMAC := strings.Fields(l.dead.Exec("ip", "-br", "link", "show", "dev", deadIf))[2]
+	for _, gw := range []string{"10.99.0.1", "fd99::1"} {
+		l.node.Exec("ip", "neigh", "replace", gw, "lladdr", deadMAC, "dev", nodeDeadIf, "nud", "permanent")
+	}
 	for _, ipt := range []string{"iptables", "ip6tables"} {
 		for _, proto := range []string{"tcp", "udp"} {
 			l.dead.Exec(ipt, "-t", "raw", "-A", "PREROUTING", "-i", deadIf, "-p", proto)
@@ -134,19 +141,6 @@ func newLab(t *testing.T, tune func(*config.Relay)) *lab {
 	}
 	l.relay = startRelay(t, l, cfg)
 	return l
-}
-
-// nodeIfTo finds the interface of ns that holds addr.
-func nodeIfTo(ns *netlab.Namespace, addr string) string {
-	for _, line := range strings.Split(ns.Exec("ip", "-br", "-4", "addr"), "\n") {
-		f := strings.Fields(line)
-		for _, a := range f[min(2, len(f)):] {
-			if strings.HasPrefix(a, addr+"/") {
-				return strings.SplitN(f[0], "@", 2)[0]
-			}
-		}
-	}
-	panic("no interface holds " + addr)
 }
 
 // labConfig is relay.yaml for the lab: UDP, TCP and TLS listeners on the
