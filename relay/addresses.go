@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/turnpike-dev/turnpike/relay/config"
@@ -263,8 +264,8 @@ func firstOfFamily(fam int, candidates ...[]sourcedAddr) sourcedAddr {
 var errNoAddress = errors.New("no address to advertise: set addresses.external or addresses.bind")
 
 // resolveState resolves st's addresses with the current STUN result and
-// builds its peer policy, which denies the node's own addresses (so it
-// changes whenever they do).
+// builds its peer policy, which keeps peers off the node's own addresses
+// but for its relay ports (so it changes whenever they do).
 func (r *Relay) resolveState(st *state) error {
 	addrs, err := resolveAddresses(st.cfg.Addresses, r.env, r.stun.current())
 	if err != nil {
@@ -273,16 +274,72 @@ func (r *Relay) resolveState(st *state) error {
 	if !addrs.serves() {
 		return errNoAddress
 	}
-	node := addrs.all()
-	if r.env.hostIP.IsValid() {
-		node = append(node, r.env.hostIP)
-	}
-	policy, err := newPeerPolicy(st.cfg.PeerPolicy, node)
+	onHost := hostAddrs()
+	policy, err := newPeerPolicy(st.cfg.PeerPolicy, r.nodeAddrs(addrs, onHost), r.cfg.RelayPortRange)
 	if err != nil {
 		return err
 	}
-	st.addrs, st.policy = addrs, policy
+	st.addrs, st.policy, st.hostAddrs = addrs, policy, onHost
 	return nil
+}
+
+// onHost reports whether a is an address of this host (a loopback address
+// is one even when lo carries only 127.0.0.1).
+func (st *state) onHost(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsLoopback() || slices.Contains(st.hostAddrs, a)
+}
+
+// nodeAddrs are the node's own addresses: every address on its interfaces
+// (the relay runs in the host's network namespace), the advertised and
+// bind addresses (a 1:1 NAT's public address is on no interface), and
+// HOST_IP.
+func (r *Relay) nodeAddrs(a addresses, onHost []netip.Addr) []netip.Addr {
+	node := append(a.all(), onHost...)
+	if r.env.hostIP.IsValid() {
+		node = append(node, r.env.hostIP)
+	}
+	return node
+}
+
+// refreshNodeAddrs rebuilds the peer policy when the addresses on the
+// host's interfaces changed (an address added to an interface must not
+// become a reachable peer). The reload loop calls it on every tick.
+func (r *Relay) refreshNodeAddrs() {
+	onHost := hostAddrs()
+	r.reloadMu.Lock()
+	defer r.reloadMu.Unlock()
+	st := *r.current()
+	if slices.Equal(onHost, st.hostAddrs) {
+		return
+	}
+	st.hostAddrs = onHost
+	policy, err := newPeerPolicy(st.cfg.PeerPolicy, r.nodeAddrs(st.addrs, onHost), r.cfg.RelayPortRange)
+	if err != nil {
+		r.log.Error("peer policy not rebuilt for the node's new addresses", "error", err.Error())
+		return
+	}
+	st.policy = policy
+	r.state.Store(&st)
+	r.recheckPeers(policy)
+	r.log.Info("node addresses changed: peer policy rebuilt", "addresses", len(onHost))
+}
+
+// hostAddrs lists every address on the host's interfaces, any scope,
+// sorted, so two lists compare equal when the set is the same.
+func hostAddrs() []netip.Addr {
+	ifAddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ia := range ifAddrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil {
+			out = append(out, p.Addr().Unmap().WithZone(""))
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }
 
 // interfaceAddrs lists global unicast addresses of local interfaces, for a

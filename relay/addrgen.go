@@ -36,6 +36,17 @@ var _ turn.RelayAddressGenerator = (*relayAddressGenerator)(nil)
 
 func (g *relayAddressGenerator) Validate() error { return nil }
 
+// errNodePort refuses a Connect to a port of the node peers may not use.
+var errNodePort = errors.New("a port of the relay's own node outside the relay port range")
+
+// nodePorts is the per-packet node port check of new relay sockets.
+func (r *Relay) nodePorts() nodePorts {
+	return nodePorts{
+		policy: func() *peerPolicy { return r.current().policy },
+		denied: r.metrics.peersDenied.WithLabelValues(denyNode).Inc,
+	}
+}
+
 // portAttempts is how many random ports to try before giving up (508).
 const portAttempts = 64
 
@@ -55,7 +66,7 @@ func (g *relayAddressGenerator) AllocatePacketConn(c turn.AllocateListenerConfig
 			continue
 		}
 		toPeer, fromPeer := g.r.newMeters("udp", st.quotas.BandwidthPerAllocation)
-		metered := &meteredPacketConn{PacketConn: conn, toPeer: toPeer, fromPeer: fromPeer}
+		metered := &meteredPacketConn{PacketConn: conn, toPeer: toPeer, fromPeer: fromPeer, node: g.r.nodePorts()}
 		return metered, &net.UDPAddr{IP: advertised.AsSlice(), Port: port}, nil
 	}
 	return nil, nil, fmt.Errorf("no free UDP relay port in %d-%d", g.r.cfg.RelayPortRange.Min, g.r.cfg.RelayPortRange.Max)
@@ -83,7 +94,7 @@ func (g *relayAddressGenerator) AllocateListener(c turn.AllocateListenerConfig) 
 			continue
 		}
 		meters := g.r.allocationMeters("tcp", st.quotas.BandwidthPerAllocation)
-		return &meteredListener{Listener: ln, newMeters: meters}, &net.TCPAddr{IP: advertised.AsSlice(), Port: port}, nil
+		return &meteredListener{Listener: ln, newMeters: meters, node: g.r.nodePorts()}, &net.TCPAddr{IP: advertised.AsSlice(), Port: port}, nil
 	}
 	return nil, nil, fmt.Errorf("no free TCP relay port in %d-%d", g.r.cfg.RelayPortRange.Min, g.r.cfg.RelayPortRange.Max)
 }
@@ -103,6 +114,9 @@ func (g *relayAddressGenerator) AllocateConn(c turn.AllocateConnConfig) (net.Con
 	local, ok := c.LocalAddr.(*net.TCPAddr)
 	if !ok {
 		return nil, fmt.Errorf("relayed address %v is not TCP", c.LocalAddr)
+	}
+	if g.r.nodePorts().refuses(c.RemoteAddr) {
+		return nil, fmt.Errorf("peer %v: %w", c.RemoteAddr, errNodePort)
 	}
 	d := net.Dialer{
 		LocalAddr: &net.TCPAddr{IP: bind.AsSlice(), Port: local.Port},

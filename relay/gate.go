@@ -12,6 +12,9 @@ import (
 
 // gate is the relay's gateFunc.
 func (r *Relay) gate(msg []byte, client, local net.Addr, _ func([]byte)) (forward bool) {
+	if r.throttled(msg, client) {
+		return false
+	}
 	if isSTUNRequest(msg) {
 		r.inspectRequest(msg, client, local)
 	}

@@ -32,6 +32,7 @@ func (r *Relay) authenticate(ra *turn.RequestAttributes) (userID string, key []b
 	res := r.current().creds.lookup(ra.Username, ra.Realm, timeNow())
 	if res.reason != "" {
 		r.metrics.authFailures.WithLabelValues(res.reason).Inc()
+		r.authFailed(ra.SrcAddr)
 		r.log.Debug("authentication failed", "username", ra.Username, "client", addrString(ra.SrcAddr), "reason", res.reason)
 		return "", nil, false
 	}
@@ -180,7 +181,7 @@ func (r *Relay) permissionHandler(network string, port uint16) turn.PermissionHa
 		st := r.current()
 		if ok, reason := st.policy.check(peer); !ok {
 			r.metrics.peersDenied.WithLabelValues(reason).Inc()
-			r.log.Info("peer denied", "peer", peer.String(), "reason", reason, "client", addrString(client))
+			r.rlog.info("peer-denied:"+reason, "peer denied", "peer", peer.String(), "reason", reason, "client", addrString(client))
 			return false
 		}
 		_, ap, ok := addrPort(client)
@@ -191,7 +192,7 @@ func (r *Relay) permissionHandler(network string, port uint16) turn.PermissionHa
 		q, channel := r.allocs.admitPeer(k, canonicalPeer(peer), st.quotas.PermissionsPerAllocation, st.quotas.ChannelsPerAllocation)
 		if q != "" {
 			r.metrics.quotaRejections.WithLabelValues(q).Inc()
-			r.log.Info("peer refused: quota", "quota", q, "peer", peer.String(), "client", addrString(client))
+			r.rlog.info("peer-quota:"+q, "peer refused: quota", "quota", q, "peer", peer.String(), "client", addrString(client))
 			return false
 		}
 		r.permissionAdmitted(k, canonicalPeer(peer), channel)
@@ -215,6 +216,7 @@ func (r *Relay) eventHandler() turn.EventHandler {
 		OnAuth: func(src, _ net.Addr, _, username, _, method string, verdict bool) {
 			if !verdict {
 				r.metrics.authFailures.WithLabelValues(authBadIntegrity).Inc()
+				r.authFailed(src)
 				r.log.Debug("authentication failed", "username", username, "method", method, "client", addrString(src), "reason", authBadIntegrity)
 			}
 		},

@@ -45,7 +45,6 @@ type offloader struct {
 	// channels of allocations it closes after that.
 	closed   bool
 	channels map[allocKey]map[uint16]*fastpath.Channel
-	host     hostAddrs
 	last     fastpath.Counters // counters already added to the metrics
 }
 
@@ -214,8 +213,11 @@ func (r *Relay) channelCreated(k allocKey, listener, relayAddr, peer net.Addr, n
 	if !c.Offloadable() {
 		return
 	}
+	if ok, _ := st.policy.checkPort(peerAP); !ok {
+		return // a node port peers may not use: userspace drops its packets
+	}
 	r.withOffload(func(o *offloader) {
-		c.ClientLocal, c.PeerLocal = o.host.has(k.client.Addr()), o.host.has(peerAP.Addr())
+		c.ClientLocal, c.PeerLocal = st.onHost(k.client.Addr()), st.onHost(peerAP.Addr())
 		if err := o.kernel.Put(*c); err != nil {
 			o.log.Warn("fast path: channel not offloaded", "error", err.Error(), "client", k.client.String(), "peer", peerAP.String())
 			return
@@ -291,7 +293,7 @@ func (r *Relay) recheckPeers(policy *peerPolicy) {
 		removed := 0
 		for k, chans := range o.channels {
 			for _, c := range chans {
-				if ok, _ := policy.check(c.Peer.Addr()); !ok {
+				if ok, _ := policy.checkPort(c.Peer); !ok {
 					o.remove(k, c)
 					removed++
 				}
@@ -322,28 +324,4 @@ func (r *Relay) fastPathStatus() *FastPathStatus {
 		n += len(chans)
 	}
 	return &FastPathStatus{Active: true, Interfaces: o.kernel.Interfaces(), Channels: n}
-}
-
-// hostAddrs caches this host's addresses: a channel's end on one of them is
-// delivered locally by the program instead of forwarded.
-type hostAddrs struct {
-	addrs map[netip.Addr]bool
-	read  time.Time
-}
-
-const hostAddrsTTL = 5 * time.Second
-
-func (h *hostAddrs) has(a netip.Addr) bool {
-	if now := time.Now(); now.Sub(h.read) > hostAddrsTTL {
-		h.read = now
-		h.addrs = map[netip.Addr]bool{}
-		if addrs, err := net.InterfaceAddrs(); err == nil {
-			for _, a := range addrs {
-				if p, err := netip.ParsePrefix(a.String()); err == nil {
-					h.addrs[p.Addr().Unmap()] = true
-				}
-			}
-		}
-	}
-	return h.addrs[a.Unmap()] || a.IsLoopback()
 }

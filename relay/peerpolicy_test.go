@@ -9,22 +9,26 @@ import (
 
 func TestCanonicalPeer(t *testing.T) {
 	for in, want := range map[string]string{
-		"::ffff:127.0.0.1":   "127.0.0.1", // v4-mapped
-		"::127.0.0.1":        "127.0.0.1", // v4-compatible
-		"::a00:1":            "10.0.0.1",  // v4-compatible, hex spelling
-		"64:ff9b::a00:1":     "10.0.0.1",  // NAT64
-		"64:ff9b::7f00:1":    "127.0.0.1", // NAT64
-		"2002:7f00:1::":      "127.0.0.1", // 6to4
-		"2002:a9fe:a9fe::1":  "169.254.169.254",
-		"::":                 "::",  // unspecified stays IPv6
-		"::1":                "::1", // loopback stays IPv6
-		"2001:db8::1":        "2001:db8::1",
-		"fe80::1%eth0":       "fe80::1",
-		"8.8.8.8":            "8.8.8.8",
-		"::ffff:0:0":         "0.0.0.0",
-		"64:ff9b:1::a00:1":   "64:ff9b:1::a00:1", // local-use NAT64 prefix is not the well-known one
-		"2003:7f00:1::":      "2003:7f00:1::",
-		"::ffff:192.168.1.1": "192.168.1.1",
+		"::ffff:127.0.0.1":                     "127.0.0.1", // v4-mapped
+		"::127.0.0.1":                          "127.0.0.1", // v4-compatible
+		"::a00:1":                              "10.0.0.1",  // v4-compatible, hex spelling
+		"64:ff9b::a00:1":                       "10.0.0.1",  // NAT64
+		"64:ff9b::7f00:1":                      "127.0.0.1", // NAT64
+		"2002:7f00:1::":                        "127.0.0.1", // 6to4
+		"2002:a9fe:a9fe::1":                    "169.254.169.254",
+		"::":                                   "::",  // unspecified stays IPv6
+		"::1":                                  "::1", // loopback stays IPv6
+		"2001:db8::1":                          "2001:db8::1",
+		"fe80::1%eth0":                         "fe80::1",
+		"8.8.8.8":                              "8.8.8.8",
+		"::ffff:0:0":                           "0.0.0.0",
+		"64:ff9b:1::a00:1":                     "64:ff9b:1::a00:1", // local-use NAT64: the embedding is the operator's choice; refused as special-purpose
+		"::ffff:0:a00:1":                       "10.0.0.1",         // IPv4-translated (SIIT)
+		"::ffff:0:7f00:1":                      "127.0.0.1",
+		"2001:0:4136:e378:8000:63bf:3fff:fdd2": "192.0.2.45", // Teredo, RFC 4380's example: client address inverted
+		"2001:0:1:2:0:0:f5ff:fffe":             "10.0.0.1",
+		"2003:7f00:1::":                        "2003:7f00:1::",
+		"::ffff:192.168.1.1":                   "192.168.1.1",
 	} {
 		if got := canonicalPeer(netip.MustParseAddr(in)).String(); got != want {
 			t.Errorf("canonicalPeer(%s) = %s, want %s", in, got, want)
@@ -33,8 +37,8 @@ func TestCanonicalPeer(t *testing.T) {
 }
 
 func TestPeerPolicy(t *testing.T) {
-	node := []netip.Addr{netip.MustParseAddr("203.0.113.7")}
-	defaults := mustPolicy(t, config.PeerPolicy{ClusterCIDRs: []string{"198.18.0.0/16", "2001:db8:c::/48"}}, node)
+	node := []netip.Addr{netip.MustParseAddr("93.184.216.7"), netip.MustParseAddr("10.1.2.3")}
+	defaults := mustPolicy(t, config.PeerPolicy{ClusterCIDRs: []string{"198.19.0.0/16", "2600:db8:c::/48"}}, node)
 	allowAll := mustPolicy(t, config.PeerPolicy{
 		// Tries to open everything, including the hard-deny set: must not work.
 		Allow: []string{"0.0.0.0/0", "::/0"},
@@ -78,10 +82,20 @@ func TestPeerPolicy(t *testing.T) {
 		{"100.64.0.1", defaults, false, denyPrivate},
 		{"100.128.0.1", defaults, true, ""},
 		{"fd00::2", defaults, false, denyPrivate},
-		{"198.18.3.4", defaults, false, denyCluster},
-		{"2001:db8:c::9", defaults, false, denyCluster},
-		{"203.0.113.7", defaults, false, denyNode},
-		{"::ffff:203.0.113.7", defaults, false, denyNode},
+		{"198.19.3.4", defaults, false, denySpecialPurpose}, // benchmarking, before the cluster rule
+		{"2600:db8:c::9", defaults, false, denyCluster},
+		// every embedding of an IPv4 address is folded before the check
+		{"::ffff:0:a00:1", defaults, false, denyPrivate},
+		{"2001:0:1:2:0:0:f5ff:fffe", defaults, false, denyPrivate},  // Teredo client 10.0.0.1
+		{"2001:0:1:2:0:0:80ff:fffe", allowAll, false, denyLoopback}, // Teredo client 127.0.0.1
+		{"2001:0:1:2:0:0:b7b7:e9f8", defaults, true, ""},            // Teredo client 72.72.22.7: public
+		{"64:ff9b:1:0:0:0:a00:1", allowAll, true, ""},               // local-use NAT64, allow-listed by ::/0
+		{"64:ff9b:1::a00:1", defaults, false, denySpecialPurpose},   // not globally reachable
+		// a node address passes the address check (its relay ports are
+		// other allocations); checkPort refuses its other ports
+		{"93.184.216.7", defaults, true, ""},
+		{"::ffff:93.184.216.7", defaults, true, ""},
+		{"10.1.2.3", defaults, true, ""},
 		// allow re-admits default-deny ranges; deny wins over allow
 		{"10.0.0.1", allowAll, true, ""},
 		{"fd00::2", allowAll, true, ""},
@@ -97,6 +111,85 @@ func TestPeerPolicy(t *testing.T) {
 	}
 	if ok, reason := defaults.check(netip.Addr{}); ok || reason != denyInvalid {
 		t.Errorf("invalid address admitted: %v %q", ok, reason)
+	}
+}
+
+// TestSpecialPurposeRegistries takes every row of the IANA special-purpose
+// tables: an address of a row that is not globally reachable is refused
+// by default and admitted when allow-listed, one of a globally reachable
+// row (often inside a refused one) is admitted.
+func TestSpecialPurposeRegistries(t *testing.T) {
+	defaults := mustPolicy(t, config.PeerPolicy{}, nil)
+	for _, row := range specialPurpose {
+		// Inside the row, off the Teredo block inside 2001::/23 and off the
+		// broadcast address at the end of 240.0.0.0/4.
+		a := lastAddr(row.prefix)
+		if !row.prefix.IsSingleIP() {
+			a = a.Prev()
+		}
+		ok, reason := defaults.check(a)
+		if row.global && !ok {
+			t.Errorf("%s (%s, globally reachable): refused (%s)", a, row.name, reason)
+		}
+		if !row.global && (ok || reason != denySpecialPurpose) {
+			t.Errorf("%s (%s, not globally reachable): %v %q, want refused as %s", a, row.name, ok, reason, denySpecialPurpose)
+		}
+		allowed := mustPolicy(t, config.PeerPolicy{Allow: []string{row.prefix.String()}}, nil)
+		if ok, reason := allowed.check(a); !ok {
+			t.Errorf("%s (%s) allow-listed: still refused (%s)", a, row.name, reason)
+		}
+	}
+	for _, public := range []string{"192.0.1.255", "192.0.3.0", "198.17.255.255", "198.20.0.0", "223.255.255.255", "2001:200::1", "2600::1"} {
+		if ok, reason := defaults.check(netip.MustParseAddr(public)); !ok {
+			t.Errorf("%s is globally reachable but refused (%s)", public, reason)
+		}
+	}
+}
+
+// lastAddr is the highest address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// TestNodePorts: a node address is a peer only on the relay port range,
+// unless an allow entry names that address itself; a broad allow does not
+// open the node.
+func TestNodePorts(t *testing.T) {
+	node := []netip.Addr{netip.MustParseAddr("93.184.216.7"), netip.MustParseAddr("2600:1::7")}
+	ports := config.PortRange{Min: 49152, Max: 65535}
+	defaults, err := newPeerPolicy(config.PeerPolicy{}, node, ports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broad, _ := newPeerPolicy(config.PeerPolicy{Allow: []string{"0.0.0.0/0", "::/0"}}, node, ports)
+	exact, _ := newPeerPolicy(config.PeerPolicy{Allow: []string{"93.184.216.7/32"}}, node, ports)
+	for _, tc := range []struct {
+		policy *peerPolicy
+		peer   string
+		ok     bool
+	}{
+		{defaults, "93.184.216.7:49152", true},
+		{defaults, "93.184.216.7:65535", true},
+		{defaults, "93.184.216.7:49151", false},
+		{defaults, "93.184.216.7:9641", false}, // the relay's metrics port
+		{defaults, "[::ffff:93.184.216.7]:22", false},
+		{defaults, "[64:ff9b::5db8:d807]:22", false}, // the node through a NAT64 gateway
+		{defaults, "[2600:1::7]:443", false},
+		{defaults, "[2600:1::7]:50000", true},
+		{defaults, "93.184.216.8:22", true}, // not the node
+		{broad, "93.184.216.7:22", false},
+		{exact, "93.184.216.7:22", true},
+		{exact, "[2600:1::7]:22", false},
+	} {
+		ok, reason := tc.policy.checkPort(netip.MustParseAddrPort(tc.peer))
+		if ok != tc.ok || (!ok && reason != denyNode) {
+			t.Errorf("checkPort(%s) = %v %q, want %v", tc.peer, ok, reason, tc.ok)
+		}
 	}
 }
 
@@ -140,7 +233,7 @@ func FuzzPeerPolicy(f *testing.F) {
 
 func mustPolicy(t testing.TB, p config.PeerPolicy, node []netip.Addr) *peerPolicy {
 	t.Helper()
-	pp, err := newPeerPolicy(p, node)
+	pp, err := newPeerPolicy(p, node, config.PortRange{Min: 49152, Max: 65535})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,6 +28,9 @@ type rawClient struct {
 	integrity stun.MessageIntegrity
 	// pending holds data that arrived while waiting for a response.
 	pending []peerData
+	// readTimeout bounds each read; zero means ioTimeout. A test that
+	// expects nothing to arrive sets it short.
+	readTimeout time.Duration
 }
 
 // peerData is a datagram relayed from a peer to the client.
@@ -42,7 +46,24 @@ const ioTimeout = 10 * time.Second
 
 func dialRaw(t *testing.T, network, addr, username, password string) *rawClient {
 	t.Helper()
-	conn, err := net.Dial(network, addr)
+	return dialRawFrom(t, "", network, addr, username, password)
+}
+
+// dialRawFrom is dialRaw from the local IP address from (any when empty).
+func dialRawFrom(t *testing.T, from, network, addr, username, password string) *rawClient {
+	t.Helper()
+	d := net.Dialer{}
+	if from != "" {
+		local, err := net.ResolveUDPAddr("udp", net.JoinHostPort(from, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.LocalAddr = local
+		if network == "tcp" {
+			d.LocalAddr = &net.TCPAddr{IP: local.IP}
+		}
+	}
+	conn, err := d.Dial(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +79,7 @@ func dialRaw(t *testing.T, network, addr, username, password string) *rawClient 
 // read returns the next message or ChannelData frame.
 func (c *rawClient) read() ([]byte, error) {
 	buf := make([]byte, 2048)
-	_ = c.conn.SetReadDeadline(time.Now().Add(ioTimeout))
+	_ = c.conn.SetReadDeadline(time.Now().Add(cmp.Or(c.readTimeout, ioTimeout)))
 	var n int
 	var err error
 	if c.stream {

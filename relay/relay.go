@@ -90,6 +90,7 @@ type Relay struct {
 	defaultConnections int
 	deadListeners      atomic.Int32
 	rlog               *rateLog
+	throttle           *authThrottle
 	gen                atomic.Int64 // config generation: successful loads
 
 	// Last content read from each file, so a reload only acts on change and
@@ -105,6 +106,9 @@ type state struct {
 	policy *peerPolicy
 	quotas config.Quotas
 	addrs  addresses
+	// hostAddrs are the addresses on the host's interfaces, sorted, as the
+	// policy was built with them.
+	hostAddrs []netip.Addr
 }
 
 func (r *Relay) current() *state { return r.state.Load() }
@@ -147,7 +151,8 @@ func newRelay(opts Options) (*Relay, error) {
 		return nil, err
 	}
 	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), stun: newSTUNDiscovery(), lastRelay: relayBytes,
-		conns: newConnLimiter(), defaultConnections: defaultConnectionLimit(), rlog: newRateLog(log)}
+		conns: newConnLimiter(), defaultConnections: defaultConnectionLimit(), rlog: newRateLog(log),
+		throttle: newAuthThrottle()}
 	if opts.HostIP != "" {
 		if r.env.hostIP, err = netip.ParseAddr(opts.HostIP); err != nil {
 			return nil, fmt.Errorf("HOST_IP: %w", err)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -209,9 +210,12 @@ func TestPeerPolicyOverTheWire(t *testing.T) {
 	}
 }
 
-// TestAllowListedPrivatePeer: a private (default-deny) peer is refused,
-// works once its range is allow-listed by a reload, and is refused again
-// after a deny entry is added.
+// TestAllowListedPrivatePeer: a private (default-deny) peer is refused and
+// works once its range is allow-listed by a reload. The echo peer sits on
+// a private address of this host, so it is also a node address: until an
+// allow entry names it exactly, the relay admits its address (another
+// allocation could be there) but drops every packet to its port outside
+// the relay range. A deny entry wins over both.
 func TestAllowListedPrivatePeer(t *testing.T) {
 	peerIP := localPrivateAddr(t)
 	cfg := baseConfig(t, t.TempDir())
@@ -219,19 +223,37 @@ func TestAllowListedPrivatePeer(t *testing.T) {
 	peer := startEchoPeer(t, peerIP)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.port))
 	v6 := peerIP.Is6()
+	// Another address of the same private /N-8, not on this host.
+	neighbour := peerIP.Next()
+	for slices.Contains(localAddrs(t), neighbour) {
+		neighbour = neighbour.Next()
+	}
+	rangeOf := func(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()-8).Masked().String() }
 
 	c := dialRaw(t, "udp", addr, testUser, testPassword)
 	c.mustAllocate(v6)
-	if code := c.createPermission(peerIP); code != 403 {
-		t.Fatalf("private peer %s before allow: got %d, want 403", peerIP, code)
+	if code := c.createPermission(neighbour); code != 403 {
+		t.Fatalf("private peer %s before allow: got %d, want 403", neighbour, code)
 	}
+	if code := c.createPermission(peerIP); code != 0 {
+		t.Fatalf("node address %s: got %d, want success (its relay ports are peers)", peerIP, code)
+	}
+	c.readTimeout = ioTimeout / 20
+	c.send(peer.addr, []byte("to a node port"))
+	if d, err := c.receive(); err == nil {
+		t.Fatalf("echo %q from node port %s before it was allow-listed", d.data, peer.addr)
+	}
+	c.readTimeout = 0
 
-	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(peerIP, peerIP.BitLen()-8).Masked().String()}
+	cfg.PeerPolicy.Allow = []string{rangeOf(peerIP)}
 	tr.writeFiles(t, cfg, nil)
 	tr.Reload()
-	if code := c.createPermission(peerIP); code != 0 {
-		t.Fatalf("allow-listed peer %s: got %d, want success", peerIP, code)
+	if code := c.createPermission(neighbour); code != 0 {
+		t.Fatalf("allow-listed peer %s: got %d, want success", neighbour, code)
 	}
+	cfg.PeerPolicy.Allow = append(cfg.PeerPolicy.Allow, netip.PrefixFrom(peerIP, peerIP.BitLen()).String())
+	tr.writeFiles(t, cfg, nil)
+	tr.Reload()
 	c.roundTrip(peer.addr, 0, []byte("private but allowed"))
 
 	cfg.PeerPolicy.Deny = []string{netip.PrefixFrom(peerIP, peerIP.BitLen()).String()}

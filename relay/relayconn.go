@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net"
+	"net/netip"
 
 	"golang.org/x/time/rate"
 )
@@ -30,27 +31,63 @@ func (m *meter) admit(n int) bool {
 	return true
 }
 
+// nodePorts keeps relayed traffic off the node's own ports: a permission
+// for a node address (which carries no port) admits only its relay ports,
+// the other allocations of this relay (peerPolicy.relayPortOnly).
+type nodePorts struct {
+	policy func() *peerPolicy // the policy in force; nil: no check
+	denied func()             // counts a refused packet or connection
+}
+
+// refuses reports whether addr is a node address on a port peers may not
+// use, and counts it.
+func (n nodePorts) refuses(addr net.Addr) bool {
+	if n.policy == nil {
+		return false
+	}
+	var ap netip.AddrPort
+	switch a := addr.(type) {
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	default:
+		return false
+	}
+	if n.policy().relayPortOnly(ap) {
+		n.denied()
+		return true
+	}
+	return false
+}
+
 // meteredPacketConn wraps an allocation's UDP relay socket.
 type meteredPacketConn struct {
 	net.PacketConn
 	toPeer, fromPeer *meter
+	node             nodePorts
 }
 
 // ReadFrom returns the next datagram from a peer that fits the bandwidth
-// quota; datagrams over quota are dropped here, as a congested link would.
+// quota; datagrams over quota are dropped here, as a congested link would,
+// and so are datagrams from a port of the node peers may not use.
 func (c *meteredPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err != nil || c.fromPeer.admit(n) {
+		if err != nil {
 			return n, addr, err
+		}
+		if !c.node.refuses(addr) && c.fromPeer.admit(n) {
+			return n, addr, nil
 		}
 	}
 }
 
-// WriteTo sends a datagram to a peer, or drops it when over quota. A drop
-// reports success: pion would otherwise log an error per dropped packet.
+// WriteTo sends a datagram to a peer, or drops it when over quota or to a
+// port of the node peers may not use. A drop reports success: pion would
+// otherwise log an error per dropped packet.
 func (c *meteredPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if !c.toPeer.admit(len(p)) {
+	if c.node.refuses(addr) || !c.toPeer.admit(len(p)) {
 		return len(p), nil
 	}
 	return c.PacketConn.WriteTo(p, addr)
@@ -111,13 +148,22 @@ func (m *meter) wait(n int) {
 type meteredListener struct {
 	net.Listener
 	newMeters func() (toPeer, fromPeer *meter)
+	node      nodePorts
 }
 
+// Accept returns the next peer connection; one from a port of the node
+// peers may not use is closed at once.
 func (l *meteredListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.node.refuses(c.RemoteAddr()) {
+			_ = c.Close()
+			continue
+		}
+		to, from := l.newMeters()
+		return &meteredConn{Conn: c, toPeer: to, fromPeer: from}, nil
 	}
-	to, from := l.newMeters()
-	return &meteredConn{Conn: c, toPeer: to, fromPeer: from}, nil
 }

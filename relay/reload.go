@@ -38,7 +38,9 @@ func (r *Relay) watchConfig(ctx context.Context, hup <-chan os.Signal) {
 			r.stun.wakeUp()
 		case <-tick.C:
 			r.Reload()
+			r.refreshNodeAddrs()
 			r.sweepRotationKeys(timeNow())
+			r.throttle.sweep(timeNow())
 		}
 	}
 }
