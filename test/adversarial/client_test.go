@@ -274,6 +274,20 @@ func (c *client) send(peer netip.AddrPort, data []byte) {
 	}
 }
 
+// sendChannel relays data on a bound channel with ChannelData.
+func (c *client) sendChannel(number uint16, data []byte) {
+	c.t.Helper()
+	frame := binary.BigEndian.AppendUint16(nil, number)
+	frame = binary.BigEndian.AppendUint16(frame, uint16(len(data)))
+	frame = append(frame, data...)
+	for c.stream && len(frame)%4 != 0 { // RFC 8656 section 12.5: padded over streams
+		frame = append(frame, 0)
+	}
+	if err := c.write(frame); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
 // receive returns the data of the next Data indication.
 func (c *client) receive(timeout time.Duration) ([]byte, error) {
 	deadline := time.Now().Add(timeout)
