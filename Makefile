@@ -41,6 +41,10 @@ control-plane: ## Build kube-apiserver, etcd and kubectl for envtest into bin/k8
 test: control-plane ## Run unit tests, the relay suite and the envtest suite on a real API server.
 	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh)" go test -count=1 ./...
 
+.PHONY: fuzz
+fuzz: ## Run every Go fuzz target for FUZZTIME each (default 5s), one at a time.
+	hack/fuzz.sh
+
 .PHONY: bench
 bench: ## Benchmark the relay against coturn on loopback.
 	hack/bench.sh
