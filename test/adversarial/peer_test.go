@@ -151,41 +151,54 @@ func TestEmbeddedAndReservedPeersRefused(t *testing.T) {
 
 // TestMalformedPeerAddressesRefused: an IPv6-family XOR-PEER-ADDRESS with 4
 // address bytes, two XOR-PEER-ADDRESS of which one is refused (the relay
-// used to answer 403 yet install the other), and port 0.
+// used to answer 403 yet install the other), and port 0. Each case gets an
+// allocation of its own; none may be granted, nor install a permission for
+// the peer, whose datagram would then reach the client. Once a real
+// permission exists, the same datagram does arrive.
 func TestMalformedPeerAddressesRefused(t *testing.T) {
 	l := newLab(t, nil)
 	peer := l.pub.ListenPacket("udp4", peerAddr+":0")
 	peerAP := netip.MustParseAddrPort(peer.LocalAddr().String())
+	reaches := func(c *client, relayed netip.AddrPort) bool {
+		if _, err := peer.WriteTo([]byte("let me in"), net.UDPAddrFromAddrPort(relayed)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := c.receive(quietFor)
+		return err == nil
+	}
+	for _, tc := range []struct {
+		name string
+		v6   bool // an IPv6 allocation, where pion would take the 4 bytes for an IPv6 address
+		ask  func(c *client) int
+	}{
+		{"an IPv6 XOR-PEER-ADDRESS of 4 bytes", true, func(c *client) int {
+			short := rawPeer{family: 2, port: peerAP.Port(), addr: peerAP.Addr().AsSlice()}
+			return code(c.request(typeOf(stun.MethodCreatePermission, stun.ClassRequest), short))
+		}},
+		{"a public and a private peer in one CreatePermission", false, func(c *client) int {
+			return c.createPermission(peerAP, netip.MustParseAddrPort("10.0.0.1:9"))
+		}},
+		{"ChannelBind to port 0", false, func(c *client) int {
+			return c.channelBind(channelBindType, 0x4001, netip.AddrPortFrom(peerAP.Addr(), 0))
+		}},
+	} {
+		c := l.dial("udp", tc.v6)
+		relayed := c.allocate(false)
+		if got := tc.ask(c); got == 0 {
+			t.Errorf("%s: granted", tc.name)
+		}
+		if !tc.v6 && reaches(c, relayed) {
+			t.Errorf("%s: installed a permission for the peer", tc.name)
+		}
+	}
+
 	c := l.dial("udp", false)
 	relayed := c.allocate(false)
-
-	short := rawPeer{family: 2, port: peerAP.Port(), addr: peerAP.Addr().AsSlice()}
-	if got := code(c.request(typeOf(stun.MethodCreatePermission, stun.ClassRequest), short)); got == 0 {
-		t.Error("CreatePermission with an IPv6 XOR-PEER-ADDRESS of 4 bytes succeeded")
-	}
-	if got := c.createPermission(peerAP, netip.MustParseAddrPort("10.0.0.1:9")); got == 0 {
-		t.Error("CreatePermission for a public and a private peer succeeded")
-	}
-	if got := c.channelBind(channelBindType, 0x4001, netip.AddrPortFrom(peerAP.Addr(), 0)); got == 0 {
-		t.Error("ChannelBind to port 0 succeeded")
-	}
-	// Had any of these installed a permission for the peer, its datagram
-	// would now reach the client.
-	if _, err := peer.WriteTo([]byte("let me in"), net.UDPAddrFromAddrPort(relayed)); err != nil {
-		t.Fatal(err)
-	}
-	if d, err := c.receive(quietFor); err == nil {
-		t.Errorf("the peer reached the client (%q) with no permission granted", d)
-	}
-	// With a permission, the same datagram does arrive.
 	if got := c.createPermission(peerAP); got != 0 {
 		t.Fatalf("CreatePermission for %s: %d", peerAP, got)
 	}
-	if _, err := peer.WriteTo([]byte("let me in"), net.UDPAddrFromAddrPort(relayed)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.receive(5 * time.Second); err != nil {
-		t.Errorf("with a permission, nothing from the peer reached the client: %v", err)
+	if !reaches(c, relayed) {
+		t.Error("with a permission, nothing from the peer reached the client")
 	}
 }
 
