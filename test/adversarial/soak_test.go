@@ -101,8 +101,15 @@ func TestSoak(t *testing.T) {
 	duration := envDuration(t, "DURATION", 10*time.Minute)
 	maxLoss := envFloat(t, "MAX_LOSS", 0.001)
 	// Sockets: one per allocation here and in the relay (which inherits
-	// the limit), and the flood's.
-	lim := syscall.Rlimit{Cur: uint64(4*allocs + 4096), Max: uint64(4*allocs + 4096)}
+	// the limit), and some for the flood and the relay's listeners.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if want := uint64(allocs + 2048); lim.Max < want {
+		t.Fatalf("%d allocations need %d file descriptors; the hard limit is %d", allocs, want, lim.Max)
+	}
+	lim.Cur = lim.Max
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +123,8 @@ func TestSoak(t *testing.T) {
 
 	peer := l.pub.ListenPacket("udp4", peerAddr+":7777").(*net.UDPConn)
 	_ = peer.SetReadBuffer(8 << 20)
-	go echo(peer)
+	var echoed atomic.Int64
+	go echo(peer, &echoed)
 	peerAP := netip.MustParseAddrPort(peerAddr + ":7777")
 
 	start := time.Now()
@@ -148,6 +156,11 @@ func TestSoak(t *testing.T) {
 	loss := float64(lost) / float64(max(sent, 1))
 	t.Logf("soak: %d allocations, %d packets/s offered (x2 relayed with the echo) for %v; flood for the first half", allocs, rate, duration)
 	t.Logf("legitimate traffic: %d sent, %d echoed back, %d lost (%.4f %%)", sent, received.Load(), lost, 100*loss)
+	// Where it was lost, leg by leg: the relay counts a datagram when it
+	// has written it on.
+	t.Logf("legs: client sent %d; relay wrote to the peer %v; peer received %d; relay wrote to the clients %v; clients received %d",
+		sent, l.relay.metric(t, `turnpike_relay_relayed_packets_total{direction="client_to_peer",transport="udp"}`), echoed.Load(),
+		l.relay.metric(t, `turnpike_relay_relayed_packets_total{direction="peer_to_client",transport="udp"}`), received.Load())
 	t.Logf("relay at start:       %s", before)
 	t.Logf("relay at flood's end: %s", mid)
 	t.Logf("relay at end:         %s", after)
@@ -256,13 +269,14 @@ func allocateWithChannel(c *client, peer netip.AddrPort) error {
 
 // echo sends every datagram back where it came from: the peer of every
 // allocation.
-func echo(conn *net.UDPConn) {
+func echo(conn *net.UDPConn, echoed *atomic.Int64) {
 	buf := make([]byte, 2048)
 	for {
 		n, from, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			return
 		}
+		echoed.Add(1)
 		_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
 	}
 }
