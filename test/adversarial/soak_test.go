@@ -74,16 +74,17 @@ func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 
 // soakStats is what the soak reports about the relay at one moment.
 type soakStats struct {
-	rss, goroutines float64
-	fds             int
+	rss, heap, goroutines float64
+	fds                   int
 }
 
 func (s soakStats) String() string {
-	return fmt.Sprintf("RSS %.1f MB, %v goroutines, %d fds", s.rss/1e6, s.goroutines, s.fds)
+	return fmt.Sprintf("RSS %.1f MB (heap in use %.1f MB), %v goroutines, %d fds", s.rss/1e6, s.heap/1e6, s.goroutines, s.fds)
 }
 
 func (r *relayProc) stats(t *testing.T) soakStats {
-	return soakStats{rss: r.metric(t, "process_resident_memory_bytes"), goroutines: r.metric(t, "go_goroutines"), fds: r.openFiles(t)}
+	return soakStats{rss: r.metric(t, "process_resident_memory_bytes"), heap: r.metric(t, "go_memstats_heap_inuse_bytes"),
+		goroutines: r.metric(t, "go_goroutines"), fds: r.openFiles(t)}
 }
 
 // soakAlloc is one legitimate allocation: its client, and the STUN
