@@ -25,14 +25,12 @@ Credentials: --username and --password (or $TURNPIKE_PASSWORD), or --secret
 (or $TURNPIKE_SECRET), a TURN REST shared secret from which the probe mints
 username "<expiry>:probe" and password base64(HMAC-SHA1(secret, username)).
 
-The echo peer: without --peer the probe opens a UDP echo socket on this
-machine's first non-loopback address (%s here). TURN servers refuse
-loopback peers, and turnpike relays also refuse private ranges and their own
-node's addresses unless the TurnServer allows them: to probe a relay on this
-machine, add that address to spec.peerPolicy.allow, e.g.
-    peerPolicy: {allow: ["%s/32"]}
-A relay elsewhere must be able to reach this machine over UDP; otherwise pass
---peer HOST:PORT of a UDP echo service the relay can reach.
+The echo peer: without --peer the probe makes a second allocation on the
+same server, which sends every ping back: the path of the commonest WebRTC
+call through TURN, both peers on one relay, which turnpike's default peer
+policy admits. It needs no route from the relay to this machine. --peer
+HOST:PORT pings a UDP echo service instead (it must be a peer the server's
+policy allows).
 
 flags:
 `
@@ -45,16 +43,12 @@ func runProbe(ctx context.Context, args []string) error {
 	fs.StringVar(&o.Username, "username", "", "TURN username")
 	fs.StringVar(&o.Password, "password", os.Getenv("TURNPIKE_PASSWORD"), "TURN password ($TURNPIKE_PASSWORD)")
 	fs.StringVar(&secret, "secret", os.Getenv("TURNPIKE_SECRET"), "TURN REST API shared secret to mint a credential from ($TURNPIKE_SECRET)")
-	fs.StringVar(&o.Peer, "peer", "", "HOST:PORT of a UDP echo peer; default: a local echo socket")
+	fs.StringVar(&o.Peer, "peer", "", "HOST:PORT of a UDP echo peer; default: a second allocation on the same server")
 	fs.IntVar(&o.Pings, "count", 5, "pings to send")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "time limit of each step: connect, allocate, each ping")
 	fs.BoolVar(&o.Insecure, "insecure", false, "turns: do not verify the server's certificate")
 	fs.Usage = func() {
-		peer := "none found"
-		if ip, err := probe.LocalPeerAddress(false); err == nil {
-			peer = ip.String()
-		}
-		fmt.Fprintf(fs.Output(), probeUsage, peer, peer)
+		fmt.Fprint(fs.Output(), probeUsage)
 		fs.PrintDefaults()
 	}
 	// The URL comes first, flags after it, as in the usage line.

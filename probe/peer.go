@@ -1,53 +1,57 @@
 package probe
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 )
 
-var errNoLocalAddress = errors.New("no non-loopback address on this machine for the echo peer: pass --peer HOST:PORT of a UDP echo service")
+var errNoLocalAddress = errors.New("no non-loopback address on this machine")
 
-// echoPeer returns the peer to ping: the given address, or a UDP echo socket
-// opened on this machine. TURN servers refuse loopback peers, so the local
-// peer binds a non-loopback address of the same IP family as the relayed
-// address; the server must allow that address (see LocalPeerAddress).
-func echoPeer(given string, relayed net.Addr) (net.Addr, func(), error) {
-	if given != "" {
-		addr, err := net.ResolveUDPAddr("udp", given)
-		return addr, func() {}, err
+// echoPeer returns the peer to ping: the given address, or the relayed
+// address of a second allocation on the same server, which sends every
+// datagram back. The second allocation permits the first one's relayed
+// address, as the other side of a call would.
+func echoPeer(ctx context.Context, o Options, first *allocation) (net.Addr, func(), error) {
+	if o.Peer != "" {
+		addr, err := net.ResolveUDPAddr("udp", o.Peer)
+		if err != nil {
+			return nil, nil, &Error{Kind: KindOther, Step: "peer", Err: err}
+		}
+		return addr, func() {}, nil
 	}
-	ip, err := LocalPeerAddress(relayedIs6(relayed))
+	second, err := allocateOn(ctx, o, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
-	if err != nil {
-		return nil, nil, err
+	if err := second.client.CreatePermission(first.relayConn.LocalAddr()); err != nil {
+		second.close()
+		return nil, nil, classify("permission", o.Server, fmt.Errorf("peer %s (the first allocation): %w", first.relayConn.LocalAddr(), err))
 	}
-	go echo(conn)
-	return conn.LocalAddr(), func() { conn.Close() }, nil
+	go echo(second.relayConn)
+	return second.relayConn.LocalAddr(), second.close, nil
 }
 
 // echo sends every datagram back to where it came from, until conn is closed.
-func echo(conn *net.UDPConn) {
+func echo(conn net.PacketConn) {
 	buf := make([]byte, 65535)
 	for {
-		n, from, err := conn.ReadFromUDPAddrPort(buf)
-		if errors.Is(err, net.ErrClosed) {
-			return
-		}
-		if err == nil {
-			_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
+		n, from, err := conn.ReadFrom(buf)
+		var ne net.Error
+		switch {
+		case err == nil:
+			_, _ = conn.WriteTo(buf[:n], from)
+		case errors.As(err, &ne) && ne.Timeout():
+		default:
+			return // closed
 		}
 	}
 }
 
-// LocalPeerAddress is the address the local echo peer binds: the first
-// global unicast address of this machine in the family asked for. A probe
-// against a relay on this machine needs it allow-listed (for turnpike:
-// spec.peerPolicy.allow: [<address>/32]), because relays refuse their own
-// node's addresses and private ranges by default.
+// LocalPeerAddress is the first global unicast address of this machine in
+// the family asked for (for callers that run a peer on this machine).
 func LocalPeerAddress(ipv6 bool) (netip.Addr, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
@@ -64,11 +68,4 @@ func LocalPeerAddress(ipv6 bool) (netip.Addr, error) {
 		}
 	}
 	return netip.Addr{}, errNoLocalAddress
-}
-
-func relayedIs6(a net.Addr) bool {
-	if u, ok := a.(*net.UDPAddr); ok {
-		return u.IP.To4() == nil
-	}
-	return false
 }

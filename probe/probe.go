@@ -4,9 +4,10 @@
 // back. It reports how long the allocation took, the round-trip times and
 // the loss, or why it failed.
 //
-// The echo peer is a UDP socket the probe opens itself on a non-loopback
-// address of this machine (TURN servers refuse loopback peers), or any echo
-// service given as Options.Peer.
+// The echo peer is, by default, a second allocation on the same server that
+// sends every ping back: exactly the path of the commonest WebRTC call
+// through TURN, both peers on one relay, and it works from any network.
+// Options.Peer names a UDP echo service to use instead.
 package probe
 
 import (
@@ -29,7 +30,8 @@ type Options struct {
 	Server   Server
 	Username string
 	Password string
-	// Peer is host:port of a UDP echo service; empty: a local echo peer.
+	// Peer is host:port of a UDP echo service; empty: a second allocation
+	// on the same server echoes.
 	Peer string
 	// Pings is how many pings to send; default 5.
 	Pings int
@@ -83,12 +85,46 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Second
 	}
+	res := &Result{Server: o.Server}
+	a, err := allocateOn(ctx, o, res)
+	if err != nil {
+		return nil, err
+	}
+	defer a.close()
+	res.RelayedAddress = a.relayConn.LocalAddr()
+
+	peer, stopPeer, err := echoPeer(ctx, o, a)
+	if err != nil {
+		return nil, err
+	}
+	defer stopPeer()
+	res.Peer = peer
+
+	// An explicit permission, so a refused peer is reported as such and not
+	// as lost pings (a relay drops data to peers without permission).
+	if err := a.client.CreatePermission(peer); err != nil {
+		return nil, classify("permission", o.Server, fmt.Errorf("peer %s: %w", peer, err))
+	}
+	if err := ping(ctx, a.relayConn, peer, o, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// allocation is a TURN client with one allocation on the server.
+type allocation struct {
+	client    *turn.Client
+	relayConn net.PacketConn
+	close     func()
+}
+
+// allocateOn connects to the server and allocates; res (when not nil)
+// gets the time the allocation took.
+func allocateOn(ctx context.Context, o Options, res *Result) (*allocation, error) {
 	conn, err := dialServer(ctx, o)
 	if err != nil {
 		return nil, classify("connect", o.Server, err)
 	}
-	defer conn.Close()
-
 	client, err := turn.NewClient(&turn.ClientConfig{
 		TURNServerAddr: o.Server.Address(),
 		Username:       o.Username,
@@ -97,41 +133,31 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		LoggerFactory:  quietLogger(),
 	})
 	if err != nil {
+		conn.Close()
 		return nil, classify("connect", o.Server, err)
 	}
-	defer client.Close()
 	if err := client.Listen(); err != nil {
+		client.Close()
+		conn.Close()
 		return nil, classify("connect", o.Server, err)
 	}
-
-	res := &Result{Server: o.Server}
 	allocCtx, cancel := context.WithTimeout(ctx, o.Timeout)
 	start := time.Now()
 	relayConn, err := client.AllocateWithContext(allocCtx)
 	cancel()
 	if err != nil {
+		client.Close()
+		conn.Close()
 		return nil, classify("allocate", o.Server, err)
 	}
-	res.AllocationTime = time.Since(start)
-	res.RelayedAddress = relayConn.LocalAddr()
-	defer relayConn.Close() // deallocates (Refresh with lifetime 0)
-
-	peer, stopPeer, err := echoPeer(o.Peer, relayConn.LocalAddr())
-	if err != nil {
-		return nil, &Error{Kind: KindOther, Step: "peer", Err: err}
+	if res != nil {
+		res.AllocationTime = time.Since(start)
 	}
-	defer stopPeer()
-	res.Peer = peer
-
-	// An explicit permission, so a refused peer is reported as such and not
-	// as lost pings (a relay drops data to peers without permission).
-	if err := client.CreatePermission(peer); err != nil {
-		return nil, classify("permission", o.Server, fmt.Errorf("peer %s: %w", peer, err))
-	}
-	if err := ping(ctx, relayConn, peer, o, res); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return &allocation{client: client, relayConn: relayConn, close: func() {
+		_ = relayConn.Close() // deallocates (Refresh with lifetime 0)
+		client.Close()
+		conn.Close()
+	}}, nil
 }
 
 // ping sends o.Pings numbered pings through the relay and waits for each

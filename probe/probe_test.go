@@ -33,8 +33,11 @@ func checkSuccess(t *testing.T, res *Result, kind string) {
 		t.Errorf("%d of %d pings came back", res.Received(), res.Sent)
 	}
 	relayed, ok := res.RelayedAddress.(*net.UDPAddr)
-	if !ok || !relayed.IP.IsLoopback() || relayed.Port == 0 {
-		t.Errorf("relayed address %v: want a loopback address of the server", res.RelayedAddress)
+	if !ok || relayed.IP.String() != serverAddress(t) || relayed.Port == 0 {
+		t.Errorf("relayed address %v: want the server's address %s", res.RelayedAddress, serverAddress(t))
+	}
+	if peer, ok := res.Peer.(*net.UDPAddr); !ok || peer.IP.String() != serverAddress(t) || peer.Port == relayed.Port {
+		t.Errorf("echo peer %v: want the second allocation, on the server's address %s", res.Peer, serverAddress(t))
 	}
 	if res.MedianRTT() <= 0 || res.AllocationTime <= 0 {
 		t.Errorf("rtt %v, allocation time %v", res.MedianRTT(), res.AllocationTime)
@@ -43,8 +46,8 @@ func checkSuccess(t *testing.T, res *Result, kind string) {
 
 func TestProbeTurnpikeRelay(t *testing.T) {
 	ports := startRelay(t, config.Quotas{})
-	plain := "127.0.0.1:" + strconv.Itoa(ports.plain)
-	secure := "127.0.0.1:" + strconv.Itoa(ports.tls)
+	plain := net.JoinHostPort(serverAddress(t), strconv.Itoa(ports.plain))
+	secure := net.JoinHostPort(serverAddress(t), strconv.Itoa(ports.tls))
 	restUser, restPass := RESTCredentials(testSecret, "probe", time.Now().Add(time.Hour))
 
 	ok := []struct {
@@ -94,7 +97,7 @@ func TestProbeTurnpikeRelay(t *testing.T) {
 		// A relay of its own: one allocation per user. Hold alice's, then
 		// probe as alice. (On the shared relay, a quota would make the other
 		// cases depend on how fast the relay frees a closed allocation.)
-		quotaAddr := "127.0.0.1:" + strconv.Itoa(startRelay(t, config.Quotas{AllocationsPerUser: 1}).plain)
+		quotaAddr := net.JoinHostPort(serverAddress(t), strconv.Itoa(startRelay(t, config.Quotas{AllocationsPerUser: 1}).plain))
 		holder := allocate(t, quotaAddr)
 		defer holder.Close()
 		o := Options{Server: mustParse(t, "turn:"+quotaAddr), Username: testUser, Password: testPassword}
@@ -134,9 +137,8 @@ func allocate(t *testing.T, server string) net.PacketConn {
 }
 
 func TestProbeCoturn(t *testing.T) {
-	peerAddress(t)
 	port := startCoturn(t)
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	addr := net.JoinHostPort(serverAddress(t), strconv.Itoa(port))
 	for _, transport := range []string{"udp", "tcp"} {
 		t.Run(transport, func(t *testing.T) {
 			o := Options{Server: mustParse(t, "turn:"+addr+"?transport="+transport), Username: testUser, Password: testPassword}

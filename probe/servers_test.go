@@ -21,9 +21,12 @@ import (
 )
 
 // Servers the probe is tested against: turnpike's relay, started in-process
-// with relay.Run, and coturn's turnserver. Both listen on loopback; the echo
-// peer binds this machine's non-loopback address, which the relay config
-// allow-lists (relays refuse their own node's addresses and private ranges).
+// with relay.Run, and coturn's turnserver. Both listen and relay on this
+// machine's first non-loopback address (serverAddress): the probe's echo
+// peer is a second allocation, whose relayed address must not be one that
+// relays refuse whatever their config (loopback). turnpike's relay runs
+// with its default peer policy, which admits another allocation of the
+// same relay.
 
 const (
 	testRealm    = "probe.test"
@@ -32,12 +35,12 @@ const (
 	testSecret   = "probe-shared-secret"
 )
 
-// peerAddress is the local echo peer's address, or a skip (a fail in CI).
-func peerAddress(t *testing.T) string {
+// serverAddress is the address the test servers use, or a skip (a fail in CI).
+func serverAddress(t *testing.T) string {
 	t.Helper()
 	ip, err := LocalPeerAddress(false)
 	if err != nil {
-		needTool(t, "a non-loopback IPv4 address for the echo peer")
+		needTool(t, "a non-loopback IPv4 address for the test servers")
 	}
 	return ip.String()
 }
@@ -71,8 +74,7 @@ func startRelay(t *testing.T, quotas config.Quotas) relayPorts {
 		},
 		// Below the kernel's ephemeral range, so it never meets testutil.FreePort's ports.
 		RelayPortRange:   config.PortRange{Min: 30000, Max: 32000},
-		Addresses:        config.Addresses{Bind: []string{"127.0.0.1"}},
-		PeerPolicy:       config.PeerPolicy{Allow: []string{peerAddress(t) + "/32"}},
+		Addresses:        config.Addresses{Bind: []string{serverAddress(t)}},
 		Quotas:           quotas,
 		Internal:         config.Internal{Address: "127.0.0.1", MetricsPort: testutil.FreePort(t), HealthPort: testutil.FreePort(t)},
 		DrainGracePeriod: config.Duration{Duration: 100 * time.Millisecond},
@@ -119,7 +121,7 @@ func startCoturn(t *testing.T) int {
 	}
 	dir := t.TempDir()
 	port := testutil.FreePort(t)
-	conf := "listening-ip=127.0.0.1\nrelay-ip=127.0.0.1\n" +
+	conf := "listening-ip=" + serverAddress(t) + "\nrelay-ip=" + serverAddress(t) + "\n" +
 		"listening-port=" + strconv.Itoa(port) + "\n" +
 		"min-port=32001\nmax-port=32500\n" +
 		"realm=" + testRealm + "\nlt-cred-mech\nuser=" + testUser + ":" + testPassword + "\n" +
@@ -143,7 +145,7 @@ func startCoturn(t *testing.T) int {
 			t.Logf("turnserver log:\n%s", logs)
 		}
 	})
-	waitForTCP(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	waitForTCP(t, net.JoinHostPort(serverAddress(t), strconv.Itoa(port)))
 	return port
 }
 

@@ -2,11 +2,14 @@ package relay
 
 import (
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
 // fakePacketConn returns the same datagram on every read and swallows writes.
@@ -31,7 +34,10 @@ func testMeter(limit int64) *meter {
 // through our wrappers must not allocate.
 func TestPerPacketPathDoesNotAllocate(t *testing.T) {
 	peer := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000}
-	relay := &meteredPacketConn{PacketConn: &fakePacketConn{datagram: make([]byte, 1200), from: peer}, toPeer: testMeter(0), fromPeer: testMeter(1 << 40)}
+	// The node-port check runs on every packet too.
+	policy := mustPolicy(t, config.PeerPolicy{}, []netip.Addr{netip.MustParseAddr("192.0.2.9"), netip.MustParseAddr("2001:db8::9")})
+	node := nodePorts{policy: func() *peerPolicy { return policy }, denied: func() {}}
+	relay := &meteredPacketConn{PacketConn: &fakePacketConn{datagram: make([]byte, 1200), from: peer}, toPeer: testMeter(0), fromPeer: testMeter(1 << 40), node: node}
 	channelData := append([]byte{0x40, 0x00, 0x04, 0xb0}, make([]byte, 1200)...)
 	client := &clientPacketConn{PacketConn: &fakePacketConn{datagram: channelData, from: peer}, edge: gateFatal(t)}
 	buf := make([]byte, 1600)

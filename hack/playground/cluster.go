@@ -83,9 +83,8 @@ func (c *cluster) registerNode(ctx context.Context) error {
 }
 
 // applySamples creates the TLS Secret the sample TurnServer needs and every
-// object of config/samples, unchanged but for one addition: the TurnServer
-// allows this machine's address as a peer. Relays refuse their own node's
-// addresses by default, and the probe's echo peer runs on this machine.
+// object of config/samples, unchanged: the probe's echo peer is a second
+// allocation on the same relay, which the default peer policy admits.
 func (c *cluster) applySamples(ctx context.Context) error {
 	tls, err := c.selfSignedTLSSecret()
 	if err != nil {
@@ -100,19 +99,11 @@ func (c *cluster) applySamples(ctx context.Context) error {
 	}
 	for _, obj := range samples {
 		obj.SetNamespace(namespace)
-		if obj.GetKind() == "TurnServer" {
-			allow, _, _ := unstructured.NestedStringSlice(obj.Object, "spec", "peerPolicy", "allow")
-			allow = append(allow, c.hostIP.String()+"/32")
-			if err := unstructured.SetNestedStringSlice(obj.Object, allow, "spec", "peerPolicy", "allow"); err != nil {
-				return err
-			}
-		}
 		if err := c.client.Create(ctx, obj); err != nil {
 			return fmt.Errorf("creating sample %s %s: %w", obj.GetKind(), obj.GetName(), err)
 		}
 		say("applied sample %s %s", obj.GetKind(), obj.GetName())
 	}
-	say("the TurnServer also allows peer %s/32 (this machine), so a probe's echo peer here is reachable", c.hostIP)
 	return nil
 }
 

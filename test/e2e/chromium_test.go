@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,14 +19,53 @@ import (
 // exchanges data-channel messages with the other page. The selected pair
 // must be relay to relay, through a relay's public address. The pages
 // report to the signalling server, so no browser driver is needed.
+//
+// Two calls, under the default peer policy: both browsers on node-a's
+// relay (each one's peer is the other's allocation on the same relay), and
+// one browser on each node.
 func testChromium(t *testing.T, w *world) {
 	chromium := chromiumBinary(t)
-	c := w.newCall(w.staticICE(t))
-	startChromium(t, w.lab.client2, chromium, c.id, "answer")
-	startChromium(t, w.lab.client1, chromium, c.id, "offer")
-	offer, answer := c.wait(t, 2*time.Minute)
-	addr := checkRelayed(t, "chromium", offer, answer, nodeAPublic, nodeBPublic)
-	t.Logf("chromium call: %d echoes through %s:%d -> %s:%d", offer.Received, addr, offer.Local.Port, offer.Remote.Address, offer.Remote.Port)
+	ice := w.staticICE(t)
+	onA, onB := iceFor(ice, nodeAPublic), iceFor(ice, nodeBPublic)
+	for _, tc := range []struct {
+		name                string
+		offerICE, answerICE []iceServer
+		offerAt, answerAt   string
+	}{
+		{"same relay", onA, onA, nodeAPublic, nodeAPublic},
+		{"two relays", onA, onB, nodeAPublic, nodeBPublic},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := w.newCall(ice, tc.offerICE, tc.answerICE)
+			startChromium(t, w.lab.client2, chromium, c.id, "answer")
+			startChromium(t, w.lab.client1, chromium, c.id, "offer")
+			offer, answer := c.wait(t, 2*time.Minute)
+			checkRelayed(t, tc.name, offer, answer, nodeAPublic, nodeBPublic)
+			if offer.Local.Address != tc.offerAt || answer.Local.Address != tc.answerAt {
+				t.Errorf("offerer relays through %s, answerer through %s; want %s and %s",
+					offer.Local.Address, answer.Local.Address, tc.offerAt, tc.answerAt)
+			}
+			t.Logf("chromium call: %d echoes through %s:%d -> %s:%d", offer.Received, offer.Local.Address, offer.Local.Port, offer.Remote.Address, offer.Remote.Port)
+		})
+	}
+}
+
+// iceFor keeps the URLs of ice that name host.
+func iceFor(ice []iceServer, host string) []iceServer {
+	var out []iceServer
+	for _, s := range ice {
+		var urls []string
+		for _, u := range s.URLs {
+			if strings.Contains(u, ":"+host+":") || strings.HasSuffix(u, ":"+host) {
+				urls = append(urls, u)
+			}
+		}
+		if len(urls) > 0 {
+			s.URLs = urls
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func chromiumBinary(t *testing.T) string {

@@ -44,6 +44,9 @@ const (
 	client2Public = "198.18.4.2"
 
 	signalAddr = "198.18.0.1" // the signalling/test HTTP server, in inet
+
+	// labInternet holds every "public" address of the lab.
+	labInternet = "198.18.0.0/15"
 )
 
 // lab is the built network.

@@ -64,11 +64,15 @@ func startSignalServer(t *testing.T, l *lab) *signalServer {
 }
 
 // newCall registers a call's iceServers and returns the channel its
-// results arrive on.
-func (s *signalServer) newCall(call string, ice []iceServer) {
+// results arrive on. roleICE, when given, are the offerer's and the
+// answerer's own iceServers instead.
+func (s *signalServer) newCall(call string, ice []iceServer, roleICE ...[]iceServer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ice[call] = ice
+	if len(roleICE) == 2 {
+		s.ice[call+"/offer"], s.ice[call+"/answer"] = roleICE[0], roleICE[1]
+	}
 	for _, role := range []string{"offer", "answer"} {
 		s.results[call+"/"+role] = make(chan peerResult, 4)
 	}
@@ -94,8 +98,11 @@ func (s *signalServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case parts[0] == "page":
 		w.Header().Set("Content-Type", "text/html")
 		_, _ = io.WriteString(w, pageHTML)
-	case parts[0] == "ice" && len(parts) == 2:
-		ice, ok := s.ice[parts[1]]
+	case parts[0] == "ice" && (len(parts) == 2 || len(parts) == 3):
+		ice, ok := s.ice[strings.Join(parts[1:], "/")]
+		if !ok {
+			ice, ok = s.ice[parts[1]]
+		}
 		if !ok {
 			http.NotFound(w, r)
 			return

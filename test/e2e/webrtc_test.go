@@ -68,12 +68,12 @@ func (w *world) startPionCall(t *testing.T, ice []iceServer, pings int) *call {
 	return c
 }
 
-func (w *world) newCall(ice []iceServer) *call {
+func (w *world) newCall(ice []iceServer, roleICE ...[]iceServer) *call {
 	callN.Lock()
 	callN.n++
 	id := fmt.Sprintf("call%d", callN.n)
 	callN.Unlock()
-	w.signal.newCall(id, ice)
+	w.signal.newCall(id, ice, roleICE...)
 	return &call{id: id, offer: w.signal.result(id, "offer"), answer: w.signal.result(id, "answer")}
 }
 
