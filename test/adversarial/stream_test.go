@@ -280,8 +280,10 @@ func TestHalfHeadersCostNoMemory(t *testing.T) {
 	eventually(5*time.Second, func() bool { return l.relay.metric(t, tooLarge) == manyConns })
 	grown := l.relay.metric(t, heap) - before
 	t.Logf("heap in use: %.1f MB before, grew by %.1f MB", before/1e6, grown/1e6)
-	// 16 kB a connection is a quarter of what the announced message would cost.
-	if limit := float64(manyConns * 16 << 10); grown > limit {
+	// 32 kB a connection is half of what the announced message would cost,
+	// and leaves room for garbage the GC has not collected yet (the fixed
+	// relay grows by about 3 MB here, the old one by 28 MB).
+	if limit := float64(manyConns * 32 << 10); grown > limit {
 		t.Errorf("heap in use grew by %.1f MB with %d connections holding 4 bytes each (bound %.1f MB)", grown/1e6, manyConns, limit/1e6)
 	}
 	if got := l.relay.metric(t, tooLarge); got != manyConns {
