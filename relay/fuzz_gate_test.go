@@ -23,9 +23,9 @@ import (
 // FuzzGate feeds the request gate every message the framing lets through,
 // from a client that holds an allocation, with two shared secrets valid
 // (so the rotation path runs too). Whatever the message:
-//   - the channel the gate records for the quota is the one pion will bind:
-//     the CHANNEL-NUMBER of a message pion decodes as a ChannelBind request,
-//     else none;
+//   - when pion may ask the PermissionHandler (CreatePermission,
+//     ChannelBind, Connect), the channel the gate recorded for the quota is
+//     the one pion will bind: the CHANNEL-NUMBER of a ChannelBind, else none;
 //   - a rotation key is remembered only for a request whose
 //     MESSAGE-INTEGRITY checks out with one of the user's valid keys, so
 //     unauthenticated traffic cannot fill the map;
@@ -35,7 +35,11 @@ func FuzzGate(f *testing.F) {
 	client := &net.UDPAddr{IP: net.IPv4(198, 51, 100, 7), Port: 40000}
 	local := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 3478}
 	k, _ := keyFor(client, local)
-	r.allocs.add(k, testUser)
+	// The allocation, recorded as pion reports it.
+	r.eventHandler().OnAllocationCreated(client, local, "udp", testUser, testRealm, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 20000}, 0)
+	if !r.allocs.has(k) {
+		f.Fatal("the allocation was not recorded")
+	}
 
 	restUser := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10) + ":" + testUser
 	for _, secret := range []string{testSecret, testSecret + "-next"} {
@@ -61,9 +65,9 @@ func FuzzGate(f *testing.F) {
 
 		m := &stun.Message{Raw: append([]byte(nil), msg...)}
 		decoded := m.Decode() == nil
-		if forward {
+		if forward && decoded && asksPermission(m) {
 			want := -1
-			if decoded && m.Type == stun.NewType(stun.MethodChannelBind, stun.ClassRequest) {
+			if m.Type.Method == stun.MethodChannelBind {
 				if v, err := m.Get(stun.AttrChannelNumber); err == nil && len(v) >= 2 {
 					want = int(binary.BigEndian.Uint16(v))
 				}
@@ -71,7 +75,7 @@ func FuzzGate(f *testing.F) {
 			r.allocs.mu.Lock()
 			got := r.allocs.allocs[k].pendingChannel
 			r.allocs.mu.Unlock()
-			if isSTUNRequest(msg) && got != want {
+			if got != want {
 				t.Fatalf("pending channel %d, pion will bind %d", got, want)
 			}
 		}
@@ -94,6 +98,20 @@ func FuzzGate(f *testing.F) {
 			}
 		}
 	})
+}
+
+// asksPermission reports whether pion, handling m, may call the
+// PermissionHandler, which reads the pending channel: CreatePermission,
+// ChannelBind and Connect requests.
+func asksPermission(m *stun.Message) bool {
+	if m.Type.Class != stun.ClassRequest {
+		return false
+	}
+	switch m.Type.Method {
+	case stun.MethodCreatePermission, stun.MethodChannelBind, stun.MethodConnect:
+		return true
+	}
+	return false
 }
 
 // integrityChecks reports whether m's MESSAGE-INTEGRITY checks with one of
