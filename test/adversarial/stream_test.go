@@ -155,6 +155,11 @@ func TestAcceptOutlivesFDExhaustion(t *testing.T) {
 	if !l.relay.ready() {
 		t.Error("/readyz is not 200 after the descriptors came back")
 	}
+	// The log line above could also come from elsewhere (a config re-read);
+	// the counter says the accept loop met the exhaustion and lived.
+	if got := l.relay.metric(t, `turnpike_relay_connections_refused_total{reason="accept_error"}`); got == 0 {
+		t.Error(`connections_refused_total{reason="accept_error"} is 0: the test did not exhaust the descriptors`)
+	}
 }
 
 // bindingAnswered sends a Binding request on a stream and reports whether
