@@ -3,6 +3,7 @@ package adversarial
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/pion/stun/v4"
 )
@@ -36,8 +37,9 @@ func drainAnswers(c *client) int {
 // as fast as one socket goes. The relay used to answer every one, with no
 // per-source limit and nothing logged. It must stop answering that source
 // after limits.authFailureBurst (20) failures plus authFailuresPerSecond
-// (5) a second, count what it dropped, log it in a few lines, and still
-// serve a client from another address.
+// (5) a second, count what it dropped, log it in a few lines, still serve
+// a client from another address, and serve the flooding address again once
+// it stops.
 func TestWrongPasswordFloodThrottled(t *testing.T) {
 	l := newLab(t, nil)
 	c := l.dial("udp", false)
@@ -70,6 +72,15 @@ func TestWrongPasswordFloodThrottled(t *testing.T) {
 
 	other := l.dialFrom("udp", false, peerAddr)
 	other.allocate(false)
+
+	// The flooding address is throttled for a while, not for good: once
+	// the failures stop, the right password works from it again.
+	again := l.dial("udp", false)
+	if !eventually(20*time.Second, func() bool {
+		return code(again.request(allocateType, udpTransport)) == 0
+	}) {
+		t.Error("the flooding address cannot allocate with the right password 20 s after the flood")
+	}
 }
 
 // TestRefusedPeersLogQuietly asks for 100 refused peers. The relay used to
