@@ -41,6 +41,14 @@ control-plane: ## Build kube-apiserver, etcd and kubectl for envtest into bin/k8
 test: control-plane ## Run unit tests, the relay suite and the envtest suite on a real API server.
 	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh)" go test -count=1 ./...
 
+.PHONY: fuzz
+fuzz: ## Run every Go fuzz target for FUZZTIME each (default 5s), one at a time.
+	hack/fuzz.sh
+
+.PHONY: soak
+soak: ## As root: ALLOCS (10000) allocations with traffic for DURATION (10m) at RATE (20000) packets/s through the built relay while a flood runs; see docs/relay.md.
+	go test -tags soak -count=1 -timeout 2h -v -run '^TestSoak$$' ./test/adversarial/
+
 .PHONY: bench
 bench: ## Benchmark the relay against coturn on loopback.
 	hack/bench.sh
