@@ -96,18 +96,9 @@ func (r *Relay) throttled(msg []byte, client net.Addr) bool {
 }
 
 // hasIntegrity reports whether a STUN message carries MESSAGE-INTEGRITY
-// (or its SHA-256 variant), by walking the attribute headers only.
+// (or its SHA-256 variant).
 func hasIntegrity(msg []byte) bool {
-	for b := msg[stunHeaderSize:]; len(b) >= 4; {
-		t := stun.AttrType(uint16(b[0])<<8 | uint16(b[1]))
-		if t == stun.AttrMessageIntegrity || t == stun.AttrMessageIntegritySHA256 {
-			return true
-		}
-		n := 4 + (int(uint16(b[2])<<8|uint16(b[3]))+3)&^3
-		if n > len(b) {
-			return false
-		}
-		b = b[n:]
-	}
-	return false
+	_, sha1 := attributeOffset(msg, stun.AttrMessageIntegrity)
+	_, sha256 := attributeOffset(msg, stun.AttrMessageIntegritySHA256)
+	return sha1 || sha256
 }
