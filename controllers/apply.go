@@ -1,9 +1,10 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -29,11 +30,26 @@ func applyIfChanged[O client.Object, A runtime.ApplyConfiguration](
 		return false, err
 	default:
 		current, err := extract(live, FieldOwner)
-		if err == nil && equality.Semantic.DeepEqual(current, desired) {
+		if err == nil && sameJSON(current, desired) {
 			return false, nil
 		}
 	}
 	return true, c.Apply(ctx, desired, client.FieldOwner(FieldOwner), client.ForceOwnership)
+}
+
+// sameJSON reports whether a and b serialize to the same JSON, which is
+// what the API server would store. It is the comparison for apply
+// configurations: reflection-based equality trips over types with unexported
+// fields (times, quantities), and JSON also treats an empty list and a
+// missing one alike, as the API server does. Values that do not serialize
+// count as different, so they get applied and the API server says why.
+func sameJSON(a, b any) bool {
+	x, err := json.Marshal(a)
+	if err != nil {
+		return false
+	}
+	y, err := json.Marshal(b)
+	return err == nil && bytes.Equal(x, y)
 }
 
 // patchStatus sets obj's status with set and patches it, unless unchanged

@@ -409,3 +409,91 @@ func credentialGauge(t *testing.T, typ, reason string) float64 {
 	}
 	return 0
 }
+
+// rotateNow asks for a manual rotation of tc and publishes it: the new secret
+// is staged, the suite's staging delay passes, apps get it, and the previous
+// one stays valid on the relays for the overlap.
+func rotateNow(t *testing.T, tc *turnpikev1.TurnCredential, request string) {
+	t.Helper()
+	eventually(t, "annotate", func() error {
+		cur := getCredential(t, tc)
+		if cur.Annotations == nil {
+			cur.Annotations = map[string]string{}
+		}
+		cur.Annotations[turnpikev1.AnnotationRotate] = request
+		return env.Client.Update(context.Background(), cur)
+	})
+	eventually(t, "rotation staged", func() error {
+		if st := stateOf(t, tc); st.Next == "" || st.RotateRequest != request {
+			return fmt.Errorf("not staged: revision %d", st.Revision)
+		}
+		return nil
+	})
+	clock.Advance(time.Hour) // the suite's staging delay
+	kick(t, tc)
+	eventually(t, "rotation published", func() error {
+		if st := stateOf(t, tc); st.Next != "" || st.Previous == "" {
+			return fmt.Errorf("not published: revision %d", st.Revision)
+		}
+		return nil
+	})
+}
+
+// TestReconcileDuringRotationOverlap reconciles a TurnServer while one of its
+// credentials has a previous key that expires (NotAfter in the bundle). The
+// reconcile must neither fail nor bump the bundle's generation, and a node's
+// new address must still reach the relays.
+func TestReconcileDuringRotationOverlap(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "overlap")
+	node := newNode(t, "overlap-a", map[string]string{"suite": "overlap"}, externalIP("198.51.100.70"))
+	ts := minimalTurnServer(ns, "relay", "overlap", 3478)
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	tc := &turnpikev1.TurnCredential{
+		ObjectMeta: metav1.ObjectMeta{Name: "sfu", Namespace: ns},
+		Spec: turnpikev1.TurnCredentialSpec{
+			TurnServerRef: turnpikev1.LocalObjectReference{Name: "relay"},
+			Type:          turnpikev1.CredentialStatic, Username: "sfu",
+		},
+	}
+	if err := env.Client.Create(ctx, tc); err != nil {
+		t.Fatal(err)
+	}
+	publishFirstSecret(t, tc)
+	rotateNow(t, tc, "overlap-1")
+	eventually(t, "previous key in the bundle with its end", func() error {
+		for _, u := range mustBundle(t, ts).Users {
+			if u.NotAfter != nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("no key with notAfter")
+	})
+
+	generation := mustBundle(t, ts).Generation
+	for range 3 {
+		if _, err := reconciler.Reconcile(ctx, requestFor(ts)); err != nil {
+			t.Fatalf("reconcile during the overlap: %v", err)
+		}
+	}
+	if g := mustBundle(t, ts).Generation; g != generation {
+		t.Fatalf("unchanged credentials went from generation %d to %d", generation, g)
+	}
+
+	node.Status.Addresses = []corev1.NodeAddress{externalIP("198.51.100.71")}
+	if err := env.Client.Status().Update(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "new address reaches relay.yaml during the overlap", func() error {
+		o, err := getRelayObjects(ts)
+		if err != nil {
+			return err
+		}
+		if got := o.relay.Addresses.Nodes["overlap-a"].External; !slices.Equal(got, []string{"198.51.100.71"}) {
+			return fmt.Errorf("relay.yaml has %v for overlap-a", got)
+		}
+		return nil
+	})
+}

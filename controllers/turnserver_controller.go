@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"time"
@@ -240,10 +241,32 @@ func (r *TurnServerReconciler) bundleGeneration(ctx context.Context, ts *turnpik
 	if err != nil {
 		return 1, nil // unreadable: replace it
 	}
-	if equality.Semantic.DeepEqual(old.Users, bundle.Users) && equality.Semantic.DeepEqual(old.SharedSecrets, bundle.SharedSecrets) {
+	same, err := sameCredentials(old, bundle)
+	if err != nil {
+		return 0, err
+	}
+	if same {
 		return old.Generation, nil
 	}
 	return old.Generation + 1, nil
+}
+
+// sameCredentials reports whether two bundles hold the same keys and secrets
+// with the same windows, whatever their generations. It compares what the
+// relays read, the serialized bytes: reflection-based equality panics on the
+// time.Time inside a key's NotAfter, which every rotation overlap has.
+func sameCredentials(a, b *config.Credentials) (bool, error) {
+	x, y := *a, *b
+	x.Generation, y.Generation = 0, 0
+	xb, err := config.Marshal(&x)
+	if err != nil {
+		return false, err
+	}
+	yb, err := config.Marshal(&y)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(xb, yb), nil
 }
 
 // checkTLSSecrets reports TLS listeners whose Secret is missing or lacks a

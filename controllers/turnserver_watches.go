@@ -2,7 +2,8 @@ package controllers
 
 import (
 	"context"
-	"reflect"
+	"maps"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -133,8 +134,15 @@ func (h *nodeHandler) enqueueSelecting(ctx context.Context, q workqueue.TypedRat
 // nodeChangeMatters reports whether a node update can change placement,
 // addresses or port conflicts.
 func nodeChangeMatters(old, cur *corev1.Node) bool {
-	return !reflect.DeepEqual(old.Labels, cur.Labels) ||
-		!reflect.DeepEqual(old.Spec.Taints, cur.Spec.Taints) ||
-		!reflect.DeepEqual(old.Status.Addresses, cur.Status.Addresses) ||
+	return !maps.Equal(old.Labels, cur.Labels) ||
+		!slices.EqualFunc(old.Spec.Taints, cur.Spec.Taints, sameTaint) ||
+		!slices.Equal(old.Status.Addresses, cur.Status.Addresses) ||
 		old.Annotations[turnpikev1.AnnotationExternalIP] != cur.Annotations[turnpikev1.AnnotationExternalIP]
+}
+
+// sameTaint compares what placement reads of a taint. TimeAdded is left out:
+// it changes no placement, and it is a time, which only typed code compares
+// correctly.
+func sameTaint(a, b corev1.Taint) bool {
+	return a.Key == b.Key && a.Value == b.Value && a.Effect == b.Effect
 }
