@@ -6,7 +6,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -168,14 +167,8 @@ func credentialStatus(tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, 
 			Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: tc.Generation,
 		})
 	}
-	if !st.CurrentSince.IsZero() {
-		t := metav1.NewTime(st.CurrentSince)
-		out.LastRotationTime = &t
-	}
-	if next := nextRotation(tc, st); !next.IsZero() {
-		t := metav1.NewTime(next)
-		out.NextRotationTime = &t
-	}
+	out.LastRotationTime = apiTime(st.CurrentSince)
+	out.NextRotationTime = apiTime(nextRotation(tc, st))
 	switch {
 	case loadErr != nil:
 		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonStateUnreadable, loadErr.Error()+"; not rotating until it is fixed or deleted")
@@ -197,8 +190,21 @@ func credentialStatus(tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, 
 	return out
 }
 
+// apiTime is t as the API server stores a metav1.Time: whole seconds, UTC;
+// nil for the zero time. A time with nanoseconds would never equal the
+// stored one, and every reconcile would send a patch that changes nothing.
+func apiTime(t time.Time) *metav1.Time {
+	if t.IsZero() {
+		return nil
+	}
+	at := metav1.NewTime(t.UTC().Truncate(time.Second))
+	return &at
+}
+
+// updateStatus writes the status only when it changed. It compares what the
+// API server would store, the JSON.
 func (r *TurnCredentialReconciler) updateStatus(ctx context.Context, tc *turnpikev1.TurnCredential, st turnpikev1.TurnCredentialStatus) error {
-	return patchStatus(ctx, r.Client, tc, equality.Semantic.DeepEqual(tc.Status, st), func() { tc.Status = st })
+	return patchStatus(ctx, r.Client, tc, sameJSON(tc.Status, st), func() { tc.Status = st })
 }
 
 // SetupWithManager registers the reconciler and what it watches. The
