@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 )
 
 // FieldOwner is the server-side apply field manager of everything the
@@ -52,15 +54,28 @@ func sameJSON(a, b any) bool {
 	return err == nil && bytes.Equal(x, y)
 }
 
-// patchStatus sets obj's status with set and patches it, unless unchanged
-// says there is nothing to write. The patch carries obj's resourceVersion,
-// so a status computed from a stale cache is refused (a conflict) instead of
-// overwriting a newer one.
-func patchStatus[O client.Object](ctx context.Context, c client.Client, obj O, unchanged bool, set func()) error {
-	if unchanged {
+// applyStatus server-side applies status as obj's whole status, as the
+// operator's field manager, unless it serializes the same as obj's current
+// status. The apply carries no resourceVersion: a status computed from a
+// cache a moment behind is written rather than refused with a conflict (the
+// event that made the cache newer brings another reconcile anyway), so there
+// is no loop of 409s, each carrying the full status. Fields the operator
+// applied before and leaves out now are removed.
+func applyStatus(ctx context.Context, c client.Client, obj client.Object, current, status any) error {
+	if sameJSON(current, status) {
 		return nil
 	}
-	patch := client.MergeFromWithOptions(obj.DeepCopyObject().(O), client.MergeFromWithOptimisticLock{})
-	set()
-	return c.Status().Patch(ctx, obj, patch)
+	gvk, err := apiutil.GVKForObject(obj, c.Scheme())
+	if err != nil {
+		return err
+	}
+	st, err := runtime.DefaultUnstructuredConverter.ToUnstructured(status)
+	if err != nil {
+		return err
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"status": st}}
+	u.SetGroupVersionKind(gvk)
+	u.SetNamespace(obj.GetNamespace())
+	u.SetName(obj.GetName())
+	return c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership)
 }

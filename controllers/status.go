@@ -27,6 +27,7 @@ const (
 	ReasonAsExpected       = "AsExpected"
 	ReasonAddressNotPublic = "AddressNotPublic"
 	ReasonTLSSecretMissing = "TLSSecretMissing"
+	ReasonApplyFailed      = "ApplyFailed"
 )
 
 // observation is what the reconciler saw of the cluster for one TurnServer.
@@ -41,6 +42,8 @@ type observation struct {
 	credentialsExpire time.Time
 	// stunNodes is set when a ready relay discovers its address with STUN.
 	stunNodes bool
+	// applyErr is why writing the generated objects failed, if it did.
+	applyErr error
 }
 
 // computeStatus derives a TurnServer's status from what was observed. It
@@ -99,8 +102,14 @@ func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnS
 
 	var degraded []string
 	reason := ReasonAsExpected
+	if obs.applyErr != nil {
+		degraded, reason = append(degraded, obs.applyErr.Error()+"; retrying"), ReasonApplyFailed
+	}
 	if obs.conflict != nil {
-		degraded, reason = append(degraded, obs.conflict.message()), ReasonPortConflict
+		degraded = append(degraded, obs.conflict.message())
+		if reason == ReasonAsExpected {
+			reason = ReasonPortConflict
+		}
 	}
 	if len(obs.missingTLSKeys) > 0 {
 		degraded = append(degraded, strings.Join(obs.missingTLSKeys, "; "))

@@ -102,10 +102,7 @@ func (r *TurnCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 
 	if err := r.updateStatus(ctx, tc, credentialStatus(tc, ts, st, nil)); err != nil {
-		if apierrors.IsConflict(err) {
-			return ctrl.Result{Requeue: true}, nil
-		}
-		return ctrl.Result{}, err
+		return ctrl.Result{}, fmt.Errorf("writing status: %w", err)
 	}
 	return ctrl.Result{RequeueAfter: nextCredentialEvent(tc, st, now)}, nil
 }
@@ -201,10 +198,9 @@ func apiTime(t time.Time) *metav1.Time {
 	return &at
 }
 
-// updateStatus writes the status only when it changed. It compares what the
-// API server would store, the JSON.
+// updateStatus writes the status only when it changed.
 func (r *TurnCredentialReconciler) updateStatus(ctx context.Context, tc *turnpikev1.TurnCredential, st turnpikev1.TurnCredentialStatus) error {
-	return patchStatus(ctx, r.Client, tc, sameJSON(tc.Status, st), func() { tc.Status = st })
+	return applyStatus(ctx, r.Client, tc, &tc.Status, &st)
 }
 
 // SetupWithManager registers the reconciler and what it watches. The

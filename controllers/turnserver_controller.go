@@ -3,12 +3,12 @@ package controllers
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
@@ -57,20 +57,20 @@ func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.applyRelayObjects(ctx, ts, obs); err != nil {
-		return ctrl.Result{}, err
-	}
+	// A failed write is shown in the status (Degraded, ApplyFailed) and
+	// returned, so the controller logs it and retries with backoff.
+	obs.applyErr = r.applyRelayObjects(ctx, ts, obs)
 	status := computeStatus(ts, obs)
-	if err := r.applyDNSEndpoint(ctx, ts, &status); err != nil {
-		return ctrl.Result{}, err
+	if obs.applyErr == nil {
+		if obs.applyErr = r.applyDNSEndpoint(ctx, ts, &status); obs.applyErr != nil {
+			status = computeStatus(ts, obs)
+		}
 	}
-	err = r.updateStatus(ctx, ts, status)
-	if apierrors.IsConflict(err) {
-		// Our cached copy was stale; the newer version brings another reconcile.
-		return ctrl.Result{Requeue: true}, nil
+	if err := r.updateStatus(ctx, ts, status); err != nil {
+		return ctrl.Result{}, errors.Join(obs.applyErr, fmt.Errorf("writing status: %w", err))
 	}
-	if err != nil {
-		return ctrl.Result{}, err
+	if obs.applyErr != nil {
+		return ctrl.Result{}, obs.applyErr
 	}
 	return ctrl.Result{RequeueAfter: r.nextVisit(obs)}, nil
 }
@@ -316,7 +316,7 @@ func podReady(p *corev1.Pod) bool {
 
 // updateStatus writes the status only when it changed.
 func (r *TurnServerReconciler) updateStatus(ctx context.Context, ts *turnpikev1.TurnServer, st turnpikev1.TurnServerStatus) error {
-	return patchStatus(ctx, r.Client, ts, equality.Semantic.DeepEqual(ts.Status, st), func() { ts.Status = st })
+	return applyStatus(ctx, r.Client, ts, &ts.Status, &st)
 }
 
 // requestFor is the reconcile request of a TurnServer.

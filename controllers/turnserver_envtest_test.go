@@ -581,3 +581,85 @@ func TestResyncWritesNothing(t *testing.T) {
 }
 
 func resourceMust(s string) resource.Quantity { return resource.MustParse(s) }
+
+// TestStatusWriteFromStaleCopy writes a TurnServer's status from a copy
+// that is a version behind, as a reconcile working from a cache a moment old
+// does. The write goes through (server-side apply carries no resourceVersion)
+// instead of failing with a conflict and being retried with the full status.
+func TestStatusWriteFromStaleCopy(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "stale-status")
+	ts := minimalTurnServer(ns, "stale", "stale-none", 3478)
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	var stale *turnpikev1.TurnServer
+	eventually(t, "first status", func() error {
+		stale = getTurnServer(t, ts)
+		if stale.Status.ObservedGeneration != stale.Generation {
+			return fmt.Errorf("no status for generation %d", stale.Generation)
+		}
+		return nil
+	})
+	update(t, ts, func(ts *turnpikev1.TurnServer) { ts.Spec.Realm = "other.example.org" })
+	eventually(t, "the controller is done with the new generation", func() error {
+		cur := getTurnServer(t, ts)
+		if cur.Status.ObservedGeneration != cur.Generation {
+			return fmt.Errorf("status describes generation %d of %d", cur.Status.ObservedGeneration, cur.Generation)
+		}
+		return nil
+	})
+
+	st := *stale.Status.DeepCopy()
+	st.NodeSummary = "7/7"
+	if err := reconciler.updateStatus(ctx, stale, st); err != nil {
+		t.Fatalf("status write from a stale copy: %v", err)
+	}
+	if got := getTurnServer(t, ts).Status.NodeSummary; got != "7/7" {
+		t.Fatalf("nodeSummary %q after the write", got)
+	}
+}
+
+// TestApplyFailureShownInStatus makes the API server refuse the relay
+// ConfigMap (a ResourceQuota allows none): the TurnServer says so in its
+// Degraded condition, and once the quota is gone the retry succeeds.
+func TestApplyFailureShownInStatus(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "apply-fails")
+	quota := &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-configmaps", Namespace: ns},
+		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourceConfigMaps: resourceMust("0")}},
+	}
+	if err := env.Client.Create(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	// Play the quota controller, which envtest does not run.
+	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard, Used: corev1.ResourceList{corev1.ResourceConfigMaps: resourceMust("0")}}
+	if err := env.Client.Status().Update(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	ts := minimalTurnServer(ns, "refused", "apply-fails-none", 3478)
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "failure in the status", func() error {
+		cur := getTurnServer(t, ts)
+		if err := expectCondition(cur, turnpikev1.ConditionDegraded, metav1.ConditionTrue, ReasonApplyFailed); err != nil {
+			return err
+		}
+		if msg := condition(cur, turnpikev1.ConditionDegraded).Message; !strings.Contains(msg, "ConfigMap") || !strings.Contains(msg, "quota") {
+			return fmt.Errorf("message does not say what failed: %q", msg)
+		}
+		return nil
+	})
+
+	if err := env.Client.Delete(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "retried", func() error {
+		if _, err := getRelayObjects(ts); err != nil {
+			return err
+		}
+		return expectCondition(getTurnServer(t, ts), turnpikev1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected)
+	})
+}
