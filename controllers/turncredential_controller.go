@@ -221,6 +221,7 @@ func (r *TurnCredentialReconciler) credentialsOfTurnServer(ctx context.Context, 
 	var list turnpikev1.TurnCredentialList
 	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
 		client.MatchingFields{turnServerRefIndex: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "listing the TurnCredentials of a TurnServer", "turnServer", o.GetName())
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -45,6 +46,7 @@ func (r *TurnServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 func (r *TurnServerReconciler) allTurnServers(ctx context.Context, _ client.Object) []reconcile.Request {
 	var list turnpikev1.TurnServerList
 	if err := r.Client.List(ctx, &list); err != nil {
+		log.FromContext(ctx).Error(err, "listing TurnServers to re-reconcile")
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -77,6 +79,7 @@ func (r *TurnServerReconciler) turnServersUsingSecret(ctx context.Context, o cli
 	var list turnpikev1.TurnServerList
 	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
 		client.MatchingFields{tlsSecretIndex: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "listing TurnServers that use a Secret", "secret", o.GetName())
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -119,6 +122,7 @@ func (h *nodeHandler) Generic(ctx context.Context, e event.GenericEvent, q workq
 func (h *nodeHandler) enqueueSelecting(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], nodes ...*corev1.Node) {
 	var list turnpikev1.TurnServerList
 	if err := h.client.List(ctx, &list); err != nil {
+		log.FromContext(ctx).Error(err, "listing TurnServers that select a node")
 		return
 	}
 	for i := range list.Items {
