@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -428,5 +429,68 @@ func TestNodeChangeMatters(t *testing.T) {
 				t.Fatalf("nodeChangeMatters = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestComputeStatusIsBounded computes the status of a TurnServer on 10,000
+// nodes: its size must not grow with them.
+func TestComputeStatusIsBounded(t *testing.T) {
+	const total = 10000
+	obs := observation{addresses: map[string]nodeAddresses{}, readyPods: map[string]bool{}}
+	wantAttention := int32(0)
+	for i := range total {
+		n := node(fmt.Sprintf("node-%05d", i), nil, nil)
+		v4 := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		a := nodeAddresses{[]netip.Addr{v4, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})}, turnpikev1.AddressFromExternalIP, true}
+		switch {
+		case i%100 == 1: // no public address
+			a = nodeAddresses{[]netip.Addr{v4}, turnpikev1.AddressFromInternalIP, false}
+			obs.readyPods[n.Name] = true
+			wantAttention++
+		case i%100 == 2: // relay not ready
+			wantAttention++
+		case i%100 == 3: // cordoned: ready, but not given to apps
+			n.Spec.Unschedulable = true
+			obs.readyPods[n.Name] = true
+		default:
+			obs.readyPods[n.Name] = true
+		}
+		obs.nodes = append(obs.nodes, &n)
+		obs.addresses[n.Name] = a
+	}
+	ts := testTurnServer("ts", func(ts *turnpikev1.TurnServer) {
+		ts.Spec.Listeners = append(ts.Spec.Listeners, turnpikev1.Listener{Name: "tcp", Protocol: turnpikev1.ProtocolTCP, Port: 3478})
+		ts.Spec.URLNodesPerFamily = 3
+	})
+	st := computeStatus(ts, &obs)
+
+	if st.NodesNeedingAttention != wantAttention || len(st.AttentionNodes) != turnpikev1.MaxAttentionNodes {
+		t.Errorf("%d nodes needing attention, %d listed; want %d, %d listed", st.NodesNeedingAttention, len(st.AttentionNodes), wantAttention, turnpikev1.MaxAttentionNodes)
+	}
+	first := st.AttentionNodes[0]
+	if first.Name != "node-00001" || !slices.Equal(first.Problems, []turnpikev1.NodeProblem{turnpikev1.NodeAddressNotPublic}) {
+		t.Errorf("first node needing attention %+v", first)
+	}
+	// 3 nodes per family, 2 listeners each.
+	if len(st.URLs) != 3*2*2 {
+		t.Errorf("%d URLs, want 12: %v", len(st.URLs), st.URLs)
+	}
+	for _, u := range st.URLs {
+		for _, cordoned := range []string{"198.18.0.3:", "198.18.1.103:"} { // nodes 3, 103 (i%100 == 3)
+			if strings.Contains(u, cordoned) {
+				t.Errorf("URL %s is of a cordoned node", u)
+			}
+		}
+	}
+	degraded := meta.FindStatusCondition(st.Conditions, turnpikev1.ConditionDegraded)
+	if degraded == nil || !strings.Contains(degraded.Message, "node-00001, node-00101, node-00201, node-00301, node-00401 and more") {
+		t.Errorf("Degraded %+v", degraded)
+	}
+	size, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(size) > 8<<10 {
+		t.Errorf("status of %d nodes is %d bytes: it grows with the nodes", total, len(size))
 	}
 }

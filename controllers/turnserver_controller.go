@@ -62,7 +62,7 @@ func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	obs.applyErr = r.applyRelayObjects(ctx, ts, obs)
 	status := computeStatus(ts, obs)
 	if obs.applyErr == nil {
-		if obs.applyErr = r.applyDNSEndpoint(ctx, ts, &status); obs.applyErr != nil {
+		if obs.applyErr = r.applyDNSEndpoint(ctx, ts, obs); obs.applyErr != nil {
 			status = computeStatus(ts, obs)
 		}
 	}

@@ -268,9 +268,10 @@ func TestSampleTurnServer(t *testing.T) {
 		if ts.Status.ObservedGeneration != ts.Generation {
 			return fmt.Errorf("observedGeneration %d", ts.Status.ObservedGeneration)
 		}
-		if len(ts.Status.Nodes) != 2 || ts.Status.Nodes[0].Name != "sample-a" || !ts.Status.Nodes[0].Public ||
-			ts.Status.Nodes[1].Source != turnpikev1.AddressFromInternalIP || ts.Status.Nodes[1].Public {
-			return fmt.Errorf("nodes %+v", ts.Status.Nodes)
+		got := fmt.Sprint(ts.Status.AttentionNodes)
+		want := "[{sample-a [RelayNotReady] [203.0.113.10] ExternalIP} {sample-b [RelayNotReady AddressNotPublic] [10.0.0.11] InternalIP}]"
+		if ts.Status.NodesNeedingAttention != 2 || got != want {
+			return fmt.Errorf("%d nodes needing attention %s, want 2 %s", ts.Status.NodesNeedingAttention, got, want)
 		}
 		if err := expectCondition(ts, turnpikev1.ConditionDegraded, metav1.ConditionTrue, ReasonAddressNotPublic); err != nil {
 			return err
@@ -430,11 +431,13 @@ func TestNodeEventsUpdateStatus(t *testing.T) {
 	if err := env.Client.Create(ctx, ts); err != nil {
 		t.Fatal(err)
 	}
+	// No relay pods: every node needs attention, so status.attentionNodes
+	// lists them all with their addresses.
 	nodesOf := func(want string) func() error {
 		return func() error {
 			cur := getTurnServer(t, ts)
 			var got []string
-			for _, n := range cur.Status.Nodes {
+			for _, n := range cur.Status.AttentionNodes {
 				got = append(got, fmt.Sprintf("%s=%s(%s)", n.Name, strings.Join(n.Addresses, "+"), n.Source))
 			}
 			o, err := getRelayObjects(ts)
@@ -444,8 +447,8 @@ func TestNodeEventsUpdateStatus(t *testing.T) {
 			if strings.Join(got, " ") != want {
 				return fmt.Errorf("status nodes %v, want %s", got, want)
 			}
-			if len(o.relay.Addresses.Nodes) != len(cur.Status.Nodes) {
-				return fmt.Errorf("relay.yaml has %d nodes, status %d", len(o.relay.Addresses.Nodes), len(cur.Status.Nodes))
+			if len(o.relay.Addresses.Nodes) != len(got) {
+				return fmt.Errorf("relay.yaml has %d nodes, status %d", len(o.relay.Addresses.Nodes), len(got))
 			}
 			return nil
 		}
