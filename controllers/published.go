@@ -2,10 +2,16 @@ package controllers
 
 import (
 	"cmp"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"net/netip"
 	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 )
 
 // DefaultURLNodesPerFamily is how many nodes per IP family a TurnServer's
@@ -69,4 +75,40 @@ func rendezvousRank(seed, node string) uint64 {
 	h.Write([]byte{0})
 	h.Write([]byte(node))
 	return binary.BigEndian.Uint64(h.Sum(nil))
+}
+
+// observeRelayNodes lists the nodes ts places relays on, with the addresses
+// the operator resolves for them and whether they serve. Addresses that only
+// the relays know (STUN) are missing.
+func observeRelayNodes(ctx context.Context, c client.Reader, ts *turnpikev1.TurnServer) ([]relayNode, error) {
+	var nodes corev1.NodeList
+	if err := c.List(ctx, &nodes); err != nil {
+		return nil, err
+	}
+	ready, err := readyRelayPods(ctx, c, ts)
+	if err != nil {
+		return nil, err
+	}
+	obs := &observation{nodes: selectedNodes(ts, nodes.Items), addresses: map[string]nodeAddresses{}, readyPods: ready}
+	for _, n := range obs.nodes {
+		obs.addresses[n.Name] = resolveNodeAddresses(ts, n)
+	}
+	return relayNodes(obs, false), nil
+}
+
+// urisFor is the URIs one client is given: spec.hostname's when it is set;
+// else those of spec.urlNodesPerFamily serving nodes per family chosen by
+// rendezvous hashing of seed (the user) over all of them, so clients spread
+// over every node while one user keeps landing on the same ones. When no
+// node's address is known to the operator (relays discovering theirs with
+// STUN), it falls back to status.urls.
+func urisFor(ts *turnpikev1.TurnServer, nodes []relayNode, seed string) []string {
+	if ts.Spec.Hostname == "" {
+		if picked := pickAddresses(seed, nodes, urlNodesPerFamily(ts)); len(picked) > 0 {
+			uris := turnURLs(ts, urlHosts(picked))
+			slices.Sort(uris)
+			return uris
+		}
+	}
+	return append([]string{}, ts.Status.URLs...)
 }

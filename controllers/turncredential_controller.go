@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,6 +14,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -212,9 +214,21 @@ func (r *TurnCredentialReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&turnpikev1.TurnCredential{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Secret{}).
-		// A TurnServer appearing, going, or publishing new URLs.
-		Watches(&turnpikev1.TurnServer{}, handler.EnqueueRequestsFromMapFunc(r.credentialsOfTurnServer)).
+		// A TurnServer appearing, going, or publishing other URLs; not its
+		// other status changes, which would wake every credential of it.
+		Watches(&turnpikev1.TurnServer{}, handler.EnqueueRequestsFromMapFunc(r.credentialsOfTurnServer),
+			builder.WithPredicates(urlsChanged)).
 		Complete(r)
+}
+
+// urlsChanged lets through the TurnServer events that change what a
+// TurnCredential renders: creation, deletion, and other status.urls.
+var urlsChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		old, okOld := e.ObjectOld.(*turnpikev1.TurnServer)
+		cur, okCur := e.ObjectNew.(*turnpikev1.TurnServer)
+		return !okOld || !okCur || !slices.Equal(old.Status.URLs, cur.Status.URLs)
+	},
 }
 
 func (r *TurnCredentialReconciler) credentialsOfTurnServer(ctx context.Context, o client.Object) []reconcile.Request {

@@ -119,7 +119,7 @@ func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnS
 	if obs.missingTLSKeys, err = r.checkTLSSecrets(ctx, ts); err != nil {
 		return nil, err
 	}
-	if obs.readyPods, err = r.readyRelayPods(ctx, ts); err != nil {
+	if obs.readyPods, err = readyRelayPods(ctx, r.Client, ts); err != nil {
 		return nil, err
 	}
 	r.discoverSTUNAddresses(ctx, ts, obs)
@@ -290,9 +290,10 @@ func (r *TurnServerReconciler) checkTLSSecrets(ctx context.Context, ts *turnpike
 }
 
 // readyRelayPods maps node names to whether the relay pod there is ready.
-func (r *TurnServerReconciler) readyRelayPods(ctx context.Context, ts *turnpikev1.TurnServer) (map[string]bool, error) {
+// A terminating pod is not: its relay is draining.
+func readyRelayPods(ctx context.Context, c client.Reader, ts *turnpikev1.TurnServer) (map[string]bool, error) {
 	var pods corev1.PodList
-	if err := r.Client.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(selectorLabels(ts))); err != nil {
+	if err := c.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(selectorLabels(ts))); err != nil {
 		return nil, err
 	}
 	ready := map[string]bool{}
