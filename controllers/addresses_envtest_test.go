@@ -48,8 +48,8 @@ func TestHostnameSTUNAndDNSEndpoint(t *testing.T) {
 		if o.relay.Addresses.STUN == nil || !slices.Equal(o.relay.Addresses.STUN.Servers, []string{"stun.example.net:3478"}) {
 			return fmt.Errorf("relay.yaml stun %+v", o.relay.Addresses.STUN)
 		}
-		if n := o.relay.Addresses.Nodes["hostname-nat"]; n.Source != "STUN" || len(n.External) != 0 {
-			return fmt.Errorf("relay.yaml node entry %+v", n)
+		if len(o.relay.Addresses.Nodes) != 0 || o.relay.Addresses.NodeFile == "" {
+			return fmt.Errorf("relay.yaml nodes %+v, node file %q", o.relay.Addresses.Nodes, o.relay.Addresses.NodeFile)
 		}
 		// No relay is ready yet; a node relying on STUN is not flagged as not public.
 		cur := getTurnServer(t, ts)
@@ -62,6 +62,15 @@ func TestHostnameSTUNAndDNSEndpoint(t *testing.T) {
 
 	// Without the DNSEndpoint CRD, readiness still works and URLs use the hostname.
 	createRelayPod(t, ts, "hostname-pub", true)
+	createRelayPod(t, ts, "hostname-nat", false)
+	eventually(t, "node entries on the relay pods", func() error {
+		for node, want := range map[string]string{"hostname-pub": "&{[198.51.100.70] ExternalIP}", "hostname-nat": "&{[] STUN}"} {
+			if got, err := nodeEntryOf(ts, node); err != nil || got != want {
+				return fmt.Errorf("pod on %s: node entry %s (%v), want %s", node, got, err, want)
+			}
+		}
+		return nil
+	})
 	eventually(t, "hostname URLs", func() error {
 		if urls := getTurnServer(t, ts).Status.URLs; !slices.Equal(urls, []string{"turn:turn.example.com:3495?transport=udp"}) {
 			return fmt.Errorf("urls %v", urls)
@@ -70,7 +79,7 @@ func TestHostnameSTUNAndDNSEndpoint(t *testing.T) {
 	})
 
 	installCRD(t, "testdata/dnsendpoint-crd.yaml")
-	createRelayPod(t, ts, "hostname-nat", true) // any change brings a reconcile
+	setPodReady(t, ts, "hostname-nat", true) // any change brings a reconcile
 	eventually(t, "DNSEndpoint", func() error {
 		de := &unstructured.Unstructured{}
 		de.SetGroupVersionKind(dnsEndpointGVK)

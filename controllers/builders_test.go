@@ -240,9 +240,20 @@ func TestDesiredDaemonSet(t *testing.T) {
 			if p.Protocol != corev1.ProtocolUDP || p.HostPort != 443 {
 				t.Errorf("port %+v", p)
 			}
-			v := ds.Spec.Template.Spec.Volumes[2]
+			v := ds.Spec.Template.Spec.Volumes[3] // after config, credentials, node
 			if v.Name != "tls-turns" || v.Secret.SecretName != "cert" {
 				t.Errorf("volume %+v", v)
+			}
+		}},
+		{"the node's entry is the pod's annotation, as a file", testTurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
+			v := ds.Spec.Template.Spec.Volumes[2]
+			if v.Name != "node" || v.DownwardAPI == nil || len(v.DownwardAPI.Items) != 1 ||
+				v.DownwardAPI.Items[0].Path != "addresses.json" ||
+				v.DownwardAPI.Items[0].FieldRef.FieldPath != "metadata.annotations['turnpike.dev/node-addresses']" {
+				t.Errorf("volume %+v", v)
+			}
+			if cfg := renderRelayConfig(testTurnServer("ts")); cfg.Addresses.NodeFile != "/etc/turnpike/node/addresses.json" {
+				t.Errorf("relay.yaml nodeFile %q", cfg.Addresses.NodeFile)
 			}
 		}},
 		{"health on the metrics port is declared once", testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.HealthPort = 9641 }),
@@ -292,7 +303,7 @@ func TestRenderRelayConfigFastPath(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath = tt.fp })
-			cfg := renderRelayConfig(ts, nil)
+			cfg := renderRelayConfig(ts)
 			if cfg.FastPath.Enabled != tt.want.Enabled || !slices.Equal(cfg.FastPath.Interfaces, tt.want.Interfaces) {
 				t.Fatalf("fastPath %+v, want %+v", cfg.FastPath, tt.want)
 			}
@@ -307,9 +318,9 @@ func TestRenderRelayConfigFastPath(t *testing.T) {
 		})
 	}
 	// A disabled fast path's interfaces do not restart the relays.
-	off := renderRelayConfig(testTurnServer("ts"), nil)
-	leftover := renderRelayConfig(testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Interfaces = []string{"eth0"} }), nil)
-	on := renderRelayConfig(testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = true }), nil)
+	off := renderRelayConfig(testTurnServer("ts"))
+	leftover := renderRelayConfig(testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Interfaces = []string{"eth0"} }))
+	on := renderRelayConfig(testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = true }))
 	if off.SocketHash() != leftover.SocketHash() || off.SocketHash() == on.SocketHash() {
 		t.Errorf("socket hashes off %s, disabled with interfaces %s, on %s", off.SocketHash(), leftover.SocketHash(), on.SocketHash())
 	}

@@ -85,11 +85,11 @@ func observeRelayNodes(ctx context.Context, c client.Reader, ts *turnpikev1.Turn
 	if err := c.List(ctx, &nodes); err != nil {
 		return nil, err
 	}
-	ready, err := readyRelayPods(ctx, c, ts)
+	pods, err := relayPods(ctx, c, ts)
 	if err != nil {
 		return nil, err
 	}
-	obs := &observation{nodes: selectedNodes(ts, nodes.Items), addresses: map[string]nodeAddresses{}, readyPods: ready}
+	obs := &observation{nodes: selectedNodes(ts, nodes.Items), addresses: map[string]nodeAddresses{}, readyPods: readyNodes(pods)}
 	for _, n := range obs.nodes {
 		obs.addresses[n.Name] = resolveNodeAddresses(ts, n)
 	}

@@ -35,6 +35,7 @@ const (
 type observation struct {
 	nodes          []*corev1.Node           // selected nodes, sorted by name
 	addresses      map[string]nodeAddresses // by node name
+	pods           []corev1.Pod             // this TurnServer's relay pods
 	readyPods      map[string]bool          // node name -> its relay pod is ready
 	daemonSet      *appsv1.DaemonSet        // nil until created
 	conflict       *portConflict            // set when an older TurnServer holds our ports

@@ -484,20 +484,31 @@ func TestReconcileDuringRotationOverlap(t *testing.T) {
 		t.Fatalf("unchanged credentials went from generation %d to %d", generation, g)
 	}
 
+	createRelayPod(t, ts, "overlap-a", true)
+	eventually(t, "the relay pod has its node's address", func() error {
+		if got, err := nodeEntryOf(ts, "overlap-a"); err != nil || got != "&{[198.51.100.70] ExternalIP}" {
+			return fmt.Errorf("node entry %s (%v)", got, err)
+		}
+		return nil
+	})
+	before, err := getRelayObjects(ts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	node.Status.Addresses = []corev1.NodeAddress{externalIP("198.51.100.71")}
 	if err := env.Client.Status().Update(ctx, node); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "new address reaches relay.yaml during the overlap", func() error {
-		o, err := getRelayObjects(ts)
-		if err != nil {
-			return err
-		}
-		if got := o.relay.Addresses.Nodes["overlap-a"].External; !slices.Equal(got, []string{"198.51.100.71"}) {
-			return fmt.Errorf("relay.yaml has %v for overlap-a", got)
+	eventually(t, "new address reaches the relay during the overlap", func() error {
+		if got, err := nodeEntryOf(ts, "overlap-a"); err != nil || got != "&{[198.51.100.71] ExternalIP}" {
+			return fmt.Errorf("node entry %s (%v)", got, err)
 		}
 		return nil
 	})
+	// One node's change is a write to its pod, not to the relays' shared ConfigMap.
+	if after, err := getRelayObjects(ts); err != nil || after.cm.ResourceVersion != before.cm.ResourceVersion {
+		t.Fatalf("relay ConfigMap rewritten for one node's address (%v)", err)
+	}
 }
 
 // TestUnchangedCredentialWritesNothing reconciles an issued TurnCredential

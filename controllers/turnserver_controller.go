@@ -3,6 +3,7 @@ package controllers
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -41,6 +42,7 @@ type TurnServerReconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=configmaps;secrets;serviceaccounts;services,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes;pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // Reconcile brings one TurnServer's generated objects and status in line with its spec.
@@ -119,9 +121,10 @@ func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnS
 	if obs.missingTLSKeys, err = r.checkTLSSecrets(ctx, ts); err != nil {
 		return nil, err
 	}
-	if obs.readyPods, err = readyRelayPods(ctx, r.Client, ts); err != nil {
+	if obs.pods, err = relayPods(ctx, r.Client, ts); err != nil {
 		return nil, err
 	}
+	obs.readyPods = readyNodes(obs.pods)
 	r.discoverSTUNAddresses(ctx, ts, obs)
 	return obs, nil
 }
@@ -130,7 +133,7 @@ func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnS
 // live. The DaemonSet is held back while an older TurnServer owns our ports.
 func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpikev1.TurnServer, obs *observation) error {
 	key := client.ObjectKey{Namespace: ts.Namespace, Name: relayName(ts)}
-	cfg := renderRelayConfig(ts, obs.addresses)
+	cfg := renderRelayConfig(ts)
 	cm, err := desiredConfigMap(ts, cfg)
 	if err != nil {
 		return err
@@ -178,6 +181,9 @@ func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpi
 		if applied {
 			log.FromContext(ctx).V(1).Info("applied", "kind", s.kind)
 		}
+	}
+	if err := r.annotateRelayPods(ctx, obs); err != nil {
+		return err
 	}
 
 	ds := &appsv1.DaemonSet{}
@@ -289,21 +295,54 @@ func (r *TurnServerReconciler) checkTLSSecrets(ctx context.Context, ts *turnpike
 	return problems, nil
 }
 
-// readyRelayPods maps node names to whether the relay pod there is ready.
-// A terminating pod is not: its relay is draining.
-func readyRelayPods(ctx context.Context, c client.Reader, ts *turnpikev1.TurnServer) (map[string]bool, error) {
+// relayPods lists a TurnServer's relay pods.
+func relayPods(ctx context.Context, c client.Reader, ts *turnpikev1.TurnServer) ([]corev1.Pod, error) {
 	var pods corev1.PodList
-	if err := c.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(selectorLabels(ts))); err != nil {
-		return nil, err
-	}
+	err := c.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(selectorLabels(ts)))
+	return pods.Items, err
+}
+
+// readyNodes maps node names to whether the relay pod there is ready. A
+// terminating pod is not: its relay is draining.
+func readyNodes(pods []corev1.Pod) map[string]bool {
 	ready := map[string]bool{}
-	for i := range pods.Items {
-		p := &pods.Items[i]
+	for i := range pods {
+		p := &pods[i]
 		if p.Spec.NodeName != "" && p.DeletionTimestamp.IsZero() && podReady(p) {
 			ready[p.Spec.NodeName] = true
 		}
 	}
-	return ready, nil
+	return ready
+}
+
+// annotateRelayPods writes each relay pod's node addresses into its
+// turnpike.dev/node-addresses annotation, which its relay reads through a
+// downward-API file, where it differs. So one node's new address is one
+// small write to one pod, which only that node's kubelet syncs. The merge
+// patch carries no resourceVersion: the pod's other changes (status) cannot
+// make it conflict.
+func (r *TurnServerReconciler) annotateRelayPods(ctx context.Context, obs *observation) error {
+	for i := range obs.pods {
+		p := &obs.pods[i]
+		a, selected := obs.addresses[p.Spec.NodeName]
+		if !selected || !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		want := nodeAddressesAnnotation(a)
+		if p.Annotations[turnpikev1.AnnotationNodeAddresses] == want {
+			continue
+		}
+		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+			"annotations": map[string]string{turnpikev1.AnnotationNodeAddresses: want}}})
+		if err != nil {
+			return err
+		}
+		err = r.Client.Patch(ctx, p.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldOwner))
+		if client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("annotating relay pod %s: %w", p.Name, err)
+		}
+	}
+	return nil
 }
 
 func podReady(p *corev1.Pod) bool {

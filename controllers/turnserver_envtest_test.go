@@ -132,6 +132,17 @@ func createRelayPod(t *testing.T, ts *turnpikev1.TurnServer, node string, ready 
 	}
 }
 
+// nodeEntryOf reads the node addresses the operator wrote on the relay pod
+// of node, which its relay reads as addresses.nodeFile.
+func nodeEntryOf(ts *turnpikev1.TurnServer, node string) (string, error) {
+	pod := &corev1.Pod{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ts.Namespace, Name: ts.Name + "-relay-" + node}, pod); err != nil {
+		return "", err
+	}
+	entry, err := config.ParseNodeAddresses([]byte(pod.Annotations[turnpikev1.AnnotationNodeAddresses]))
+	return fmt.Sprint(entry), err
+}
+
 // TestSampleTurnServer applies config/samples' TurnServer and checks every
 // generated object and the status, as a user would see them.
 func TestSampleTurnServer(t *testing.T) {
@@ -185,12 +196,8 @@ func TestSampleTurnServer(t *testing.T) {
 	if r.Quotas.BandwidthPerAllocation != 4<<20 || r.Quotas.AllocationsPerUser != 20 || !slices.Equal(r.PeerPolicy.Allow, []string{"10.20.0.0/16"}) {
 		t.Errorf("quotas %+v, peer policy %+v", r.Quotas, r.PeerPolicy)
 	}
-	wantNodes := map[string]config.NodeAddresses{
-		"sample-a": {External: []string{"203.0.113.10"}, Source: "ExternalIP"},
-		"sample-b": {External: []string{"10.0.0.11"}, Source: "InternalIP"},
-	}
-	if fmt.Sprint(r.Addresses.Nodes) != fmt.Sprint(wantNodes) {
-		t.Errorf("relay.yaml nodes = %v, want %v", r.Addresses.Nodes, wantNodes)
+	if len(r.Addresses.Nodes) != 0 || r.Addresses.NodeFile != "/etc/turnpike/node/addresses.json" {
+		t.Errorf("relay.yaml nodes = %v, node file %q: want none and the pod's annotation", r.Addresses.Nodes, r.Addresses.NodeFile)
 	}
 	if r.DrainGracePeriod.Seconds() != 60 {
 		t.Errorf("drain grace period %v", r.DrainGracePeriod)
@@ -253,7 +260,7 @@ func TestSampleTurnServer(t *testing.T) {
 			t.Errorf("mount %s: subPath %q readOnly %v", m.Name, m.SubPath, m.ReadOnly)
 		}
 	}
-	if !slices.Equal(mounts, []string{"/etc/turnpike/config", "/etc/turnpike/credentials", "/etc/turnpike/tls/tls"}) {
+	if !slices.Equal(mounts, []string{"/etc/turnpike/config", "/etc/turnpike/credentials", "/etc/turnpike/node", "/etc/turnpike/tls/tls"}) {
 		t.Errorf("mounts %v", mounts)
 	}
 
@@ -290,6 +297,12 @@ func TestSampleTurnServer(t *testing.T) {
 		ts = getTurnServer(t, ts)
 		if ts.Status.NodeSummary != "1/2" || ts.Status.AddressSummary != "203.0.113.10" {
 			return fmt.Errorf("summary %q addresses %q", ts.Status.NodeSummary, ts.Status.AddressSummary)
+		}
+		// Each relay pod carries its own node's entry.
+		for node, want := range map[string]string{"sample-a": "&{[203.0.113.10] ExternalIP}", "sample-b": "&{[10.0.0.11] InternalIP}"} {
+			if got, err := nodeEntryOf(ts, node); err != nil || got != want {
+				return fmt.Errorf("pod on %s: node entry %s (%v), want %s", node, got, err, want)
+			}
 		}
 		return expectCondition(ts, turnpikev1.ConditionProgressing, metav1.ConditionFalse, ReasonRolledOut)
 	})
@@ -447,8 +460,8 @@ func TestNodeEventsUpdateStatus(t *testing.T) {
 			if strings.Join(got, " ") != want {
 				return fmt.Errorf("status nodes %v, want %s", got, want)
 			}
-			if len(o.relay.Addresses.Nodes) != len(got) {
-				return fmt.Errorf("relay.yaml has %d nodes, status %d", len(o.relay.Addresses.Nodes), len(got))
+			if len(o.relay.Addresses.Nodes) != 0 {
+				return fmt.Errorf("relay.yaml lists %d nodes", len(o.relay.Addresses.Nodes))
 			}
 			return nil
 		}
