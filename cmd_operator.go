@@ -7,8 +7,6 @@ import (
 	"os"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -16,7 +14,6 @@ import (
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -97,10 +94,6 @@ func newOperatorManager(cfg *rest.Config, f operatorFlags) (ctrl.Manager, error)
 	if err := turnpikev1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
-	relayPods, err := labels.Parse("app.kubernetes.io/name=turnpike,app.kubernetes.io/component=relay")
-	if err != nil {
-		return nil, err
-	}
 	leaderNS := f.leaderElectionNS
 	if leaderNS == "" && !inCluster() {
 		leaderNS = "default"
@@ -114,10 +107,8 @@ func newOperatorManager(cfg *rest.Config, f operatorFlags) (ctrl.Manager, error)
 		LeaderElectionNamespace: leaderNS,
 		// Leaving on shutdown lets a standby take over at once.
 		LeaderElectionReleaseOnCancel: true,
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Only relay pods matter; caching every pod of a large cluster would not.
-			&corev1.Pod{}: {Label: relayPods},
-		}},
+		// Only relay pods, and of nodes and pods only what is read.
+		Cache: cache.Options{ByObject: controllers.CacheByObject()},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
