@@ -32,49 +32,64 @@ type relayNode struct {
 // from every TURN URL it is given, so the list must stay short however many
 // nodes there are.
 //
-// The choice is rendezvous hashing: every node gets a rank from a hash of
-// seed and its name, and the n best of a family win. It depends on nothing
+// The choice is rendezvous hashing: every node's rank is the first 8 bytes
+// of SHA-256(seed, 0, name), the same in every process and release, and the
+// n best of a family win. It depends on nothing
 // but the set of serving nodes, so it is the same after an operator restart;
 // it changes only when a chosen node stops serving or a new node outranks
 // one (n in every N new nodes), so URLs seldom churn; and different seeds
 // (TurnServers, users) spread over all nodes.
 func pickAddresses(seed string, nodes []relayNode, n int) []netip.Addr {
+	var best [2][]candidate // per family: IPv4, IPv6
+	buf := make([]byte, 0, 128)
+	for _, node := range nodes {
+		if !node.serving || len(node.addresses) == 0 {
+			continue
+		}
+		buf = append(append(append(buf[:0], seed...), 0), node.name...)
+		sum := sha256.Sum256(buf)
+		rank := binary.BigEndian.Uint64(sum[:8])
+		for _, a := range node.addresses {
+			family := 0
+			if a.Is6() {
+				family = 1
+			}
+			best[family] = keepBest(best[family], candidate{rank, node.name, a}, n)
+		}
+	}
 	var out []netip.Addr
-	for _, family := range []func(netip.Addr) bool{netip.Addr.Is4, netip.Addr.Is6} {
-		type candidate struct {
-			rank uint64
-			name string
-			addr netip.Addr
-		}
-		var cs []candidate
-		for _, node := range nodes {
-			if !node.serving {
-				continue
-			}
-			for _, a := range node.addresses {
-				if family(a) {
-					cs = append(cs, candidate{rendezvousRank(seed, node.name), node.name, a})
-				}
-			}
-		}
-		slices.SortFunc(cs, func(a, b candidate) int {
-			return cmp.Or(cmp.Compare(b.rank, a.rank), cmp.Compare(a.name, b.name))
-		})
-		for _, c := range cs[:min(n, len(cs))] {
+	for _, family := range best {
+		for _, c := range family {
 			out = append(out, c.addr)
 		}
 	}
 	return out
 }
 
-// rendezvousRank is node's rank for seed: the first 8 bytes of
-// SHA-256(seed, 0, node), stable across processes and releases.
-func rendezvousRank(seed, node string) uint64 {
-	h := sha256.New()
-	h.Write([]byte(seed))
-	h.Write([]byte{0})
-	h.Write([]byte(node))
-	return binary.BigEndian.Uint64(h.Sum(nil))
+// candidate is one node's address and its rank for a seed.
+type candidate struct {
+	rank uint64
+	name string
+	addr netip.Addr
+}
+
+// better orders candidates: higher rank first, then by name.
+func (c candidate) better(o candidate) bool {
+	return cmp.Or(cmp.Compare(o.rank, c.rank), cmp.Compare(c.name, o.name)) < 0
+}
+
+// keepBest inserts c into best, sorted best first, keeping at most n: a
+// partial sort, as n is a handful and the nodes are thousands.
+func keepBest(best []candidate, c candidate, n int) []candidate {
+	i := len(best)
+	for i > 0 && c.better(best[i-1]) {
+		i--
+	}
+	if i >= n {
+		return best
+	}
+	best = slices.Insert(best, i, c)
+	return best[:min(len(best), n)]
 }
 
 // observeRelayNodes lists the nodes ts places relays on, with the addresses
