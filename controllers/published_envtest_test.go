@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -178,5 +179,89 @@ func TestBoundedURLs(t *testing.T) {
 	}
 	if len(seen) < 8 {
 		t.Fatalf("20 users were sent to only %d of %d serving nodes", len(seen), nodes-2)
+	}
+}
+
+// settle waits until nothing has been written to ns for a second (at most
+// 20 s) and returns what has been written to it in all.
+func settle(t *testing.T, ns string) writeTotals {
+	t.Helper()
+	last, since := writes.in(ns), time.Now()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if cur := writes.in(ns); cur != last {
+			last, since = cur, time.Now()
+		} else if time.Since(since) > time.Second {
+			return cur
+		}
+	}
+	t.Fatalf("namespace %s: writes did not settle: %+v", ns, last)
+	return last
+}
+
+// TestOneNodeChangeIsSmall changes the address of one of 20 nodes of a
+// TurnServer with 5 credentials, none of whose Secrets name that node, and
+// counts what the operator writes because of it: neither relay.yaml, nor the
+// status, nor a credential Secret names that node's address, so only its
+// relay pod's annotation changes.
+func TestOneNodeChangeIsSmall(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "one-node")
+	const nodes = 20
+	var all []*corev1.Node
+	for i := range nodes {
+		all = append(all, newNode(t, fmt.Sprintf("one-node-%02d", i), map[string]string{"suite": "one-node"}, externalIP(fmt.Sprintf("203.0.113.%d", 130+i))))
+	}
+	ts := minimalTurnServer(ns, "relay", "one-node", 3478)
+	ts.Spec.URLNodesPerFamily = 2
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "relay DaemonSet", func() error { _, err := getRelayObjects(ts); return err })
+	for _, n := range all {
+		createRelayPod(t, ts, n.Name, true)
+	}
+	for i := range 5 {
+		tc := &turnpikev1.TurnCredential{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%d", i), Namespace: ns},
+			Spec: turnpikev1.TurnCredentialSpec{TurnServerRef: turnpikev1.LocalObjectReference{Name: "relay"},
+				Type: turnpikev1.CredentialStatic, Username: fmt.Sprintf("app-%d", i)},
+		}
+		if err := env.Client.Create(ctx, tc); err != nil {
+			t.Fatal(err)
+		}
+		publishFirstSecret(t, tc)
+		eventually(t, "issued", func() error { _, err := getSecret(ns, tc.Name); return err })
+	}
+	var urls []string
+	eventually(t, "URLs of two nodes", func() error {
+		if urls = getTurnServer(t, ts).Status.URLs; len(urls) != 2 {
+			return fmt.Errorf("urls %v", urls)
+		}
+		return nil
+	})
+	before := settle(t, ns)
+
+	// A node apps are not given gets a new address.
+	changed := all[0]
+	for i := 1; slices.ContainsFunc(urls, func(u string) bool { return strings.Contains(u, changed.Status.Addresses[0].Address+":") }); i++ {
+		changed = all[i]
+	}
+	changed.Status.Addresses = []corev1.NodeAddress{externalIP("192.0.2.200")}
+	if err := env.Client.Status().Update(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the relay pod has the new address", func() error {
+		if got, err := nodeEntryOf(ts, changed.Name); err != nil || got != "&{[192.0.2.200] ExternalIP}" {
+			return fmt.Errorf("node entry %s (%v)", got, err)
+		}
+		return nil
+	})
+	after := settle(t, ns)
+	n, size := after.writes-before.writes, after.bytes-before.bytes
+	t.Logf("one node's new address: %d writes, %d bytes", n, size)
+	// The goal is at most 5 writes and 64 KiB at any size; by design
+	// it is one small patch of the node's relay pod, and nothing else.
+	if n != 1 || size > 1<<10 {
+		t.Fatalf("one node's new address cost %d writes and %d bytes, want 1 write of its relay pod's annotation", n, size)
 	}
 }

@@ -122,14 +122,9 @@ func createRelayPod(t *testing.T, ts *turnpikev1.TurnServer, node string, ready 
 	if err := env.Client.Create(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
-	status := corev1.ConditionFalse
-	if ready {
-		status = corev1.ConditionTrue
-	}
-	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
-	if err := env.Client.Status().Update(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
+	// The operator annotates the pod meanwhile, so the status is set on a
+	// fresh copy.
+	setPodReady(t, ts, node, ready)
 }
 
 // nodeEntryOf reads the node addresses the operator wrote on the relay pod
