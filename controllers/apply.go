@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/util/csaupgrade"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 )
@@ -65,6 +70,9 @@ func applyStatus(ctx context.Context, c client.Client, obj client.Object, curren
 	if sameJSON(current, status) {
 		return nil
 	}
+	if err := takeOverStatus(ctx, c, obj); err != nil {
+		return fmt.Errorf("taking over the status fields of earlier writers: %w", err)
+	}
 	gvk, err := apiutil.GVKForObject(obj, c.Scheme())
 	if err != nil {
 		return err
@@ -78,4 +86,28 @@ func applyStatus(ctx context.Context, c client.Client, obj client.Object, curren
 	u.SetNamespace(obj.GetNamespace())
 	u.SetName(obj.GetName())
 	return c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership)
+}
+
+// takeOverStatus makes the operator's field manager the owner of the status
+// fields that an older operator wrote with a merge patch (operation Update),
+// so that leaving a field out of the applied status removes it. Without it
+// a field the new status leaves out, such as the URLs of relays that
+// stopped serving, would stay as the old writer left it. It writes once per
+// object, and nothing when there is nothing to take over; the patch carries
+// the resourceVersion, so it fails rather than overwrite newer fields.
+func takeOverStatus(ctx context.Context, c client.Client, obj client.Object) error {
+	writers := sets.New[string]()
+	for _, m := range obj.GetManagedFields() {
+		if m.Subresource == "status" && m.Operation == metav1.ManagedFieldsOperationUpdate && m.Manager != FieldOwner {
+			writers.Insert(m.Manager)
+		}
+	}
+	if writers.Len() == 0 {
+		return nil
+	}
+	patch, err := csaupgrade.UpgradeManagedFieldsPatch(obj, writers, FieldOwner, csaupgrade.Subresource("status"))
+	if err != nil || patch == nil {
+		return err
+	}
+	return c.Patch(ctx, obj.DeepCopyObject().(client.Object), client.RawPatch(types.JSONPatchType, patch))
 }

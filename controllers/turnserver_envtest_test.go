@@ -674,3 +674,37 @@ func TestApplyFailureShownInStatus(t *testing.T) {
 		return expectCondition(getTurnServer(t, ts), turnpikev1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected)
 	})
 }
+
+// TestStatusFromAnOlderOperator: an older operator wrote the status with a
+// merge patch (field manager operation Update). The status is now applied,
+// and a field the new status leaves out must go, not stay as the old writer
+// left it: here URLs of a relay that no longer serves.
+func TestStatusFromAnOlderOperator(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "old-status")
+	ts := minimalTurnServer(ns, "relay", "old-status-none", 3478)
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "status", func() error {
+		if cur := getTurnServer(t, ts); cur.Status.ObservedGeneration != cur.Generation {
+			return fmt.Errorf("no status yet")
+		}
+		return nil
+	})
+	old := getTurnServer(t, ts)
+	patch := client.MergeFrom(old.DeepCopy())
+	old.Status.URLs = []string{"turn:192.0.2.1:3478?transport=udp"}
+	if err := env.Client.Status().Patch(ctx, old, patch, client.FieldOwner("turnpike")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the stale URL removed", func() error {
+		if _, err := reconciler.Reconcile(ctx, requestFor(ts)); err != nil {
+			return err
+		}
+		if urls := getTurnServer(t, ts).Status.URLs; len(urls) != 0 {
+			return fmt.Errorf("urls %v", urls)
+		}
+		return nil
+	})
+}
