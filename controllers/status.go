@@ -42,8 +42,6 @@ type observation struct {
 	missingTLSKeys []string                 // problems with referenced TLS Secrets
 	// credentialsExpire is when a key in the relay bundle next expires.
 	credentialsExpire time.Time
-	// stunNodes is set when a ready relay discovers its address with STUN.
-	stunNodes bool
 	// applyErr is why writing the generated objects failed, if it did.
 	applyErr error
 }

@@ -90,7 +90,7 @@ func startManager(ctx context.Context) error {
 	writes = &writeCounter{Client: mgr.GetClient()}
 	rs, err := Setup(mgr, writes, Options{
 		RelayImage: "registry.example/turnpike:test", StagingDelay: time.Hour, Now: clock.Now,
-		RelayStatus: loopbackRelayStatus,
+		RelayStatus: loopbackRelayStatus, RelayStatusInterval: 200 * time.Millisecond,
 	})
 	if err != nil {
 		return err

@@ -32,8 +32,9 @@ type TurnServerReconciler struct {
 	RelayImage string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// RelayStatus reads a relay's /status; nil means HTTPRelayStatus.
-	RelayStatus RelayStatusFunc
+	// statusPoller reads the /status of relays that discover their address
+	// with STUN (see discoverSTUNAddresses).
+	statusPoller *relayStatusPoller
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turnservers,verbs=get;list;watch
@@ -79,17 +80,13 @@ func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 // nextVisit is when to reconcile again without an event, or 0 for never:
 // when a key in the relay bundle expires (relays stop accepting it on their
-// own; the bundle is tidied then), and periodically while relays discover
-// their addresses with STUN.
+// own; the bundle is tidied then). Addresses that relays discover with STUN
+// bring their own event (relayStatusPoller).
 func (r *TurnServerReconciler) nextVisit(obs *observation) time.Duration {
-	var next time.Duration
-	if !obs.credentialsExpire.IsZero() {
-		next = max(obs.credentialsExpire.Sub(r.now()), time.Second)
+	if obs.credentialsExpire.IsZero() {
+		return 0
 	}
-	if obs.stunNodes && (next == 0 || next > stunRefreshInterval) {
-		next = stunRefreshInterval
-	}
-	return next
+	return max(obs.credentialsExpire.Sub(r.now()), time.Second)
 }
 
 func (r *TurnServerReconciler) now() time.Time {
@@ -125,7 +122,7 @@ func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnS
 		return nil, err
 	}
 	obs.readyPods = readyNodes(obs.pods)
-	r.discoverSTUNAddresses(ctx, ts, obs)
+	r.discoverSTUNAddresses(ts, obs)
 	return obs, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 )
@@ -40,6 +41,8 @@ func (r *TurnServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.turnServersUsingSecret)).
 		// A TurnCredential's username, or its state Secret, changes the relay bundle.
 		Watches(&turnpikev1.TurnCredential{}, handler.EnqueueRequestsFromMapFunc(turnServerOfCredential)).
+		// A relay found a new address with STUN.
+		WatchesRawSource(source.Channel(r.statusPoller.events, &handler.EnqueueRequestForObject{})).
 		Complete(r)
 }
 
