@@ -97,7 +97,7 @@ func keepBest(best []candidate, c candidate, n int) []candidate {
 // the relays know (STUN) are missing.
 func observeRelayNodes(ctx context.Context, c client.Reader, ts *turnpikev1.TurnServer) ([]relayNode, error) {
 	var nodes corev1.NodeList
-	if err := c.List(ctx, &nodes); err != nil {
+	if err := c.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil { // read only
 		return nil, err
 	}
 	pods, err := relayPods(ctx, c, ts)
