@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -34,6 +35,7 @@ const (
 	ReasonStaging            = "Staging"
 	ReasonTurnServerNotFound = "TurnServerNotFound"
 	ReasonStateUnreadable    = "StateUnreadable"
+	ReasonSecretWriteFailed  = "SecretWriteFailed"
 	ReasonRotating           = "Rotating"
 	ReasonIdle               = "Idle"
 )
@@ -76,37 +78,49 @@ func (r *TurnCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	old, err := r.loadState(ctx, tc)
 	if err != nil {
 		// Never overwrite state we cannot read: that would lock out clients.
-		return ctrl.Result{}, r.updateStatus(ctx, tc, credentialStatus(tc, ts, credentialState{}, err))
+		return ctrl.Result{}, r.updateStatus(ctx, tc, credentialStatus(tc, ts, credentialState{}, problems{load: err}))
 	}
 	st := advanceCredential(tc, old, now, r.StagingDelay, r.newSecret)
+	// A failed write is shown in the status (Ready=False, SecretWriteFailed)
+	// and returned, so the controller logs it and retries with backoff.
+	st, writeErr := r.writeSecrets(ctx, tc, ts, old, st)
+	if err := r.updateStatus(ctx, tc, credentialStatus(tc, ts, st, problems{write: writeErr})); err != nil {
+		return ctrl.Result{}, errors.Join(writeErr, fmt.Errorf("writing status: %w", err))
+	}
+	if writeErr != nil {
+		return ctrl.Result{}, writeErr
+	}
+	return ctrl.Result{RequeueAfter: nextCredentialEvent(tc, st, now)}, nil
+}
+
+// writeSecrets writes the state Secret when st differs from old, and the
+// Secret apps read. It returns the state that is stored: old when writing
+// st failed.
+func (r *TurnCredentialReconciler) writeSecrets(ctx context.Context, tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, old, st credentialState) (credentialState, error) {
 	if st != old {
 		if err := r.Client.Apply(ctx, desiredStateSecret(tc, st), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 			countRotation(old, st, "failure")
-			return ctrl.Result{}, err
+			return old, fmt.Errorf("writing Secret %s: %w", stateSecretName(tc), err)
 		}
 		countRotation(old, st, "success")
 		log.FromContext(ctx).Info("credential state advanced", "revision", st.Revision, "staged", st.Next != "", "previousValid", st.Previous != "")
 	}
-
-	if st.Current != "" { // nothing for apps until the first secret is published
-		var urls []string
-		if ts != nil {
-			urls = ts.Status.URLs
-		}
-		out, err := desiredOutputSecret(tc, st, urls)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		key := client.ObjectKey{Namespace: tc.Namespace, Name: outputSecretName(tc)}
-		if _, err := applyIfChanged(ctx, r.Client, key, &corev1.Secret{}, out, corev1ac.ExtractSecret); err != nil {
-			return ctrl.Result{}, err
-		}
+	if st.Current == "" { // nothing for apps until the first secret is published
+		return st, nil
 	}
-
-	if err := r.updateStatus(ctx, tc, credentialStatus(tc, ts, st, nil)); err != nil {
-		return ctrl.Result{}, fmt.Errorf("writing status: %w", err)
+	var urls []string
+	if ts != nil {
+		urls = ts.Status.URLs
 	}
-	return ctrl.Result{RequeueAfter: nextCredentialEvent(tc, st, now)}, nil
+	out, err := desiredOutputSecret(tc, st, urls)
+	if err != nil {
+		return st, err
+	}
+	key := client.ObjectKey{Namespace: tc.Namespace, Name: outputSecretName(tc)}
+	if _, err := applyIfChanged(ctx, r.Client, key, &corev1.Secret{}, out, corev1ac.ExtractSecret); err != nil {
+		return st, fmt.Errorf("writing Secret %s: %w", outputSecretName(tc), err)
+	}
+	return st, nil
 }
 
 func (r *TurnCredentialReconciler) now() time.Time {
@@ -152,9 +166,14 @@ func countRotation(old, cur credentialState, result string) {
 	}
 }
 
-// credentialStatus is a TurnCredential's status for a state; loadErr is set
-// when the state Secret could not be read.
-func credentialStatus(tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, st credentialState, loadErr error) turnpikev1.TurnCredentialStatus {
+// problems are what went wrong in a reconcile of a TurnCredential.
+type problems struct {
+	load  error // the state Secret could not be read
+	write error // a Secret could not be written
+}
+
+// credentialStatus is a TurnCredential's status for a state and problems.
+func credentialStatus(tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, st credentialState, p problems) turnpikev1.TurnCredentialStatus {
 	out := turnpikev1.TurnCredentialStatus{
 		ObservedGeneration: tc.Generation,
 		Conditions:         append([]metav1.Condition(nil), tc.Status.Conditions...),
@@ -169,8 +188,10 @@ func credentialStatus(tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, 
 	out.LastRotationTime = apiTime(st.CurrentSince)
 	out.NextRotationTime = apiTime(nextRotation(tc, st))
 	switch {
-	case loadErr != nil:
-		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonStateUnreadable, loadErr.Error()+"; not rotating until it is fixed or deleted")
+	case p.load != nil:
+		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonStateUnreadable, p.load.Error()+"; not rotating until it is fixed or deleted")
+	case p.write != nil:
+		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonSecretWriteFailed, p.write.Error()+"; retrying")
 	case st.Current == "":
 		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonStaging,
 			fmt.Sprintf("relays are loading the first secret; Secret %s is written at %s", out.SecretName, st.NextPublishAt.UTC().Format(time.RFC3339)))

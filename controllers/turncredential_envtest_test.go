@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -554,5 +555,51 @@ func TestUnchangedCredentialWritesNothing(t *testing.T) {
 			return fmt.Errorf("%d writes", n)
 		}
 		return nil
+	})
+}
+
+// TestCredentialWriteFailureShownInStatus makes the API server refuse the
+// credential's Secrets (a ResourceQuota allows none): the TurnCredential
+// says so in its Ready condition, and once the quota is gone the retry
+// stages the first secret.
+func TestCredentialWriteFailureShownInStatus(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "cred-refused")
+	quota := &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-secrets", Namespace: ns},
+		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourceSecrets: resourceMust("0")}},
+	}
+	if err := env.Client.Create(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	// Play the quota controller, which envtest does not run.
+	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard, Used: corev1.ResourceList{corev1.ResourceSecrets: resourceMust("0")}}
+	if err := env.Client.Status().Update(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	tc := &turnpikev1.TurnCredential{
+		ObjectMeta: metav1.ObjectMeta{Name: "sfu", Namespace: ns},
+		Spec: turnpikev1.TurnCredentialSpec{TurnServerRef: turnpikev1.LocalObjectReference{Name: "relay"},
+			Type: turnpikev1.CredentialStatic, Username: "sfu"},
+	}
+	if err := env.Client.Create(ctx, tc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "failure in the status", func() error {
+		cur := getCredential(t, tc)
+		if err := expectCredential(cur, metav1.ConditionFalse, ReasonSecretWriteFailed, 0); err != nil {
+			return err
+		}
+		if msg := meta.FindStatusCondition(cur.Status.Conditions, turnpikev1.ConditionReady).Message; !strings.Contains(msg, "turnpike-state-sfu") || !strings.Contains(msg, "quota") {
+			return fmt.Errorf("message does not say what failed: %q", msg)
+		}
+		return nil
+	})
+
+	if err := env.Client.Delete(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "retried", func() error {
+		return expectCredential(getCredential(t, tc), metav1.ConditionFalse, ReasonStaging, 0)
 	})
 }
