@@ -252,7 +252,7 @@ func TestDesiredDaemonSet(t *testing.T) {
 				v.DownwardAPI.Items[0].FieldRef.FieldPath != "metadata.annotations['turnpike.dev/node-addresses']" {
 				t.Errorf("volume %+v", v)
 			}
-			if cfg := renderRelayConfig(testTurnServer("ts")); cfg.Addresses.NodeFile != "/etc/turnpike/node/addresses.json" {
+			if cfg := renderRelayConfig(testTurnServer("ts"), nil); cfg.Addresses.NodeFile != "/etc/turnpike/node/addresses.json" {
 				t.Errorf("relay.yaml nodeFile %q", cfg.Addresses.NodeFile)
 			}
 		}},
@@ -303,7 +303,7 @@ func TestRenderRelayConfigFastPath(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath = tt.fp })
-			cfg := renderRelayConfig(ts)
+			cfg := renderRelayConfig(ts, nil)
 			if cfg.FastPath.Enabled != tt.want.Enabled || !slices.Equal(cfg.FastPath.Interfaces, tt.want.Interfaces) {
 				t.Fatalf("fastPath %+v, want %+v", cfg.FastPath, tt.want)
 			}
@@ -318,9 +318,9 @@ func TestRenderRelayConfigFastPath(t *testing.T) {
 		})
 	}
 	// A disabled fast path's interfaces do not restart the relays.
-	off := renderRelayConfig(testTurnServer("ts"))
-	leftover := renderRelayConfig(testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Interfaces = []string{"eth0"} }))
-	on := renderRelayConfig(testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = true }))
+	off := renderRelayConfig(testTurnServer("ts"), nil)
+	leftover := renderRelayConfig(testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Interfaces = []string{"eth0"} }), nil)
+	on := renderRelayConfig(testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = true }), nil)
 	if off.SocketHash() != leftover.SocketHash() || off.SocketHash() == on.SocketHash() {
 		t.Errorf("socket hashes off %s, disabled with interfaces %s, on %s", off.SocketHash(), leftover.SocketHash(), on.SocketHash())
 	}
@@ -503,5 +503,38 @@ func TestComputeStatusIsBounded(t *testing.T) {
 	}
 	if len(size) > 8<<10 {
 		t.Errorf("status of %d nodes is %d bytes: it grows with the nodes", total, len(size))
+	}
+}
+
+func TestRolledOutWithNodeVolume(t *testing.T) {
+	ds := func(volume string, generation, observed int64, desired, updated int32) *appsv1.DaemonSet {
+		d := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Generation: generation},
+			Status: appsv1.DaemonSetStatus{ObservedGeneration: observed, DesiredNumberScheduled: desired, UpdatedNumberScheduled: updated}}
+		d.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "config"}, {Name: volume}}
+		return d
+	}
+	tests := []struct {
+		name string
+		ds   *appsv1.DaemonSet
+		want bool
+	}{
+		{"rolled out", ds("node", 2, 2, 3, 3), true},
+		{"no node volume: an earlier release's template", ds("credentials", 2, 2, 3, 3), false},
+		{"template not seen yet", ds("node", 2, 1, 3, 3), false},
+		{"rolling", ds("node", 2, 2, 3, 1), false},
+		{"no nodes", ds("node", 1, 1, 0, 0), true},
+	}
+	for _, tt := range tests {
+		if got := rolledOutWithNodeVolume(tt.ds); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestRenderRelayConfigForEarlierRelays(t *testing.T) {
+	a := nodeAddresses{[]netip.Addr{netip.MustParseAddr("203.0.113.1")}, turnpikev1.AddressFromExternalIP, true}
+	cfg := renderRelayConfig(testTurnServer("ts"), map[string]nodeAddresses{"n1": a})
+	if cfg.Addresses.NodeFile != "" || fmt.Sprint(cfg.Addresses.Nodes) != "map[n1:{[203.0.113.1] ExternalIP}]" {
+		t.Errorf("nodeFile %q, nodes %v: want every node listed and no node file", cfg.Addresses.NodeFile, cfg.Addresses.Nodes)
 	}
 }

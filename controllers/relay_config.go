@@ -17,16 +17,22 @@ const (
 	credentialsMountPath = "/etc/turnpike/credentials"
 	tlsMountRoot         = "/etc/turnpike/tls"
 	// nodeMountPath holds the pod's turnpike.dev/node-addresses annotation
-	// as nodeAddressesFile (downward API).
+	// as nodeAddressesFile (downward API), in the volume nodeVolumeName.
 	nodeMountPath     = "/etc/turnpike/node"
 	nodeAddressesFile = "addresses.json"
+	nodeVolumeName    = "node"
 )
 
 // renderRelayConfig turns a TurnServer into the relay's relay.yaml. It
 // names no node: each relay reads its own node's addresses from its pod's
 // annotation (nodeAddressesAnnotation), so relay.yaml does not grow with the
 // cluster and one node's change is not a write every kubelet syncs.
-func renderRelayConfig(ts *turnpikev1.TurnServer) *config.Relay {
+//
+// legacyNodes, when not nil, is for relays of an earlier release that may
+// still run (see olderRelaysMayRun): relay.yaml then lists every node's
+// addresses, as those relays expect, and does not name the node file, which
+// they would refuse.
+func renderRelayConfig(ts *turnpikev1.TurnServer, legacyNodes map[string]nodeAddresses) *config.Relay {
 	spec := &ts.Spec
 	cfg := &config.Relay{
 		Version:               config.Version,
@@ -68,17 +74,30 @@ func renderRelayConfig(ts *turnpikev1.TurnServer) *config.Relay {
 	if spec.STUN != nil {
 		cfg.Addresses.STUN = &config.STUNDiscovery{Servers: append([]string(nil), spec.STUN.Servers...)}
 	}
-	cfg.Addresses.NodeFile = path.Join(nodeMountPath, nodeAddressesFile)
+	if legacyNodes == nil {
+		cfg.Addresses.NodeFile = path.Join(nodeMountPath, nodeAddressesFile)
+		return cfg
+	}
+	cfg.Addresses.Nodes = map[string]config.NodeAddresses{}
+	for name, a := range legacyNodes {
+		cfg.Addresses.Nodes[name] = nodeEntry(a)
+	}
 	return cfg
+}
+
+// nodeEntry is a node's addresses as the relay reads them.
+func nodeEntry(a nodeAddresses) config.NodeAddresses {
+	na := config.NodeAddresses{Source: string(a.source)}
+	for _, ip := range a.addresses {
+		na.External = append(na.External, ip.String())
+	}
+	return na
 }
 
 // nodeAddressesAnnotation is a relay pod's turnpike.dev/node-addresses: its
 // node's entry (addresses.nodeFile), JSON of a config.NodeAddresses.
 func nodeAddressesAnnotation(a nodeAddresses) string {
-	na := config.NodeAddresses{Source: string(a.source)}
-	for _, ip := range a.addresses {
-		na.External = append(na.External, ip.String())
-	}
+	na := nodeEntry(a)
 	b, err := json.Marshal(na)
 	if err != nil {
 		panic(fmt.Sprintf("encoding %+v: %v", na, err)) // strings only: cannot fail

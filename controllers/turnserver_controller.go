@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -133,7 +134,15 @@ func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnS
 // live. The DaemonSet is held back while an older TurnServer owns our ports.
 func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpikev1.TurnServer, obs *observation) error {
 	key := client.ObjectKey{Namespace: ts.Namespace, Name: relayName(ts)}
-	cfg := renderRelayConfig(ts)
+	older, err := r.olderRelaysMayRun(ctx, key)
+	if err != nil {
+		return err
+	}
+	var legacyNodes map[string]nodeAddresses
+	if older {
+		legacyNodes = obs.addresses
+	}
+	cfg := renderRelayConfig(ts, legacyNodes)
 	cm, err := desiredConfigMap(ts, cfg)
 	if err != nil {
 		return err
@@ -194,6 +203,42 @@ func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpi
 		return err
 	}
 	return nil
+}
+
+// olderRelaysMayRun reports whether relays of a release from before per-pod
+// node entries may still run: the live relay.yaml does not name the node
+// file yet, and the DaemonSet has not finished rolling out a pod template
+// with the node volume. Such a relay refuses a relay.yaml that names the
+// node file (an unknown field to it) and then misses every change, new
+// credentials included, until it is replaced; so until the rollout ends,
+// relay.yaml keeps listing every node, as before. A new TurnServer has no
+// such relays, and once relay.yaml names the node file it keeps doing so.
+func (r *TurnServerReconciler) olderRelaysMayRun(ctx context.Context, key client.ObjectKey) (bool, error) {
+	cm := &corev1.ConfigMap{}
+	switch err := r.Client.Get(ctx, key, cm); {
+	case err == nil:
+		if live, err := config.ParseRelay([]byte(cm.Data[config.RelayFile])); err == nil && live.Addresses.NodeFile != "" {
+			return false, nil
+		}
+	case !apierrors.IsNotFound(err):
+		return false, err
+	}
+	ds := &appsv1.DaemonSet{}
+	switch err := r.Client.Get(ctx, key, ds); {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return !rolledOutWithNodeVolume(ds), nil
+}
+
+// rolledOutWithNodeVolume reports whether every pod of ds runs a template
+// that mounts the node's entry.
+func rolledOutWithNodeVolume(ds *appsv1.DaemonSet) bool {
+	mounted := slices.ContainsFunc(ds.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == nodeVolumeName })
+	s := ds.Status
+	return mounted && s.ObservedGeneration >= ds.Generation && s.UpdatedNumberScheduled == s.DesiredNumberScheduled
 }
 
 // relayCredentials is the relay's credentials.yaml: the long-term keys and

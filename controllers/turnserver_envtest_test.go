@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -707,4 +708,73 @@ func TestStatusFromAnOlderOperator(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestUpgradeKeepsNodeListUntilRolledOut: relays of an earlier release read
+// every node's entry from relay.yaml and refuse one that names the node file.
+// While they may run (relay.yaml in the earlier format, the DaemonSet not yet
+// rolled out with the node volume), relay.yaml keeps the list; once the
+// rollout is done it names the node file, and keeps doing so.
+func TestUpgradeKeepsNodeListUntilRolledOut(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "upgrade")
+	newNode(t, "upgrade-a", map[string]string{"suite": "upgrade"}, externalIP("198.51.100.80"))
+	ts := minimalTurnServer(ns, "relay", "upgrade", 3478)
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	format := func(want string) func() error {
+		return func() error {
+			o, err := getRelayObjects(ts)
+			if err != nil {
+				return err
+			}
+			got := "node file"
+			if o.relay.Addresses.NodeFile == "" {
+				got = fmt.Sprintf("nodes %v", o.relay.Addresses.Nodes)
+			}
+			if got != want {
+				return fmt.Errorf("relay.yaml has %s, want %s", got, want)
+			}
+			return nil
+		}
+	}
+	eventually(t, "a new TurnServer names the node file", format("node file"))
+
+	// What the earlier release left: relay.yaml listing every node.
+	eventually(t, "write the earlier relay.yaml", func() error {
+		o, err := getRelayObjects(ts)
+		if err != nil {
+			return err
+		}
+		o.relay.Addresses.NodeFile = ""
+		o.relay.Addresses.Nodes = map[string]config.NodeAddresses{"upgrade-a": {External: []string{"198.51.100.80"}, Source: "ExternalIP"}}
+		data, err := config.Marshal(o.relay)
+		if err != nil {
+			return err
+		}
+		o.cm.Data[config.RelayFile] = string(data)
+		return env.Client.Update(ctx, &o.cm)
+	})
+	const listed = "nodes map[upgrade-a:{[198.51.100.80] ExternalIP}]"
+	eventually(t, "the list is kept while the DaemonSet rolls out", format(listed))
+	time.Sleep(300 * time.Millisecond)
+	if err := format(listed)(); err != nil {
+		t.Fatal(err)
+	}
+
+	o, err := getRelayObjects(ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setDaemonSetStatus(t, &o.ds, 1, 1, 1)
+	eventually(t, "rolled out: the node file", format("node file"))
+
+	setDaemonSetStatus(t, &o.ds, 1, 1, 0) // a later rollout
+	if _, err := reconciler.Reconcile(ctx, requestFor(ts)); err != nil {
+		t.Fatal(err)
+	}
+	if err := format("node file")(); err != nil {
+		t.Fatalf("a later rollout: %v", err)
+	}
 }
