@@ -348,7 +348,7 @@ type TurnServerStatus struct {
 	// NodesNeedingAttention counts the selected nodes whose relay is not
 	// ready or that have no known public address.
 	// +optional
-	NodesNeedingAttention int32 `json:"nodesNeedingAttention,omitempty"`
+	NodesNeedingAttention int32 `json:"nodesNeedingAttention"`
 	// AttentionNodes names the first of them by name, at most 20; the rest
 	// are counted in NodesNeedingAttention only.
 	// +listType=map
