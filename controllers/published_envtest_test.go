@@ -184,7 +184,7 @@ func TestBoundedURLs(t *testing.T) {
 
 // settle waits until nothing has been written to ns for a second (at most
 // 20 s) and returns what has been written to it in all.
-func settle(t *testing.T, ns string) writeTotals {
+func settle(t testing.TB, ns string) writeTotals {
 	t.Helper()
 	last, since := writes.in(ns), time.Now()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {

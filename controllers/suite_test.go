@@ -225,7 +225,7 @@ func (s *countingStatusWriter) Apply(ctx context.Context, o runtime.ApplyConfigu
 }
 
 // eventually waits for the controllers to bring check to nil.
-func eventually(t *testing.T, what string, check func() error) {
+func eventually(t testing.TB, what string, check func() error) {
 	t.Helper()
 	testenv.Eventually(t, what, check)
 }

@@ -26,7 +26,7 @@ import (
 // the TurnCredential (an annotation the controller ignores but is woken by),
 // so every reconcile runs in the manager, as in production.
 
-func kick(t *testing.T, tc *turnpikev1.TurnCredential) {
+func kick(t testing.TB, tc *turnpikev1.TurnCredential) {
 	t.Helper()
 	eventually(t, "kick", func() error {
 		cur := &turnpikev1.TurnCredential{}
@@ -43,7 +43,7 @@ func kick(t *testing.T, tc *turnpikev1.TurnCredential) {
 
 // publishFirstSecret waits for the first secret to be staged, then moves the
 // clock past the suite's staging delay so the controller publishes it.
-func publishFirstSecret(t *testing.T, tc *turnpikev1.TurnCredential) {
+func publishFirstSecret(t testing.TB, tc *turnpikev1.TurnCredential) {
 	t.Helper()
 	eventually(t, "first secret staged", func() error {
 		s, err := getSecret(tc.Namespace, stateSecretName(tc))
