@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"os"
 	"net/netip"
+	"os"
 	"strings"
 
 	"github.com/turnpike-dev/turnpike/relay/config"
