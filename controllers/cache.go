@@ -10,8 +10,8 @@ import (
 )
 
 // CacheByObject is how the operator's cache holds the kinds a large cluster
-// has many of. Only relay pods are cached, and of nodes and relay pods only
-// the fields the controllers read: a node's image list, conditions and
+// has many of. Only relay pods and the operator's own Secrets are cached, and
+// of nodes and relay pods only the fields the controllers read: a node's image list, conditions and
 // managedFields are most of its size, and there is one per node.
 //
 // Generated objects (ConfigMaps, Secrets, DaemonSets, ...) keep their
@@ -23,6 +23,9 @@ func CacheByObject() map[client.Object]cache.ByObject {
 	return map[client.Object]cache.ByObject{
 		&corev1.Node{}: {Transform: trimNode},
 		&corev1.Pod{}:  {Label: relayPods, Transform: trimPod},
+		// Only the Secrets the operator writes; users' TLS Secrets are read
+		// through tlsSecrets.
+		&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{"app.kubernetes.io/managed-by": "turnpike-operator"})},
 	}
 }
 

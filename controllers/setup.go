@@ -63,8 +63,12 @@ func Setup(mgr ctrl.Manager, c client.Client, o Options) (*Reconcilers, error) {
 	if err := mgr.Add(poller); err != nil {
 		return nil, err
 	}
+	tls, err := newTLSSecrets(mgr)
+	if err != nil {
+		return nil, err
+	}
 	r := &Reconcilers{
-		TurnServer:     &TurnServerReconciler{Client: c, RelayImage: o.RelayImage, Now: o.Now, statusPoller: poller},
+		TurnServer:     &TurnServerReconciler{Client: c, RelayImage: o.RelayImage, Now: o.Now, statusPoller: poller, tls: tls},
 		TurnCredential: &TurnCredentialReconciler{Client: c, Now: o.Now, StagingDelay: o.StagingDelay},
 	}
 	if err := r.TurnServer.SetupWithManager(mgr); err != nil {

@@ -36,6 +36,8 @@ type TurnServerReconciler struct {
 	// statusPoller reads the /status of relays that discover their address
 	// with STUN (see discoverSTUNAddresses).
 	statusPoller *relayStatusPoller
+	// tls reads the TLS Secrets that listeners name.
+	tls *tlsSecrets
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turnservers,verbs=get;list;watch
@@ -325,14 +327,13 @@ func sameCredentials(a, b *config.Credentials) (bool, error) {
 func (r *TurnServerReconciler) checkTLSSecrets(ctx context.Context, ts *turnpikev1.TurnServer) ([]string, error) {
 	var problems []string
 	for _, l := range tlsListeners(ts) {
-		s := &corev1.Secret{}
-		err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: l.TLSSecretRef.Name}, s)
+		found, complete, err := r.tls.check(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: l.TLSSecretRef.Name})
 		switch {
-		case apierrors.IsNotFound(err):
-			problems = append(problems, fmt.Sprintf("listener %s: Secret %s not found", l.Name, l.TLSSecretRef.Name))
 		case err != nil:
 			return nil, err
-		case len(s.Data[corev1.TLSCertKey]) == 0 || len(s.Data[corev1.TLSPrivateKeyKey]) == 0:
+		case !found:
+			problems = append(problems, fmt.Sprintf("listener %s: Secret %s not found", l.Name, l.TLSSecretRef.Name))
+		case !complete:
 			problems = append(problems, fmt.Sprintf("listener %s: Secret %s has no %s and %s",
 				l.Name, l.TLSSecretRef.Name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey))
 		}

@@ -778,3 +778,45 @@ func TestUpgradeKeepsNodeListUntilRolledOut(t *testing.T) {
 		t.Fatalf("a later rollout: %v", err)
 	}
 }
+
+// TestTLSSecretFollowed: a listener names a TLS Secret that is missing,
+// then incomplete, then complete. The operator caches no users' Secrets,
+// only their metadata; each change still reaches the Degraded condition.
+func TestTLSSecretFollowed(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "tls-followed")
+	ts := minimalTurnServer(ns, "relay", "tls-followed-none", 3478)
+	ts.Spec.Listeners = append(ts.Spec.Listeners, turnpikev1.Listener{Name: "tls", Protocol: turnpikev1.ProtocolTLS, Port: 5349,
+		TLSSecretRef: &turnpikev1.LocalObjectReference{Name: "cert"}})
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	degraded := func(want string) func() error {
+		return func() error {
+			c := condition(getTurnServer(t, ts), turnpikev1.ConditionDegraded)
+			switch {
+			case c == nil:
+				return fmt.Errorf("no Degraded condition")
+			case want == "" && c.Status != metav1.ConditionFalse:
+				return fmt.Errorf("Degraded %s: %s", c.Reason, c.Message)
+			case want != "" && (c.Reason != ReasonTLSSecretMissing || !strings.Contains(c.Message, want)):
+				return fmt.Errorf("Degraded %s: %q, want %q", c.Reason, c.Message, want)
+			}
+			return nil
+		}
+	}
+	eventually(t, "missing", degraded("Secret cert not found"))
+
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cert", Namespace: ns}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{"tls.crt": []byte("cert"), "tls.key": {}}}
+	if err := env.Client.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "incomplete", degraded("Secret cert has no tls.crt and tls.key"))
+
+	secret.Data["tls.key"] = []byte("key")
+	if err := env.Client.Update(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "complete", degraded(""))
+}

@@ -38,7 +38,11 @@ func (r *TurnServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Node{}, &nodeHandler{client: r.Client}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(turnServerOfPod)).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.turnServersUsingSecret)).
+		// A credential's state Secret changes the relay bundle.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(turnServerOfStateSecret)).
+		// A TLS Secret a listener names appears, changes or goes.
+		WatchesRawSource(source.Kind[client.Object](r.tls.metadata, secretMetadata(),
+			handler.EnqueueRequestsFromMapFunc(r.turnServersUsingTLSSecret))).
 		// A TurnCredential's username, or its state Secret, changes the relay bundle.
 		Watches(&turnpikev1.TurnCredential{}, handler.EnqueueRequestsFromMapFunc(turnServerOfCredential)).
 		// A relay found a new address with STUN.
@@ -73,12 +77,18 @@ func turnServerOfCredential(_ context.Context, o client.Object) []reconcile.Requ
 	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: tc.Namespace, Name: tc.Spec.TurnServerRef.Name}}}
 }
 
-// turnServersUsingSecret maps a Secret to the TurnServers it matters to: the
-// one whose credential state it holds, or those naming it for TLS.
-func (r *TurnServerReconciler) turnServersUsingSecret(ctx context.Context, o client.Object) []reconcile.Request {
+// turnServerOfStateSecret maps a credential's state Secret to the
+// TurnServer whose relay bundle holds it, by label.
+func turnServerOfStateSecret(_ context.Context, o client.Object) []reconcile.Request {
 	if l := o.GetLabels(); l["app.kubernetes.io/component"] == componentCredentialState && l[turnpikev1.LabelTurnServer] != "" {
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: l[turnpikev1.LabelTurnServer]}}}
 	}
+	return nil
+}
+
+// turnServersUsingTLSSecret maps a Secret to the TurnServers whose
+// listeners name it for TLS.
+func (r *TurnServerReconciler) turnServersUsingTLSSecret(ctx context.Context, o client.Object) []reconcile.Request {
 	var list turnpikev1.TurnServerList
 	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
 		client.MatchingFields{tlsSecretIndex: o.GetName()}); err != nil {
