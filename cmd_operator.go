@@ -7,15 +7,13 @@ import (
 	"os"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -33,7 +31,18 @@ type operatorFlags struct {
 	relayImage       string
 	stagingDelay     time.Duration
 	issuerAddr       string
+	kubeAPIQPS       float64
+	kubeAPIBurst     int
 }
+
+// Defaults of the operator's client-side rate limit. client-go's own (5/s,
+// burst 10) throttles a cluster of thousands of nodes to minutes behind;
+// these leave room for a large cluster's start-up burst while staying well
+// under an API server's default priority-and-fairness share.
+const (
+	defaultKubeAPIQPS   = 50
+	defaultKubeAPIBurst = 100
+)
 
 func runOperator(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("operator", flag.ContinueOnError)
@@ -48,22 +57,31 @@ func runOperator(ctx context.Context, args []string) error {
 		"how long relays accept a rotated secret before apps are given it; must exceed the kubelet's Secret sync delay")
 	fs.StringVar(&f.issuerAddr, "issuer-bind-address", ":8082",
 		"address of the credential issuing endpoint ("+controllers.IssuerPath+"); keep it in-cluster; empty disables")
+	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", defaultKubeAPIQPS, "requests per second the operator may send to the API server (client-side limit)")
+	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", defaultKubeAPIBurst, "requests the operator may send to the API server in a burst above --kube-api-qps")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	logger := zap.New(zap.UseFlagOptions(&zapOpts))
+	ctrl.SetLogger(logger)
+	// client-go reports failed watches and lists (an API server outage)
+	// through klog: send them to the same log, in the same format.
+	klog.SetLogger(logger)
 
 	cfg, err := restConfig(f.kubeconfig)
 	if err != nil {
+		return err
+	}
+	if err := setRateLimit(cfg, f.kubeAPIQPS, f.kubeAPIBurst); err != nil {
 		return err
 	}
 	mgr, err := newOperatorManager(cfg, f)
 	if err != nil {
 		return err
 	}
-	ctrl.Log.Info("starting operator", "version", version, "relayImage", f.relayImage)
+	ctrl.Log.Info("starting operator", "version", version, "relayImage", f.relayImage, "kubeAPIQPS", cfg.QPS, "kubeAPIBurst", cfg.Burst)
 	return mgr.Start(ctx)
 }
 
@@ -74,10 +92,6 @@ func newOperatorManager(cfg *rest.Config, f operatorFlags) (ctrl.Manager, error)
 		return nil, err
 	}
 	if err := turnpikev1.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	relayPods, err := labels.Parse("app.kubernetes.io/name=turnpike,app.kubernetes.io/component=relay")
-	if err != nil {
 		return nil, err
 	}
 	leaderNS := f.leaderElectionNS
@@ -93,10 +107,8 @@ func newOperatorManager(cfg *rest.Config, f operatorFlags) (ctrl.Manager, error)
 		LeaderElectionNamespace: leaderNS,
 		// Leaving on shutdown lets a standby take over at once.
 		LeaderElectionReleaseOnCancel: true,
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Only relay pods matter; caching every pod of a large cluster would not.
-			&corev1.Pod{}: {Label: relayPods},
-		}},
+		// Only relay pods, and of nodes and pods only what is read.
+		Cache: cache.Options{ByObject: controllers.CacheByObject()},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
@@ -119,6 +131,17 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return clientcmd.BuildConfigFromFlags("", kubeconfig)
 	}
 	return ctrl.GetConfig()
+}
+
+// setRateLimit sets the client's rate limit explicitly: left alone it is
+// client-go's 5 requests/s with a kubeconfig, and whatever the in-cluster
+// defaults are inside a cluster.
+func setRateLimit(cfg *rest.Config, qps float64, burst int) error {
+	if qps <= 0 || burst < 1 {
+		return fmt.Errorf("--kube-api-qps must be positive and --kube-api-burst at least 1, got %v and %d", qps, burst)
+	}
+	cfg.QPS, cfg.Burst = float32(qps), burst
+	return nil
 }
 
 func inCluster() bool {

@@ -9,11 +9,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -49,18 +47,29 @@ func TestHostnameSTUNAndDNSEndpoint(t *testing.T) {
 		if o.relay.Addresses.STUN == nil || !slices.Equal(o.relay.Addresses.STUN.Servers, []string{"stun.example.net:3478"}) {
 			return fmt.Errorf("relay.yaml stun %+v", o.relay.Addresses.STUN)
 		}
-		if n := o.relay.Addresses.Nodes["hostname-nat"]; n.Source != "STUN" || len(n.External) != 0 {
-			return fmt.Errorf("relay.yaml node entry %+v", n)
+		if len(o.relay.Addresses.Nodes) != 0 || o.relay.Addresses.NodeFile == "" {
+			return fmt.Errorf("relay.yaml nodes %+v, node file %q", o.relay.Addresses.Nodes, o.relay.Addresses.NodeFile)
 		}
+		// No relay is ready yet; a node relying on STUN is not flagged as not public.
 		cur := getTurnServer(t, ts)
-		if len(cur.Status.Nodes) != 2 || cur.Status.Nodes[0].Source != turnpikev1.AddressFromSTUN {
-			return fmt.Errorf("status nodes %+v", cur.Status.Nodes)
+		if n := cur.Status.AttentionNodes; len(n) != 2 || n[0].Name != "hostname-nat" || n[0].Source != turnpikev1.AddressFromSTUN ||
+			!slices.Equal(n[0].Problems, []turnpikev1.NodeProblem{turnpikev1.NodeRelayNotReady}) {
+			return fmt.Errorf("attention nodes %+v", n)
 		}
 		return expectCondition(cur, turnpikev1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected)
 	})
 
 	// Without the DNSEndpoint CRD, readiness still works and URLs use the hostname.
 	createRelayPod(t, ts, "hostname-pub", true)
+	createRelayPod(t, ts, "hostname-nat", false)
+	eventually(t, "node entries on the relay pods", func() error {
+		for node, want := range map[string]string{"hostname-pub": "&{[198.51.100.70] ExternalIP}", "hostname-nat": "&{[] STUN}"} {
+			if got, err := nodeEntryOf(ts, node); err != nil || got != want {
+				return fmt.Errorf("pod on %s: node entry %s (%v), want %s", node, got, err, want)
+			}
+		}
+		return nil
+	})
 	eventually(t, "hostname URLs", func() error {
 		if urls := getTurnServer(t, ts).Status.URLs; !slices.Equal(urls, []string{"turn:turn.example.com:3495?transport=udp"}) {
 			return fmt.Errorf("urls %v", urls)
@@ -69,7 +78,7 @@ func TestHostnameSTUNAndDNSEndpoint(t *testing.T) {
 	})
 
 	installCRD(t, "testdata/dnsendpoint-crd.yaml")
-	createRelayPod(t, ts, "hostname-nat", true) // any change brings a reconcile
+	setPodReady(t, ts, "hostname-nat", true) // any change brings a reconcile
 	eventually(t, "DNSEndpoint", func() error {
 		de := &unstructured.Unstructured{}
 		de.SetGroupVersionKind(dnsEndpointGVK)
@@ -117,7 +126,8 @@ func installCRD(t *testing.T, file string) {
 
 // TestSTUNDiscoveredAddressIsPublished: the operator reads the address a
 // relay discovered with STUN from the relay's /status (here a stand-in on
-// loopback) and publishes it in status and URLs.
+// loopback), outside of reconciles, and publishes it in status, URLs and the
+// relay pod's node entry.
 func TestSTUNDiscoveredAddressIsPublished(t *testing.T) {
 	ctx := context.Background()
 	discovered := atomic.Value{}
@@ -144,33 +154,23 @@ func TestSTUNDiscoveredAddressIsPublished(t *testing.T) {
 	published := func(addr string) func() error {
 		return func() error {
 			cur := getTurnServer(t, ts)
-			want := "stun-local=" + addr + " STUN public=true"
-			if len(cur.Status.Nodes) != 1 {
-				return fmt.Errorf("nodes %+v", cur.Status.Nodes)
-			}
-			n := cur.Status.Nodes[0]
-			if got := fmt.Sprintf("%s=%s %s public=%v", n.Name, strings.Join(n.Addresses, ","), n.Source, n.Public); got != want {
-				return fmt.Errorf("node %s, want %s", got, want)
+			if cur.Status.AddressSummary != addr || cur.Status.NodesNeedingAttention != 0 {
+				return fmt.Errorf("addresses %q, %d nodes needing attention", cur.Status.AddressSummary, cur.Status.NodesNeedingAttention)
 			}
 			if !slices.Equal(cur.Status.URLs, []string{"turn:" + addr + ":3496?transport=udp"}) {
 				return fmt.Errorf("urls %v", cur.Status.URLs)
+			}
+			if got, err := nodeEntryOf(ts, "stun-local"); err != nil || got != "&{["+addr+"] STUN}" {
+				return fmt.Errorf("node entry %s (%v)", got, err)
 			}
 			return nil
 		}
 	}
 	eventually(t, "discovered address published", published("203.0.113.99"))
 
-	// The relay rediscovers (the NAT's address changed); the next reconcile
-	// (here brought by a pod update, in a cluster at most a minute later)
-	// publishes the new address.
+	// The relay rediscovers (the NAT's address changed): the operator's
+	// poller reads it (here every 200 ms, in a cluster every minute) and has
+	// the TurnServer reconciled, with no other event.
 	discovered.Store("203.0.113.100")
-	pod := &corev1.Pod{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "relay-relay-stun-local"}, pod); err != nil {
-		t.Fatal(err)
-	}
-	pod.Annotations = map[string]string{"test/kick": "1"}
-	if err := env.Client.Update(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
 	eventually(t, "rediscovered address published", published("203.0.113.100"))
 }

@@ -1,12 +1,20 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/util/csaupgrade"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 )
 
 // FieldOwner is the server-side apply field manager of everything the
@@ -29,22 +37,77 @@ func applyIfChanged[O client.Object, A runtime.ApplyConfiguration](
 		return false, err
 	default:
 		current, err := extract(live, FieldOwner)
-		if err == nil && equality.Semantic.DeepEqual(current, desired) {
+		if err == nil && sameJSON(current, desired) {
 			return false, nil
 		}
 	}
 	return true, c.Apply(ctx, desired, client.FieldOwner(FieldOwner), client.ForceOwnership)
 }
 
-// patchStatus sets obj's status with set and patches it, unless unchanged
-// says there is nothing to write. The patch carries obj's resourceVersion,
-// so a status computed from a stale cache is refused (a conflict) instead of
-// overwriting a newer one.
-func patchStatus[O client.Object](ctx context.Context, c client.Client, obj O, unchanged bool, set func()) error {
-	if unchanged {
+// sameJSON reports whether a and b serialize to the same JSON, which is
+// what the API server would store. It is the comparison for apply
+// configurations: reflection-based equality trips over types with unexported
+// fields (times, quantities), and JSON also treats an empty list and a
+// missing one alike, as the API server does. Values that do not serialize
+// count as different, so they get applied and the API server says why.
+func sameJSON(a, b any) bool {
+	x, err := json.Marshal(a)
+	if err != nil {
+		return false
+	}
+	y, err := json.Marshal(b)
+	return err == nil && bytes.Equal(x, y)
+}
+
+// applyStatus server-side applies status as obj's whole status, as the
+// operator's field manager, unless it serializes the same as obj's current
+// status. The apply carries no resourceVersion: a status computed from a
+// cache a moment behind is written rather than refused with a conflict (the
+// event that made the cache newer brings another reconcile anyway), so there
+// is no loop of 409s, each carrying the full status. Fields the operator
+// applied before and leaves out now are removed.
+func applyStatus(ctx context.Context, c client.Client, obj client.Object, current, status any) error {
+	if sameJSON(current, status) {
 		return nil
 	}
-	patch := client.MergeFromWithOptions(obj.DeepCopyObject().(O), client.MergeFromWithOptimisticLock{})
-	set()
-	return c.Status().Patch(ctx, obj, patch)
+	if err := takeOverStatus(ctx, c, obj); err != nil {
+		return fmt.Errorf("taking over the status fields of earlier writers: %w", err)
+	}
+	gvk, err := apiutil.GVKForObject(obj, c.Scheme())
+	if err != nil {
+		return err
+	}
+	st, err := runtime.DefaultUnstructuredConverter.ToUnstructured(status)
+	if err != nil {
+		return err
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"status": st}}
+	u.SetGroupVersionKind(gvk)
+	u.SetNamespace(obj.GetNamespace())
+	u.SetName(obj.GetName())
+	return c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership)
+}
+
+// takeOverStatus makes the operator's field manager the owner of the status
+// fields that an older operator wrote with a merge patch (operation Update),
+// so that leaving a field out of the applied status removes it. Without it
+// a field the new status leaves out, such as the URLs of relays that
+// stopped serving, would stay as the old writer left it. It writes once per
+// object, and nothing when there is nothing to take over; the patch carries
+// the resourceVersion, so it fails rather than overwrite newer fields.
+func takeOverStatus(ctx context.Context, c client.Client, obj client.Object) error {
+	writers := sets.New[string]()
+	for _, m := range obj.GetManagedFields() {
+		if m.Subresource == "status" && m.Operation == metav1.ManagedFieldsOperationUpdate && m.Manager != FieldOwner {
+			writers.Insert(m.Manager)
+		}
+	}
+	if writers.Len() == 0 {
+		return nil
+	}
+	patch, err := csaupgrade.UpgradeManagedFieldsPatch(obj, writers, FieldOwner, csaupgrade.Subresource("status"))
+	if err != nil || patch == nil {
+		return err
+	}
+	return c.Patch(ctx, obj.DeepCopyObject().(client.Object), client.RawPatch(types.JSONPatchType, patch))
 }

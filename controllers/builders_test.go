@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -239,9 +240,20 @@ func TestDesiredDaemonSet(t *testing.T) {
 			if p.Protocol != corev1.ProtocolUDP || p.HostPort != 443 {
 				t.Errorf("port %+v", p)
 			}
-			v := ds.Spec.Template.Spec.Volumes[2]
+			v := ds.Spec.Template.Spec.Volumes[3] // after config, credentials, node
 			if v.Name != "tls-turns" || v.Secret.SecretName != "cert" {
 				t.Errorf("volume %+v", v)
+			}
+		}},
+		{"the node's entry is the pod's annotation, as a file", testTurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
+			v := ds.Spec.Template.Spec.Volumes[2]
+			if v.Name != "node" || v.DownwardAPI == nil || len(v.DownwardAPI.Items) != 1 ||
+				v.DownwardAPI.Items[0].Path != "addresses.json" ||
+				v.DownwardAPI.Items[0].FieldRef.FieldPath != "metadata.annotations['turnpike.dev/node-addresses']" {
+				t.Errorf("volume %+v", v)
+			}
+			if cfg := renderRelayConfig(testTurnServer("ts"), nil); cfg.Addresses.NodeFile != "/etc/turnpike/node/addresses.json" {
+				t.Errorf("relay.yaml nodeFile %q", cfg.Addresses.NodeFile)
 			}
 		}},
 		{"health on the metrics port is declared once", testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.HealthPort = 9641 }),
@@ -390,5 +402,140 @@ func TestTurnURLs(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
+	}
+}
+
+func TestNodeChangeMatters(t *testing.T) {
+	t1, t2 := metav1.NewTime(time.Unix(100, 0)), metav1.NewTime(time.Unix(200, 5))
+	base := func(mutate func(*corev1.Node)) *corev1.Node {
+		n := node("a", map[string]string{"relay": "yes"},
+			[]corev1.Taint{{Key: "dedicated", Value: "media", Effect: corev1.TaintEffectNoSchedule, TimeAdded: &t1}},
+			externalIP("198.51.100.1"))
+		n.Annotations = map[string]string{"other": "x"}
+		if mutate != nil {
+			mutate(&n)
+		}
+		return &n
+	}
+	tests := []struct {
+		name   string
+		mutate func(*corev1.Node)
+		want   bool
+	}{
+		{"nothing", nil, false},
+		{"a heartbeat", func(n *corev1.Node) {
+			n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, LastHeartbeatTime: t2}}
+		}, false},
+		{"another annotation", func(n *corev1.Node) { n.Annotations["other"] = "y" }, false},
+		{"a taint's time only", func(n *corev1.Node) { n.Spec.Taints[0].TimeAdded = &t2 }, false},
+		{"a label", func(n *corev1.Node) { n.Labels["relay"] = "no" }, true},
+		{"a taint's effect", func(n *corev1.Node) { n.Spec.Taints[0].Effect = corev1.TaintEffectNoExecute }, true},
+		{"a taint more", func(n *corev1.Node) { n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: "k"}) }, true},
+		{"an address", func(n *corev1.Node) { n.Status.Addresses[0].Address = "198.51.100.2" }, true},
+		{"the external-ip annotation", func(n *corev1.Node) { n.Annotations[turnpikev1.AnnotationExternalIP] = "192.0.2.1" }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := nodeChangeMatters(base(nil), base(tt.mutate)); got != tt.want {
+				t.Fatalf("nodeChangeMatters = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestComputeStatusIsBounded computes the status of a TurnServer on 10,000
+// nodes: its size must not grow with them.
+func TestComputeStatusIsBounded(t *testing.T) {
+	const total = 10000
+	obs := observation{addresses: map[string]nodeAddresses{}, readyPods: map[string]bool{}}
+	wantAttention := int32(0)
+	for i := range total {
+		n := node(fmt.Sprintf("node-%05d", i), nil, nil)
+		v4 := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		a := nodeAddresses{[]netip.Addr{v4, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})}, turnpikev1.AddressFromExternalIP, true}
+		switch {
+		case i%100 == 1: // no public address
+			a = nodeAddresses{[]netip.Addr{v4}, turnpikev1.AddressFromInternalIP, false}
+			obs.readyPods[n.Name] = true
+			wantAttention++
+		case i%100 == 2: // relay not ready
+			wantAttention++
+		case i%100 == 3: // cordoned: ready, but not given to apps
+			n.Spec.Unschedulable = true
+			obs.readyPods[n.Name] = true
+		default:
+			obs.readyPods[n.Name] = true
+		}
+		obs.nodes = append(obs.nodes, &n)
+		obs.addresses[n.Name] = a
+	}
+	ts := testTurnServer("ts", func(ts *turnpikev1.TurnServer) {
+		ts.Spec.Listeners = append(ts.Spec.Listeners, turnpikev1.Listener{Name: "tcp", Protocol: turnpikev1.ProtocolTCP, Port: 3478})
+		ts.Spec.URLNodesPerFamily = 3
+	})
+	st := computeStatus(ts, &obs)
+
+	if st.NodesNeedingAttention != wantAttention || len(st.AttentionNodes) != turnpikev1.MaxAttentionNodes {
+		t.Errorf("%d nodes needing attention, %d listed; want %d, %d listed", st.NodesNeedingAttention, len(st.AttentionNodes), wantAttention, turnpikev1.MaxAttentionNodes)
+	}
+	first := st.AttentionNodes[0]
+	if first.Name != "node-00001" || !slices.Equal(first.Problems, []turnpikev1.NodeProblem{turnpikev1.NodeAddressNotPublic}) {
+		t.Errorf("first node needing attention %+v", first)
+	}
+	// 3 nodes per family, 2 listeners each.
+	if len(st.URLs) != 3*2*2 {
+		t.Errorf("%d URLs, want 12: %v", len(st.URLs), st.URLs)
+	}
+	for _, u := range st.URLs {
+		for _, cordoned := range []string{"198.18.0.3:", "198.18.1.103:"} { // nodes 3, 103 (i%100 == 3)
+			if strings.Contains(u, cordoned) {
+				t.Errorf("URL %s is of a cordoned node", u)
+			}
+		}
+	}
+	degraded := meta.FindStatusCondition(st.Conditions, turnpikev1.ConditionDegraded)
+	if degraded == nil || !strings.Contains(degraded.Message, "node-00001, node-00101, node-00201, node-00301, node-00401 and more") {
+		t.Errorf("Degraded %+v", degraded)
+	}
+	size, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("status of %d nodes: %d bytes", total, len(size))
+	if len(size) > 8<<10 {
+		t.Errorf("status of %d nodes is %d bytes: it grows with the nodes", total, len(size))
+	}
+}
+
+func TestRolledOutWithNodeVolume(t *testing.T) {
+	ds := func(volume string, generation, observed int64, desired, updated int32) *appsv1.DaemonSet {
+		d := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Generation: generation},
+			Status: appsv1.DaemonSetStatus{ObservedGeneration: observed, DesiredNumberScheduled: desired, UpdatedNumberScheduled: updated}}
+		d.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "config"}, {Name: volume}}
+		return d
+	}
+	tests := []struct {
+		name string
+		ds   *appsv1.DaemonSet
+		want bool
+	}{
+		{"rolled out", ds("node", 2, 2, 3, 3), true},
+		{"no node volume: an earlier release's template", ds("credentials", 2, 2, 3, 3), false},
+		{"template not seen yet", ds("node", 2, 1, 3, 3), false},
+		{"rolling", ds("node", 2, 2, 3, 1), false},
+		{"no nodes", ds("node", 1, 1, 0, 0), true},
+	}
+	for _, tt := range tests {
+		if got := rolledOutWithNodeVolume(tt.ds); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestRenderRelayConfigForEarlierRelays(t *testing.T) {
+	a := nodeAddresses{[]netip.Addr{netip.MustParseAddr("203.0.113.1")}, turnpikev1.AddressFromExternalIP, true}
+	cfg := renderRelayConfig(testTurnServer("ts"), map[string]nodeAddresses{"n1": a})
+	if cfg.Addresses.NodeFile != "" || fmt.Sprint(cfg.Addresses.Nodes) != "map[n1:{[203.0.113.1] ExternalIP}]" {
+		t.Errorf("nodeFile %q, nodes %v: want every node listed and no node file", cfg.Addresses.NodeFile, cfg.Addresses.Nodes)
 	}
 }

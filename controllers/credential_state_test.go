@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
 func TestAdvanceCredential(t *testing.T) {
@@ -62,6 +63,40 @@ func TestAdvanceCredential(t *testing.T) {
 			back, err := decodeCredentialState(got.encode())
 			if err != nil || fmt.Sprint(back) != fmt.Sprint(got) {
 				t.Fatalf("round trip: %+v, %v", back, err)
+			}
+		})
+	}
+}
+
+func TestSameCredentials(t *testing.T) {
+	end := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	sameEnd := end.Add(0) // a distinct time.Time value for the same instant
+	later := end.Add(time.Second)
+	bundle := func(gen int64, key string, notAfter *time.Time) *config.Credentials {
+		return &config.Credentials{Version: config.Version, Generation: gen, Users: []config.User{
+			{Username: "sfu", Key: "current"}, {Username: "sfu", Key: key, NotAfter: notAfter},
+		}}
+	}
+	tests := []struct {
+		name string
+		a, b *config.Credentials
+		want bool
+	}{
+		{"same keys and windows, other generation", bundle(1, "old", &end), bundle(2, "old", &sameEnd), true},
+		{"a key's window moved", bundle(1, "old", &end), bundle(1, "old", &later), false},
+		{"a key gained a window", bundle(1, "old", nil), bundle(1, "old", &end), false},
+		{"another key", bundle(1, "old", &end), bundle(1, "other", &end), false},
+		{"a shared secret added", bundle(1, "old", &end), func() *config.Credentials {
+			c := bundle(1, "old", &end)
+			c.SharedSecrets = []config.SharedSecret{{Name: "rest#1", Secret: "s", NotAfter: &end}}
+			return c
+		}(), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := sameCredentials(tt.a, tt.b)
+			if err != nil || got != tt.want {
+				t.Fatalf("sameCredentials = %v, %v; want %v", got, err, tt.want)
 			}
 		})
 	}

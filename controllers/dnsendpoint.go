@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/netip"
 
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,20 +25,16 @@ const dnsRecordTTL = 60
 // +kubebuilder:rbac:groups=externaldns.k8s.io,resources=dnsendpoints,verbs=get;create;patch
 
 // desiredDNSEndpoint publishes spec.hostname with an A and an AAAA record of
-// the ready nodes' public addresses. Nodes that rely on STUN or fell back to
-// their InternalIP have no address the operator can publish.
-func desiredDNSEndpoint(ts *turnpikev1.TurnServer, st *turnpikev1.TurnServerStatus) *unstructured.Unstructured {
+// published, the public addresses of at most spec.urlNodesPerFamily ready
+// nodes per family. Nodes that rely on STUN or fell back to their InternalIP
+// have no address the operator can publish.
+func desiredDNSEndpoint(ts *turnpikev1.TurnServer, published []netip.Addr) *unstructured.Unstructured {
 	var v4, v6 []any
-	for _, n := range st.Nodes {
-		if !n.Ready || !n.Public {
-			continue
-		}
-		for _, a := range n.Addresses {
-			if ip, err := netip.ParseAddr(a); err == nil && ip.Is6() {
-				v6 = append(v6, a)
-			} else {
-				v4 = append(v4, a)
-			}
+	for _, a := range published {
+		if a.Is6() {
+			v6 = append(v6, a.String())
+		} else {
+			v4 = append(v4, a.String())
 		}
 	}
 	endpoints := []any{}
@@ -68,11 +63,11 @@ func desiredDNSEndpoint(ts *turnpikev1.TurnServer, st *turnpikev1.TurnServerStat
 
 // applyDNSEndpoint publishes spec.hostname where external-dns's CRD exists,
 // writing only when the records differ. Without the CRD it does nothing.
-func (r *TurnServerReconciler) applyDNSEndpoint(ctx context.Context, ts *turnpikev1.TurnServer, st *turnpikev1.TurnServerStatus) error {
+func (r *TurnServerReconciler) applyDNSEndpoint(ctx context.Context, ts *turnpikev1.TurnServer, obs *observation) error {
 	if ts.Spec.Hostname == "" {
 		return nil
 	}
-	desired := desiredDNSEndpoint(ts, st)
+	desired := desiredDNSEndpoint(ts, publishedAddresses(ts, obs, true))
 	live := &unstructured.Unstructured{}
 	live.SetGroupVersionKind(dnsEndpointGVK)
 	// Unstructured objects are read from the API server, not the cache: the
@@ -82,7 +77,7 @@ func (r *TurnServerReconciler) applyDNSEndpoint(ctx context.Context, ts *turnpik
 	case meta.IsNoMatchError(err):
 		log.FromContext(ctx).V(1).Info("DNSEndpoint CRD not installed; not publishing hostname", "hostname", ts.Spec.Hostname)
 		return nil
-	case err == nil && equality.Semantic.DeepEqual(live.Object["spec"], desired.Object["spec"]):
+	case err == nil && sameJSON(live.Object["spec"], desired.Object["spec"]):
 		return nil
 	case err != nil && !apierrors.IsNotFound(err):
 		return err

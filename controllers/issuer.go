@@ -83,7 +83,11 @@ func (i *Issuer) issue(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("%s may not %s turncredentials %s/%s", caller.Username, IssueVerb, ns, name))
 		return
 	}
-	resp, status, err := i.credentials(ctx, ns, name, user)
+	seed := user
+	if seed == "" {
+		seed = caller.Username
+	}
+	resp, status, err := i.credentials(ctx, ns, name, user, seed)
 	if err != nil {
 		i.fail(w, strings.ToLower(strings.ReplaceAll(http.StatusText(status), " ", "_")), status, err.Error())
 		return
@@ -134,8 +138,9 @@ func (i *Issuer) authorize(ctx context.Context, u authnv1.UserInfo, ns, name str
 	return sar.Status.Allowed, nil
 }
 
-// credentials builds the response for an authorized caller.
-func (i *Issuer) credentials(ctx context.Context, ns, name, user string) (*issueResponse, int, error) {
+// credentials builds the response for an authorized caller. seed chooses
+// the relay nodes in it (see urisFor).
+func (i *Issuer) credentials(ctx context.Context, ns, name, user, seed string) (*issueResponse, int, error) {
 	tc := &turnpikev1.TurnCredential{}
 	if err := i.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, tc); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -151,10 +156,9 @@ func (i *Issuer) credentials(ctx context.Context, ns, name, user string) (*issue
 	if err != nil || st.Current == "" {
 		return nil, http.StatusServiceUnavailable, fmt.Errorf("TurnCredential %s/%s has no usable secret", ns, name)
 	}
-	ts := &turnpikev1.TurnServer{}
-	uris := []string{}
-	if err := i.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: tc.Spec.TurnServerRef.Name}, ts); err == nil {
-		uris = append(uris, ts.Status.URLs...)
+	uris, err := i.uris(ctx, ns, tc.Spec.TurnServerRef.Name, seed)
+	if err != nil {
+		return nil, http.StatusInternalServerError, err
 	}
 	now := i.now()
 	if tc.Spec.Type == turnpikev1.CredentialStatic {
@@ -166,6 +170,25 @@ func (i *Issuer) credentials(ctx context.Context, ns, name, user string) (*issue
 	}
 	username, password := restauth.Mint(st.Current, user, now, ttl)
 	return &issueResponse{Username: username, Password: password, TTL: int64(ttl.Seconds()), URIs: uris}, 0, nil
+}
+
+// uris is the URIs of TurnServer ns/name for one client, none when the
+// TurnServer does not exist.
+func (i *Issuer) uris(ctx context.Context, ns, name, seed string) ([]string, error) {
+	ts := &turnpikev1.TurnServer{}
+	if err := i.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, ts); apierrors.IsNotFound(err) {
+		return []string{}, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var nodes []relayNode
+	if ts.Spec.Hostname == "" {
+		var err error
+		if nodes, err = observeRelayNodes(ctx, i.Client, ts); err != nil {
+			return nil, err
+		}
+	}
+	return urisFor(ts, nodes, seed), nil
 }
 
 // staticTTL is how long a static password is sure to keep working: until

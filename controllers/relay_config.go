@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"encoding/json"
+	"fmt"
 	"path"
 	"time"
 
@@ -14,11 +16,23 @@ const (
 	configMountPath      = "/etc/turnpike/config"
 	credentialsMountPath = "/etc/turnpike/credentials"
 	tlsMountRoot         = "/etc/turnpike/tls"
+	// nodeMountPath holds the pod's turnpike.dev/node-addresses annotation
+	// as nodeAddressesFile (downward API), in the volume nodeVolumeName.
+	nodeMountPath     = "/etc/turnpike/node"
+	nodeAddressesFile = "addresses.json"
+	nodeVolumeName    = "node"
 )
 
-// renderRelayConfig turns a TurnServer and the addresses resolved for its
-// nodes into the relay's relay.yaml.
-func renderRelayConfig(ts *turnpikev1.TurnServer, nodes map[string]nodeAddresses) *config.Relay {
+// renderRelayConfig turns a TurnServer into the relay's relay.yaml. It
+// names no node: each relay reads its own node's addresses from its pod's
+// annotation (nodeAddressesAnnotation), so relay.yaml does not grow with the
+// cluster and one node's change is not a write every kubelet syncs.
+//
+// legacyNodes, when not nil, is for relays of an earlier release that may
+// still run (see olderRelaysMayRun): relay.yaml then lists every node's
+// addresses, as those relays expect, and does not name the node file, which
+// they would refuse.
+func renderRelayConfig(ts *turnpikev1.TurnServer, legacyNodes map[string]nodeAddresses) *config.Relay {
 	spec := &ts.Spec
 	cfg := &config.Relay{
 		Version:               config.Version,
@@ -65,17 +79,35 @@ func renderRelayConfig(ts *turnpikev1.TurnServer, nodes map[string]nodeAddresses
 	if spec.STUN != nil {
 		cfg.Addresses.STUN = &config.STUNDiscovery{Servers: append([]string(nil), spec.STUN.Servers...)}
 	}
-	if len(nodes) > 0 {
-		cfg.Addresses.Nodes = map[string]config.NodeAddresses{}
-		for name, a := range nodes {
-			na := config.NodeAddresses{Source: string(a.source)}
-			for _, ip := range a.addresses {
-				na.External = append(na.External, ip.String())
-			}
-			cfg.Addresses.Nodes[name] = na
-		}
+	if legacyNodes == nil {
+		cfg.Addresses.NodeFile = path.Join(nodeMountPath, nodeAddressesFile)
+		return cfg
+	}
+	cfg.Addresses.Nodes = map[string]config.NodeAddresses{}
+	for name, a := range legacyNodes {
+		cfg.Addresses.Nodes[name] = nodeEntry(a)
 	}
 	return cfg
+}
+
+// nodeEntry is a node's addresses as the relay reads them.
+func nodeEntry(a nodeAddresses) config.NodeAddresses {
+	na := config.NodeAddresses{Source: string(a.source)}
+	for _, ip := range a.addresses {
+		na.External = append(na.External, ip.String())
+	}
+	return na
+}
+
+// nodeAddressesAnnotation is a relay pod's turnpike.dev/node-addresses: its
+// node's entry (addresses.nodeFile), JSON of a config.NodeAddresses.
+func nodeAddressesAnnotation(a nodeAddresses) string {
+	na := nodeEntry(a)
+	b, err := json.Marshal(na)
+	if err != nil {
+		panic(fmt.Sprintf("encoding %+v: %v", na, err)) // strings only: cannot fail
+	}
+	return string(b)
 }
 
 // drainGracePeriod is the TurnServer's drain period, 30s when unset (the API

@@ -281,6 +281,11 @@ func volumes(ts *turnpikev1.TurnServer) []*corev1ac.VolumeApplyConfiguration {
 			WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(relayName(ts))),
 		corev1ac.Volume().WithName("credentials").
 			WithSecret(corev1ac.SecretVolumeSource().WithSecretName(credentialSecretName(ts))),
+		corev1ac.Volume().WithName(nodeVolumeName).
+			WithDownwardAPI(corev1ac.DownwardAPIVolumeSource().WithItems(
+				corev1ac.DownwardAPIVolumeFile().WithPath(nodeAddressesFile).
+					WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").
+						WithFieldPath("metadata.annotations['" + turnpikev1.AnnotationNodeAddresses + "']")))),
 	}
 	for _, l := range tlsListeners(ts) {
 		v = append(v, corev1ac.Volume().WithName("tls-"+l.Name).
@@ -293,6 +298,7 @@ func volumeMounts(ts *turnpikev1.TurnServer) []*corev1ac.VolumeMountApplyConfigu
 	m := []*corev1ac.VolumeMountApplyConfiguration{
 		corev1ac.VolumeMount().WithName("config").WithMountPath(configMountPath).WithReadOnly(true),
 		corev1ac.VolumeMount().WithName("credentials").WithMountPath(credentialsMountPath).WithReadOnly(true),
+		corev1ac.VolumeMount().WithName(nodeVolumeName).WithMountPath(nodeMountPath).WithReadOnly(true),
 	}
 	for _, l := range tlsListeners(ts) {
 		m = append(m, corev1ac.VolumeMount().WithName("tls-"+l.Name).

@@ -35,6 +35,9 @@ type Options struct {
 	IssuerAddr string
 	// RelayStatus reads a relay's /status; nil means HTTPRelayStatus.
 	RelayStatus RelayStatusFunc
+	// RelayStatusInterval is how often relays that discover their address
+	// with STUN are asked; 0 means DefaultRelayStatusInterval.
+	RelayStatusInterval time.Duration
 }
 
 // Reconcilers are the operator's reconcilers, as Setup registered them.
@@ -53,8 +56,19 @@ func Setup(mgr ctrl.Manager, c client.Client, o Options) (*Reconcilers, error) {
 	if err := registerIndexes(mgr); err != nil {
 		return nil, err
 	}
+	if o.RelayStatusInterval == 0 {
+		o.RelayStatusInterval = DefaultRelayStatusInterval
+	}
+	poller := newRelayStatusPoller(o.RelayStatus, o.RelayStatusInterval)
+	if err := mgr.Add(poller); err != nil {
+		return nil, err
+	}
+	tls, err := newTLSSecrets(mgr)
+	if err != nil {
+		return nil, err
+	}
 	r := &Reconcilers{
-		TurnServer:     &TurnServerReconciler{Client: c, RelayImage: o.RelayImage, Now: o.Now, RelayStatus: o.RelayStatus},
+		TurnServer:     &TurnServerReconciler{Client: c, RelayImage: o.RelayImage, Now: o.Now, statusPoller: poller, tls: tls},
 		TurnCredential: &TurnCredentialReconciler{Client: c, Now: o.Now, StagingDelay: o.StagingDelay},
 	}
 	if err := r.TurnServer.SetupWithManager(mgr); err != nil {

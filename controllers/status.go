@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -27,20 +28,22 @@ const (
 	ReasonAsExpected       = "AsExpected"
 	ReasonAddressNotPublic = "AddressNotPublic"
 	ReasonTLSSecretMissing = "TLSSecretMissing"
+	ReasonApplyFailed      = "ApplyFailed"
 )
 
 // observation is what the reconciler saw of the cluster for one TurnServer.
 type observation struct {
 	nodes          []*corev1.Node           // selected nodes, sorted by name
 	addresses      map[string]nodeAddresses // by node name
+	pods           []corev1.Pod             // this TurnServer's relay pods
 	readyPods      map[string]bool          // node name -> its relay pod is ready
 	daemonSet      *appsv1.DaemonSet        // nil until created
 	conflict       *portConflict            // set when an older TurnServer holds our ports
 	missingTLSKeys []string                 // problems with referenced TLS Secrets
 	// credentialsExpire is when a key in the relay bundle next expires.
 	credentialsExpire time.Time
-	// stunNodes is set when a ready relay discovers its address with STUN.
-	stunNodes bool
+	// applyErr is why writing the generated objects failed, if it did.
+	applyErr error
 }
 
 // computeStatus derives a TurnServer's status from what was observed. It
@@ -56,28 +59,22 @@ func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnS
 		})
 	}
 
-	var published []string
-	anyReady := false
-	for _, n := range obs.nodes {
-		a := obs.addresses[n.Name]
-		ns := turnpikev1.NodeStatus{Name: n.Name, Source: a.source, Public: a.public, Ready: obs.readyPods[n.Name]}
-		for _, ip := range a.addresses {
-			ns.Addresses = append(ns.Addresses, ip.String())
+	var notPublic []string
+	st.NodesNeedingAttention, st.AttentionNodes, notPublic = nodesNeedingAttention(obs)
+	published := publishedAddresses(ts, obs, false)
+	if ts.Spec.Hostname != "" {
+		if slices.ContainsFunc(relayNodes(obs, false), func(n relayNode) bool { return n.serving }) {
+			st.URLs = turnURLs(ts, []string{ts.Spec.Hostname})
 		}
-		st.Nodes = append(st.Nodes, ns)
-		if ns.Ready {
-			anyReady = true
-			published = append(published, ns.Addresses...)
-			if ts.Spec.Hostname == "" {
-				st.URLs = append(st.URLs, turnURLs(ts, urlHosts(a.addresses))...)
-			}
-		}
+	} else {
+		st.URLs = turnURLs(ts, urlHosts(published))
 	}
-	if ts.Spec.Hostname != "" && anyReady {
-		st.URLs = turnURLs(ts, []string{ts.Spec.Hostname})
-	}
-	st.AddressSummary = strings.Join(published, ",")
 	sort.Strings(st.URLs)
+	var summary []string
+	for _, a := range published {
+		summary = append(summary, a.String())
+	}
+	st.AddressSummary = strings.Join(summary, ",")
 
 	if ds := obs.daemonSet; ds != nil {
 		st.DesiredNodes = ds.Status.DesiredNumberScheduled
@@ -99,8 +96,14 @@ func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnS
 
 	var degraded []string
 	reason := ReasonAsExpected
+	if obs.applyErr != nil {
+		degraded, reason = append(degraded, obs.applyErr.Error()+"; retrying"), ReasonApplyFailed
+	}
 	if obs.conflict != nil {
-		degraded, reason = append(degraded, obs.conflict.message()), ReasonPortConflict
+		degraded = append(degraded, obs.conflict.message())
+		if reason == ReasonAsExpected {
+			reason = ReasonPortConflict
+		}
 	}
 	if len(obs.missingTLSKeys) > 0 {
 		degraded = append(degraded, strings.Join(obs.missingTLSKeys, "; "))
@@ -108,9 +111,9 @@ func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnS
 			reason = ReasonTLSSecretMissing
 		}
 	}
-	if private := notPublicNodes(st.Nodes); len(private) > 0 {
-		degraded = append(degraded, fmt.Sprintf("no public address known for node(s) %s: publishing their InternalIP; set the %s annotation or spec.externalAddresses, or turn on spec.stun",
-			strings.Join(private, ", "), turnpikev1.AnnotationExternalIP))
+	if len(notPublic) > 0 {
+		degraded = append(degraded, fmt.Sprintf("no public address known for %s: publishing their InternalIP; set the %s annotation or spec.externalAddresses, or turn on spec.stun",
+			nodeList(notPublic), turnpikev1.AnnotationExternalIP))
 		if reason == ReasonAsExpected {
 			reason = ReasonAddressNotPublic
 		}
@@ -146,16 +149,81 @@ func setRolloutConditions(set func(t string, s metav1.ConditionStatus, reason, m
 	}
 }
 
-// notPublicNodes are the nodes that fell back to their InternalIP. Nodes
-// relying on STUN are not listed: discovery is what the user asked for.
-func notPublicNodes(nodes []turnpikev1.NodeStatus) []string {
-	var out []string
-	for _, n := range nodes {
-		if n.Source == turnpikev1.AddressFromInternalIP {
-			out = append(out, n.Name)
+// maxNamedInMessage is how many nodes a condition message names; the rest
+// are counted.
+const maxNamedInMessage = 5
+
+// nodesNeedingAttention counts the selected nodes whose relay is not ready
+// or that fell back to their InternalIP, and lists the first
+// MaxAttentionNodes of them by name. notPublic is the names of those without
+// a public address (at most maxNamedInMessage+1, enough for a message).
+// Nodes relying on STUN are not flagged: discovery is what the user asked for.
+func nodesNeedingAttention(obs *observation) (count int32, listed []turnpikev1.AttentionNode, notPublic []string) {
+	for _, n := range obs.nodes { // sorted by name
+		a := obs.addresses[n.Name]
+		var problems []turnpikev1.NodeProblem
+		if !obs.readyPods[n.Name] {
+			problems = append(problems, turnpikev1.NodeRelayNotReady)
+		}
+		if a.source == turnpikev1.AddressFromInternalIP {
+			problems = append(problems, turnpikev1.NodeAddressNotPublic)
+			if len(notPublic) <= maxNamedInMessage {
+				notPublic = append(notPublic, n.Name)
+			}
+		}
+		if len(problems) == 0 {
+			continue
+		}
+		count++
+		if len(listed) < turnpikev1.MaxAttentionNodes {
+			an := turnpikev1.AttentionNode{Name: n.Name, Problems: problems, Source: a.source}
+			for _, ip := range a.addresses {
+				an.Addresses = append(an.Addresses, ip.String())
+			}
+			listed = append(listed, an)
 		}
 	}
-	return out
+	return count, listed, notPublic
+}
+
+// nodeList names nodes for a message: "node(s) a, b" or, past
+// maxNamedInMessage, "node(s) a, b, c, d, e and more".
+func nodeList(names []string) string {
+	if len(names) > maxNamedInMessage {
+		return "node(s) " + strings.Join(names[:maxNamedInMessage], ", ") + " and more"
+	}
+	return "node(s) " + strings.Join(names, ", ")
+}
+
+// relayNodes are the selected nodes as clients can reach them. publicOnly
+// leaves out addresses that are not public (a node's InternalIP).
+func relayNodes(obs *observation, publicOnly bool) []relayNode {
+	nodes := make([]relayNode, 0, len(obs.nodes))
+	for _, n := range obs.nodes {
+		a := obs.addresses[n.Name]
+		rn := relayNode{name: n.Name, addresses: a.addresses, serving: obs.readyPods[n.Name] && !n.Spec.Unschedulable}
+		if publicOnly && !a.public {
+			rn.addresses = nil
+		}
+		nodes = append(nodes, rn)
+	}
+	return nodes
+}
+
+// publishedAddresses are the addresses a TurnServer gives apps (status.urls,
+// iceServers.json) or DNS: at most spec.urlNodesPerFamily serving nodes per
+// IP family, chosen by rendezvous hashing on the TurnServer's name.
+func publishedAddresses(ts *turnpikev1.TurnServer, obs *observation, publicOnly bool) []netip.Addr {
+	return pickAddresses(ts.Namespace+"/"+ts.Name, relayNodes(obs, publicOnly), urlNodesPerFamily(ts))
+}
+
+// urlNodesPerFamily is spec.urlNodesPerFamily, DefaultURLNodesPerFamily
+// when unset (the API server defaults it; objects built in memory may lack it).
+func urlNodesPerFamily(ts *turnpikev1.TurnServer) int {
+	if n := ts.Spec.URLNodesPerFamily; n > 0 {
+		return int(n)
+	}
+	return DefaultURLNodesPerFamily
 }
 
 // urlHosts writes addresses as URI hosts: IPv6 in brackets (RFC 3986).

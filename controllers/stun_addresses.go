@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 	"github.com/turnpike-dev/turnpike/relay"
@@ -24,9 +25,9 @@ type RelayStatusFunc func(ctx context.Context, host netip.Addr, port int32) (*re
 // relayStatusTimeout keeps an unreachable relay from holding up a reconcile.
 const relayStatusTimeout = 2 * time.Second
 
-// stunRefreshInterval is how often a TurnServer with STUN nodes is
-// reconciled to pick up addresses its relays rediscover.
-const stunRefreshInterval = time.Minute
+// DefaultRelayStatusInterval is how often the relays that discover their
+// address with STUN are asked what they found.
+const DefaultRelayStatusInterval = time.Minute
 
 // HTTPRelayStatus is the RelayStatusFunc used in a cluster: a GET of
 // http://host:port/status, the relay's health port on its node.
@@ -50,34 +51,25 @@ func HTTPRelayStatus(ctx context.Context, host netip.Addr, port int32) (*relay.S
 	return st, json.NewDecoder(resp.Body).Decode(st)
 }
 
-// discoverSTUNAddresses asks the ready relays of nodes that rely on STUN
-// which addresses they discovered, and publishes those. A relay that cannot
-// be asked, or found nothing yet, leaves its node without a published address.
-func (r *TurnServerReconciler) discoverSTUNAddresses(ctx context.Context, ts *turnpikev1.TurnServer, obs *observation) {
-	fetch := r.RelayStatus
-	if fetch == nil {
-		fetch = HTTPRelayStatus
-	}
+// discoverSTUNAddresses publishes the addresses that the ready relays of
+// nodes relying on STUN discovered. It reads nothing from the relays itself:
+// it tells the poller which relays to read and takes what the poller found
+// so far. A relay not read yet, or that found nothing, leaves its node
+// without a published address.
+func (r *TurnServerReconciler) discoverSTUNAddresses(ts *turnpikev1.TurnServer, obs *observation) {
+	var targets []relayTarget
 	for _, n := range obs.nodes {
-		a := obs.addresses[n.Name]
-		if a.source != turnpikev1.AddressFromSTUN || !obs.readyPods[n.Name] {
+		if obs.addresses[n.Name].source != turnpikev1.AddressFromSTUN || !obs.readyPods[n.Name] {
 			continue
 		}
-		obs.stunNodes = true
-		host, ok := internalAddress(n)
-		if !ok {
-			continue
+		if host, ok := internalAddress(n); ok {
+			targets = append(targets, relayTarget{types.NamespacedName{Namespace: ts.Namespace, Name: ts.Name}, n.Name, host, ts.Spec.HealthPort})
 		}
-		st, err := fetch(ctx, host, ts.Spec.HealthPort)
-		if err != nil || st.STUN == nil {
-			continue
-		}
-		var found []string
-		for _, d := range st.STUN.Discovered {
-			found = append(found, d.Address)
-		}
-		if addrs := onePerFamily(found); len(addrs) > 0 {
-			obs.addresses[n.Name] = nodeAddresses{addrs, turnpikev1.AddressFromSTUN, true}
+	}
+	found := r.statusPoller.lookup(types.NamespacedName{Namespace: ts.Namespace, Name: ts.Name}, targets)
+	for node, addrs := range found {
+		if len(addrs) > 0 {
+			obs.addresses[node] = nodeAddresses{addrs, turnpikev1.AddressFromSTUN, true}
 		}
 	}
 }

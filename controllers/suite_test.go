@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -80,6 +82,7 @@ func startManager(ctx context.Context) error {
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: &skip},
+		Cache:                  cache.Options{ByObject: CacheByObject()}, // as in the operator
 	})
 	if err != nil {
 		return err
@@ -87,7 +90,7 @@ func startManager(ctx context.Context) error {
 	writes = &writeCounter{Client: mgr.GetClient()}
 	rs, err := Setup(mgr, writes, Options{
 		RelayImage: "registry.example/turnpike:test", StagingDelay: time.Hour, Now: clock.Now,
-		RelayStatus: loopbackRelayStatus,
+		RelayStatus: loopbackRelayStatus, RelayStatusInterval: 200 * time.Millisecond,
 	})
 	if err != nil {
 		return err
@@ -113,63 +116,116 @@ func zapLevel() zapcore.Level {
 	return zapcore.ErrorLevel
 }
 
-// writeCounter counts every write the reconciler sends to the API server.
+// writeCounter counts every write the reconcilers send to the API server,
+// in all and per namespace with the bytes sent.
 type writeCounter struct {
 	client.Client
 	n atomic.Int64
+
+	mu          sync.Mutex
+	byNamespace map[string]writeTotals
+}
+
+// writeTotals is how many writes went to one namespace and their bytes.
+type writeTotals struct{ writes, bytes int64 }
+
+// count records one write of obj, whose body is body (nil: obj as JSON).
+func (w *writeCounter) count(obj any, body []byte) {
+	w.n.Add(1)
+	if body == nil {
+		body, _ = json.Marshal(obj)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.byNamespace == nil {
+		w.byNamespace = map[string]writeTotals{}
+	}
+	t := w.byNamespace[namespaceOf(obj)]
+	t.writes++
+	t.bytes += int64(len(body))
+	w.byNamespace[namespaceOf(obj)] = t
+}
+
+// in is what has been written to namespace ns so far.
+func (w *writeCounter) in(ns string) writeTotals {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.byNamespace[ns]
+}
+
+// namespaceOf reads the namespace of an object or an apply configuration.
+func namespaceOf(obj any) string {
+	switch o := obj.(type) {
+	case interface{ GetNamespace() string }:
+		return o.GetNamespace()
+	case interface{ GetNamespace() *string }:
+		if ns := o.GetNamespace(); ns != nil {
+			return *ns
+		}
+	}
+	return ""
+}
+
+// patchBody is what a patch sends.
+func patchBody(p client.Patch, o client.Object) []byte {
+	b, err := p.Data(o)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 func (w *writeCounter) Create(ctx context.Context, o client.Object, opts ...client.CreateOption) error {
-	w.n.Add(1)
+	w.count(o, nil)
 	return w.Client.Create(ctx, o, opts...)
 }
 
 func (w *writeCounter) Update(ctx context.Context, o client.Object, opts ...client.UpdateOption) error {
-	w.n.Add(1)
+	w.count(o, nil)
 	return w.Client.Update(ctx, o, opts...)
 }
 
 func (w *writeCounter) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.PatchOption) error {
-	w.n.Add(1)
+	w.count(o, patchBody(p, o))
 	return w.Client.Patch(ctx, o, p, opts...)
 }
 
 func (w *writeCounter) Apply(ctx context.Context, o runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
-	w.n.Add(1)
+	w.count(o, nil)
 	return w.Client.Apply(ctx, o, opts...)
 }
 
 func (w *writeCounter) Delete(ctx context.Context, o client.Object, opts ...client.DeleteOption) error {
-	w.n.Add(1)
+	w.count(o, []byte{})
 	return w.Client.Delete(ctx, o, opts...)
 }
 
 func (w *writeCounter) Status() client.SubResourceWriter {
-	return &countingStatusWriter{w.Client.Status(), &w.n}
+	return &countingStatusWriter{w.Client.Status(), w}
 }
 
 type countingStatusWriter struct {
 	client.SubResourceWriter
-	n *atomic.Int64
+	w *writeCounter
 }
 
-func (w *countingStatusWriter) Update(ctx context.Context, o client.Object, opts ...client.SubResourceUpdateOption) error {
-	w.n.Add(1)
-	return w.SubResourceWriter.Update(ctx, o, opts...)
+func (s *countingStatusWriter) Update(ctx context.Context, o client.Object, opts ...client.SubResourceUpdateOption) error {
+	s.w.count(o, nil)
+	return s.SubResourceWriter.Update(ctx, o, opts...)
 }
 
-func (w *countingStatusWriter) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
-	w.n.Add(1)
-	return w.SubResourceWriter.Patch(ctx, o, p, opts...)
+func (s *countingStatusWriter) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+	s.w.count(o, patchBody(p, o))
+	return s.SubResourceWriter.Patch(ctx, o, p, opts...)
 }
 
-func (w *countingStatusWriter) Apply(ctx context.Context, o runtime.ApplyConfiguration, opts ...client.SubResourceApplyOption) error {
-	w.n.Add(1)
-	return w.SubResourceWriter.Apply(ctx, o, opts...)
+func (s *countingStatusWriter) Apply(ctx context.Context, o runtime.ApplyConfiguration, opts ...client.SubResourceApplyOption) error {
+	s.w.count(o, nil)
+	return s.SubResourceWriter.Apply(ctx, o, opts...)
 }
 
 // eventually waits for the controllers to bring check to nil.
-func eventually(t *testing.T, what string, check func() error) {
+func eventually(t testing.TB, what string, check func() error) {
 	t.Helper()
 	testenv.Eventually(t, what, check)
 }

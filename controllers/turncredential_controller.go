@@ -2,11 +2,12 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -33,6 +35,7 @@ const (
 	ReasonStaging            = "Staging"
 	ReasonTurnServerNotFound = "TurnServerNotFound"
 	ReasonStateUnreadable    = "StateUnreadable"
+	ReasonSecretWriteFailed  = "SecretWriteFailed"
 	ReasonRotating           = "Rotating"
 	ReasonIdle               = "Idle"
 )
@@ -75,40 +78,49 @@ func (r *TurnCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	old, err := r.loadState(ctx, tc)
 	if err != nil {
 		// Never overwrite state we cannot read: that would lock out clients.
-		return ctrl.Result{}, r.updateStatus(ctx, tc, credentialStatus(tc, ts, credentialState{}, err))
+		return ctrl.Result{}, r.updateStatus(ctx, tc, credentialStatus(tc, ts, credentialState{}, problems{load: err}))
 	}
 	st := advanceCredential(tc, old, now, r.StagingDelay, r.newSecret)
+	// A failed write is shown in the status (Ready=False, SecretWriteFailed)
+	// and returned, so the controller logs it and retries with backoff.
+	st, writeErr := r.writeSecrets(ctx, tc, ts, old, st)
+	if err := r.updateStatus(ctx, tc, credentialStatus(tc, ts, st, problems{write: writeErr})); err != nil {
+		return ctrl.Result{}, errors.Join(writeErr, fmt.Errorf("writing status: %w", err))
+	}
+	if writeErr != nil {
+		return ctrl.Result{}, writeErr
+	}
+	return ctrl.Result{RequeueAfter: nextCredentialEvent(tc, st, now)}, nil
+}
+
+// writeSecrets writes the state Secret when st differs from old, and the
+// Secret apps read. It returns the state that is stored: old when writing
+// st failed.
+func (r *TurnCredentialReconciler) writeSecrets(ctx context.Context, tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, old, st credentialState) (credentialState, error) {
 	if st != old {
 		if err := r.Client.Apply(ctx, desiredStateSecret(tc, st), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 			countRotation(old, st, "failure")
-			return ctrl.Result{}, err
+			return old, fmt.Errorf("writing Secret %s: %w", stateSecretName(tc), err)
 		}
 		countRotation(old, st, "success")
 		log.FromContext(ctx).Info("credential state advanced", "revision", st.Revision, "staged", st.Next != "", "previousValid", st.Previous != "")
 	}
-
-	if st.Current != "" { // nothing for apps until the first secret is published
-		var urls []string
-		if ts != nil {
-			urls = ts.Status.URLs
-		}
-		out, err := desiredOutputSecret(tc, st, urls)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		key := client.ObjectKey{Namespace: tc.Namespace, Name: outputSecretName(tc)}
-		if _, err := applyIfChanged(ctx, r.Client, key, &corev1.Secret{}, out, corev1ac.ExtractSecret); err != nil {
-			return ctrl.Result{}, err
-		}
+	if st.Current == "" { // nothing for apps until the first secret is published
+		return st, nil
 	}
-
-	if err := r.updateStatus(ctx, tc, credentialStatus(tc, ts, st, nil)); err != nil {
-		if apierrors.IsConflict(err) {
-			return ctrl.Result{Requeue: true}, nil
-		}
-		return ctrl.Result{}, err
+	var urls []string
+	if ts != nil {
+		urls = ts.Status.URLs
 	}
-	return ctrl.Result{RequeueAfter: nextCredentialEvent(tc, st, now)}, nil
+	out, err := desiredOutputSecret(tc, st, urls)
+	if err != nil {
+		return st, err
+	}
+	key := client.ObjectKey{Namespace: tc.Namespace, Name: outputSecretName(tc)}
+	if _, err := applyIfChanged(ctx, r.Client, key, &corev1.Secret{}, out, corev1ac.ExtractSecret); err != nil {
+		return st, fmt.Errorf("writing Secret %s: %w", outputSecretName(tc), err)
+	}
+	return st, nil
 }
 
 func (r *TurnCredentialReconciler) now() time.Time {
@@ -154,9 +166,14 @@ func countRotation(old, cur credentialState, result string) {
 	}
 }
 
-// credentialStatus is a TurnCredential's status for a state; loadErr is set
-// when the state Secret could not be read.
-func credentialStatus(tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, st credentialState, loadErr error) turnpikev1.TurnCredentialStatus {
+// problems are what went wrong in a reconcile of a TurnCredential.
+type problems struct {
+	load  error // the state Secret could not be read
+	write error // a Secret could not be written
+}
+
+// credentialStatus is a TurnCredential's status for a state and problems.
+func credentialStatus(tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, st credentialState, p problems) turnpikev1.TurnCredentialStatus {
 	out := turnpikev1.TurnCredentialStatus{
 		ObservedGeneration: tc.Generation,
 		Conditions:         append([]metav1.Condition(nil), tc.Status.Conditions...),
@@ -168,17 +185,13 @@ func credentialStatus(tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, 
 			Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: tc.Generation,
 		})
 	}
-	if !st.CurrentSince.IsZero() {
-		t := metav1.NewTime(st.CurrentSince)
-		out.LastRotationTime = &t
-	}
-	if next := nextRotation(tc, st); !next.IsZero() {
-		t := metav1.NewTime(next)
-		out.NextRotationTime = &t
-	}
+	out.LastRotationTime = apiTime(st.CurrentSince)
+	out.NextRotationTime = apiTime(nextRotation(tc, st))
 	switch {
-	case loadErr != nil:
-		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonStateUnreadable, loadErr.Error()+"; not rotating until it is fixed or deleted")
+	case p.load != nil:
+		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonStateUnreadable, p.load.Error()+"; not rotating until it is fixed or deleted")
+	case p.write != nil:
+		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonSecretWriteFailed, p.write.Error()+"; retrying")
 	case st.Current == "":
 		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonStaging,
 			fmt.Sprintf("relays are loading the first secret; Secret %s is written at %s", out.SecretName, st.NextPublishAt.UTC().Format(time.RFC3339)))
@@ -197,8 +210,20 @@ func credentialStatus(tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, 
 	return out
 }
 
+// apiTime is t as the API server stores a metav1.Time: whole seconds, UTC;
+// nil for the zero time. A time with nanoseconds would never equal the
+// stored one, and every reconcile would send a patch that changes nothing.
+func apiTime(t time.Time) *metav1.Time {
+	if t.IsZero() {
+		return nil
+	}
+	at := metav1.NewTime(t.UTC().Truncate(time.Second))
+	return &at
+}
+
+// updateStatus writes the status only when it changed.
 func (r *TurnCredentialReconciler) updateStatus(ctx context.Context, tc *turnpikev1.TurnCredential, st turnpikev1.TurnCredentialStatus) error {
-	return patchStatus(ctx, r.Client, tc, equality.Semantic.DeepEqual(tc.Status, st), func() { tc.Status = st })
+	return applyStatus(ctx, r.Client, tc, &tc.Status, &st)
 }
 
 // SetupWithManager registers the reconciler and what it watches. The
@@ -210,15 +235,28 @@ func (r *TurnCredentialReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&turnpikev1.TurnCredential{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Secret{}).
-		// A TurnServer appearing, going, or publishing new URLs.
-		Watches(&turnpikev1.TurnServer{}, handler.EnqueueRequestsFromMapFunc(r.credentialsOfTurnServer)).
+		// A TurnServer appearing, going, or publishing other URLs; not its
+		// other status changes, which would wake every credential of it.
+		Watches(&turnpikev1.TurnServer{}, handler.EnqueueRequestsFromMapFunc(r.credentialsOfTurnServer),
+			builder.WithPredicates(urlsChanged)).
 		Complete(r)
+}
+
+// urlsChanged lets through the TurnServer events that change what a
+// TurnCredential renders: creation, deletion, and other status.urls.
+var urlsChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		old, okOld := e.ObjectOld.(*turnpikev1.TurnServer)
+		cur, okCur := e.ObjectNew.(*turnpikev1.TurnServer)
+		return !okOld || !okCur || !slices.Equal(old.Status.URLs, cur.Status.URLs)
+	},
 }
 
 func (r *TurnCredentialReconciler) credentialsOfTurnServer(ctx context.Context, o client.Object) []reconcile.Request {
 	var list turnpikev1.TurnCredentialList
 	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
 		client.MatchingFields{turnServerRefIndex: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "listing the TurnCredentials of a TurnServer", "turnServer", o.GetName())
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ import (
 // the TurnCredential (an annotation the controller ignores but is woken by),
 // so every reconcile runs in the manager, as in production.
 
-func kick(t *testing.T, tc *turnpikev1.TurnCredential) {
+func kick(t testing.TB, tc *turnpikev1.TurnCredential) {
 	t.Helper()
 	eventually(t, "kick", func() error {
 		cur := &turnpikev1.TurnCredential{}
@@ -42,7 +43,7 @@ func kick(t *testing.T, tc *turnpikev1.TurnCredential) {
 
 // publishFirstSecret waits for the first secret to be staged, then moves the
 // clock past the suite's staging delay so the controller publishes it.
-func publishFirstSecret(t *testing.T, tc *turnpikev1.TurnCredential) {
+func publishFirstSecret(t testing.TB, tc *turnpikev1.TurnCredential) {
 	t.Helper()
 	eventually(t, "first secret staged", func() error {
 		s, err := getSecret(tc.Namespace, stateSecretName(tc))
@@ -206,8 +207,10 @@ func TestStaticCredentialRotation(t *testing.T) {
 			return fmt.Errorf("bundle keys %v, want %v", keys, want)
 		}
 		cur := getCredential(t, tc)
-		if cur.Status.LastRotationTime == nil || !cur.Status.LastRotationTime.Time.Equal(publishedAt) ||
-			!cur.Status.NextRotationTime.Time.Equal(publishedAt.Add(24*time.Hour)) {
+		// The API server stores seconds.
+		at := publishedAt.Truncate(time.Second)
+		if cur.Status.LastRotationTime == nil || !cur.Status.LastRotationTime.Time.Equal(at) ||
+			!cur.Status.NextRotationTime.Time.Equal(at.Add(24*time.Hour)) {
 			return fmt.Errorf("rotation times %v %v", cur.Status.LastRotationTime, cur.Status.NextRotationTime)
 		}
 		return expectCredential(cur, metav1.ConditionTrue, ReasonIssued, 2)
@@ -408,4 +411,195 @@ func credentialGauge(t *testing.T, typ, reason string) float64 {
 		}
 	}
 	return 0
+}
+
+// rotateNow asks for a manual rotation of tc and publishes it: the new secret
+// is staged, the suite's staging delay passes, apps get it, and the previous
+// one stays valid on the relays for the overlap.
+func rotateNow(t *testing.T, tc *turnpikev1.TurnCredential, request string) {
+	t.Helper()
+	eventually(t, "annotate", func() error {
+		cur := getCredential(t, tc)
+		if cur.Annotations == nil {
+			cur.Annotations = map[string]string{}
+		}
+		cur.Annotations[turnpikev1.AnnotationRotate] = request
+		return env.Client.Update(context.Background(), cur)
+	})
+	eventually(t, "rotation staged", func() error {
+		if st := stateOf(t, tc); st.Next == "" || st.RotateRequest != request {
+			return fmt.Errorf("not staged: revision %d", st.Revision)
+		}
+		return nil
+	})
+	clock.Advance(time.Hour) // the suite's staging delay
+	kick(t, tc)
+	eventually(t, "rotation published", func() error {
+		if st := stateOf(t, tc); st.Next != "" || st.Previous == "" {
+			return fmt.Errorf("not published: revision %d", st.Revision)
+		}
+		return nil
+	})
+}
+
+// TestReconcileDuringRotationOverlap reconciles a TurnServer while one of its
+// credentials has a previous key that expires (NotAfter in the bundle). The
+// reconcile must neither fail nor bump the bundle's generation, and a node's
+// new address must still reach the relays.
+func TestReconcileDuringRotationOverlap(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "overlap")
+	node := newNode(t, "overlap-a", map[string]string{"suite": "overlap"}, externalIP("198.51.100.70"))
+	ts := minimalTurnServer(ns, "relay", "overlap", 3478)
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	tc := &turnpikev1.TurnCredential{
+		ObjectMeta: metav1.ObjectMeta{Name: "sfu", Namespace: ns},
+		Spec: turnpikev1.TurnCredentialSpec{
+			TurnServerRef: turnpikev1.LocalObjectReference{Name: "relay"},
+			Type:          turnpikev1.CredentialStatic, Username: "sfu",
+		},
+	}
+	if err := env.Client.Create(ctx, tc); err != nil {
+		t.Fatal(err)
+	}
+	publishFirstSecret(t, tc)
+	rotateNow(t, tc, "overlap-1")
+	eventually(t, "previous key in the bundle with its end", func() error {
+		for _, u := range mustBundle(t, ts).Users {
+			if u.NotAfter != nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("no key with notAfter")
+	})
+
+	generation := mustBundle(t, ts).Generation
+	for range 3 {
+		if _, err := reconciler.Reconcile(ctx, requestFor(ts)); err != nil {
+			t.Fatalf("reconcile during the overlap: %v", err)
+		}
+	}
+	if g := mustBundle(t, ts).Generation; g != generation {
+		t.Fatalf("unchanged credentials went from generation %d to %d", generation, g)
+	}
+
+	createRelayPod(t, ts, "overlap-a", true)
+	eventually(t, "the relay pod has its node's address", func() error {
+		if got, err := nodeEntryOf(ts, "overlap-a"); err != nil || got != "&{[198.51.100.70] ExternalIP}" {
+			return fmt.Errorf("node entry %s (%v)", got, err)
+		}
+		return nil
+	})
+	before, err := getRelayObjects(ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Status.Addresses = []corev1.NodeAddress{externalIP("198.51.100.71")}
+	if err := env.Client.Status().Update(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "new address reaches the relay during the overlap", func() error {
+		if got, err := nodeEntryOf(ts, "overlap-a"); err != nil || got != "&{[198.51.100.71] ExternalIP}" {
+			return fmt.Errorf("node entry %s (%v)", got, err)
+		}
+		return nil
+	})
+	// One node's change is a write to its pod, not to the relays' shared ConfigMap.
+	if after, err := getRelayObjects(ts); err != nil || after.cm.ResourceVersion != before.cm.ResourceVersion {
+		t.Fatalf("relay ConfigMap rewritten for one node's address (%v)", err)
+	}
+}
+
+// TestUnchangedCredentialWritesNothing reconciles an issued TurnCredential
+// again and counts the writes. Its rotation happened at a time with
+// nanoseconds, as time.Now has; the API server stores seconds.
+func TestUnchangedCredentialWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "cred-idle")
+	if err := env.Client.Create(ctx, minimalTurnServer(ns, "relay", "cred-idle-none", 3478)); err != nil {
+		t.Fatal(err)
+	}
+	tc := &turnpikev1.TurnCredential{
+		ObjectMeta: metav1.ObjectMeta{Name: "sfu", Namespace: ns},
+		Spec: turnpikev1.TurnCredentialSpec{
+			TurnServerRef: turnpikev1.LocalObjectReference{Name: "relay"},
+			Type:          turnpikev1.CredentialStatic, Username: "sfu",
+			Rotation: &turnpikev1.Rotation{Interval: metav1.Duration{Duration: 24 * time.Hour}, Overlap: metav1.Duration{Duration: 2 * time.Hour}},
+		},
+	}
+	if err := env.Client.Create(ctx, tc); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(123456789 * time.Nanosecond)
+	publishFirstSecret(t, tc)
+	eventually(t, "issued", func() error {
+		return expectCredential(getCredential(t, tc), metav1.ConditionTrue, ReasonIssued, 1)
+	})
+	if stateOf(t, tc).CurrentSince.Nanosecond() == 0 {
+		t.Fatal("the test needs a rotation time with nanoseconds")
+	}
+
+	// Other tests' objects may still be settling, so wait for a quiet round;
+	// on code that writes on every reconcile there never is one.
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(tc)}
+	eventually(t, "three reconciles without a write", func() error {
+		before := writes.n.Load()
+		for range 3 {
+			if _, err := credentialReconciler.Reconcile(ctx, req); err != nil {
+				return err
+			}
+		}
+		if n := writes.n.Load() - before; n != 0 {
+			return fmt.Errorf("%d writes", n)
+		}
+		return nil
+	})
+}
+
+// TestCredentialWriteFailureShownInStatus makes the API server refuse the
+// credential's Secrets (a ResourceQuota allows none): the TurnCredential
+// says so in its Ready condition, and once the quota is gone the retry
+// stages the first secret.
+func TestCredentialWriteFailureShownInStatus(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "cred-refused")
+	quota := &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-secrets", Namespace: ns},
+		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourceSecrets: resourceMust("0")}},
+	}
+	if err := env.Client.Create(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	// Play the quota controller, which envtest does not run.
+	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard, Used: corev1.ResourceList{corev1.ResourceSecrets: resourceMust("0")}}
+	if err := env.Client.Status().Update(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	tc := &turnpikev1.TurnCredential{
+		ObjectMeta: metav1.ObjectMeta{Name: "sfu", Namespace: ns},
+		Spec: turnpikev1.TurnCredentialSpec{TurnServerRef: turnpikev1.LocalObjectReference{Name: "relay"},
+			Type: turnpikev1.CredentialStatic, Username: "sfu"},
+	}
+	if err := env.Client.Create(ctx, tc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "failure in the status", func() error {
+		cur := getCredential(t, tc)
+		if err := expectCredential(cur, metav1.ConditionFalse, ReasonSecretWriteFailed, 0); err != nil {
+			return err
+		}
+		if msg := meta.FindStatusCondition(cur.Status.Conditions, turnpikev1.ConditionReady).Message; !strings.Contains(msg, "turnpike-state-sfu") || !strings.Contains(msg, "quota") {
+			return fmt.Errorf("message does not say what failed: %q", msg)
+		}
+		return nil
+	})
+
+	if err := env.Client.Delete(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "retried", func() error {
+		return expectCredential(getCredential(t, tc), metav1.ConditionFalse, ReasonStaging, 0)
+	})
 }

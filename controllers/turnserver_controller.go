@@ -1,13 +1,16 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
@@ -30,8 +33,11 @@ type TurnServerReconciler struct {
 	RelayImage string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// RelayStatus reads a relay's /status; nil means HTTPRelayStatus.
-	RelayStatus RelayStatusFunc
+	// statusPoller reads the /status of relays that discover their address
+	// with STUN (see discoverSTUNAddresses).
+	statusPoller *relayStatusPoller
+	// tls reads the TLS Secrets that listeners name.
+	tls *tlsSecrets
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turnservers,verbs=get;list;watch
@@ -40,6 +46,7 @@ type TurnServerReconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=configmaps;secrets;serviceaccounts;services,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes;pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // Reconcile brings one TurnServer's generated objects and status in line with its spec.
@@ -56,37 +63,33 @@ func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.applyRelayObjects(ctx, ts, obs); err != nil {
-		return ctrl.Result{}, err
-	}
+	// A failed write is shown in the status (Degraded, ApplyFailed) and
+	// returned, so the controller logs it and retries with backoff.
+	obs.applyErr = r.applyRelayObjects(ctx, ts, obs)
 	status := computeStatus(ts, obs)
-	if err := r.applyDNSEndpoint(ctx, ts, &status); err != nil {
-		return ctrl.Result{}, err
+	if obs.applyErr == nil {
+		if obs.applyErr = r.applyDNSEndpoint(ctx, ts, obs); obs.applyErr != nil {
+			status = computeStatus(ts, obs)
+		}
 	}
-	err = r.updateStatus(ctx, ts, status)
-	if apierrors.IsConflict(err) {
-		// Our cached copy was stale; the newer version brings another reconcile.
-		return ctrl.Result{Requeue: true}, nil
+	if err := r.updateStatus(ctx, ts, status); err != nil {
+		return ctrl.Result{}, errors.Join(obs.applyErr, fmt.Errorf("writing status: %w", err))
 	}
-	if err != nil {
-		return ctrl.Result{}, err
+	if obs.applyErr != nil {
+		return ctrl.Result{}, obs.applyErr
 	}
 	return ctrl.Result{RequeueAfter: r.nextVisit(obs)}, nil
 }
 
 // nextVisit is when to reconcile again without an event, or 0 for never:
 // when a key in the relay bundle expires (relays stop accepting it on their
-// own; the bundle is tidied then), and periodically while relays discover
-// their addresses with STUN.
+// own; the bundle is tidied then). Addresses that relays discover with STUN
+// bring their own event (relayStatusPoller).
 func (r *TurnServerReconciler) nextVisit(obs *observation) time.Duration {
-	var next time.Duration
-	if !obs.credentialsExpire.IsZero() {
-		next = max(obs.credentialsExpire.Sub(r.now()), time.Second)
+	if obs.credentialsExpire.IsZero() {
+		return 0
 	}
-	if obs.stunNodes && (next == 0 || next > stunRefreshInterval) {
-		next = stunRefreshInterval
-	}
-	return next
+	return max(obs.credentialsExpire.Sub(r.now()), time.Second)
 }
 
 func (r *TurnServerReconciler) now() time.Time {
@@ -99,7 +102,10 @@ func (r *TurnServerReconciler) now() time.Time {
 // observe gathers what the status and the generated objects depend on.
 func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnServer) (*observation, error) {
 	var nodes corev1.NodeList
-	if err := r.Client.List(ctx, &nodes); err != nil {
+	// Nodes and relay pods are read, never changed, so they are listed
+	// without copying: a deep copy of every node per reconcile is most of
+	// what a reconcile allocates in a large cluster.
+	if err := r.Client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	var all turnpikev1.TurnServerList
@@ -118,10 +124,11 @@ func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnS
 	if obs.missingTLSKeys, err = r.checkTLSSecrets(ctx, ts); err != nil {
 		return nil, err
 	}
-	if obs.readyPods, err = r.readyRelayPods(ctx, ts); err != nil {
+	if obs.pods, err = relayPods(ctx, r.Client, ts); err != nil {
 		return nil, err
 	}
-	r.discoverSTUNAddresses(ctx, ts, obs)
+	obs.readyPods = readyNodes(obs.pods)
+	r.discoverSTUNAddresses(ts, obs)
 	return obs, nil
 }
 
@@ -129,7 +136,15 @@ func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnS
 // live. The DaemonSet is held back while an older TurnServer owns our ports.
 func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpikev1.TurnServer, obs *observation) error {
 	key := client.ObjectKey{Namespace: ts.Namespace, Name: relayName(ts)}
-	cfg := renderRelayConfig(ts, obs.addresses)
+	older, err := r.olderRelaysMayRun(ctx, key)
+	if err != nil {
+		return err
+	}
+	var legacyNodes map[string]nodeAddresses
+	if older {
+		legacyNodes = obs.addresses
+	}
+	cfg := renderRelayConfig(ts, legacyNodes)
 	cm, err := desiredConfigMap(ts, cfg)
 	if err != nil {
 		return err
@@ -178,6 +193,9 @@ func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpi
 			log.FromContext(ctx).V(1).Info("applied", "kind", s.kind)
 		}
 	}
+	if err := r.annotateRelayPods(ctx, obs); err != nil {
+		return err
+	}
 
 	ds := &appsv1.DaemonSet{}
 	switch err := r.Client.Get(ctx, key, ds); {
@@ -187,6 +205,42 @@ func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpi
 		return err
 	}
 	return nil
+}
+
+// olderRelaysMayRun reports whether relays of a release from before per-pod
+// node entries may still run: the live relay.yaml does not name the node
+// file yet, and the DaemonSet has not finished rolling out a pod template
+// with the node volume. Such a relay refuses a relay.yaml that names the
+// node file (an unknown field to it) and then misses every change, new
+// credentials included, until it is replaced; so until the rollout ends,
+// relay.yaml keeps listing every node, as before. A new TurnServer has no
+// such relays, and once relay.yaml names the node file it keeps doing so.
+func (r *TurnServerReconciler) olderRelaysMayRun(ctx context.Context, key client.ObjectKey) (bool, error) {
+	cm := &corev1.ConfigMap{}
+	switch err := r.Client.Get(ctx, key, cm); {
+	case err == nil:
+		if live, err := config.ParseRelay([]byte(cm.Data[config.RelayFile])); err == nil && live.Addresses.NodeFile != "" {
+			return false, nil
+		}
+	case !apierrors.IsNotFound(err):
+		return false, err
+	}
+	ds := &appsv1.DaemonSet{}
+	switch err := r.Client.Get(ctx, key, ds); {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return !rolledOutWithNodeVolume(ds), nil
+}
+
+// rolledOutWithNodeVolume reports whether every pod of ds runs a template
+// that mounts the node's entry.
+func rolledOutWithNodeVolume(ds *appsv1.DaemonSet) bool {
+	mounted := slices.ContainsFunc(ds.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == nodeVolumeName })
+	s := ds.Status
+	return mounted && s.ObservedGeneration >= ds.Generation && s.UpdatedNumberScheduled == s.DesiredNumberScheduled
 }
 
 // relayCredentials is the relay's credentials.yaml: the long-term keys and
@@ -240,10 +294,32 @@ func (r *TurnServerReconciler) bundleGeneration(ctx context.Context, ts *turnpik
 	if err != nil {
 		return 1, nil // unreadable: replace it
 	}
-	if equality.Semantic.DeepEqual(old.Users, bundle.Users) && equality.Semantic.DeepEqual(old.SharedSecrets, bundle.SharedSecrets) {
+	same, err := sameCredentials(old, bundle)
+	if err != nil {
+		return 0, err
+	}
+	if same {
 		return old.Generation, nil
 	}
 	return old.Generation + 1, nil
+}
+
+// sameCredentials reports whether two bundles hold the same keys and secrets
+// with the same windows, whatever their generations. It compares what the
+// relays read, the serialized bytes: reflection-based equality panics on the
+// time.Time inside a key's NotAfter, which every rotation overlap has.
+func sameCredentials(a, b *config.Credentials) (bool, error) {
+	x, y := *a, *b
+	x.Generation, y.Generation = 0, 0
+	xb, err := config.Marshal(&x)
+	if err != nil {
+		return false, err
+	}
+	yb, err := config.Marshal(&y)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(xb, yb), nil
 }
 
 // checkTLSSecrets reports TLS listeners whose Secret is missing or lacks a
@@ -251,14 +327,13 @@ func (r *TurnServerReconciler) bundleGeneration(ctx context.Context, ts *turnpik
 func (r *TurnServerReconciler) checkTLSSecrets(ctx context.Context, ts *turnpikev1.TurnServer) ([]string, error) {
 	var problems []string
 	for _, l := range tlsListeners(ts) {
-		s := &corev1.Secret{}
-		err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: l.TLSSecretRef.Name}, s)
+		found, complete, err := r.tls.check(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: l.TLSSecretRef.Name})
 		switch {
-		case apierrors.IsNotFound(err):
-			problems = append(problems, fmt.Sprintf("listener %s: Secret %s not found", l.Name, l.TLSSecretRef.Name))
 		case err != nil:
 			return nil, err
-		case len(s.Data[corev1.TLSCertKey]) == 0 || len(s.Data[corev1.TLSPrivateKeyKey]) == 0:
+		case !found:
+			problems = append(problems, fmt.Sprintf("listener %s: Secret %s not found", l.Name, l.TLSSecretRef.Name))
+		case !complete:
 			problems = append(problems, fmt.Sprintf("listener %s: Secret %s has no %s and %s",
 				l.Name, l.TLSSecretRef.Name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey))
 		}
@@ -266,20 +341,55 @@ func (r *TurnServerReconciler) checkTLSSecrets(ctx context.Context, ts *turnpike
 	return problems, nil
 }
 
-// readyRelayPods maps node names to whether the relay pod there is ready.
-func (r *TurnServerReconciler) readyRelayPods(ctx context.Context, ts *turnpikev1.TurnServer) (map[string]bool, error) {
+// relayPods lists a TurnServer's relay pods. They are the cache's own
+// objects (not copied): do not change them.
+func relayPods(ctx context.Context, c client.Reader, ts *turnpikev1.TurnServer) ([]corev1.Pod, error) {
 	var pods corev1.PodList
-	if err := r.Client.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(selectorLabels(ts))); err != nil {
-		return nil, err
-	}
+	err := c.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(selectorLabels(ts)), client.UnsafeDisableDeepCopy)
+	return pods.Items, err
+}
+
+// readyNodes maps node names to whether the relay pod there is ready. A
+// terminating pod is not: its relay is draining.
+func readyNodes(pods []corev1.Pod) map[string]bool {
 	ready := map[string]bool{}
-	for i := range pods.Items {
-		p := &pods.Items[i]
+	for i := range pods {
+		p := &pods[i]
 		if p.Spec.NodeName != "" && p.DeletionTimestamp.IsZero() && podReady(p) {
 			ready[p.Spec.NodeName] = true
 		}
 	}
-	return ready, nil
+	return ready
+}
+
+// annotateRelayPods writes each relay pod's node addresses into its
+// turnpike.dev/node-addresses annotation, which its relay reads through a
+// downward-API file, where it differs. So one node's new address is one
+// small write to one pod, which only that node's kubelet syncs. The merge
+// patch carries no resourceVersion: the pod's other changes (status) cannot
+// make it conflict.
+func (r *TurnServerReconciler) annotateRelayPods(ctx context.Context, obs *observation) error {
+	for i := range obs.pods {
+		p := &obs.pods[i]
+		a, selected := obs.addresses[p.Spec.NodeName]
+		if !selected || !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		want := nodeAddressesAnnotation(a)
+		if p.Annotations[turnpikev1.AnnotationNodeAddresses] == want {
+			continue
+		}
+		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+			"annotations": map[string]string{turnpikev1.AnnotationNodeAddresses: want}}})
+		if err != nil {
+			return err
+		}
+		err = r.Client.Patch(ctx, p.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldOwner))
+		if client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("annotating relay pod %s: %w", p.Name, err)
+		}
+	}
+	return nil
 }
 
 func podReady(p *corev1.Pod) bool {
@@ -293,7 +403,7 @@ func podReady(p *corev1.Pod) bool {
 
 // updateStatus writes the status only when it changed.
 func (r *TurnServerReconciler) updateStatus(ctx context.Context, ts *turnpikev1.TurnServer, st turnpikev1.TurnServerStatus) error {
-	return patchStatus(ctx, r.Client, ts, equality.Semantic.DeepEqual(ts.Status, st), func() { ts.Status = st })
+	return applyStatus(ctx, r.Client, ts, &ts.Status, &st)
 }
 
 // requestFor is the reconcile request of a TurnServer.

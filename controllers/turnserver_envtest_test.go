@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -122,14 +123,20 @@ func createRelayPod(t *testing.T, ts *turnpikev1.TurnServer, node string, ready 
 	if err := env.Client.Create(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
-	status := corev1.ConditionFalse
-	if ready {
-		status = corev1.ConditionTrue
+	// The operator annotates the pod meanwhile, so the status is set on a
+	// fresh copy.
+	setPodReady(t, ts, node, ready)
+}
+
+// nodeEntryOf reads the node addresses the operator wrote on the relay pod
+// of node, which its relay reads as addresses.nodeFile.
+func nodeEntryOf(ts *turnpikev1.TurnServer, node string) (string, error) {
+	pod := &corev1.Pod{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ts.Namespace, Name: ts.Name + "-relay-" + node}, pod); err != nil {
+		return "", err
 	}
-	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
-	if err := env.Client.Status().Update(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
+	entry, err := config.ParseNodeAddresses([]byte(pod.Annotations[turnpikev1.AnnotationNodeAddresses]))
+	return fmt.Sprint(entry), err
 }
 
 // TestSampleTurnServer applies config/samples' TurnServer and checks every
@@ -185,12 +192,8 @@ func TestSampleTurnServer(t *testing.T) {
 	if r.Quotas.BandwidthPerAllocation != 4<<20 || r.Quotas.AllocationsPerUser != 20 || !slices.Equal(r.PeerPolicy.Allow, []string{"10.20.0.0/16"}) {
 		t.Errorf("quotas %+v, peer policy %+v", r.Quotas, r.PeerPolicy)
 	}
-	wantNodes := map[string]config.NodeAddresses{
-		"sample-a": {External: []string{"203.0.113.10"}, Source: "ExternalIP"},
-		"sample-b": {External: []string{"10.0.0.11"}, Source: "InternalIP"},
-	}
-	if fmt.Sprint(r.Addresses.Nodes) != fmt.Sprint(wantNodes) {
-		t.Errorf("relay.yaml nodes = %v, want %v", r.Addresses.Nodes, wantNodes)
+	if len(r.Addresses.Nodes) != 0 || r.Addresses.NodeFile != "/etc/turnpike/node/addresses.json" {
+		t.Errorf("relay.yaml nodes = %v, node file %q: want none and the pod's annotation", r.Addresses.Nodes, r.Addresses.NodeFile)
 	}
 	if r.DrainGracePeriod.Seconds() != 60 {
 		t.Errorf("drain grace period %v", r.DrainGracePeriod)
@@ -253,7 +256,7 @@ func TestSampleTurnServer(t *testing.T) {
 			t.Errorf("mount %s: subPath %q readOnly %v", m.Name, m.SubPath, m.ReadOnly)
 		}
 	}
-	if !slices.Equal(mounts, []string{"/etc/turnpike/config", "/etc/turnpike/credentials", "/etc/turnpike/tls/tls"}) {
+	if !slices.Equal(mounts, []string{"/etc/turnpike/config", "/etc/turnpike/credentials", "/etc/turnpike/node", "/etc/turnpike/tls/tls"}) {
 		t.Errorf("mounts %v", mounts)
 	}
 
@@ -268,9 +271,10 @@ func TestSampleTurnServer(t *testing.T) {
 		if ts.Status.ObservedGeneration != ts.Generation {
 			return fmt.Errorf("observedGeneration %d", ts.Status.ObservedGeneration)
 		}
-		if len(ts.Status.Nodes) != 2 || ts.Status.Nodes[0].Name != "sample-a" || !ts.Status.Nodes[0].Public ||
-			ts.Status.Nodes[1].Source != turnpikev1.AddressFromInternalIP || ts.Status.Nodes[1].Public {
-			return fmt.Errorf("nodes %+v", ts.Status.Nodes)
+		got := fmt.Sprint(ts.Status.AttentionNodes)
+		want := "[{sample-a [RelayNotReady] [203.0.113.10] ExternalIP} {sample-b [RelayNotReady AddressNotPublic] [10.0.0.11] InternalIP}]"
+		if ts.Status.NodesNeedingAttention != 2 || got != want {
+			return fmt.Errorf("%d nodes needing attention %s, want 2 %s", ts.Status.NodesNeedingAttention, got, want)
 		}
 		if err := expectCondition(ts, turnpikev1.ConditionDegraded, metav1.ConditionTrue, ReasonAddressNotPublic); err != nil {
 			return err
@@ -289,6 +293,12 @@ func TestSampleTurnServer(t *testing.T) {
 		ts = getTurnServer(t, ts)
 		if ts.Status.NodeSummary != "1/2" || ts.Status.AddressSummary != "203.0.113.10" {
 			return fmt.Errorf("summary %q addresses %q", ts.Status.NodeSummary, ts.Status.AddressSummary)
+		}
+		// Each relay pod carries its own node's entry.
+		for node, want := range map[string]string{"sample-a": "&{[203.0.113.10] ExternalIP}", "sample-b": "&{[10.0.0.11] InternalIP}"} {
+			if got, err := nodeEntryOf(ts, node); err != nil || got != want {
+				return fmt.Errorf("pod on %s: node entry %s (%v), want %s", node, got, err, want)
+			}
 		}
 		return expectCondition(ts, turnpikev1.ConditionProgressing, metav1.ConditionFalse, ReasonRolledOut)
 	})
@@ -430,11 +440,13 @@ func TestNodeEventsUpdateStatus(t *testing.T) {
 	if err := env.Client.Create(ctx, ts); err != nil {
 		t.Fatal(err)
 	}
+	// No relay pods: every node needs attention, so status.attentionNodes
+	// lists them all with their addresses.
 	nodesOf := func(want string) func() error {
 		return func() error {
 			cur := getTurnServer(t, ts)
 			var got []string
-			for _, n := range cur.Status.Nodes {
+			for _, n := range cur.Status.AttentionNodes {
 				got = append(got, fmt.Sprintf("%s=%s(%s)", n.Name, strings.Join(n.Addresses, "+"), n.Source))
 			}
 			o, err := getRelayObjects(ts)
@@ -444,8 +456,8 @@ func TestNodeEventsUpdateStatus(t *testing.T) {
 			if strings.Join(got, " ") != want {
 				return fmt.Errorf("status nodes %v, want %s", got, want)
 			}
-			if len(o.relay.Addresses.Nodes) != len(cur.Status.Nodes) {
-				return fmt.Errorf("relay.yaml has %d nodes, status %d", len(o.relay.Addresses.Nodes), len(cur.Status.Nodes))
+			if len(o.relay.Addresses.Nodes) != 0 {
+				return fmt.Errorf("relay.yaml lists %d nodes", len(o.relay.Addresses.Nodes))
 			}
 			return nil
 		}
@@ -581,3 +593,230 @@ func TestResyncWritesNothing(t *testing.T) {
 }
 
 func resourceMust(s string) resource.Quantity { return resource.MustParse(s) }
+
+// TestStatusWriteFromStaleCopy writes a TurnServer's status from a copy
+// that is a version behind, as a reconcile working from a cache a moment old
+// does. The write goes through (server-side apply carries no resourceVersion)
+// instead of failing with a conflict and being retried with the full status.
+func TestStatusWriteFromStaleCopy(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "stale-status")
+	ts := minimalTurnServer(ns, "stale", "stale-none", 3478)
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	var stale *turnpikev1.TurnServer
+	eventually(t, "first status", func() error {
+		stale = getTurnServer(t, ts)
+		if stale.Status.ObservedGeneration != stale.Generation {
+			return fmt.Errorf("no status for generation %d", stale.Generation)
+		}
+		return nil
+	})
+	update(t, ts, func(ts *turnpikev1.TurnServer) { ts.Spec.Realm = "other.example.org" })
+	eventually(t, "the controller is done with the new generation", func() error {
+		cur := getTurnServer(t, ts)
+		if cur.Status.ObservedGeneration != cur.Generation {
+			return fmt.Errorf("status describes generation %d of %d", cur.Status.ObservedGeneration, cur.Generation)
+		}
+		return nil
+	})
+
+	st := *stale.Status.DeepCopy()
+	st.NodeSummary = "7/7"
+	if err := reconciler.updateStatus(ctx, stale, st); err != nil {
+		t.Fatalf("status write from a stale copy: %v", err)
+	}
+	if got := getTurnServer(t, ts).Status.NodeSummary; got != "7/7" {
+		t.Fatalf("nodeSummary %q after the write", got)
+	}
+}
+
+// TestApplyFailureShownInStatus makes the API server refuse the relay
+// ConfigMap (a ResourceQuota allows none): the TurnServer says so in its
+// Degraded condition, and once the quota is gone the retry succeeds.
+func TestApplyFailureShownInStatus(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "apply-fails")
+	quota := &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-configmaps", Namespace: ns},
+		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourceConfigMaps: resourceMust("0")}},
+	}
+	if err := env.Client.Create(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	// Play the quota controller, which envtest does not run.
+	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard, Used: corev1.ResourceList{corev1.ResourceConfigMaps: resourceMust("0")}}
+	if err := env.Client.Status().Update(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	ts := minimalTurnServer(ns, "refused", "apply-fails-none", 3478)
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "failure in the status", func() error {
+		cur := getTurnServer(t, ts)
+		if err := expectCondition(cur, turnpikev1.ConditionDegraded, metav1.ConditionTrue, ReasonApplyFailed); err != nil {
+			return err
+		}
+		if msg := condition(cur, turnpikev1.ConditionDegraded).Message; !strings.Contains(msg, "ConfigMap") || !strings.Contains(msg, "quota") {
+			return fmt.Errorf("message does not say what failed: %q", msg)
+		}
+		return nil
+	})
+
+	if err := env.Client.Delete(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "retried", func() error {
+		if _, err := getRelayObjects(ts); err != nil {
+			return err
+		}
+		return expectCondition(getTurnServer(t, ts), turnpikev1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected)
+	})
+}
+
+// TestStatusFromAnOlderOperator: an older operator wrote the status with a
+// merge patch (field manager operation Update). The status is now applied,
+// and a field the new status leaves out must go, not stay as the old writer
+// left it: here URLs of a relay that no longer serves.
+func TestStatusFromAnOlderOperator(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "old-status")
+	ts := minimalTurnServer(ns, "relay", "old-status-none", 3478)
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "status", func() error {
+		if cur := getTurnServer(t, ts); cur.Status.ObservedGeneration != cur.Generation {
+			return fmt.Errorf("no status yet")
+		}
+		return nil
+	})
+	old := getTurnServer(t, ts)
+	patch := client.MergeFrom(old.DeepCopy())
+	old.Status.URLs = []string{"turn:192.0.2.1:3478?transport=udp"}
+	if err := env.Client.Status().Patch(ctx, old, patch, client.FieldOwner("turnpike")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the stale URL removed", func() error {
+		if _, err := reconciler.Reconcile(ctx, requestFor(ts)); err != nil {
+			return err
+		}
+		if urls := getTurnServer(t, ts).Status.URLs; len(urls) != 0 {
+			return fmt.Errorf("urls %v", urls)
+		}
+		return nil
+	})
+}
+
+// TestUpgradeKeepsNodeListUntilRolledOut: relays of an earlier release read
+// every node's entry from relay.yaml and refuse one that names the node file.
+// While they may run (relay.yaml in the earlier format, the DaemonSet not yet
+// rolled out with the node volume), relay.yaml keeps the list; once the
+// rollout is done it names the node file, and keeps doing so.
+func TestUpgradeKeepsNodeListUntilRolledOut(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "upgrade")
+	newNode(t, "upgrade-a", map[string]string{"suite": "upgrade"}, externalIP("198.51.100.80"))
+	ts := minimalTurnServer(ns, "relay", "upgrade", 3478)
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	format := func(want string) func() error {
+		return func() error {
+			o, err := getRelayObjects(ts)
+			if err != nil {
+				return err
+			}
+			got := "node file"
+			if o.relay.Addresses.NodeFile == "" {
+				got = fmt.Sprintf("nodes %v", o.relay.Addresses.Nodes)
+			}
+			if got != want {
+				return fmt.Errorf("relay.yaml has %s, want %s", got, want)
+			}
+			return nil
+		}
+	}
+	eventually(t, "a new TurnServer names the node file", format("node file"))
+
+	// What the earlier release left: relay.yaml listing every node.
+	eventually(t, "write the earlier relay.yaml", func() error {
+		o, err := getRelayObjects(ts)
+		if err != nil {
+			return err
+		}
+		o.relay.Addresses.NodeFile = ""
+		o.relay.Addresses.Nodes = map[string]config.NodeAddresses{"upgrade-a": {External: []string{"198.51.100.80"}, Source: "ExternalIP"}}
+		data, err := config.Marshal(o.relay)
+		if err != nil {
+			return err
+		}
+		o.cm.Data[config.RelayFile] = string(data)
+		return env.Client.Update(ctx, &o.cm)
+	})
+	const listed = "nodes map[upgrade-a:{[198.51.100.80] ExternalIP}]"
+	eventually(t, "the list is kept while the DaemonSet rolls out", format(listed))
+	time.Sleep(300 * time.Millisecond)
+	if err := format(listed)(); err != nil {
+		t.Fatal(err)
+	}
+
+	o, err := getRelayObjects(ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setDaemonSetStatus(t, &o.ds, 1, 1, 1)
+	eventually(t, "rolled out: the node file", format("node file"))
+
+	setDaemonSetStatus(t, &o.ds, 1, 1, 0) // a later rollout
+	if _, err := reconciler.Reconcile(ctx, requestFor(ts)); err != nil {
+		t.Fatal(err)
+	}
+	if err := format("node file")(); err != nil {
+		t.Fatalf("a later rollout: %v", err)
+	}
+}
+
+// TestTLSSecretFollowed: a listener names a TLS Secret that is missing,
+// then incomplete, then complete. The operator caches no users' Secrets,
+// only their metadata; each change still reaches the Degraded condition.
+func TestTLSSecretFollowed(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "tls-followed")
+	ts := minimalTurnServer(ns, "relay", "tls-followed-none", 3478)
+	ts.Spec.Listeners = append(ts.Spec.Listeners, turnpikev1.Listener{Name: "tls", Protocol: turnpikev1.ProtocolTLS, Port: 5349,
+		TLSSecretRef: &turnpikev1.LocalObjectReference{Name: "cert"}})
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	degraded := func(want string) func() error {
+		return func() error {
+			c := condition(getTurnServer(t, ts), turnpikev1.ConditionDegraded)
+			switch {
+			case c == nil:
+				return fmt.Errorf("no Degraded condition")
+			case want == "" && c.Status != metav1.ConditionFalse:
+				return fmt.Errorf("Degraded %s: %s", c.Reason, c.Message)
+			case want != "" && (c.Reason != ReasonTLSSecretMissing || !strings.Contains(c.Message, want)):
+				return fmt.Errorf("Degraded %s: %q, want %q", c.Reason, c.Message, want)
+			}
+			return nil
+		}
+	}
+	eventually(t, "missing", degraded("Secret cert not found"))
+
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cert", Namespace: ns}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{"tls.crt": []byte("cert"), "tls.key": {}}}
+	if err := env.Client.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "incomplete", degraded("Secret cert has no tls.crt and tls.key"))
+
+	secret.Data["tls.key"] = []byte("key")
+	if err := env.Client.Update(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "complete", degraded(""))
+}

@@ -2,7 +2,8 @@ package controllers
 
 import (
 	"context"
-	"reflect"
+	"maps"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -12,8 +13,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 )
@@ -35,15 +38,22 @@ func (r *TurnServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Node{}, &nodeHandler{client: r.Client}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(turnServerOfPod)).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.turnServersUsingSecret)).
+		// A credential's state Secret changes the relay bundle.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(turnServerOfStateSecret)).
+		// A TLS Secret a listener names appears, changes or goes.
+		WatchesRawSource(source.Kind[client.Object](r.tls.metadata, secretMetadata(),
+			handler.EnqueueRequestsFromMapFunc(r.turnServersUsingTLSSecret))).
 		// A TurnCredential's username, or its state Secret, changes the relay bundle.
 		Watches(&turnpikev1.TurnCredential{}, handler.EnqueueRequestsFromMapFunc(turnServerOfCredential)).
+		// A relay found a new address with STUN.
+		WatchesRawSource(source.Channel(r.statusPoller.events, &handler.EnqueueRequestForObject{})).
 		Complete(r)
 }
 
 func (r *TurnServerReconciler) allTurnServers(ctx context.Context, _ client.Object) []reconcile.Request {
 	var list turnpikev1.TurnServerList
 	if err := r.Client.List(ctx, &list); err != nil {
+		log.FromContext(ctx).Error(err, "listing TurnServers to re-reconcile")
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -67,15 +77,22 @@ func turnServerOfCredential(_ context.Context, o client.Object) []reconcile.Requ
 	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: tc.Namespace, Name: tc.Spec.TurnServerRef.Name}}}
 }
 
-// turnServersUsingSecret maps a Secret to the TurnServers it matters to: the
-// one whose credential state it holds, or those naming it for TLS.
-func (r *TurnServerReconciler) turnServersUsingSecret(ctx context.Context, o client.Object) []reconcile.Request {
+// turnServerOfStateSecret maps a credential's state Secret to the
+// TurnServer whose relay bundle holds it, by label.
+func turnServerOfStateSecret(_ context.Context, o client.Object) []reconcile.Request {
 	if l := o.GetLabels(); l["app.kubernetes.io/component"] == componentCredentialState && l[turnpikev1.LabelTurnServer] != "" {
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: l[turnpikev1.LabelTurnServer]}}}
 	}
+	return nil
+}
+
+// turnServersUsingTLSSecret maps a Secret to the TurnServers whose
+// listeners name it for TLS.
+func (r *TurnServerReconciler) turnServersUsingTLSSecret(ctx context.Context, o client.Object) []reconcile.Request {
 	var list turnpikev1.TurnServerList
 	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
 		client.MatchingFields{tlsSecretIndex: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "listing TurnServers that use a Secret", "secret", o.GetName())
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -118,6 +135,7 @@ func (h *nodeHandler) Generic(ctx context.Context, e event.GenericEvent, q workq
 func (h *nodeHandler) enqueueSelecting(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], nodes ...*corev1.Node) {
 	var list turnpikev1.TurnServerList
 	if err := h.client.List(ctx, &list); err != nil {
+		log.FromContext(ctx).Error(err, "listing TurnServers that select a node")
 		return
 	}
 	for i := range list.Items {
@@ -133,8 +151,15 @@ func (h *nodeHandler) enqueueSelecting(ctx context.Context, q workqueue.TypedRat
 // nodeChangeMatters reports whether a node update can change placement,
 // addresses or port conflicts.
 func nodeChangeMatters(old, cur *corev1.Node) bool {
-	return !reflect.DeepEqual(old.Labels, cur.Labels) ||
-		!reflect.DeepEqual(old.Spec.Taints, cur.Spec.Taints) ||
-		!reflect.DeepEqual(old.Status.Addresses, cur.Status.Addresses) ||
+	return !maps.Equal(old.Labels, cur.Labels) ||
+		!slices.EqualFunc(old.Spec.Taints, cur.Spec.Taints, sameTaint) ||
+		!slices.Equal(old.Status.Addresses, cur.Status.Addresses) ||
 		old.Annotations[turnpikev1.AnnotationExternalIP] != cur.Annotations[turnpikev1.AnnotationExternalIP]
+}
+
+// sameTaint compares what placement reads of a taint. TimeAdded is left out:
+// it changes no placement, and it is a time, which only typed code compares
+// correctly.
+func sameTaint(a, b corev1.Taint) bool {
+	return a.Key == b.Key && a.Value == b.Value && a.Effect == b.Effect
 }

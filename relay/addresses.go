@@ -3,8 +3,10 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 
@@ -107,13 +109,36 @@ func bindAddrs(a config.Addresses, env environment) ([]netip.Addr, error) {
 	return bind, nil
 }
 
-// nodeAddrs is this node's entry of addresses.nodes, tagged with its source.
+// nodeAddrs is this node's entry, tagged with its source: the content of
+// addresses.nodeFile when that is set, else addresses.nodes[NODE_NAME].
 func nodeAddrs(a config.Addresses, env environment) ([]sourcedAddr, error) {
+	if a.NodeFile != "" {
+		return nodeFileAddrs(a.NodeFile)
+	}
 	n, ok := a.Nodes[env.nodeName]
 	if !ok || env.nodeName == "" {
 		return nil, nil
 	}
-	source := "addresses.nodes[" + env.nodeName + "]"
+	return tagNodeEntry(n, "addresses.nodes["+env.nodeName+"]")
+}
+
+// nodeFileAddrs reads addresses.nodeFile. A missing file is no entry, as is
+// an empty one: the pod annotation it projects is not written yet.
+func nodeFileAddrs(path string) ([]sourcedAddr, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("addresses.nodeFile: %w", err)
+	}
+	n, err := config.ParseNodeAddresses(data)
+	if err != nil || n == nil {
+		return nil, err
+	}
+	return tagNodeEntry(*n, "addresses.nodeFile")
+}
+
+func tagNodeEntry(n config.NodeAddresses, source string) ([]sourcedAddr, error) {
 	if n.Source != "" {
 		source += " (" + n.Source + ")"
 	}

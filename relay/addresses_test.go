@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 
@@ -149,4 +151,49 @@ func relayStatus(t *testing.T, tr *testRelay) Status {
 		t.Fatalf("/status: %v\n%s", err, rec.Body)
 	}
 	return st
+}
+
+// TestNodeFileReload: with addresses.nodeFile, the relay advertises the
+// node entry in that file (a projected pod annotation) instead of
+// addresses.nodes, and follows it on reload without a relay.yaml change.
+func TestNodeFileReload(t *testing.T) {
+	cfg := baseConfig(t, t.TempDir())
+	cfg.Addresses.Bind = []string{"127.0.0.1"} // IPv4 only
+	cfg.Addresses.External = []string{"192.0.2.1"}
+	cfg.Addresses.Nodes = map[string]config.NodeAddresses{harnessNode: {External: []string{"198.51.100.99"}}}
+	cfg.Addresses.NodeFile = filepath.Join(t.TempDir(), "addresses.json")
+	writeNodeFile := func(content string) {
+		t.Helper()
+		// As the kubelet does: a new file swapped in, never a partial write.
+		tmp := cfg.Addresses.NodeFile + ".tmp"
+		if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, cfg.Addresses.NodeFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeNodeFile(`{"external":["198.51.100.7"],"source":"ExternalIP"}`)
+	tr := startRelay(t, cfg, baseCredentials())
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.port))
+	allocated := func() string {
+		return dialRaw(t, "udp", addr, testUser, testPassword).mustAllocate(false).Addr().String()
+	}
+	if got := allocated(); got != "198.51.100.7" {
+		t.Fatalf("XOR-RELAYED-ADDRESS %s, want the node file's 198.51.100.7 (not addresses.nodes)", got)
+	}
+	checkAdvertised(t, tr, "198.51.100.7", "addresses.nodeFile (ExternalIP)")
+
+	for _, step := range []struct{ name, content, want, source string }{
+		{"entry changed", `{"external":["198.51.100.8"],"source":"Annotation"}`, "198.51.100.8", "addresses.nodeFile (Annotation)"},
+		{"not written yet", "", "192.0.2.1", "addresses.external"},
+		{"broken: the last good entry stays", `{"external":["not an address"]}`, "192.0.2.1", "addresses.external"},
+	} {
+		writeNodeFile(step.content)
+		tr.Reload()
+		if got := allocated(); got != step.want {
+			t.Errorf("%s: new allocation got %s, want %s", step.name, got, step.want)
+		}
+		checkAdvertised(t, tr, step.want, step.source)
+	}
 }

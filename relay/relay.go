@@ -98,8 +98,8 @@ type Relay struct {
 
 	// Last content read from each file, so a reload only acts on change and
 	// a broken file is counted once, not every poll. Guarded by reloadMu.
-	reloadMu             sync.Mutex
-	lastRelay, lastCreds []byte
+	reloadMu                       sync.Mutex
+	lastRelay, lastCreds, lastNode []byte
 }
 
 // state is the hot-reloadable part of the config, swapped atomically.
@@ -156,6 +156,7 @@ func newRelay(opts Options) (*Relay, error) {
 	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), stun: newSTUNDiscovery(), lastRelay: relayBytes,
 		conns: newConnLimiter(), defaultConnections: defaultConnectionLimit(), rlog: newRateLog(log),
 		throttle: newAuthThrottle()}
+	r.lastNode, _ = readOptional(cfg.Addresses.NodeFile)
 	if opts.HostIP != "" {
 		if r.env.hostIP, err = netip.ParseAddr(opts.HostIP); err != nil {
 			return nil, fmt.Errorf("HOST_IP: %w", err)

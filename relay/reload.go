@@ -64,12 +64,14 @@ func (r *Relay) Reload() {
 			return
 		}
 	}
-	if bytes.Equal(relayBytes, r.lastRelay) && bytes.Equal(credBytes, r.lastCreds) {
+	// This node's file (addresses.nodeFile) changes without relay.yaml.
+	nodeBytes, _ := readOptional(r.current().cfg.Addresses.NodeFile)
+	if bytes.Equal(relayBytes, r.lastRelay) && bytes.Equal(credBytes, r.lastCreds) && bytes.Equal(nodeBytes, r.lastNode) {
 		return
 	}
 	// Remember the content even if it turns out broken, so the failure is
 	// logged and counted once, not on every poll.
-	r.lastRelay, r.lastCreds = relayBytes, credBytes
+	r.lastRelay, r.lastCreds, r.lastNode = relayBytes, credBytes, nodeBytes
 	cfg, err := config.ParseRelay(relayBytes)
 	if err != nil {
 		r.reloadFailed(err)
@@ -95,6 +97,15 @@ func (r *Relay) Reload() {
 		"advertised", st.addrs.advertisedList(), "addressSource", st.addrs.source())
 	// The STUN servers or this node's entry may have changed.
 	r.stun.wakeUp()
+}
+
+// readOptional reads path, if it is set and exists; read errors surface
+// where the content is used.
+func readOptional(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	return os.ReadFile(path)
 }
 
 func (r *Relay) reloadFailed(err error) {

@@ -23,6 +23,10 @@ const (
 	AnnotationSocketHash = "turnpike.dev/socket-hash"
 	// AnnotationRotate set to a new value rotates a TurnCredential once.
 	AnnotationRotate = "turnpike.dev/rotate"
+	// AnnotationNodeAddresses on a relay pod is its node's published
+	// addresses, which the operator writes and the relay reads through a
+	// downward-API file (relay.yaml's addresses.nodeFile).
+	AnnotationNodeAddresses = "turnpike.dev/node-addresses"
 )
 
 // LocalObjectReference names an object in the same namespace.

@@ -101,6 +101,17 @@ type TurnServerSpec struct {
 	// +kubebuilder:validation:MaxItems=1000
 	// +optional
 	ExternalAddresses []NodeExternalAddress `json:"externalAddresses,omitempty"`
+
+	// URLNodesPerFamily is how many ready nodes per IP family status.urls
+	// and the credential Secrets' iceServers.json name when hostname is
+	// unset. A browser gathers candidates from every TURN URL it is given,
+	// so keep it small; the chosen nodes change only when one stops serving.
+	// The issuing endpoint chooses as many per request, from all ready nodes.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=32
+	// +kubebuilder:default=4
+	// +optional
+	URLNodesPerFamily int32 `json:"urlNodesPerFamily,omitempty"`
 }
 
 // Protocol is a client-facing transport.
@@ -318,7 +329,13 @@ const (
 	AddressFromSTUN AddressSource = "STUN"
 )
 
-// TurnServerStatus is what the operator observed.
+// MaxAttentionNodes caps status.attentionNodes: a TurnServer's status must
+// not grow with the number of nodes (etcd refuses objects over 1.5 MiB).
+const MaxAttentionNodes = 20
+
+// TurnServerStatus is what the operator observed. Its size does not depend
+// on the number of nodes: it holds counts, and names at most
+// MaxAttentionNodes nodes. Each node's relay pod carries that node's detail.
 type TurnServerStatus struct {
 	// ObservedGeneration is the spec generation this status describes.
 	// +optional
@@ -337,35 +354,56 @@ type TurnServerStatus struct {
 	// NodeSummary is "ready/desired", for kubectl get.
 	// +optional
 	NodeSummary string `json:"nodeSummary,omitempty"`
-	// Nodes lists every selected node with its published addresses.
+	// NodesNeedingAttention counts the selected nodes whose relay is not
+	// ready or that have no known public address.
+	// +optional
+	NodesNeedingAttention int32 `json:"nodesNeedingAttention"`
+	// AttentionNodes names the first of them by name, at most 20; the rest
+	// are counted in NodesNeedingAttention only.
 	// +listType=map
 	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=20
 	// +optional
-	Nodes []NodeStatus `json:"nodes,omitempty"`
-	// AddressSummary is the published addresses, comma-separated, for kubectl get.
+	AttentionNodes []AttentionNode `json:"attentionNodes,omitempty"`
+	// AddressSummary is the addresses in URLs, comma-separated, for kubectl get.
+	// +kubebuilder:validation:MaxLength=4096
 	// +optional
 	AddressSummary string `json:"addressSummary,omitempty"`
-	// URLs are the turn: and turns: URIs (RFC 7065) of ready nodes.
+	// URLs are the turn: and turns: URIs (RFC 7065) apps are given: those
+	// of spec.hostname when it is set, else those of at most
+	// spec.urlNodesPerFamily ready nodes per IP family.
+	// +kubebuilder:validation:MaxItems=1024
 	// +optional
 	URLs []string `json:"urls,omitempty"`
 }
 
-// NodeStatus is one relay node as the operator sees it.
-type NodeStatus struct {
+// NodeProblem is why a node needs attention.
+// +kubebuilder:validation:Enum=RelayNotReady;AddressNotPublic
+type NodeProblem string
+
+const (
+	// NodeRelayNotReady: the node's relay pod is missing or not ready.
+	NodeRelayNotReady NodeProblem = "RelayNotReady"
+	// NodeAddressNotPublic: no public address is known, so the node's
+	// InternalIP is published (source InternalIP).
+	NodeAddressNotPublic NodeProblem = "AddressNotPublic"
+)
+
+// AttentionNode is a relay node that needs a person's attention.
+type AttentionNode struct {
 	// Name of the Node.
+	// +kubebuilder:validation:MaxLength=253
 	Name string `json:"name"`
+	// Problems of this node.
+	// +kubebuilder:validation:MaxItems=2
+	Problems []NodeProblem `json:"problems"`
 	// Addresses published for this node, at most one per IP family.
+	// +kubebuilder:validation:MaxItems=2
 	// +optional
 	Addresses []string `json:"addresses,omitempty"`
 	// Source says where the addresses came from.
 	// +optional
 	Source AddressSource `json:"source,omitempty"`
-	// Public is false when no public address is known and the node's
-	// internal address is used instead (source InternalIP), or when the
-	// relay discovers it with STUN (source STUN).
-	Public bool `json:"public"`
-	// Ready is true when this node's relay pod is ready.
-	Ready bool `json:"ready"`
 }
 
 // +kubebuilder:object:root=true
@@ -373,7 +411,8 @@ type NodeStatus struct {
 // +kubebuilder:resource:shortName=ts,categories=turnpike
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Nodes",type=string,JSONPath=`.status.nodeSummary`,description="relay nodes ready/desired"
-// +kubebuilder:printcolumn:name="Addresses",type=string,JSONPath=`.status.addressSummary`
+// +kubebuilder:printcolumn:name="Attention",type=integer,JSONPath=`.status.nodesNeedingAttention`,description="nodes whose relay is not ready or that have no public address; status.attentionNodes names them"
+// +kubebuilder:printcolumn:name="Addresses",type=string,JSONPath=`.status.addressSummary`,description="addresses apps are given"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // TurnServer runs a TURN relay on every selected node's host network.

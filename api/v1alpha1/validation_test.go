@@ -64,6 +64,9 @@ func TestTurnServerValidation(t *testing.T) {
   peerPolicy: {allow: ["10.20.0.0/16", "fd00::/8"], deny: ["10.20.30.0/24"]}
   externalAddresses: [{nodeName: n1, addresses: ["203.0.113.7", "2001:db8::7"]}]`, ""},
 		{"empty realm", `  realm: "  "` + validListeners, "realm must not be empty"},
+		{"URL nodes per family in range", "  realm: example.com\n  urlNodesPerFamily: 32" + validListeners, ""},
+		{"no URL nodes", "  realm: example.com\n  urlNodesPerFamily: 0" + validListeners, "should be greater than or equal to 1"},
+		{"too many URL nodes", "  realm: example.com\n  urlNodesPerFamily: 33" + validListeners, "should be less than or equal to 32"},
 		{"no listeners", "  realm: example.com\n  listeners: []", "should have at least 1 items"},
 		{"duplicate listener names", `  realm: example.com
   listeners:

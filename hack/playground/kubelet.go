@@ -158,7 +158,7 @@ func (k *kubelet) syncVolumes(ctx context.Context) error {
 	return nil
 }
 
-// volumeFiles reads the files a ConfigMap or Secret volume holds.
+// volumeFiles reads the files a ConfigMap, Secret or downward-API volume holds.
 func (k *kubelet) volumeFiles(ctx context.Context, v corev1.Volume) (map[string][]byte, error) {
 	files := map[string][]byte{}
 	switch {
@@ -178,10 +178,23 @@ func (k *kubelet) volumeFiles(ctx context.Context, v corev1.Volume) (map[string]
 		for name, data := range s.Data {
 			files[name] = data
 		}
+	case v.DownwardAPI != nil:
+		// Before the relay pod exists, its annotations are empty files.
+		pod := &corev1.Pod{}
+		err := k.cluster.client.Get(ctx, k.podKey(), pod)
+		if client.IgnoreNotFound(err) != nil {
+			return nil, fmt.Errorf("relay pod: %w", err)
+		}
+		return testutil.DownwardAPIFiles(v.DownwardAPI, pod)
 	default:
-		return nil, fmt.Errorf("volume %s: the playground only knows ConfigMap and Secret volumes", v.Name)
+		return nil, fmt.Errorf("volume %s: the playground only knows ConfigMap, Secret and downward-API volumes", v.Name)
 	}
 	return files, nil
+}
+
+// podKey names the relay pod on this node.
+func (k *kubelet) podKey() client.ObjectKey {
+	return client.ObjectKey{Namespace: namespace, Name: k.ds.Name + "-" + k.cluster.nodeName}
 }
 
 // rewriteMountPaths points paths inside the pod's mounts at their
@@ -246,7 +259,7 @@ func (k *kubelet) reportReady(ctx context.Context) error {
 func (k *kubelet) ensurePod(ctx context.Context) (*corev1.Pod, error) {
 	tmpl := k.ds.Spec.Template
 	pod := &corev1.Pod{}
-	key := client.ObjectKey{Namespace: namespace, Name: k.ds.Name + "-" + k.cluster.nodeName}
+	key := k.podKey()
 	err := k.cluster.client.Get(ctx, key, pod)
 	if !apierrors.IsNotFound(err) {
 		return pod, err

@@ -119,6 +119,13 @@ type Addresses struct {
 	External []string `json:"external,omitempty"`
 	// Nodes maps a node name to the addresses the operator resolved for it.
 	Nodes map[string]NodeAddresses `json:"nodes,omitempty"`
+	// NodeFile, when set, is a file holding this relay's own node entry as
+	// JSON (NodeAddresses), which takes the place of Nodes: the operator
+	// writes it into the relay pod's annotation, and the kubelet projects it
+	// into the pod (downward API), so one node's change is one small write
+	// instead of a relay.yaml listing every node. An empty or missing file
+	// is no entry. The relay reads it on every reload.
+	NodeFile string `json:"nodeFile,omitempty"`
 	// STUN, when set, makes the relay discover its public address itself.
 	STUN *STUNDiscovery `json:"stun,omitempty"`
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -72,6 +73,21 @@ func LoadCredentials(path string) (*Credentials, error) {
 
 // Marshal renders a config file (relay.yaml or credentials.yaml).
 func Marshal(v any) ([]byte, error) { return yaml.Marshal(v) }
+
+// ParseNodeAddresses reads a node file (see Addresses.NodeFile): JSON of a
+// NodeAddresses, or nothing at all, which is no entry (nil).
+func ParseNodeAddresses(data []byte) (*NodeAddresses, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, nil
+	}
+	n := &NodeAddresses{}
+	if err := yaml.UnmarshalStrict(data, n); err != nil {
+		return nil, err
+	}
+	errs := fieldErrors{}
+	validateAddrs(&errs, "external", n.External)
+	return n, errs.err()
+}
 
 func (r *Relay) setDefaults() {
 	if r.RelayPortRange == (PortRange{}) {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -123,5 +124,29 @@ func TestSTUNInterval(t *testing.T) {
 	}
 	if strings.Contains(string(out), "interval") {
 		t.Fatalf("an unset interval was rendered:\n%s", out)
+	}
+}
+
+func TestParseNodeAddresses(t *testing.T) {
+	tests := []struct {
+		name, data string
+		want       string // fmt of the entry; "error" for an error
+	}{
+		{"empty: no entry", "", "<nil>"},
+		{"whitespace: no entry", " \n", "<nil>"},
+		{"entry", `{"external":["203.0.113.1","2001:db8::1"],"source":"ExternalIP"}`, "&{[203.0.113.1 2001:db8::1] ExternalIP}"},
+		{"STUN, no address", `{"source":"STUN"}`, "&{[] STUN}"},
+		{"bad address", `{"external":["203.0.113.300"]}`, "error"},
+		{"unknown field", `{"externl":["203.0.113.1"]}`, "error"},
+	}
+	for _, tt := range tests {
+		n, err := ParseNodeAddresses([]byte(tt.data))
+		got := fmt.Sprint(n)
+		if err != nil {
+			got = "error"
+		}
+		if got != tt.want {
+			t.Errorf("%s: %s (%v), want %s", tt.name, got, err, tt.want)
+		}
 	}
 }

@@ -271,7 +271,7 @@ func (r *podRun) rewritePaths(mounts []corev1.VolumeMount, s string) string {
 	return s
 }
 
-// syncVolumes writes the pod's ConfigMap and Secret volumes under r.root,
+// syncVolumes writes the pod's ConfigMap, Secret and downward-API volumes under r.root,
 // only files whose content changed, each through a rename so the relay
 // never reads half a file. In ConfigMap files, paths into the pod's
 // mounts (relay.yaml names TLS certificates) are rewritten like the args.
@@ -301,8 +301,13 @@ func (a *agent) syncVolumes(ctx context.Context, pod *corev1.Pod, r *podRun) err
 				return err
 			}
 			files = s.Data
+		case v.DownwardAPI != nil:
+			var err error
+			if files, err = testutil.DownwardAPIFiles(v.DownwardAPI, pod); err != nil {
+				return err
+			}
 		default:
-			return fmt.Errorf("volume %s: only ConfigMap and Secret volumes are emulated", v.Name)
+			return fmt.Errorf("volume %s: only ConfigMap, Secret and downward-API volumes are emulated", v.Name)
 		}
 		if mounts[v.Name] == "" {
 			continue

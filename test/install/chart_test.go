@@ -121,7 +121,8 @@ func TestHelmTemplateValueSets(t *testing.T) {
 			t.Fatalf("kinds = %v, want %v", got, want)
 		}
 		c := operatorContainer(t, objs)
-		wantArgs := []string{"operator", "--leader-elect=true", "--relay-image=turnpike:0.1.0", "--zap-log-level=info", "--issuer-bind-address=:8082"}
+		wantArgs := []string{"operator", "--leader-elect=true", "--relay-image=turnpike:0.1.0", "--zap-log-level=info",
+			"--kube-api-qps=50", "--kube-api-burst=100", "--issuer-bind-address=:8082"}
 		if !slices.Equal(c.args, wantArgs) {
 			t.Errorf("args = %v, want %v (relay image defaults to the operator's image)", c.args, wantArgs)
 		}
@@ -140,6 +141,12 @@ func TestHelmTemplateValueSets(t *testing.T) {
 		// JSON numbers decode as float64.
 		if r, _, _ := unstructured.NestedFieldNoCopy(findOne(t, objs, "Deployment").Object, "spec", "replicas"); r != float64(2) {
 			t.Errorf("replicas = %v, want 2", r)
+		}
+	})
+	t.Run("API rate limit", func(t *testing.T) {
+		c := operatorContainer(t, helmTemplate(t, "--set", "operator.kubeAPI.qps=200", "--set", "operator.kubeAPI.burst=400"))
+		if !slices.Contains(c.args, "--kube-api-qps=200") || !slices.Contains(c.args, "--kube-api-burst=400") {
+			t.Errorf("args %v: want --kube-api-qps=200 and --kube-api-burst=400", c.args)
 		}
 	})
 	t.Run("relay image follows the operator image", func(t *testing.T) {
@@ -199,6 +206,7 @@ func TestHelmRejectsInvalidValues(t *testing.T) {
 		"two replicas without leader election": {"--set", "operator.replicas=2", "--set", "operator.leaderElect=false"},
 		"bad pull policy":                      {"--set", "image.pullPolicy=Sometimes"},
 		"bad interval":                         {"--set", "monitoring.podMonitor.interval=often"},
+		"zero API requests per second":         {"--set", "operator.kubeAPI.qps=0"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {

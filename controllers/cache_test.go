@@ -1,0 +1,89 @@
+package controllers
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+)
+
+// TestTrimNode: a trimmed node is placed, addressed and compared exactly as
+// the full one, and is a fraction of its size.
+func TestTrimNode(t *testing.T) {
+	full := node("n1", map[string]string{"turnpike.dev/relay": "true", "topology.kubernetes.io/zone": "a"},
+		[]corev1.Taint{{Key: "dedicated", Value: "media", Effect: corev1.TaintEffectNoSchedule}},
+		externalIP("198.51.100.1"), internalIP("10.0.0.1"))
+	full.Annotations = map[string]string{turnpikev1.AnnotationExternalIP: "203.0.113.1", "node.alpha.kubernetes.io/ttl": "0"}
+	full.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}}
+	for i := range 50 { // a node's image list is most of its size
+		full.Status.Images = append(full.Status.Images, corev1.ContainerImage{
+			Names: []string{fmt.Sprintf("registry.example/team/image-%d@sha256:%064d", i, i)}, SizeBytes: 1 << 20})
+	}
+	full.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Message: "kubelet is posting ready status"}}
+	trimmedObj, err := trimNode(&full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trimmed := trimmedObj.(*corev1.Node)
+
+	tolerating := testTurnServer("ts", func(ts *turnpikev1.TurnServer) {
+		ts.Spec.Placement.NodeSelector = map[string]string{"turnpike.dev/relay": "true"}
+		ts.Spec.Placement.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}
+	})
+	for _, ts := range []*turnpikev1.TurnServer{testTurnServer("plain"), tolerating} {
+		if selectsNode(ts, trimmed) != selectsNode(ts, &full) {
+			t.Errorf("%s: selects the trimmed node %v, the full one %v", ts.Name, selectsNode(ts, trimmed), selectsNode(ts, &full))
+		}
+		if a, b := resolveNodeAddresses(ts, trimmed), resolveNodeAddresses(ts, &full); fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Errorf("%s: addresses %v, full node %v", ts.Name, a, b)
+		}
+	}
+	if nodeChangeMatters(&full, trimmed) {
+		t.Error("trimming changed something that matters")
+	}
+	fullSize, trimmedSize := jsonSize(t, &full), jsonSize(t, trimmed)
+	t.Logf("cached node: %d bytes of %d", trimmedSize, fullSize)
+	if trimmedSize*4 > fullSize {
+		t.Errorf("trimmed node %d bytes, full %d", trimmedSize, fullSize)
+	}
+}
+
+func TestTrimPod(t *testing.T) {
+	ts := testTurnServer("ts")
+	full := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", Labels: relayLabels(ts),
+			Annotations:   map[string]string{turnpikev1.AnnotationNodeAddresses: `{"source":"STUN"}`},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
+		Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "relay", Image: "x", Args: []string{"relay"}}}},
+		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{
+			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, {Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+	}
+	obj, err := trimPod(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := obj.(*corev1.Pod)
+	if !podReady(p) || p.Spec.NodeName != "n1" || p.Annotations[turnpikev1.AnnotationNodeAddresses] != `{"source":"STUN"}` ||
+		p.Labels[turnpikev1.LabelTurnServer] != "ts" {
+		t.Errorf("trimmed pod lost what the controllers read: %+v", p)
+	}
+	if p.ManagedFields != nil || len(p.Spec.Containers) != 0 || len(p.Status.Conditions) != 1 {
+		t.Errorf("trimmed pod keeps what nobody reads: %+v", p)
+	}
+	if full.ManagedFields == nil {
+		t.Error("trimming changed the informer's object")
+	}
+}
+
+func jsonSize(t *testing.T, v any) int {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(b)
+}
