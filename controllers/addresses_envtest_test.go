@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
-	"github.com/turnpike-dev/turnpike/relay"
+	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
 // TestHostnameSTUNAndDNSEndpoint: a node without a public address relies on
@@ -133,8 +133,8 @@ func TestSTUNDiscoveredAddressIsPublished(t *testing.T) {
 	discovered := atomic.Value{}
 	discovered.Store("203.0.113.99")
 	relayStatus := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_ = json.NewEncoder(w).Encode(relay.Status{STUN: &relay.STUNStatus{
-			Discovered: []relay.DiscoveredAddress{{Address: discovered.Load().(string), Server: "stun.example.net:3478"}},
+		_ = json.NewEncoder(w).Encode(config.Status{STUN: &config.STUNStatus{
+			Discovered: []config.DiscoveredAddress{{Address: discovered.Load().(string), Server: "stun.example.net:3478"}},
 		}})
 	}))
 	defer relayStatus.Close()

@@ -11,7 +11,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/turnpike-dev/turnpike/relay"
+	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
 // TestRelayStatusPoller reads 40 relays through a stand-in for their
@@ -23,7 +23,7 @@ func TestRelayStatusPoller(t *testing.T) {
 	var mu sync.Mutex
 	answer := map[netip.Addr]string{}
 	var inFlight, most atomic.Int64
-	fetch := func(_ context.Context, host netip.Addr, _ int32) (*relay.Status, error) {
+	fetch := func(_ context.Context, host netip.Addr, _ int32) (*config.Status, error) {
 		n := inFlight.Add(1)
 		defer inFlight.Add(-1)
 		for old := most.Load(); n > old && !most.CompareAndSwap(old, n); old = most.Load() {
@@ -34,7 +34,7 @@ func TestRelayStatusPoller(t *testing.T) {
 		if answer[host] == "" {
 			return nil, fmt.Errorf("unreachable")
 		}
-		return &relay.Status{STUN: &relay.STUNStatus{Discovered: []relay.DiscoveredAddress{{Address: answer[host]}}}}, nil
+		return &config.Status{STUN: &config.STUNStatus{Discovered: []config.DiscoveredAddress{{Address: answer[host]}}}}, nil
 	}
 	p := newRelayStatusPoller(fetch, time.Hour)
 	tsA, tsB := types.NamespacedName{Namespace: "ns", Name: "a"}, types.NamespacedName{Namespace: "ns", Name: "b"}

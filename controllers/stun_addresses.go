@@ -14,13 +14,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
-	"github.com/turnpike-dev/turnpike/relay"
+	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
 // RelayStatusFunc reads a relay's /status from its internal listener at
 // host:port. The relay holds no Kubernetes credentials, so asking it is the
 // only way the operator learns an address the relay discovered with STUN.
-type RelayStatusFunc func(ctx context.Context, host netip.Addr, port int32) (*relay.Status, error)
+type RelayStatusFunc func(ctx context.Context, host netip.Addr, port int32) (*config.Status, error)
 
 // relayStatusTimeout keeps an unreachable relay from holding up a reconcile.
 const relayStatusTimeout = 2 * time.Second
@@ -31,7 +31,7 @@ const DefaultRelayStatusInterval = time.Minute
 
 // HTTPRelayStatus is the RelayStatusFunc used in a cluster: a GET of
 // http://host:port/status, the relay's health port on its node.
-func HTTPRelayStatus(ctx context.Context, host netip.Addr, port int32) (*relay.Status, error) {
+func HTTPRelayStatus(ctx context.Context, host netip.Addr, port int32) (*config.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, relayStatusTimeout)
 	defer cancel()
 	url := "http://" + net.JoinHostPort(host.String(), strconv.Itoa(int(port))) + "/status"
@@ -47,7 +47,7 @@ func HTTPRelayStatus(ctx context.Context, host netip.Addr, port int32) (*relay.S
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	st := &relay.Status{}
+	st := &config.Status{}
 	return st, json.NewDecoder(resp.Body).Decode(st)
 }
 

@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/turnpike-dev/turnpike/relay"
+	relayconfig "github.com/turnpike-dev/turnpike/relay/config"
 	"github.com/turnpike-dev/turnpike/test/testenv"
 	"go.uber.org/zap/zapcore"
 )
@@ -272,7 +272,7 @@ func internalIP(a string) corev1.NodeAddress {
 
 // loopbackRelayStatus asks only relays on loopback: the suite's nodes have
 // made-up addresses, and tests send no traffic anywhere but this machine.
-func loopbackRelayStatus(ctx context.Context, host netip.Addr, port int32) (*relay.Status, error) {
+func loopbackRelayStatus(ctx context.Context, host netip.Addr, port int32) (*relayconfig.Status, error) {
 	if !host.IsLoopback() {
 		return nil, fmt.Errorf("test: not contacting %s", host)
 	}

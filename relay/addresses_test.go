@@ -142,11 +142,11 @@ func checkAdvertised(t *testing.T, tr *testRelay, want, source string) {
 }
 
 // relayStatus is the relay's /status, served in-process.
-func relayStatus(t *testing.T, tr *testRelay) Status {
+func relayStatus(t *testing.T, tr *testRelay) config.Status {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	tr.serveStatus(rec, httptest.NewRequest("GET", "/status", nil))
-	var st Status
+	var st config.Status
 	if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
 		t.Fatalf("/status: %v\n%s", err, rec.Body)
 	}

@@ -273,7 +273,7 @@ func TestStandaloneBinary(t *testing.T) {
 	_ = relayConn.Close() // releases the allocation, so the drain ends at once
 	client.Close()
 
-	var status Status
+	var status config.Status
 	res, err := http.Get(health + "/status")
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
 // internalHost is the address of the metrics and health listener: never the
@@ -79,31 +81,14 @@ func (r *Relay) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// Status is the JSON body of /status.
-type Status struct {
-	Version               string   `json:"version"`
-	ConfigGeneration      int64    `json:"configGeneration"`
-	CredentialsGeneration int64    `json:"credentialsGeneration"`
-	ExternalAddresses     []string `json:"externalAddresses"`
-	ExternalAddressSource string   `json:"externalAddressSource"`
-	Allocations           int      `json:"allocations"`
-	Ready                 bool     `json:"ready"`
-	Draining              bool     `json:"draining"`
-	SocketHash            string   `json:"socketHash"`
-	// STUN is the state of STUN discovery, while addresses.stun is set.
-	STUN *STUNStatus `json:"stun,omitempty"`
-	// FastPath is the state of the eBPF fast path, while fastPath.enabled.
-	FastPath *FastPathStatus `json:"fastPath,omitempty"`
-}
-
 func (r *Relay) serveStatus(w http.ResponseWriter, _ *http.Request) {
 	st := r.current()
-	var stun *STUNStatus
+	var stun *config.STUNStatus
 	if s := st.cfg.Addresses.STUN; s != nil {
 		stun = r.stun.status(s.Servers)
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(Status{
+	_ = json.NewEncoder(w).Encode(config.Status{
 		Version:               r.opts.Version,
 		ConfigGeneration:      r.gen.Load(),
 		CredentialsGeneration: st.creds.generation,

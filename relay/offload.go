@@ -48,15 +48,6 @@ type offloader struct {
 	last     fastpath.Counters // counters already added to the metrics
 }
 
-// FastPathStatus is the fast path's part of /status.
-type FastPathStatus struct {
-	Active     bool     `json:"active"`
-	Interfaces []string `json:"interfaces,omitempty"`
-	// Reason says why an enabled fast path is not active.
-	Reason   string `json:"reason,omitempty"`
-	Channels int    `json:"channels"`
-}
-
 // startFastPath loads the program when relay.yaml enables it. Failing to
 // load is not fatal: the relay says why and relays in userspace.
 func (r *Relay) startFastPath(ctx context.Context) {
@@ -306,22 +297,22 @@ func (r *Relay) recheckPeers(policy *peerPolicy) {
 }
 
 // fastPathStatus is the fast path's part of /status; nil when disabled.
-func (r *Relay) fastPathStatus() *FastPathStatus {
+func (r *Relay) fastPathStatus() *config.FastPathStatus {
 	if !r.cfg.FastPath.Enabled {
 		return nil
 	}
 	o := r.offload
 	if o == nil {
-		return &FastPathStatus{Reason: r.fastPathReason}
+		return &config.FastPathStatus{Reason: r.fastPathReason}
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
-		return &FastPathStatus{Reason: "stopped"}
+		return &config.FastPathStatus{Reason: "stopped"}
 	}
 	n := 0
 	for _, chans := range o.channels {
 		n += len(chans)
 	}
-	return &FastPathStatus{Active: true, Interfaces: o.kernel.Interfaces(), Channels: n}
+	return &config.FastPathStatus{Active: true, Interfaces: o.kernel.Interfaces(), Channels: n}
 }

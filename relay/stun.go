@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
 // STUN discovery (addresses.stun): a relay behind a NAT — a cloud VM with a
@@ -87,29 +89,13 @@ func (d *stunDiscovery) current() [2]sourcedAddr {
 	return out
 }
 
-// STUNStatus is the "stun" part of /status, present while addresses.stun is set.
-type STUNStatus struct {
-	Servers []string `json:"servers"`
-	// Discovered are the addresses found, at most one per family.
-	Discovered []DiscoveredAddress `json:"discovered"`
-	// LastError is why the last failed round failed; empty after a success.
-	LastError string `json:"lastError,omitempty"`
-}
-
-// DiscoveredAddress is one discovered address and the server that said so.
-type DiscoveredAddress struct {
-	Address     string    `json:"address"`
-	Server      string    `json:"server"`
-	ConfirmedAt time.Time `json:"confirmedAt"`
-}
-
-func (d *stunDiscovery) status(servers []string) *STUNStatus {
+func (d *stunDiscovery) status(servers []string) *config.STUNStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := &STUNStatus{Servers: servers, Discovered: []DiscoveredAddress{}, LastError: d.lastErr}
+	s := &config.STUNStatus{Servers: servers, Discovered: []config.DiscoveredAddress{}, LastError: d.lastErr}
 	for _, f := range d.found {
 		if f.addr.IsValid() {
-			s.Discovered = append(s.Discovered, DiscoveredAddress{f.addr.String(), f.server, f.at.UTC()})
+			s.Discovered = append(s.Discovered, config.DiscoveredAddress{Address: f.addr.String(), Server: f.server, ConfirmedAt: f.at.UTC()})
 		}
 	}
 	return s

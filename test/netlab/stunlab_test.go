@@ -21,7 +21,6 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/turn/v5"
 
-	"github.com/turnpike-dev/turnpike/relay"
 	"github.com/turnpike-dev/turnpike/relay/config"
 	"github.com/turnpike-dev/turnpike/test/netlab"
 	"github.com/turnpike-dev/turnpike/test/testutil"
@@ -72,7 +71,7 @@ func TestSTUNDiscoveryBehindNAT(t *testing.T) {
 	relayCmd := startRelayIn(t, node, bin, dir)
 
 	// /status and /metrics, read from inside the node namespace.
-	var status relay.Status
+	var status config.Status
 	getJSON(t, node, "/status", &status)
 	wantSource := "stun:" + stunServer.Addr().String()
 	if strings.Join(status.ExternalAddresses, ",") != natOuter || status.ExternalAddressSource != wantSource {
@@ -106,7 +105,7 @@ func TestSTUNDiscoveryBehindNAT(t *testing.T) {
 	if err := relayCmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, node, "the new NAT address to be advertised", func(s relay.Status) bool {
+	waitStatus(t, node, "the new NAT address to be advertised", func(s config.Status) bool {
 		return strings.Join(s.ExternalAddresses, ",") == natOuter2
 	})
 	relayConn2 := allocate(t, pub)
@@ -118,11 +117,11 @@ func TestSTUNDiscoveryBehindNAT(t *testing.T) {
 }
 
 // waitStatus polls the relay's /status from inside ns until cond holds.
-func waitStatus(t *testing.T, ns *netlab.Namespace, what string, cond func(relay.Status) bool) {
+func waitStatus(t *testing.T, ns *netlab.Namespace, what string, cond func(config.Status) bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second) // a failure bound, not a timing
 	for {
-		var s relay.Status
+		var s config.Status
 		getJSON(t, ns, "/status", &s)
 		if cond(s) {
 			return

@@ -1,0 +1,50 @@
+package config
+
+import "time"
+
+// The /status document: the JSON body of a relay's /status endpoint on its
+// internal health port. It is part of the contract between relay and
+// operator (the operator reads what STUN discovered from it), so it lives
+// here beside relay.yaml and credentials.yaml.
+
+// Status is the JSON body of /status.
+type Status struct {
+	Version               string   `json:"version"`
+	ConfigGeneration      int64    `json:"configGeneration"`
+	CredentialsGeneration int64    `json:"credentialsGeneration"`
+	ExternalAddresses     []string `json:"externalAddresses"`
+	ExternalAddressSource string   `json:"externalAddressSource"`
+	Allocations           int      `json:"allocations"`
+	Ready                 bool     `json:"ready"`
+	Draining              bool     `json:"draining"`
+	SocketHash            string   `json:"socketHash"`
+	// STUN is the state of STUN discovery, while addresses.stun is set.
+	STUN *STUNStatus `json:"stun,omitempty"`
+	// FastPath is the state of the eBPF fast path, while fastPath.enabled.
+	FastPath *FastPathStatus `json:"fastPath,omitempty"`
+}
+
+// FastPathStatus is the fast path's part of /status.
+type FastPathStatus struct {
+	Active     bool     `json:"active"`
+	Interfaces []string `json:"interfaces,omitempty"`
+	// Reason says why an enabled fast path is not active.
+	Reason   string `json:"reason,omitempty"`
+	Channels int    `json:"channels"`
+}
+
+// STUNStatus is the "stun" part of /status, present while addresses.stun is set.
+type STUNStatus struct {
+	Servers []string `json:"servers"`
+	// Discovered are the addresses found, at most one per family.
+	Discovered []DiscoveredAddress `json:"discovered"`
+	// LastError is why the last failed round failed; empty after a success.
+	LastError string `json:"lastError,omitempty"`
+}
+
+// DiscoveredAddress is one discovered address and the server that said so.
+type DiscoveredAddress struct {
+	Address     string    `json:"address"`
+	Server      string    `json:"server"`
+	ConfirmedAt time.Time `json:"confirmedAt"`
+}
