@@ -25,6 +25,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -226,4 +228,35 @@ func (e *Env) GrantUse(t testing.TB, ns, serviceAccount, credential string) {
 	if err := e.Client.Create(ctx, binding); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// DaemonPodNode is the node a daemon pod is meant for: the DaemonSet
+// controller pins each pod to its node with a required node affinity on
+// metadata.name and leaves the binding to the scheduler, which tests stand
+// in for. "" when the pod has no such affinity.
+func DaemonPodNode(pod *corev1.Pod) string {
+	aff := pod.Spec.Affinity
+	if aff == nil || aff.NodeAffinity == nil || aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return ""
+	}
+	for _, term := range aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+		for _, f := range term.MatchFields {
+			if f.Key == "metadata.name" && f.Operator == corev1.NodeSelectorOpIn && len(f.Values) == 1 {
+				return f.Values[0]
+			}
+		}
+	}
+	return ""
+}
+
+// TokenKubeconfig is a kubeconfig for this API server (cfg's host and CA)
+// that authenticates with a bearer token, e.g. a ServiceAccount's, so a
+// process run with it gets that account's RBAC.
+func TokenKubeconfig(cfg *rest.Config, token string) ([]byte, error) {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["token"] = &clientcmdapi.AuthInfo{Token: token}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "token"}
+	kc.CurrentContext = "test"
+	return clientcmd.Write(*kc)
 }
