@@ -72,6 +72,11 @@ func startCluster(dir, tree string) (*cluster, error) {
 		return nil, err
 	}
 	cl := &cluster{auditLog: filepath.Join(dir, "audit.log")}
+	apiLog, err := os.OpenFile(filepath.Join(dir, "kube-apiserver.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	api.Out, api.Err = apiLog, apiLog
 	api.Configure().
 		Set("audit-policy-file", policy).
 		Set("audit-log-path", cl.auditLog).

@@ -29,8 +29,10 @@ type sample struct {
 }
 
 // operator runs `turnpike operator` and, as a kubelet would, starts it
-// again when it exits (after restartDelay, at most maxRestarts times):
-// an operator that loses its leader-election Lease exits on purpose.
+// again when it exits, after a back-off that doubles while it keeps
+// failing (at most maxRestarts times): an operator that loses its
+// leader-election Lease exits on purpose, and one started while the API
+// server is down exits at once.
 // Every sampleInterval it reads the process's CPU time and RSS and
 // scrapes its metrics.
 type operator struct {
@@ -39,21 +41,24 @@ type operator struct {
 	log        io.Writer
 	metricsURL string
 
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	restarts int
-	cpuDone  time.Duration // CPU time of the processes that exited
-	peakRSS  int64         // VmHWM, the highest of every process
-	errs     counter
-	panics   counter
-	samples  []sample
+	mu        sync.Mutex
+	cmd       *exec.Cmd
+	exited    chan struct{}
+	startedAt time.Time
+	restarts  int
+	stopping  bool
+	cpuDone   time.Duration // CPU time of the processes that exited
+	peakRSS   int64         // VmHWM, the highest of every process
+	errs      counter
+	panics    counter
+	samples   []sample
 }
 
 const (
-	sampleInterval = time.Second
-	restartDelay   = 5 * time.Second
-	maxRestarts    = 10
+	sampleInterval  = time.Second
+	minRestartDelay = 5 * time.Second
+	maxRestartDelay = 40 * time.Second
+	maxRestarts     = 30
 )
 
 func (o *operator) start() error {
@@ -65,7 +70,7 @@ func (o *operator) start() error {
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	o.cmd, o.exited = cmd, exited
+	o.cmd, o.exited, o.startedAt = cmd, exited, time.Now()
 	return nil
 }
 
@@ -74,6 +79,7 @@ func (o *operator) run(ctx context.Context) {
 	ticker := time.NewTicker(sampleInterval)
 	defer ticker.Stop()
 	var exitedAt time.Time
+	delay := minRestartDelay
 	for {
 		select {
 		case <-ctx.Done():
@@ -83,12 +89,17 @@ func (o *operator) run(ctx context.Context) {
 		o.mu.Lock()
 		select {
 		case <-o.exited:
+			if o.stopping {
+				o.mu.Unlock()
+				return
+			}
 			if exitedAt.IsZero() {
 				o.collectExited()
 				exitedAt = time.Now()
-				fmt.Fprintf(os.Stderr, "scale: the operator exited (%v); starting it again in %s\n", o.cmd.ProcessState, restartDelay)
+				delay = nextRestartDelay(delay, exitedAt.Sub(o.startedAt))
+				fmt.Fprintf(os.Stderr, "scale: the operator exited (%v); starting it again in %s\n", o.cmd.ProcessState, delay)
 			}
-			if time.Since(exitedAt) >= restartDelay && o.restarts < maxRestarts {
+			if time.Since(exitedAt) >= delay && o.restarts < maxRestarts {
 				o.restarts++
 				if err := o.start(); err != nil {
 					fmt.Fprintf(os.Stderr, "scale: restarting the operator: %v\n", err)
@@ -100,6 +111,16 @@ func (o *operator) run(ctx context.Context) {
 		o.mu.Unlock()
 		o.sample()
 	}
+}
+
+// nextRestartDelay is the kubelet's crash-loop back-off, shortened: it
+// doubles while the process keeps exiting soon after it started, and
+// starts again from the minimum once a run lasted a minute.
+func nextRestartDelay(last, ran time.Duration) time.Duration {
+	if ran >= time.Minute {
+		return minRestartDelay
+	}
+	return min(2*last, maxRestartDelay)
 }
 
 // collectExited adds an exited process's CPU time and peak RSS (its
@@ -178,6 +199,7 @@ func (o *operator) samplesBetween(from, to time.Time) []sample {
 func (o *operator) stop(grace time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.stopping = true
 	select {
 	case <-o.exited:
 		return

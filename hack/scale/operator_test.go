@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestSumMetric(t *testing.T) {
 	text := `# HELP controller_runtime_reconcile_errors_total Total number of reconciliation errors per controller
@@ -50,5 +53,19 @@ func TestCounterOverRestarts(t *testing.T) {
 				t.Errorf("total = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestNextRestartDelay(t *testing.T) {
+	for _, tc := range []struct {
+		last, ran, want time.Duration
+	}{
+		{last: minRestartDelay, ran: time.Second, want: 2 * minRestartDelay},
+		{last: 30 * time.Second, ran: time.Second, want: maxRestartDelay},
+		{last: maxRestartDelay, ran: 2 * time.Minute, want: minRestartDelay},
+	} {
+		if got := nextRestartDelay(tc.last, tc.ran); got != tc.want {
+			t.Errorf("nextRestartDelay(%s, ran %s) = %s, want %s", tc.last, tc.ran, got, tc.want)
+		}
 	}
 }

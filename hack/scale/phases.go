@@ -35,6 +35,7 @@ type phaseResult struct {
 	// ReadyAfterLastPod: the TurnServer was first seen Ready, all nodes
 	// ready, this long after the last relay pod was marked ready.
 	ReadyAfterLastPod *time.Duration `json:"readyAfterLastPodNs,omitempty"`
+	Notes             []string       `json:"notes,omitempty"`
 }
 
 // changeSummary is the operator's writes per single change: the mean over
@@ -114,15 +115,16 @@ func (b *bench) waitQuiet(ctx context.Context, from time.Time, ready func() bool
 
 // phase runs act, waits for the operator to settle when settle is set,
 // and measures. act returns the times of its single changes, if any.
-func (b *bench) phase(ctx context.Context, name string, settle bool, act func() ([]time.Time, error)) (phaseResult, error) {
+func (b *bench) phase(ctx context.Context, name string, settle bool, act func(r *phaseResult) ([]time.Time, error)) (phaseResult, error) {
 	fmt.Fprintf(os.Stderr, "scale: phase %s\n", name)
 	before := b.op.sample()
 	start := before.At
-	changes, err := act()
+	r := phaseResult{Name: name, Start: start, Settled: true}
+	changes, err := act(&r)
 	if err != nil {
 		return phaseResult{}, fmt.Errorf("phase %s: %w", name, err)
 	}
-	r := phaseResult{Name: name, Start: start, Settled: true, Changes: len(changes)}
+	r.Changes = len(changes)
 	if settle {
 		r.Settled = b.waitQuiet(ctx, start, b.serverReady(ctx))
 	}
@@ -157,8 +159,7 @@ func (b *bench) serverReady(ctx context.Context) func() bool {
 // rollout creates the TurnCredentials and the TurnServer and waits for
 // relays to be ready on every node.
 func (b *bench) rollout(ctx context.Context) (phaseResult, error) {
-	var readyAt, lastPod time.Time
-	r, err := b.phase(ctx, "rollout", true, func() ([]time.Time, error) {
+	return b.phase(ctx, "rollout", true, func(r *phaseResult) ([]time.Time, error) {
 		for i := range b.o.credentials {
 			if err := b.cl.c.Create(ctx, turnCredential(i)); err != nil {
 				return nil, err
@@ -167,24 +168,19 @@ func (b *bench) rollout(ctx context.Context) (phaseResult, error) {
 		if err := b.cl.c.Create(ctx, turnServer()); err != nil {
 			return nil, err
 		}
-		var ok bool
-		readyAt, ok = waitServerReady(ctx, b.cl.c, b.nodes, b.o.settle+time.Duration(b.nodes)*time.Second/time.Duration(b.o.readyRate))
+		readyAt, ok := waitServerReady(ctx, b.cl.c, b.nodes, b.o.settle+time.Duration(b.nodes)*time.Second/time.Duration(b.o.readyRate))
 		if !ok {
 			return nil, fmt.Errorf("the TurnServer was not Ready on %d nodes in time (%d relay pods ready)", b.nodes, b.kubelets.readyPods())
 		}
-		lastPod = b.kubelets.lastReadyAt()
+		d := readyAt.Sub(b.kubelets.lastReadyAt())
+		r.ReadyAfterLastPod = &d
 		return nil, nil
 	})
-	if err == nil {
-		d := readyAt.Sub(lastPod)
-		r.ReadyAfterLastPod = &d
-	}
-	return r, err
 }
 
 // steady changes nothing for o.steady.
 func (b *bench) steady(ctx context.Context) (phaseResult, error) {
-	return b.phase(ctx, "steady", false, func() ([]time.Time, error) {
+	return b.phase(ctx, "steady", false, func(*phaseResult) ([]time.Time, error) {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -219,7 +215,7 @@ func (b *bench) changeNode(i int) int { return i * (b.o.nodes - b.o.changes) / b
 // addressChanges moves one node at a time to a new ExternalIP, as a cloud
 // provider's node controller reports a new public address.
 func (b *bench) addressChanges(ctx context.Context) (phaseResult, error) {
-	return b.phase(ctx, "address changes", true, func() ([]time.Time, error) {
+	return b.phase(ctx, "address changes", true, func(*phaseResult) ([]time.Time, error) {
 		return b.paced(ctx, func(i int) error {
 			n := b.changeNode(i)
 			node := &corev1.Node{}
@@ -235,7 +231,7 @@ func (b *bench) addressChanges(ctx context.Context) (phaseResult, error) {
 // rotations forces one rotation of each TurnCredential in turn, and waits
 // out the staging delay that publishes it.
 func (b *bench) rotations(ctx context.Context) (phaseResult, error) {
-	return b.phase(ctx, "rotations", true, func() ([]time.Time, error) {
+	return b.phase(ctx, "rotations", true, func(*phaseResult) ([]time.Time, error) {
 		at, err := b.paced(ctx, func(i int) error {
 			tc := &unstructured.Unstructured{}
 			tc.SetGroupVersionKind(turnCredentialGVK)
@@ -253,7 +249,7 @@ func (b *bench) rotations(ctx context.Context) (phaseResult, error) {
 
 // nodeDeletions deletes the last o.changes nodes, one at a time.
 func (b *bench) nodeDeletions(ctx context.Context) (phaseResult, error) {
-	return b.phase(ctx, "node deletions", true, func() ([]time.Time, error) {
+	return b.phase(ctx, "node deletions", true, func(*phaseResult) ([]time.Time, error) {
 		return b.paced(ctx, func(i int) error {
 			b.nodes--
 			return b.cl.c.Delete(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName(b.o.nodes - 1 - i)}})
@@ -264,14 +260,23 @@ func (b *bench) nodeDeletions(ctx context.Context) (phaseResult, error) {
 // outage stops kube-apiserver for o.outage and starts it again on the same
 // etcd, then waits for the operator to settle.
 func (b *bench) outage(ctx context.Context) (phaseResult, error) {
-	return b.phase(ctx, "api outage", true, func() ([]time.Time, error) {
+	return b.phase(ctx, "api outage", true, func(r *phaseResult) ([]time.Time, error) {
+		stopping := time.Now()
 		if err := b.cl.env.StopAPIServer(); err != nil {
-			return nil, err
+			// envtest sends SIGKILL when SIGTERM has not ended it in
+			// time: an outage all the same.
+			r.Notes = append(r.Notes, fmt.Sprintf("stopping kube-apiserver: %v (then SIGKILL)", err))
 		}
+		stopped := time.Now()
 		select {
 		case <-ctx.Done():
 		case <-time.After(b.o.outage):
 		}
-		return nil, b.cl.env.StartAPIServer()
+		if err := b.cl.env.StartAPIServer(); err != nil {
+			return nil, err
+		}
+		r.Notes = append(r.Notes, fmt.Sprintf("kube-apiserver stopping %s, stopped %s, starting %s",
+			stopped.Sub(stopping).Round(time.Second), b.o.outage, time.Since(stopped.Add(b.o.outage)).Round(time.Second)))
+		return nil, nil
 	})
 }

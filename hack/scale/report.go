@@ -132,11 +132,14 @@ func printReport(w io.Writer, r report) {
 	}
 	tw.Flush()
 
-	fmt.Fprintln(w, "\nper single change (mean = writes ÷ changes; max = the busiest window from one change to the next):")
+	fmt.Fprintln(w, "\nper phase (per single change: mean = writes ÷ changes; max = the busiest window from one change to the next):")
 	for _, p := range r.Phases {
 		if c := p.PerChange; c != nil {
 			fmt.Fprintf(w, "  %s (%d): mean %.1f writes, %s; max %d writes, %s\n",
 				p.Name, p.Changes, c.MeanWrites, kib(int(c.MeanBytes)), c.MaxWrites, kib(c.MaxBytes))
+		}
+		for _, n := range p.Notes {
+			fmt.Fprintf(w, "  %s: %s\n", p.Name, n)
 		}
 		if p.ReadyAfterLastPod != nil {
 			fmt.Fprintf(w, "  %s: TurnServer Ready %s after the last relay pod was ready\n", p.Name, p.ReadyAfterLastPod.Round(10*time.Millisecond))
