@@ -19,9 +19,10 @@ import (
 //     the request's size is what it wrote, the response's resourceVersion
 //     tells an empty write (nothing changed) from a real one;
 //   - every other request of the operator, metadata only (reads);
-//   - everyone else's writes to the kinds the operator writes, with the
-//     response, only to follow those objects' resourceVersions (the
-//     DaemonSet controller writes the DaemonSet's status, for example).
+//   - everyone else's writes to the kinds the operator writes (or may:
+//     relay pods), with the response, only to follow those objects'
+//     resourceVersions (the DaemonSet controller writes the DaemonSet's
+//     status, the kubelet a pod's).
 //
 // Only the stage ResponseComplete is logged, so a request is one event.
 func auditPolicy(operatorUser string) string {
@@ -38,7 +39,7 @@ rules:
   verbs: [create, update, patch, delete, deletecollection]
   resources:
   - group: ""
-    resources: [configmaps, secrets, services, serviceaccounts]
+    resources: [configmaps, secrets, services, serviceaccounts, pods, pods/status]
   - group: apps
     resources: [daemonsets, daemonsets/status]
   - group: turnpike.dev
