@@ -12,11 +12,11 @@ func TestEvaluate(t *testing.T) {
 	twelve := 12 * time.Second
 	good := func() []phaseResult {
 		return []phaseResult{
-			{Name: "rollout", ReadyAfterLastPod: &second, Largest: map[string]objectSize{"TurnServer": {Name: "ts", Bytes: 10 << 10}}},
-			{Name: "steady"},
-			{Name: "address changes", PerChange: &changeSummary{MeanWrites: 3, MeanBytes: 2 << 10}},
-			{Name: "node deletions", PerChange: &changeSummary{MeanWrites: 4, MeanBytes: 3 << 10}},
-			{Name: "api outage", ReconcileErrors: 40},
+			{Name: "rollout", Settled: true, ReadyAfterLastPod: &second, Largest: map[string]objectSize{"TurnServer": {Name: "ts", Bytes: 10 << 10}}},
+			{Name: "steady", Settled: true},
+			{Name: "address changes", Settled: true, PerChange: &changeSummary{MeanWrites: 3, MeanBytes: 2 << 10}},
+			{Name: "node deletions", Settled: true, PerChange: &changeSummary{MeanWrites: 4, MeanBytes: 3 << 10}},
+			{Name: "api outage", Settled: true, ReconcileErrors: 40},
 		}
 	}
 	for _, tc := range []struct {
@@ -32,6 +32,8 @@ func TestEvaluate(t *testing.T) {
 		{name: "node deletions cost too much", change: func(p []phaseResult) { p[3].PerChange.MeanWrites = 6 },
 			peakRSS: 100 << 20, unmet: []string{"node change"}},
 		{name: "a byte-heavy address change", change: func(p []phaseResult) { p[2].PerChange.MeanBytes = 65 << 10 },
+			peakRSS: 100 << 20, unmet: []string{"node change"}},
+		{name: "node deletions that never settled", change: func(p []phaseResult) { p[3].PerChange.MeanWrites = 0; p[3].Settled = false },
 			peakRSS: 100 << 20, unmet: []string{"node change"}},
 		{name: "steady writes", change: func(p []phaseResult) { p[1].Requests.WriteTotal = 1 },
 			peakRSS: 100 << 20, unmet: []string{"steady"}},
