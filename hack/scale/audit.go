@@ -205,6 +205,7 @@ func isWrite(verb string) bool {
 type writeCount struct {
 	Count int `json:"count"`
 	Bytes int `json:"bytes"`
+	Empty int `json:"empty,omitempty"`
 }
 
 // requestCounts is what the operator asked of the API server in a window
@@ -241,12 +242,13 @@ func countRequests(reqs []request, from, to time.Time) requestCounts {
 		w := c.Writes[key]
 		w.Count++
 		w.Bytes += r.Bytes
-		c.Writes[key] = w
 		c.WriteTotal++
 		c.BytesTotal += r.Bytes
 		if r.Empty {
+			w.Empty++
 			c.Empty++
 		}
+		c.Writes[key] = w
 		switch {
 		case r.Code == 409:
 			c.Conflicts++

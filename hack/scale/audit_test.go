@@ -135,7 +135,7 @@ func TestCountRequests(t *testing.T) {
 	got := countRequests(reqs, at(0), at(9))
 	want := requestCounts{
 		Writes: map[string]writeCount{
-			"configmaps patch": {Count: 2, Bytes: 150}, "secrets update": {Count: 1, Bytes: 10}, "events create": {Count: 1, Bytes: 5}},
+			"configmaps patch": {Count: 2, Bytes: 150, Empty: 1}, "secrets update": {Count: 1, Bytes: 10}, "events create": {Count: 1, Bytes: 5}},
 		WriteTotal: 4, BytesTotal: 165, LeaseWrites: 1, Empty: 1, Conflicts: 1, FailedWrites: 1, Reads: 1,
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {

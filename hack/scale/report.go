@@ -132,7 +132,11 @@ func printReport(w io.Writer, r report) {
 		var parts []string
 		for _, k := range p.Requests.writeKeys() {
 			c := p.Requests.Writes[k]
-			parts = append(parts, fmt.Sprintf("%s %d (%s)", k, c.Count, kib(c.Bytes)))
+			empty := ""
+			if c.Empty > 0 {
+				empty = fmt.Sprintf(", %d empty", c.Empty)
+			}
+			parts = append(parts, fmt.Sprintf("%s %d (%s%s)", k, c.Count, kib(c.Bytes), empty))
 		}
 		if len(parts) == 0 {
 			parts = []string{"none"}
