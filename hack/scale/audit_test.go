@@ -178,3 +178,20 @@ func TestSummarizeChanges(t *testing.T) {
 		})
 	}
 }
+
+func TestQuietSince(t *testing.T) {
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	for _, tc := range []struct {
+		name                  string
+		write, start, leading time.Time
+		want                  time.Time
+	}{
+		{name: "the last write", write: at(5), start: at(0), leading: at(-100), want: at(5)},
+		{name: "no write yet: the phase's start", start: at(0), leading: at(-100), want: at(0)},
+		{name: "a new leader after the last write", write: at(5), start: at(0), leading: at(30), want: at(30)},
+	} {
+		if got := quietSince(tc.write, tc.start, tc.leading); !got.Equal(tc.want) {
+			t.Errorf("%s: quietSince = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

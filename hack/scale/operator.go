@@ -45,13 +45,17 @@ type operator struct {
 	cmd       *exec.Cmd
 	exited    chan struct{}
 	startedAt time.Time
-	restarts  int
-	stopping  bool
-	cpuDone   time.Duration // CPU time of the processes that exited
-	peakRSS   int64         // VmHWM, the highest of every process
-	errs      counter
-	panics    counter
-	samples   []sample
+	// leaderSince is when the running process was first seen holding
+	// the leader-election Lease (its reconcilers run only then); zero
+	// while it does not.
+	leaderSince time.Time
+	restarts    int
+	stopping    bool
+	cpuDone     time.Duration // CPU time of the processes that exited
+	peakRSS     int64         // VmHWM, the highest of every process
+	errs        counter
+	panics      counter
+	samples     []sample
 }
 
 const (
@@ -133,6 +137,7 @@ func (o *operator) collectExited() {
 	}
 	o.errs.reset()
 	o.panics.reset()
+	o.leaderSince = time.Time{}
 }
 
 // sample reads the operator now and records it.
@@ -154,6 +159,9 @@ func (o *operator) sample() sample {
 		if text, err := o.scrape(); err == nil {
 			o.errs.observe(sumMetric(text, "controller_runtime_reconcile_errors_total"))
 			o.panics.observe(sumMetric(text, "controller_runtime_reconcile_panics_total"))
+			if sumMetric(text, "leader_election_master_status") >= 1 && o.leaderSince.IsZero() {
+				o.leaderSince = s.At
+			}
 		}
 	}
 	s.ReconcileErrors, s.Panics = o.errs.total(), o.panics.total()
@@ -173,6 +181,14 @@ func (o *operator) scrape() (string, error) {
 	}
 	b, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
 	return string(b), err
+}
+
+// leading is when the running operator became leader; zero when no
+// operator is leading.
+func (o *operator) leading() time.Time {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.leaderSince
 }
 
 // peak is the highest RSS of every operator process so far.

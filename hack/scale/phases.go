@@ -91,18 +91,18 @@ func (b *bench) readAudit() {
 	b.requests = append(b.requests, reqs...)
 }
 
-// waitQuiet waits until the operator has written nothing for o.quiet
-// (Lease renewals aside) and ready, if not nil, says yes; false when
-// o.settle passes first.
+// waitQuiet waits until the operator has been leading and written
+// nothing for o.quiet (Lease renewals aside) and ready, if not nil, says
+// yes; false when o.settle passes first. Leading matters after an
+// outage: an operator that is restarting or waiting for the Lease writes
+// nothing, and the TurnServer still says what it said before.
 func (b *bench) waitQuiet(ctx context.Context, from time.Time, ready func() bool) bool {
 	deadline := time.Now().Add(b.o.settle)
 	for ctx.Err() == nil {
 		b.readAudit()
-		last := lastWrite(b.requests, from)
-		if last.IsZero() {
-			last = from
-		}
-		if time.Since(last) >= b.o.quiet && (ready == nil || ready()) {
+		leading := b.op.leading()
+		last := quietSince(lastWrite(b.requests, from), from, leading)
+		if !leading.IsZero() && time.Since(last) >= b.o.quiet && (ready == nil || ready()) {
 			return true
 		}
 		if time.Now().After(deadline) {
@@ -111,6 +111,18 @@ func (b *bench) waitQuiet(ctx context.Context, from time.Time, ready func() bool
 		time.Sleep(time.Second)
 	}
 	return false
+}
+
+// quietSince is when the operator's quiet began: its last write, the
+// phase's start, or when it became leader, whichever is latest.
+func quietSince(lastWrite, phaseStart, leading time.Time) time.Time {
+	last := phaseStart
+	for _, t := range []time.Time{lastWrite, leading} {
+		if t.After(last) {
+			last = t
+		}
+	}
+	return last
 }
 
 // phase runs act, waits for the operator to settle when settle is set,
