@@ -76,8 +76,8 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "JSON report; default bin/scale-<time>.json")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (audit log, operator and controller-manager logs)")
 	flag.Parse()
-	if o.nodes <= o.changes || o.credentials < 1 || o.changes < 1 {
-		fmt.Fprintln(os.Stderr, "scale: need -nodes > -changes ≥ 1 and -credentials ≥ 1")
+	if o.nodes <= o.changes || o.credentials < 1 || o.changes < 1 || o.readyRate < 1 {
+		fmt.Fprintln(os.Stderr, "scale: need -nodes > -changes ≥ 1, -credentials ≥ 1 and -ready-rate ≥ 1")
 		os.Exit(2)
 	}
 	if o.out == "" {
@@ -110,7 +110,7 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	// The whole run is bounded: every phase's own deadline, plus slack.
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute+o.steady+time.Duration(o.nodes/int(max(o.readyRate, 1)))*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute+o.steady+time.Duration(float64(o.nodes)/o.readyRate)*time.Second)
 	defer cancel()
 
 	started := time.Now()

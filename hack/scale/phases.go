@@ -180,7 +180,7 @@ func (b *bench) rollout(ctx context.Context) (phaseResult, error) {
 		if err := b.cl.c.Create(ctx, turnServer()); err != nil {
 			return nil, err
 		}
-		readyAt, ok := waitServerReady(ctx, b.cl.c, b.nodes, b.o.settle+time.Duration(b.nodes)*time.Second/time.Duration(b.o.readyRate))
+		readyAt, ok := waitServerReady(ctx, b.cl.c, b.nodes, b.o.settle+time.Duration(float64(b.nodes)/b.o.readyRate)*time.Second)
 		if !ok {
 			return nil, fmt.Errorf("the TurnServer was not Ready on %d nodes in time (%d relay pods ready)", b.nodes, b.kubelets.readyPods())
 		}
