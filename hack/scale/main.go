@@ -75,7 +75,15 @@ func main() {
 	flag.StringVar(&o.tree, "tree", testenv.RepoRoot(), "source tree of the operator: its config/crd/bases and config/rbac are installed")
 	flag.StringVar(&o.out, "out", "", "JSON report; default bin/scale-<time>.json")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (audit log, operator and controller-manager logs)")
+	reprint := flag.String("report", "", "print the tables of an earlier run's JSON report, with the goals judged again, and run nothing")
 	flag.Parse()
+	if *reprint != "" {
+		if err := printSaved(*reprint); err != nil {
+			fmt.Fprintf(os.Stderr, "scale: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if o.nodes <= o.changes || o.credentials < 1 || o.changes < 1 || o.readyRate < 1 {
 		fmt.Fprintln(os.Stderr, "scale: need -nodes > -changes ≥ 1, -credentials ≥ 1 and -ready-rate ≥ 1")
 		os.Exit(2)
@@ -228,6 +236,22 @@ func treeCommit(tree string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// printSaved prints a saved report as the run that wrote it did, with the
+// goals judged by this version.
+func printSaved(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	r.Targets = evaluate(r.Phases, r.PeakRSS)
+	printReport(os.Stdout, r)
+	return nil
 }
 
 func writeJSON(path string, r report) error {

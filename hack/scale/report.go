@@ -52,7 +52,11 @@ func evaluate(phases []phaseResult, peakRSS int64) []target {
 	var panics, empty, errorsOutside float64
 	var steadyWrites = -1
 	var readyAfter *time.Duration
-	var worstWrites, worstBytes float64 = -1, -1
+	// The node-change goal is judged on the busiest window from one change
+	// to the next (a change that rewrites every credential's Secret counts
+	// in full), and the mean is shown beside it.
+	var meanWrites, meanBytes float64 = -1, -1
+	worstWrites, worstBytes := -1, -1
 	var unsettled []string // node-change phases whose figures stop short
 	for _, p := range phases {
 		for kind, o := range p.Largest {
@@ -71,15 +75,17 @@ func evaluate(phases []phaseResult, peakRSS int64) []target {
 		case p.Name == rolloutPhase:
 			readyAfter = p.ReadyAfterLastPod
 		case slices.Contains(nodeChangePhases, p.Name) && p.PerChange != nil:
-			worstWrites = max(worstWrites, p.PerChange.MeanWrites)
-			worstBytes = max(worstBytes, p.PerChange.MeanBytes)
+			meanWrites = max(meanWrites, p.PerChange.MeanWrites)
+			meanBytes = max(meanBytes, p.PerChange.MeanBytes)
+			worstWrites = max(worstWrites, p.PerChange.MaxWrites)
+			worstBytes = max(worstBytes, p.PerChange.MaxBytes)
 			if !p.Settled {
 				unsettled = append(unsettled, p.Name)
 			}
 		}
 	}
-	change := target{Goal: "one node change: ≤ 5 writes, ≤ 64 KiB written (mean per change, " + nodeChangeCategory + ")",
-		Value: fmt.Sprintf("%.1f writes, %s", worstWrites, kib(int(worstBytes))),
+	change := target{Goal: "one node change: ≤ 5 writes, ≤ 64 KiB written (the busiest change; " + nodeChangeCategory + ")",
+		Value: fmt.Sprintf("busiest %d writes, %s; mean %.1f writes, %s", worstWrites, kib(worstBytes), meanWrites, kib(int(meanBytes))),
 		Met:   worstWrites >= 0 && worstWrites <= maxChangeWrites && worstBytes <= maxChangeBytes && len(unsettled) == 0}
 	if len(unsettled) > 0 {
 		// The operator never finished: what it wrote so far says nothing.

@@ -14,8 +14,8 @@ func TestEvaluate(t *testing.T) {
 		return []phaseResult{
 			{Name: "rollout", Settled: true, ReadyAfterLastPod: &second, Largest: map[string]objectSize{"TurnServer": {Name: "ts", Bytes: 10 << 10}}},
 			{Name: "steady", Settled: true},
-			{Name: "address changes", Settled: true, PerChange: &changeSummary{MeanWrites: 3, MeanBytes: 2 << 10}},
-			{Name: "node deletions", Settled: true, PerChange: &changeSummary{MeanWrites: 4, MeanBytes: 3 << 10}},
+			{Name: "address changes", Settled: true, PerChange: &changeSummary{MeanWrites: 3, MeanBytes: 2 << 10, MaxWrites: 4, MaxBytes: 3 << 10}},
+			{Name: "node deletions", Settled: true, PerChange: &changeSummary{MeanWrites: 4, MeanBytes: 3 << 10, MaxWrites: 5, MaxBytes: 4 << 10}},
 			{Name: "api outage", Settled: true, ReconcileErrors: 40},
 		}
 	}
@@ -29,11 +29,13 @@ func TestEvaluate(t *testing.T) {
 		{name: "all met", peakRSS: 100 << 20},
 		{name: "a large object", change: func(p []phaseResult) { p[0].Largest["Secret"] = objectSize{Name: "s", Bytes: 300 << 10} },
 			peakRSS: 100 << 20, unmet: []string{"256 KiB"}},
-		{name: "node deletions cost too much", change: func(p []phaseResult) { p[3].PerChange.MeanWrites = 6 },
+		{name: "node deletions cost too much", change: func(p []phaseResult) { p[3].PerChange.MaxWrites = 6 },
 			peakRSS: 100 << 20, unmet: []string{"node change"}},
-		{name: "a byte-heavy address change", change: func(p []phaseResult) { p[2].PerChange.MeanBytes = 65 << 10 },
+		{name: "a byte-heavy address change", change: func(p []phaseResult) { p[2].PerChange.MaxBytes = 65 << 10 },
 			peakRSS: 100 << 20, unmet: []string{"node change"}},
-		{name: "node deletions that never settled", change: func(p []phaseResult) { p[3].PerChange.MeanWrites = 0; p[3].Settled = false },
+		{name: "node deletions that never settled", change: func(p []phaseResult) { p[3].PerChange.MaxWrites = 0; p[3].Settled = false },
+			peakRSS: 100 << 20, unmet: []string{"node change"}},
+		{name: "a small mean, but one change rewrote every credential", change: func(p []phaseResult) { p[2].PerChange.MaxWrites = 64 },
 			peakRSS: 100 << 20, unmet: []string{"node change"}},
 		{name: "steady writes", change: func(p []phaseResult) { p[1].Requests.WriteTotal = 1 },
 			peakRSS: 100 << 20, unmet: []string{"steady"}},
