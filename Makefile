@@ -117,6 +117,17 @@ $(HELM):
 # `make test` needs helm (test/install runs it as a binary): build it first.
 test: $(HELM)
 
+##@ Benchmarks
+
+NODES  ?= 1000
+STEADY ?= 5m
+
+.PHONY: scale
+scale: ## Operator scale benchmark on a real control plane (NODES=1000 STEADY=5m; OPERATOR=binary OPERATOR_TREE=its source tree); see docs/performance.md. Not part of make test.
+	WITH_CONTROLLER_MANAGER=1 hack/build-control-plane.sh >/dev/null
+	go run ./hack/scale -nodes $(NODES) -steady $(STEADY) \
+		$(if $(OPERATOR),-operator $(OPERATOR)) $(if $(OPERATOR_TREE),-tree $(OPERATOR_TREE)) $(SCALE_FLAGS)
+
 ##@ End-to-end
 
 .PHONY: e2e

@@ -23,8 +23,6 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -146,14 +144,12 @@ func (w *world) startOperator(t *testing.T) {
 	if err != nil {
 		t.Fatalf("token for the chart's operator ServiceAccount: %v", err)
 	}
-	cfg := w.cp.env.Config
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["lab"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["operator"] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
-	kc.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "operator"}
-	kc.CurrentContext = "lab"
+	kc, err := testenv.TokenKubeconfig(w.cp.env.Config, tr.Status.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(t.TempDir(), "operator-kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+	if err := os.WriteFile(path, kc, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(w.bin, "operator", "--kubeconfig", path,
