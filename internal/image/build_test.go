@@ -1,0 +1,138 @@
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// TestBuild builds the image as `make image` does, then reads it back as a
+// runtime would: the index's platforms, each config, the host platform's
+// filesystem unpacked and its /turnpike run. A second build of one platform
+// must give that platform's image the same digest (reproducible builds).
+// The first run on a machine cross-compiles everything (minutes); after
+// that the go build cache makes it take seconds.
+func TestBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds turnpike for two platforms")
+	}
+	host := Platform{"linux", runtime.GOARCH}
+	platforms := []Platform{{"linux", "amd64"}, {"linux", "arm64"}}
+	if !slices.Contains(platforms, host) || runtime.GOOS != "linux" {
+		t.Skipf("runs the unpacked binary: needs a linux/amd64 or linux/arm64 host, not %s/%s", runtime.GOOS, runtime.GOARCH)
+	}
+	out := t.TempDir()
+	opts := Options{Meta: testMeta, Platforms: platforms, SourceDir: "../..", Go: filepath.Join(runtime.GOROOT(), "bin", "go"), Out: out}
+	idx, err := Build(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range m.Manifests {
+		got = append(got, d.Platform.OS+"/"+d.Platform.Architecture)
+	}
+	if !slices.Equal(got, []string{"linux/amd64", "linux/arm64"}) {
+		t.Errorf("index platforms %q, want linux/amd64 and linux/arm64", got)
+	}
+	if m.Annotations["org.opencontainers.image.revision"] != testMeta.Revision {
+		t.Errorf("index annotations %v, want the labels", m.Annotations)
+	}
+
+	for _, p := range platforms {
+		img, err := FromLayout(LayoutDir(out), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Literal values: what the chart and the relay DaemonSet rely on.
+		if cfg.Config.User != "65532:65532" || !slices.Equal(cfg.Config.Entrypoint, []string{"/turnpike"}) {
+			t.Errorf("%s: user %q, entrypoint %q; want 65532:65532 and /turnpike", p, cfg.Config.User, cfg.Config.Entrypoint)
+		}
+		if err := CheckConfig(cfg); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+		if cfg.Architecture != p.Arch || cfg.Config.Labels["org.opencontainers.image.version"] != testMeta.Version {
+			t.Errorf("%s: config architecture %s, labels %v", p, cfg.Architecture, cfg.Config.Labels)
+		}
+		checkSBOM(t, SBOMPath(out, p))
+	}
+
+	img, err := FromLayout(LayoutDir(out), host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	cfg, err := Unpack(img, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	version, err := exec.Command(filepath.Join(root, cfg.Config.Entrypoint[0]), "version").Output()
+	if err != nil || strings.TrimSpace(string(version)) != testMeta.Version {
+		t.Errorf("unpacked %s version: %q, %v; want %s", cfg.Config.Entrypoint[0], version, err, testMeta.Version)
+	}
+	passwd, err := os.ReadFile(filepath.Join(root, "etc", "passwd"))
+	if err != nil || !strings.Contains(string(passwd), ":65532:65532:") {
+		t.Errorf("unpacked /etc/passwd %q, %v: want UID 65532", passwd, err)
+	}
+
+	again := opts
+	again.Platforms, again.Out = []Platform{host}, t.TempDir()
+	idx2, err := Build(context.Background(), again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := manifestDigest(t, idx, host), manifestDigest(t, idx2, host)
+	if first != second {
+		t.Errorf("two builds of %s gave %s and %s: the build is not reproducible", host, first, second)
+	}
+}
+
+func manifestDigest(t *testing.T, idx v1.ImageIndex, p Platform) v1.Hash {
+	t.Helper()
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range m.Manifests {
+		if d.Platform.OS == p.OS && d.Platform.Architecture == p.Arch {
+			return d.Digest
+		}
+	}
+	t.Fatalf("no %s in the index", p)
+	return v1.Hash{}
+}
+
+// checkSBOM reads an SBOM as SPDX JSON and looks for the relay's engine.
+func checkSBOM(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc spdxDocument
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	for _, p := range doc.Packages {
+		if p.Name == "github.com/pion/turn/v5" && p.VersionInfo != "" {
+			return
+		}
+	}
+	t.Errorf("%s (%s) lists no github.com/pion/turn/v5 among %d packages", path, doc.SPDXVersion, len(doc.Packages))
+}
