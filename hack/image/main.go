@@ -7,7 +7,8 @@
 // Subcommands:
 //
 //	build  -out DIR -version V -revision R -source URL -created UNIX -platforms linux/amd64,linux/arm64
-//	unpack -layout DIR -platform linux/amd64 -out DIR   (checks user and entrypoint, runs `turnpike version`)
+//	unpack -layout DIR -platform linux/amd64 -out DIR   (checks user and entrypoint, runs `turnpike version`,
+//	                                                     under qemu-user-static for another architecture)
 //	push   -layout DIR IMAGE                            (credentials from ~/.docker/config.json)
 package main
 
@@ -16,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -89,7 +89,7 @@ func unpack(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("unpack", flag.ContinueOnError)
 	dir := fs.String("layout", "bin/image/oci", "OCI layout to read")
 	platform := fs.String("platform", "linux/amd64", "os/arch of the image to unpack")
-	out := fs.String("out", "", "directory to unpack the filesystem into (replaced)")
+	out := fs.String("out", "", "directory to unpack the filesystem into (its files are overwritten)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -104,9 +104,7 @@ func unpack(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.RemoveAll(*out); err != nil {
-		return err
-	}
+	// Files are overwritten, nothing is removed: -out may name any directory.
 	cfg, err := image.Unpack(img, *out)
 	if err != nil {
 		return err
@@ -115,7 +113,11 @@ func unpack(_ context.Context, args []string) error {
 		return err
 	}
 	bin := filepath.Join(*out, cfg.Config.Entrypoint[0])
-	v, err := exec.Command(bin, "version").Output()
+	cmd, err := image.Command(p, bin, "version")
+	if err != nil {
+		return err
+	}
+	v, err := cmd.Output()
 	if err != nil {
 		return fmt.Errorf("%s version: %w", bin, err)
 	}

@@ -54,6 +54,8 @@ func configFile(m Meta, p Platform) *v1.ConfigFile {
 		Config: v1.Config{
 			User:       User,
 			Entrypoint: slices.Clone(Entrypoint),
+			// The only executable is /turnpike; the kubelet and the
+			// runtime expect a PATH all the same.
 			Env:        []string{"PATH=/"},
 			WorkingDir: "/",
 			Labels:     m.Labels(),

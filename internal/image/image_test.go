@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"iter"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -204,5 +205,21 @@ func TestSBOM(t *testing.T) {
 	}
 	if doc.Packages[0].Checksums[0].ChecksumValue != "abcd" || !strings.HasSuffix(doc.DocumentNamespace, "/linux-amd64/abcd") {
 		t.Errorf("binary checksum %v, namespace %s: want the binary's SHA-256 in both", doc.Packages[0].Checksums, doc.DocumentNamespace)
+	}
+}
+
+func TestCommand(t *testing.T) {
+	host := Platform{runtime.GOOS, runtime.GOARCH}
+	cmd, err := Command(host, "/x/turnpike", "version")
+	if err != nil || cmd.Path != "/x/turnpike" || !slices.Equal(cmd.Args, []string{"/x/turnpike", "version"}) {
+		t.Errorf("on this machine's platform: %v, %v; want /x/turnpike run directly", cmd, err)
+	}
+	for _, p := range []Platform{{"windows", runtime.GOARCH}, {"linux", "riscv64"}} {
+		if p == host {
+			continue
+		}
+		if _, err := Command(p, "/x/turnpike"); err == nil {
+			t.Errorf("Command(%s) on %s: no error, want one (no qemu-user mapping)", p, host)
+		}
 	}
 }

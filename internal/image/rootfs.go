@@ -20,7 +20,7 @@ const (
 
 // User is the image config's User: numeric, so the kubelet can check
 // runAsNonRoot without reading /etc/passwd.
-var User = "65532:65532"
+const User = "65532:65532"
 
 // Entrypoint is the image config's entrypoint: the chart and the operator's
 // relay DaemonSet give only args (operator, relay ...).

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -88,4 +90,25 @@ func unpackEntry(r io.Reader, h *tar.Header, dest string) error {
 	default:
 		return nil // the image has no links or devices; skip any a base might add
 	}
+}
+
+// qemuArch is the name qemu-user gives a Go architecture.
+var qemuArch = map[string]string{"amd64": "x86_64", "arm64": "aarch64"}
+
+// Command runs a binary of platform p on this machine: directly on its own
+// platform, else under qemu-user (Debian's qemu-user-static), so the other
+// architecture's /turnpike can be started too. The error says what is
+// missing when neither works.
+func Command(p Platform, bin string, args ...string) (*exec.Cmd, error) {
+	if p.OS == runtime.GOOS && p.Arch == runtime.GOARCH {
+		return exec.Command(bin, args...), nil
+	}
+	if p.OS != runtime.GOOS || qemuArch[p.Arch] == "" {
+		return nil, fmt.Errorf("cannot run a %s binary on %s/%s", p, runtime.GOOS, runtime.GOARCH)
+	}
+	qemu, err := exec.LookPath("qemu-" + qemuArch[p.Arch] + "-static")
+	if err != nil {
+		return nil, fmt.Errorf("running a %s binary here needs qemu-user-static: %w", p, err)
+	}
+	return exec.Command(qemu, append([]string{bin}, args...)...), nil
 }
