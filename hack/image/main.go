@@ -25,7 +25,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/turnpike-dev/turnpike/internal/image"
@@ -134,21 +133,14 @@ func push(ctx context.Context, args []string) error {
 	if fs.NArg() != 1 {
 		return fmt.Errorf("want one image reference (registry/repository:tag), got %q", fs.Args())
 	}
-	ref, err := name.ParseReference(fs.Arg(0))
+	digest, err := image.Push(ctx, *dir, fs.Arg(0), remote.WithAuthFromKeychain(authn.DefaultKeychain))
 	if err != nil {
 		return err
 	}
-	idx, err := layout.ImageIndexFromPath(*dir)
+	ref, err := name.ParseReference(fs.Arg(0)) // Push parsed it already
 	if err != nil {
 		return err
 	}
-	if err := remote.WriteIndex(ref, idx, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
-		return err
-	}
-	digest, err := idx.Digest()
-	if err != nil {
-		return err
-	}
-	fmt.Printf("pushed %s@%s\n", ref.Context(), digest)
+	fmt.Printf("pushed %s: %s@%s\n", fs.Arg(0), ref.Context().Name(), digest)
 	return nil
 }

@@ -3,6 +3,9 @@ package image
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -10,7 +13,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
 // TestBuild builds the image as `make image` does, then reads it back as a
@@ -78,6 +85,8 @@ func TestBuild(t *testing.T) {
 		checkUnpacked(t, LayoutDir(out), p)
 	}
 
+	checkPush(t, LayoutDir(out), idx)
+
 	again := opts
 	again.Platforms, again.Out = []Platform{host}, t.TempDir()
 	idx2, err := Build(context.Background(), again)
@@ -87,6 +96,38 @@ func TestBuild(t *testing.T) {
 	first, second := manifestDigest(t, idx, host), manifestDigest(t, idx2, host)
 	if first != second {
 		t.Errorf("two builds of %s gave %s and %s: the build is not reproducible", host, first, second)
+	}
+}
+
+// checkPush pushes the layout to a registry on loopback (go-containerregistry's
+// registry server) as make image-push does, and pulls the index back.
+func checkPush(t *testing.T, layoutDir string, built v1.ImageIndex) {
+	t.Helper()
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/turnpike:test"
+	digest, err := Push(context.Background(), layoutDir, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := built.Digest()
+	if err != nil || digest != want {
+		t.Errorf("pushed index %s, built %s (%v)", digest, want, err)
+	}
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pulled, err := remote.Index(r)
+	if err != nil {
+		t.Fatalf("pulling %s back: %v", ref, err)
+	}
+	if got, err := pulled.Digest(); err != nil || got != want {
+		t.Errorf("pulled index %s, pushed %s (%v)", got, want, err)
+	}
+	// Every blob the index names is there and matches its digest.
+	if err := validate.Index(pulled); err != nil {
+		t.Errorf("pulled index: %v", err)
 	}
 }
 
