@@ -57,6 +57,11 @@ func renderRelayConfig(ts *turnpikev1.TurnServer, nodes map[string]nodeAddresses
 		}
 		cfg.Listeners = append(cfg.Listeners, cl)
 	}
+	// Written only when off, so the default relay.yaml stays as it was.
+	if spec.ClassicSTUN != nil && !*spec.ClassicSTUN {
+		off := false
+		cfg.STUN.Classic = &off
+	}
 	if spec.STUN != nil {
 		cfg.Addresses.STUN = &config.STUNDiscovery{Servers: append([]string(nil), spec.STUN.Servers...)}
 	}

@@ -30,7 +30,7 @@ const (
 	frameBadType   = "bad_type"   // neither STUN (0b00) nor ChannelData (0b01)
 	frameBadLength = "bad_length" // a STUN length that is not a multiple of 4, or disagrees with the datagram
 	frameTooLarge  = "too_large"  // more than maxFrameSize
-	frameBadCookie = "bad_cookie" // a STUN header without the magic cookie
+	frameBadCookie = "bad_cookie" // a STUN header without the magic cookie (other than a classic Binding request)
 	frameTruncated = "truncated"  // a datagram shorter than its header says
 )
 
@@ -89,7 +89,8 @@ func checkDatagram(b []byte) (kind frameKind, reason string) {
 		if len(b) < stunHeaderSize {
 			return kind, frameTruncated
 		}
-		if binary.BigEndian.Uint32(b[4:8]) != magicCookie {
+		// The one message allowed without the cookie: classic.go answers it.
+		if binary.BigEndian.Uint32(b[4:8]) != magicCookie && !isClassicBindingRequest(b) {
 			return kind, frameBadCookie
 		}
 		if len(b) != size {
@@ -149,7 +150,8 @@ func (f *streamFramer) next() ([]byte, error) {
 		if err := f.fill(8); err != nil {
 			return nil, err
 		}
-		if binary.BigEndian.Uint32(f.buf[f.start+4:]) != magicCookie {
+		head := f.buf[f.start:]
+		if binary.BigEndian.Uint32(head[4:8]) != magicCookie && !isClassicBindingRequest(head) {
 			return nil, errFrameRejected{frameBadCookie}
 		}
 	}

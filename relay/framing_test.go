@@ -75,6 +75,8 @@ func TestCheckDatagram(t *testing.T) {
 	binding := stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw
 	noCookie := bytes.Clone(binding)
 	noCookie[4] = 0
+	allocateNoCookie := bytes.Clone(noCookie)
+	allocateNoCookie[1] = 0x03
 	for _, tc := range []struct {
 		name   string
 		b      []byte
@@ -83,7 +85,8 @@ func TestCheckDatagram(t *testing.T) {
 		{"Binding request", binding, ""},
 		{"short", []byte{0x00, 0x01}, frameTruncated},
 		{"STUN header only half there", binding[:12], frameTruncated},
-		{"STUN without cookie", noCookie, frameBadCookie},
+		{"classic Binding request (no cookie)", noCookie, ""},
+		{"other STUN without cookie", allocateNoCookie, frameBadCookie},
 		{"STUN longer than its length", append(bytes.Clone(binding), 0, 0, 0, 0), frameBadLength},
 		{"STUN shorter than its length", stunHead(0x0001, 8), frameBadLength},
 		{"ChannelData unpadded", []byte{0x40, 0x00, 0x00, 0x03, 1, 2, 3}, ""},
@@ -157,7 +160,8 @@ func TestStreamFramerRejects(t *testing.T) {
 	}{
 		{"length 0xFFEC", stunHead(0x0001, 0xffec), frameTooLarge},
 		{"length 0xFFFF", stunHead(0x0001, 0xffff), frameBadLength},
-		{"no cookie", append([]byte{0x00, 0x01, 0x00, 0x00, 1, 2, 3, 4}, make([]byte, 12)...), frameBadCookie},
+		// A classic Binding request (type 0x0001) may come without the cookie; nothing else may.
+		{"no cookie", append([]byte{0x00, 0x03, 0x00, 0x00, 1, 2, 3, 4}, make([]byte, 12)...), frameBadCookie},
 		{"type 0xC001 after a valid frame", append(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw, stunHead(0xc001, 0)...), frameBadType},
 		{"type 0x8000", []byte{0x80, 0x00, 0x00, 0x04, 1, 2, 3, 4}, frameBadType},
 	} {

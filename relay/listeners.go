@@ -69,7 +69,7 @@ const tlsHandshakeTimeout = 10 * time.Second
 func (r *Relay) newEdge() *edge {
 	m := r.metrics
 	return &edge{
-		gate: r.gate,
+		gate: r.bindingGate(r.gate),
 		rejectFrame: func(reason string) {
 			m.framesRejected.WithLabelValues(reason).Inc()
 			r.rlog.info("frame:"+reason, "invalid frame dropped", "reason", reason)

@@ -40,6 +40,7 @@ type metrics struct {
 	addressInfo     *prometheus.GaugeVec
 	stunDiscoveries *prometheus.CounterVec
 	stunLastSuccess prometheus.Gauge
+	stunBindings    *prometheus.CounterVec
 	fastPathActive  prometheus.Gauge
 	fastPathPackets *prometheus.CounterVec
 
@@ -93,6 +94,7 @@ func newMetrics(version string, allocs *allocTracker, conns *connLimiter) *metri
 	m.fastPathActive = gauge("fastpath_active", "1 while the eBPF fast path is attached and relaying bound UDP channels.")
 	m.fastPathPackets = counterVec("fastpath_packets_total", "Datagrams the fast path relayed in the kernel, by direction (also in relayed_packets_total).", "direction")
 	m.stunLastSuccess = gauge("stun_discovery_last_success_timestamp_seconds", "Unix time of the last successful STUN discovery lookup.")
+	m.stunBindings = counterVec("stun_binding_total", "STUN Binding requests from clients, by protocol version (rfc3489: classic, without the magic cookie) and result (answered, error, dropped).", "version", "result")
 
 	m.connsRefused = counterVec("connections_refused_total", "TCP and TLS connections refused at accept, by reason (per_source, total: a connection limit; accept_error: accept failed and was retried).", "reason")
 	m.connsClosed = counterVec("connections_closed_total", "TCP and TLS connections the relay closed, by reason (first_timeout, idle, bad_frame, tls_handshake).", "reason")
@@ -150,6 +152,11 @@ func (m *metrics) initLabels() {
 			m.traffic(d, t)
 		}
 		m.fastPathPackets.WithLabelValues(d)
+	}
+	for _, v := range stunVersions {
+		for _, r := range bindingResults {
+			m.stunBindings.WithLabelValues(v, r)
+		}
 	}
 }
 

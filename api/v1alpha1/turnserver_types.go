@@ -84,6 +84,15 @@ type TurnServerSpec struct {
 	// +optional
 	STUN *STUNDiscovery `json:"stun,omitempty"`
 
+	// ClassicSTUN answers Binding requests of RFC 3489 clients (old VoIP
+	// phones, game consoles, embedded stacks), which carry no magic cookie,
+	// with their mapped address. The relays have no alternate address, so a
+	// request asking for a changed IP or port is refused (420). Set false
+	// to drop such requests; RFC 5389 Binding requests are always answered.
+	// +kubebuilder:default=true
+	// +optional
+	ClassicSTUN *bool `json:"classicSTUN,omitempty"`
+
 	// ExternalAddresses fixes the public address of named nodes, for nodes
 	// behind a NAT that Kubernetes does not know about. It wins over the
 	// node's turnpike.dev/external-ip annotation and its ExternalIP.

@@ -457,6 +457,11 @@ func (in *TurnServerSpec) DeepCopyInto(out *TurnServerSpec) {
 		*out = new(STUNDiscovery)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.ClassicSTUN != nil {
+		in, out := &in.ClassicSTUN, &out.ClassicSTUN
+		*out = new(bool)
+		**out = **in
+	}
 	if in.ExternalAddresses != nil {
 		in, out := &in.ExternalAddresses, &out.ExternalAddresses
 		*out = make([]NodeExternalAddress, len(*in))

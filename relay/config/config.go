@@ -57,6 +57,8 @@ type Relay struct {
 	// Limits bound what a client can hold or cost before and outside its
 	// allocations: stream connections, idle time, failed authentication.
 	Limits Limits `json:"limits,omitzero"`
+	// STUN says which STUN Binding requests the relay answers.
+	STUN STUN `json:"stun,omitzero"`
 	// FastPath relays bound UDP channels in the kernel. Changing it needs a restart.
 	FastPath FastPath `json:"fastPath,omitempty"`
 	// Internal is the metrics and health listener; never the public TURN ports.
@@ -88,6 +90,17 @@ type FastPath struct {
 	// (every interface with an address when none is set) and lo.
 	Interfaces []string `json:"interfaces,omitempty"`
 }
+
+// STUN configures the answers to clients' STUN Binding requests (not to be
+// confused with addresses.stun, which asks other servers).
+type STUN struct {
+	// Classic answers RFC 3489 Binding requests, which carry no magic
+	// cookie. Unset means true: only an explicit false turns it off.
+	Classic *bool `json:"classic,omitempty"`
+}
+
+// ClassicEnabled reports whether classic Binding requests are answered.
+func (s STUN) ClassicEnabled() bool { return s.Classic == nil || *s.Classic }
 
 // PortRange is an inclusive range of ports.
 type PortRange struct {
