@@ -53,7 +53,7 @@ type agent struct {
 }
 
 // relayImageBinary is the relay's binary inside the image (the DaemonSet's
-// command[0]); the agent runs the locally built turnpike instead.
+// command[0]); the agent runs that file of the unpacked image (buildTurnpike).
 const relayImageBinary = "/turnpike"
 
 const syncPeriod = 500 * time.Millisecond
