@@ -125,29 +125,19 @@ func newMetrics(version string, allocs *allocTracker, conns *connLimiter) *metri
 // initLabels creates every known series at zero, so dashboards and alerts
 // see 0 instead of "no data" before the first event.
 func (m *metrics) initLabels() {
-	for _, r := range []string{allocSuccess, allocQuota, allocDraining} {
-		m.allocations.WithLabelValues(r)
-	}
-	for _, r := range authFailureReasons {
-		m.authFailures.WithLabelValues(r)
-	}
-	for _, r := range peerDenyReasons {
-		m.peersDenied.WithLabelValues(r)
-	}
-	for _, q := range quotaKinds {
-		m.quotaRejections.WithLabelValues(q)
-	}
-	for _, r := range connRefuseReasons {
-		m.connsRefused.WithLabelValues(r)
-	}
-	for _, r := range connCloseReasons {
-		m.connsClosed.WithLabelValues(r)
-	}
-	for _, r := range requestRefusedReasons {
-		m.requestsRefused.WithLabelValues(r)
-	}
-	for _, r := range frameRejectReasons {
-		m.framesRejected.WithLabelValues(r)
+	for vec, values := range map[*prometheus.CounterVec][]string{
+		m.allocations:     {allocSuccess, allocQuota, allocDraining},
+		m.authFailures:    authFailureReasons,
+		m.peersDenied:     peerDenyReasons,
+		m.quotaRejections: quotaKinds,
+		m.connsRefused:    connRefuseReasons,
+		m.connsClosed:     connCloseReasons,
+		m.requestsRefused: requestRefusedReasons,
+		m.framesRejected:  frameRejectReasons,
+	} {
+		for _, v := range values {
+			vec.WithLabelValues(v)
+		}
 	}
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r)
