@@ -11,7 +11,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
-	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 	"github.com/turnpike-dev/turnpike/relay/config"
@@ -24,9 +23,6 @@ const (
 	SecretKeySharedSecret = "sharedSecret"
 	SecretKeyICEServers   = "iceServers.json"
 )
-
-// LabelTurnCredential names the TurnCredential a generated Secret belongs to.
-const LabelTurnCredential = "turnpike.dev/turncredential"
 
 // componentCredentialState marks state Secrets, so the TurnServer controller
 // can find the credentials of its relays by label.
@@ -52,24 +48,14 @@ func credentialLabels(tc *turnpikev1.TurnCredential, component string) map[strin
 		"app.kubernetes.io/managed-by": "turnpike-operator",
 		"app.kubernetes.io/part-of":    "turnpike",
 		turnpikev1.LabelTurnServer:     tc.Spec.TurnServerRef.Name,
-		LabelTurnCredential:            tc.Name,
+		turnpikev1.LabelTurnCredential: tc.Name,
 	}
-}
-
-func credentialOwner(tc *turnpikev1.TurnCredential) *metav1ac.OwnerReferenceApplyConfiguration {
-	return metav1ac.OwnerReference().
-		WithAPIVersion(turnpikev1.GroupVersion.String()).
-		WithKind("TurnCredential").
-		WithName(tc.Name).
-		WithUID(tc.UID).
-		WithController(true).
-		WithBlockOwnerDeletion(true)
 }
 
 func desiredStateSecret(tc *turnpikev1.TurnCredential, st credentialState) *corev1ac.SecretApplyConfiguration {
 	return corev1ac.Secret(stateSecretName(tc), tc.Namespace).
 		WithLabels(credentialLabels(tc, componentCredentialState)).
-		WithOwnerReferences(credentialOwner(tc)).
+		WithOwnerReferences(ownerReference(tc, "TurnCredential")).
 		WithType(corev1.SecretTypeOpaque).
 		WithData(st.encode())
 }
@@ -103,7 +89,7 @@ func desiredOutputSecret(tc *turnpikev1.TurnCredential, st credentialState, urls
 	data[SecretKeyICEServers] = j
 	return corev1ac.Secret(outputSecretName(tc), tc.Namespace).
 		WithLabels(credentialLabels(tc, "credential")).
-		WithOwnerReferences(credentialOwner(tc)).
+		WithOwnerReferences(ownerReference(tc, "TurnCredential")).
 		WithType(corev1.SecretTypeOpaque).
 		WithData(data), nil
 }

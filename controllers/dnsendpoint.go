@@ -53,11 +53,9 @@ func desiredDNSEndpoint(ts *turnpikev1.TurnServer, published []netip.Addr) *unst
 	u.SetName(relayName(ts))
 	u.SetNamespace(ts.Namespace)
 	u.SetLabels(relayLabels(ts))
-	controller, block := true, true
-	u.SetOwnerReferences([]metav1.OwnerReference{{
-		APIVersion: turnpikev1.GroupVersion.String(), Kind: "TurnServer", Name: ts.Name, UID: ts.UID,
-		Controller: &controller, BlockOwnerDeletion: &block,
-	}})
+	var owner metav1.OwnerReference
+	mustCopyJSON(ownerReference(ts, "TurnServer"), &owner)
+	u.SetOwnerReferences([]metav1.OwnerReference{owner})
 	return u
 }
 

@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -53,12 +54,15 @@ func relayLabels(ts *turnpikev1.TurnServer) map[string]string {
 	return l
 }
 
-func ownerReference(ts *turnpikev1.TurnServer) *metav1ac.OwnerReferenceApplyConfiguration {
+// ownerReference makes owner, a TurnServer or TurnCredential of the given
+// kind, the controller of a generated object, so that deleting the owner
+// lets the garbage collector remove it (no finalizers).
+func ownerReference(owner metav1.Object, kind string) *metav1ac.OwnerReferenceApplyConfiguration {
 	return metav1ac.OwnerReference().
 		WithAPIVersion(turnpikev1.GroupVersion.String()).
-		WithKind("TurnServer").
-		WithName(ts.Name).
-		WithUID(ts.UID).
+		WithKind(kind).
+		WithName(owner.GetName()).
+		WithUID(owner.GetUID()).
 		WithController(true).
 		WithBlockOwnerDeletion(true)
 }
@@ -66,7 +70,7 @@ func ownerReference(ts *turnpikev1.TurnServer) *metav1ac.OwnerReferenceApplyConf
 func desiredServiceAccount(ts *turnpikev1.TurnServer) *corev1ac.ServiceAccountApplyConfiguration {
 	return corev1ac.ServiceAccount(relayName(ts), ts.Namespace).
 		WithLabels(relayLabels(ts)).
-		WithOwnerReferences(ownerReference(ts)).
+		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		// The relay is internet-facing: it gets no Kubernetes credentials.
 		WithAutomountServiceAccountToken(false)
 }
@@ -78,7 +82,7 @@ func desiredConfigMap(ts *turnpikev1.TurnServer, cfg *config.Relay) (*corev1ac.C
 	}
 	return corev1ac.ConfigMap(relayName(ts), ts.Namespace).
 		WithLabels(relayLabels(ts)).
-		WithOwnerReferences(ownerReference(ts)).
+		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		WithData(map[string]string{config.RelayFile: string(data)}), nil
 }
 
@@ -89,7 +93,7 @@ func desiredCredentialSecret(ts *turnpikev1.TurnServer, creds *config.Credential
 	}
 	return corev1ac.Secret(credentialSecretName(ts), ts.Namespace).
 		WithLabels(relayLabels(ts)).
-		WithOwnerReferences(ownerReference(ts)).
+		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		WithType(corev1.SecretTypeOpaque).
 		WithData(map[string][]byte{config.CredentialsFile: data}), nil
 }
@@ -99,7 +103,7 @@ func desiredCredentialSecret(ts *turnpikev1.TurnServer, creds *config.Credential
 func desiredMetricsService(ts *turnpikev1.TurnServer) *corev1ac.ServiceApplyConfiguration {
 	return corev1ac.Service(relayName(ts), ts.Namespace).
 		WithLabels(relayLabels(ts)).
-		WithOwnerReferences(ownerReference(ts)).
+		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		WithSpec(corev1ac.ServiceSpec().
 			WithClusterIP(corev1.ClusterIPNone).
 			WithSelector(selectorLabels(ts)).
@@ -179,7 +183,7 @@ func desiredDaemonSet(ts *turnpikev1.TurnServer, image, socketHash string) *apps
 
 	return appsv1ac.DaemonSet(relayName(ts), ts.Namespace).
 		WithLabels(relayLabels(ts)).
-		WithOwnerReferences(ownerReference(ts)).
+		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		WithSpec(appsv1ac.DaemonSetSpec().
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(ts))).
 			WithUpdateStrategy(appsv1ac.DaemonSetUpdateStrategy().
