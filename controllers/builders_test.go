@@ -362,7 +362,7 @@ func TestComputeStatus(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := testTurnServer("ts")
-			st := computeStatus(ts, &tt.obs)
+			st := computeStatus(ts, &tt.obs, nil)
 			for typ, want := range map[string]string{turnpikev1.ConditionReady: tt.ready,
 				turnpikev1.ConditionProgressing: tt.progressing, turnpikev1.ConditionDegraded: tt.degrade} {
 				c := meta.FindStatusCondition(st.Conditions, typ)
@@ -378,7 +378,7 @@ func TestComputeStatus(t *testing.T) {
 
 	// Published addresses and URLs come from ready nodes only.
 	obs := tests[len(tests)-1].obs
-	st := computeStatus(testTurnServer("ts"), &obs)
+	st := computeStatus(testTurnServer("ts"), &obs, nil)
 	if st.AddressSummary != "203.0.113.1" || !slices.Equal(st.URLs, []string{"turn:203.0.113.1:3478?transport=udp"}) || st.NodeSummary != "1/2" {
 		t.Errorf("addresses %q urls %v nodes %q", st.AddressSummary, st.URLs, st.NodeSummary)
 	}
@@ -473,7 +473,7 @@ func TestComputeStatusIsBounded(t *testing.T) {
 		ts.Spec.Listeners = append(ts.Spec.Listeners, turnpikev1.Listener{Name: "tcp", Protocol: turnpikev1.ProtocolTCP, Port: 3478})
 		ts.Spec.URLNodesPerFamily = 3
 	})
-	st := computeStatus(ts, &obs)
+	st := computeStatus(ts, &obs, nil)
 
 	if st.NodesNeedingAttention != wantAttention || len(st.AttentionNodes) != turnpikev1.MaxAttentionNodes {
 		t.Errorf("%d nodes needing attention, %d listed; want %d, %d listed", st.NodesNeedingAttention, len(st.AttentionNodes), wantAttention, turnpikev1.MaxAttentionNodes)

@@ -59,13 +59,13 @@ func desiredDNSEndpoint(ts *turnpikev1.TurnServer, published []netip.Addr) *unst
 	return u
 }
 
-// applyDNSEndpoint publishes spec.hostname where external-dns's CRD exists,
-// writing only when the records differ. Without the CRD it does nothing.
-func (r *TurnServerReconciler) applyDNSEndpoint(ctx context.Context, ts *turnpikev1.TurnServer, obs *observation) error {
-	if ts.Spec.Hostname == "" {
+// applyDNSEndpoint writes desired, the DNSEndpoint of spec.hostname, where
+// external-dns's CRD exists and the records differ. Without the CRD, or
+// without a hostname (desired nil), it does nothing.
+func (r *TurnServerReconciler) applyDNSEndpoint(ctx context.Context, desired *unstructured.Unstructured) error {
+	if desired == nil {
 		return nil
 	}
-	desired := desiredDNSEndpoint(ts, publishedAddresses(ts, obs, true))
 	live := &unstructured.Unstructured{}
 	live.SetGroupVersionKind(dnsEndpointGVK)
 	// Unstructured objects are read from the API server, not the cache: the
@@ -73,7 +73,7 @@ func (r *TurnServerReconciler) applyDNSEndpoint(ctx context.Context, ts *turnpik
 	err := r.Client.Get(ctx, client.ObjectKeyFromObject(desired), live)
 	switch {
 	case meta.IsNoMatchError(err):
-		log.FromContext(ctx).V(1).Info("DNSEndpoint CRD not installed; not publishing hostname", "hostname", ts.Spec.Hostname)
+		log.FromContext(ctx).V(1).Info("DNSEndpoint CRD not installed; not publishing hostname", "hostname", desired.GetName())
 		return nil
 	case err == nil && sameJSON(live.Object["spec"], desired.Object["spec"]):
 		return nil

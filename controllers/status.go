@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
 // Condition reasons of a TurnServer.
@@ -29,6 +29,7 @@ const (
 	ReasonAddressNotPublic = "AddressNotPublic"
 	ReasonTLSSecretMissing = "TLSSecretMissing"
 	ReasonApplyFailed      = "ApplyFailed"
+	ReasonObserveFailed    = "ObserveFailed"
 )
 
 // observation is what the reconciler saw of the cluster for one TurnServer.
@@ -40,15 +41,20 @@ type observation struct {
 	daemonSet      *appsv1.DaemonSet        // nil until created
 	conflict       *portConflict            // set when an older TurnServer holds our ports
 	missingTLSKeys []string                 // problems with referenced TLS Secrets
-	// credentialsExpire is when a key in the relay bundle next expires.
-	credentialsExpire time.Time
-	// applyErr is why writing the generated objects failed, if it did.
-	applyErr error
+	// liveRelayConfig is the relay.yaml in the ConfigMap now, nil when
+	// there is none or it does not parse.
+	liveRelayConfig *config.Relay
+	// credentials are this TurnServer's TurnCredentials with their state.
+	credentials []credentialEntry
+	// liveBundle is the credentials.yaml in the Secret now, nil when there
+	// is none or it does not parse.
+	liveBundle *config.Credentials
 }
 
-// computeStatus derives a TurnServer's status from what was observed. It
-// starts from the current status so conditions keep their transition times.
-func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnServerStatus {
+// computeStatus derives a TurnServer's status from what was observed and
+// applyErr, why writing the generated objects failed, if it did. It starts
+// from the current status so conditions keep their transition times.
+func computeStatus(ts *turnpikev1.TurnServer, obs *observation, applyErr error) turnpikev1.TurnServerStatus {
 	st := turnpikev1.TurnServerStatus{
 		ObservedGeneration: ts.Generation,
 		Conditions:         append([]metav1.Condition(nil), ts.Status.Conditions...),
@@ -93,11 +99,15 @@ func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnS
 	default:
 		setRolloutConditions(set, obs.daemonSet)
 	}
+	if applyErr != nil {
+		// Whatever the DaemonSet says, what should run is not written.
+		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonApplyFailed, applyErr.Error()+"; retrying")
+	}
 
 	var degraded []string
 	reason := ReasonAsExpected
-	if obs.applyErr != nil {
-		degraded, reason = append(degraded, obs.applyErr.Error()+"; retrying"), ReasonApplyFailed
+	if applyErr != nil {
+		degraded, reason = append(degraded, applyErr.Error()+"; retrying"), ReasonApplyFailed
 	}
 	if obs.conflict != nil {
 		degraded = append(degraded, obs.conflict.message())
@@ -123,6 +133,17 @@ func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnS
 	} else {
 		set(turnpikev1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected, "")
 	}
+	return st
+}
+
+// observeFailedStatus is the status of a pass that could not read what the
+// status depends on: the last status, with Degraded saying why.
+func observeFailedStatus(ts *turnpikev1.TurnServer, err error) turnpikev1.TurnServerStatus {
+	st := *ts.Status.DeepCopy()
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type: turnpikev1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: ReasonObserveFailed,
+		Message: err.Error() + "; retrying", ObservedGeneration: ts.Generation,
+	})
 	return st
 }
 

@@ -1,12 +1,10 @@
 package controllers
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -49,7 +47,12 @@ type TurnServerReconciler struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
-// Reconcile brings one TurnServer's generated objects and status in line with its spec.
+// Reconcile brings one TurnServer's generated objects and status in line
+// with its spec, in four phases: observe reads everything the pass depends
+// on; renderRelayObjects computes the desired objects from that observation
+// alone; applyRelayObjects writes those that differ; and the status,
+// computed from the observation and what the apply returned, is written on
+// every pass, failures included.
 func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	ts := &turnpikev1.TurnServer{}
 	if err := r.Client.Get(ctx, req.NamespacedName, ts); err != nil {
@@ -61,35 +64,31 @@ func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 	obs, err := r.observe(ctx, ts)
 	if err != nil {
-		return ctrl.Result{}, err
+		err = fmt.Errorf("reading the cluster: %w", err)
+		return ctrl.Result{}, errors.Join(err, r.updateStatus(ctx, ts, observeFailedStatus(ts, err)))
 	}
-	// A failed write is shown in the status (Degraded, ApplyFailed) and
-	// returned, so the controller logs it and retries with backoff.
-	obs.applyErr = r.applyRelayObjects(ctx, ts, obs)
-	status := computeStatus(ts, obs)
-	if obs.applyErr == nil {
-		if obs.applyErr = r.applyDNSEndpoint(ctx, ts, obs); obs.applyErr != nil {
-			status = computeStatus(ts, obs)
-		}
+	objs, err := renderRelayObjects(ts, obs, r.RelayImage)
+	if err == nil {
+		err = r.applyRelayObjects(ctx, ts, objs)
 	}
-	if err := r.updateStatus(ctx, ts, status); err != nil {
-		return ctrl.Result{}, errors.Join(obs.applyErr, fmt.Errorf("writing status: %w", err))
+	// A failed write is shown in the status (Ready=False and Degraded=True,
+	// ApplyFailed) and returned, so the controller logs it and retries with
+	// backoff.
+	if serr := r.updateStatus(ctx, ts, computeStatus(ts, obs, err)); serr != nil || err != nil {
+		return ctrl.Result{}, errors.Join(err, serr)
 	}
-	if obs.applyErr != nil {
-		return ctrl.Result{}, obs.applyErr
-	}
-	return ctrl.Result{RequeueAfter: r.nextVisit(obs)}, nil
+	return ctrl.Result{RequeueAfter: r.nextVisit(objs.credentialsExpire)}, nil
 }
 
 // nextVisit is when to reconcile again without an event, or 0 for never:
 // when a key in the relay bundle expires (relays stop accepting it on their
 // own; the bundle is tidied then). Addresses that relays discover with STUN
 // bring their own event (relayStatusPoller).
-func (r *TurnServerReconciler) nextVisit(obs *observation) time.Duration {
-	if obs.credentialsExpire.IsZero() {
+func (r *TurnServerReconciler) nextVisit(credentialsExpire time.Time) time.Duration {
+	if credentialsExpire.IsZero() {
 		return 0
 	}
-	return max(obs.credentialsExpire.Sub(r.now()), time.Second)
+	return max(credentialsExpire.Sub(r.now()), time.Second)
 }
 
 func (r *TurnServerReconciler) now() time.Time {
@@ -129,128 +128,53 @@ func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnS
 	}
 	obs.readyPods = readyNodes(obs.pods)
 	r.discoverSTUNAddresses(ts, obs)
+
+	key := client.ObjectKey{Namespace: ts.Namespace, Name: relayName(ts)}
+	if obs.liveRelayConfig, err = r.liveRelayConfig(ctx, key); err != nil {
+		return nil, err
+	}
+	if obs.daemonSet, err = r.liveDaemonSet(ctx, key); err != nil {
+		return nil, err
+	}
+	if obs.credentials, err = r.credentialEntries(ctx, ts); err != nil {
+		return nil, err
+	}
+	if obs.liveBundle, err = r.liveBundle(ctx, ts); err != nil {
+		return nil, err
+	}
 	return obs, nil
 }
 
-// applyRelayObjects applies every generated object that differs from what is
-// live. The DaemonSet is held back while an older TurnServer owns our ports.
-func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpikev1.TurnServer, obs *observation) error {
-	key := client.ObjectKey{Namespace: ts.Namespace, Name: relayName(ts)}
-	older, err := r.olderRelaysMayRun(ctx, key)
-	if err != nil {
-		return err
-	}
-	var legacyNodes map[string]nodeAddresses
-	if older {
-		legacyNodes = obs.addresses
-	}
-	cfg := renderRelayConfig(ts, legacyNodes)
-	cm, err := desiredConfigMap(ts, cfg)
-	if err != nil {
-		return err
-	}
-	creds, expires, err := r.relayCredentials(ctx, ts)
-	if err != nil {
-		return err
-	}
-	obs.credentialsExpire = expires
-	secret, err := desiredCredentialSecret(ts, creds)
-	if err != nil {
-		return err
-	}
-
-	secretKey := client.ObjectKey{Namespace: ts.Namespace, Name: credentialSecretName(ts)}
-	type step struct {
-		kind  string
-		apply func() (bool, error)
-	}
-	steps := []step{
-		{"ServiceAccount", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.ServiceAccount{}, desiredServiceAccount(ts), corev1ac.ExtractServiceAccount)
-		}},
-		{"ConfigMap", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.ConfigMap{}, cm, corev1ac.ExtractConfigMap)
-		}},
-		{"Secret", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, secretKey, &corev1.Secret{}, secret, corev1ac.ExtractSecret)
-		}},
-		{"Service", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.Service{}, desiredMetricsService(ts), corev1ac.ExtractService)
-		}},
-	}
-	if obs.conflict == nil {
-		steps = append(steps, step{"DaemonSet", func() (bool, error) {
-			ds := desiredDaemonSet(ts, r.RelayImage, cfg.SocketHash())
-			return applyIfChanged(ctx, r.Client, key, &appsv1.DaemonSet{}, ds, appsv1ac.ExtractDaemonSet)
-		}})
-	}
-	for _, s := range steps {
-		applied, err := s.apply()
-		if err != nil {
-			return fmt.Errorf("applying %s: %w", s.kind, err)
-		}
-		if applied {
-			log.FromContext(ctx).V(1).Info("applied", "kind", s.kind)
-		}
-	}
-	if err := r.annotateRelayPods(ctx, obs); err != nil {
-		return err
-	}
-
-	ds := &appsv1.DaemonSet{}
-	switch err := r.Client.Get(ctx, key, ds); {
-	case err == nil:
-		obs.daemonSet = ds
-	case !apierrors.IsNotFound(err):
-		return err
-	}
-	return nil
-}
-
-// olderRelaysMayRun reports whether relays of a release from before per-pod
-// node entries may still run: the live relay.yaml does not name the node
-// file yet, and the DaemonSet has not finished rolling out a pod template
-// with the node volume. Such a relay refuses a relay.yaml that names the
-// node file (an unknown field to it) and then misses every change, new
-// credentials included, until it is replaced; so until the rollout ends,
-// relay.yaml keeps listing every node, as before. A new TurnServer has no
-// such relays, and once relay.yaml names the node file it keeps doing so.
-func (r *TurnServerReconciler) olderRelaysMayRun(ctx context.Context, key client.ObjectKey) (bool, error) {
+// liveRelayConfig is the relay.yaml the relays have now, or nil when there
+// is none or it does not parse.
+func (r *TurnServerReconciler) liveRelayConfig(ctx context.Context, key client.ObjectKey) (*config.Relay, error) {
 	cm := &corev1.ConfigMap{}
-	switch err := r.Client.Get(ctx, key, cm); {
-	case err == nil:
-		if live, err := config.ParseRelay([]byte(cm.Data[config.RelayFile])); err == nil && live.Addresses.NodeFile != "" {
-			return false, nil
-		}
-	case !apierrors.IsNotFound(err):
-		return false, err
+	if err := r.Client.Get(ctx, key, cm); err != nil {
+		return nil, client.IgnoreNotFound(err)
 	}
+	live, err := config.ParseRelay([]byte(cm.Data[config.RelayFile]))
+	if err != nil {
+		return nil, nil // replaced by what renderRelayConfig makes
+	}
+	return live, nil
+}
+
+// liveDaemonSet is the relay DaemonSet, or nil before it is created.
+func (r *TurnServerReconciler) liveDaemonSet(ctx context.Context, key client.ObjectKey) (*appsv1.DaemonSet, error) {
 	ds := &appsv1.DaemonSet{}
-	switch err := r.Client.Get(ctx, key, ds); {
-	case apierrors.IsNotFound(err):
-		return false, nil
-	case err != nil:
-		return false, err
+	if err := r.Client.Get(ctx, key, ds); err != nil {
+		return nil, client.IgnoreNotFound(err)
 	}
-	return !rolledOutWithNodeVolume(ds), nil
+	return ds, nil
 }
 
-// rolledOutWithNodeVolume reports whether every pod of ds runs a template
-// that mounts the node's entry.
-func rolledOutWithNodeVolume(ds *appsv1.DaemonSet) bool {
-	mounted := slices.ContainsFunc(ds.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == nodeVolumeName })
-	s := ds.Status
-	return mounted && s.ObservedGeneration >= ds.Generation && s.UpdatedNumberScheduled == s.DesiredNumberScheduled
-}
-
-// relayCredentials is the relay's credentials.yaml: the long-term keys and
-// shared secrets of every TurnCredential of this TurnServer. Its generation
-// goes up by one whenever its content changes. expires is the soonest time a
-// key in it stops being valid, when the bundle should be tidied, or zero.
-func (r *TurnServerReconciler) relayCredentials(ctx context.Context, ts *turnpikev1.TurnServer) (bundle *config.Credentials, expires time.Time, err error) {
+// credentialEntries are this TurnServer's TurnCredentials with their
+// stored state. One whose state is not written yet, or unreadable, is left
+// out: the relays keep no key for it.
+func (r *TurnServerReconciler) credentialEntries(ctx context.Context, ts *turnpikev1.TurnServer) ([]credentialEntry, error) {
 	var tcs turnpikev1.TurnCredentialList
 	if err := r.Client.List(ctx, &tcs, client.InNamespace(ts.Namespace), client.MatchingFields{turnServerRefIndex: ts.Name}); err != nil {
-		return nil, time.Time{}, err
+		return nil, err
 	}
 	var entries []credentialEntry
 	for i := range tcs.Items {
@@ -263,7 +187,7 @@ func (r *TurnServerReconciler) relayCredentials(ctx context.Context, ts *turnpik
 		if apierrors.IsNotFound(err) {
 			continue // not issued yet
 		} else if err != nil {
-			return nil, time.Time{}, err
+			return nil, err
 		}
 		st, err := decodeCredentialState(s.Data)
 		if err != nil {
@@ -271,55 +195,69 @@ func (r *TurnServerReconciler) relayCredentials(ctx context.Context, ts *turnpik
 			continue
 		}
 		entries = append(entries, credentialEntry{tc: tc, st: st})
-		if t := st.PreviousNotAfter; !t.IsZero() && (expires.IsZero() || t.Before(expires)) {
-			expires = t
-		}
 	}
-	bundle = credentialBundle(ts.Spec.Realm, entries)
-	bundle.Generation, err = r.bundleGeneration(ctx, ts, bundle)
-	return bundle, expires, err
+	return entries, nil
 }
 
-// bundleGeneration keeps the live bundle's generation when the content is
-// the same, and adds one when it changed.
-func (r *TurnServerReconciler) bundleGeneration(ctx context.Context, ts *turnpikev1.TurnServer, bundle *config.Credentials) (int64, error) {
+// liveBundle is the credentials.yaml the relays have now, or nil when there
+// is none or it does not parse (it is then replaced).
+func (r *TurnServerReconciler) liveBundle(ctx context.Context, ts *turnpikev1.TurnServer) (*config.Credentials, error) {
 	live := &corev1.Secret{}
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: credentialSecretName(ts)}, live)
-	if apierrors.IsNotFound(err) {
-		return 1, nil
-	} else if err != nil {
-		return 0, err
-	}
-	old, err := config.ParseCredentials(live.Data[config.CredentialsFile])
 	if err != nil {
-		return 1, nil // unreadable: replace it
+		return nil, client.IgnoreNotFound(err)
 	}
-	same, err := sameCredentials(old, bundle)
+	bundle, err := config.ParseCredentials(live.Data[config.CredentialsFile])
 	if err != nil {
-		return 0, err
+		return nil, nil
 	}
-	if same {
-		return old.Generation, nil
-	}
-	return old.Generation + 1, nil
+	return bundle, nil
 }
 
-// sameCredentials reports whether two bundles hold the same keys and secrets
-// with the same windows, whatever their generations. It compares what the
-// relays read, the serialized bytes: reflection-based equality panics on the
-// time.Time inside a key's NotAfter, which every rotation overlap has.
-func sameCredentials(a, b *config.Credentials) (bool, error) {
-	x, y := *a, *b
-	x.Generation, y.Generation = 0, 0
-	xb, err := config.Marshal(&x)
-	if err != nil {
-		return false, err
+// applyRelayObjects applies every generated object that differs from what is
+// live, then the relay pods' node addresses and the DNSEndpoint.
+func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpikev1.TurnServer, objs *desiredObjects) error {
+	key := client.ObjectKey{Namespace: ts.Namespace, Name: relayName(ts)}
+	secretKey := client.ObjectKey{Namespace: ts.Namespace, Name: credentialSecretName(ts)}
+	type step struct {
+		kind  string
+		apply func() (bool, error)
 	}
-	yb, err := config.Marshal(&y)
-	if err != nil {
-		return false, err
+	steps := []step{
+		{"ServiceAccount", func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, key, &corev1.ServiceAccount{}, objs.serviceAccount, corev1ac.ExtractServiceAccount)
+		}},
+		{"ConfigMap", func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, key, &corev1.ConfigMap{}, objs.configMap, corev1ac.ExtractConfigMap)
+		}},
+		{"Secret", func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, secretKey, &corev1.Secret{}, objs.credentials, corev1ac.ExtractSecret)
+		}},
+		{"Service", func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, key, &corev1.Service{}, objs.service, corev1ac.ExtractService)
+		}},
 	}
-	return bytes.Equal(xb, yb), nil
+	if objs.daemonSet != nil {
+		steps = append(steps, step{"DaemonSet", func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, key, &appsv1.DaemonSet{}, objs.daemonSet, appsv1ac.ExtractDaemonSet)
+		}})
+	}
+	for _, s := range steps {
+		applied, err := s.apply()
+		if err != nil {
+			return fmt.Errorf("applying %s: %w", s.kind, err)
+		}
+		if applied {
+			log.FromContext(ctx).V(1).Info("applied", "kind", s.kind)
+		}
+	}
+	if err := r.annotateRelayPods(ctx, objs.podAnnotations); err != nil {
+		return err
+	}
+	if err := r.applyDNSEndpoint(ctx, objs.dnsEndpoint); err != nil {
+		return fmt.Errorf("applying DNSEndpoint: %w", err)
+	}
+	return nil
 }
 
 // checkTLSSecrets reports TLS listeners whose Secret is missing or lacks a
@@ -364,29 +302,19 @@ func readyNodes(pods []corev1.Pod) map[string]bool {
 
 // annotateRelayPods writes each relay pod's node addresses into its
 // turnpike.dev/node-addresses annotation, which its relay reads through a
-// downward-API file, where it differs. So one node's new address is one
-// small write to one pod, which only that node's kubelet syncs. The merge
-// patch carries no resourceVersion: the pod's other changes (status) cannot
-// make it conflict.
-func (r *TurnServerReconciler) annotateRelayPods(ctx context.Context, obs *observation) error {
-	for i := range obs.pods {
-		p := &obs.pods[i]
-		a, selected := obs.addresses[p.Spec.NodeName]
-		if !selected || !p.DeletionTimestamp.IsZero() {
-			continue
-		}
-		want := nodeAddressesAnnotation(a)
-		if p.Annotations[turnpikev1.AnnotationNodeAddresses] == want {
-			continue
-		}
+// downward-API file. So one node's new address is one small write to one
+// pod, which only that node's kubelet syncs. The merge patch carries no
+// resourceVersion: the pod's other changes (status) cannot make it conflict.
+func (r *TurnServerReconciler) annotateRelayPods(ctx context.Context, annotations []podAnnotation) error {
+	for _, a := range annotations {
 		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
-			"annotations": map[string]string{turnpikev1.AnnotationNodeAddresses: want}}})
+			"annotations": map[string]string{turnpikev1.AnnotationNodeAddresses: a.value}}})
 		if err != nil {
 			return err
 		}
-		err = r.Client.Patch(ctx, p.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldOwner))
+		err = r.Client.Patch(ctx, a.pod.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldOwner))
 		if client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("annotating relay pod %s: %w", p.Name, err)
+			return fmt.Errorf("annotating relay pod %s: %w", a.pod.Name, err)
 		}
 	}
 	return nil
@@ -403,7 +331,10 @@ func podReady(p *corev1.Pod) bool {
 
 // updateStatus writes the status only when it changed.
 func (r *TurnServerReconciler) updateStatus(ctx context.Context, ts *turnpikev1.TurnServer, st turnpikev1.TurnServerStatus) error {
-	return applyStatus(ctx, r.Client, ts, &ts.Status, &st)
+	if err := applyStatus(ctx, r.Client, ts, &ts.Status, &st); err != nil {
+		return fmt.Errorf("writing status: %w", err)
+	}
+	return nil
 }
 
 // requestFor is the reconcile request of a TurnServer.

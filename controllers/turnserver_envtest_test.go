@@ -634,7 +634,8 @@ func TestStatusWriteFromStaleCopy(t *testing.T) {
 
 // TestApplyFailureShownInStatus makes the API server refuse the relay
 // ConfigMap (a ResourceQuota allows none): the TurnServer says so in its
-// Degraded condition, and once the quota is gone the retry succeeds.
+// Ready and Degraded conditions, with the API server's message, and once
+// the quota is gone the retry succeeds.
 func TestApplyFailureShownInStatus(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t, "apply-fails")
@@ -659,8 +660,13 @@ func TestApplyFailureShownInStatus(t *testing.T) {
 		if err := expectCondition(cur, turnpikev1.ConditionDegraded, metav1.ConditionTrue, ReasonApplyFailed); err != nil {
 			return err
 		}
-		if msg := condition(cur, turnpikev1.ConditionDegraded).Message; !strings.Contains(msg, "ConfigMap") || !strings.Contains(msg, "quota") {
-			return fmt.Errorf("message does not say what failed: %q", msg)
+		if err := expectCondition(cur, turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonApplyFailed); err != nil {
+			return err
+		}
+		for _, typ := range []string{turnpikev1.ConditionDegraded, turnpikev1.ConditionReady} {
+			if msg := condition(cur, typ).Message; !strings.Contains(msg, "ConfigMap") || !strings.Contains(msg, "quota") {
+				return fmt.Errorf("%s message does not say what failed: %q", typ, msg)
+			}
 		}
 		return nil
 	})

@@ -1,0 +1,165 @@
+package controllers
+
+import (
+	"bytes"
+	"slices"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/relay/config"
+)
+
+// desiredObjects are a TurnServer's generated objects as they should be.
+type desiredObjects struct {
+	serviceAccount *corev1ac.ServiceAccountApplyConfiguration
+	configMap      *corev1ac.ConfigMapApplyConfiguration
+	credentials    *corev1ac.SecretApplyConfiguration
+	service        *corev1ac.ServiceApplyConfiguration
+	// daemonSet is nil while an older TurnServer holds our ports.
+	daemonSet *appsv1ac.DaemonSetApplyConfiguration
+	// podAnnotations are the relay pods whose node-addresses annotation
+	// must change.
+	podAnnotations []podAnnotation
+	// dnsEndpoint is nil without spec.hostname.
+	dnsEndpoint *unstructured.Unstructured
+	// credentialsExpire is when a key in the relay bundle next expires, and
+	// the bundle should be tidied; zero for never.
+	credentialsExpire time.Time
+}
+
+// podAnnotation is the turnpike.dev/node-addresses value a relay pod needs.
+type podAnnotation struct {
+	pod   *corev1.Pod
+	value string
+}
+
+// renderRelayObjects computes a TurnServer's generated objects from the
+// observation alone. image is the relay image of a TurnServer that names none.
+func renderRelayObjects(ts *turnpikev1.TurnServer, obs *observation, image string) (*desiredObjects, error) {
+	var legacyNodes map[string]nodeAddresses
+	if olderRelaysMayRun(obs.liveRelayConfig, obs.daemonSet) {
+		legacyNodes = obs.addresses
+	}
+	cfg := renderRelayConfig(ts, legacyNodes)
+	cm, err := desiredConfigMap(ts, cfg)
+	if err != nil {
+		return nil, err
+	}
+	bundle := credentialBundle(ts.Spec.Realm, obs.credentials)
+	if bundle.Generation, err = bundleGeneration(obs.liveBundle, bundle); err != nil {
+		return nil, err
+	}
+	secret, err := desiredCredentialSecret(ts, bundle)
+	if err != nil {
+		return nil, err
+	}
+	objs := &desiredObjects{
+		serviceAccount:    desiredServiceAccount(ts),
+		configMap:         cm,
+		credentials:       secret,
+		service:           desiredMetricsService(ts),
+		podAnnotations:    podAnnotations(obs),
+		credentialsExpire: credentialsExpire(obs.credentials),
+	}
+	if obs.conflict == nil {
+		objs.daemonSet = desiredDaemonSet(ts, image, cfg.SocketHash())
+	}
+	if ts.Spec.Hostname != "" {
+		objs.dnsEndpoint = desiredDNSEndpoint(ts, publishedAddresses(ts, obs, true))
+	}
+	return objs, nil
+}
+
+// olderRelaysMayRun reports whether relays of a release from before per-pod
+// node entries may still run: the live relay.yaml does not name the node
+// file yet, and the DaemonSet has not finished rolling out a pod template
+// with the node volume. Such a relay refuses a relay.yaml that names the
+// node file (an unknown field to it) and then misses every change, new
+// credentials included, until it is replaced; so until the rollout ends,
+// relay.yaml keeps listing every node, as before. A new TurnServer has no
+// such relays, and once relay.yaml names the node file it keeps doing so.
+func olderRelaysMayRun(live *config.Relay, ds *appsv1.DaemonSet) bool {
+	if live != nil && live.Addresses.NodeFile != "" {
+		return false
+	}
+	return ds != nil && !rolledOutWithNodeVolume(ds)
+}
+
+// rolledOutWithNodeVolume reports whether every pod of ds runs a template
+// that mounts the node's entry.
+func rolledOutWithNodeVolume(ds *appsv1.DaemonSet) bool {
+	mounted := slices.ContainsFunc(ds.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == nodeVolumeName })
+	s := ds.Status
+	return mounted && s.ObservedGeneration >= ds.Generation && s.UpdatedNumberScheduled == s.DesiredNumberScheduled
+}
+
+// podAnnotations are the relay pods whose turnpike.dev/node-addresses
+// annotation differs from their node's addresses. Terminating pods are left
+// alone.
+func podAnnotations(obs *observation) []podAnnotation {
+	var out []podAnnotation
+	for i := range obs.pods {
+		p := &obs.pods[i]
+		a, selected := obs.addresses[p.Spec.NodeName]
+		if !selected || !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if want := nodeAddressesAnnotation(a); p.Annotations[turnpikev1.AnnotationNodeAddresses] != want {
+			out = append(out, podAnnotation{pod: p, value: want})
+		}
+	}
+	return out
+}
+
+// credentialsExpire is the soonest time a previous secret in the bundle
+// stops being valid, or zero.
+func credentialsExpire(entries []credentialEntry) time.Time {
+	var soonest time.Time
+	for _, e := range entries {
+		if t := e.st.PreviousNotAfter; !t.IsZero() && (soonest.IsZero() || t.Before(soonest)) {
+			soonest = t
+		}
+	}
+	return soonest
+}
+
+// bundleGeneration keeps the live bundle's generation when the content is
+// the same, and adds one when it changed. live is nil when there is none
+// or it is unreadable.
+func bundleGeneration(live, bundle *config.Credentials) (int64, error) {
+	if live == nil {
+		return 1, nil
+	}
+	same, err := sameCredentials(live, bundle)
+	if err != nil {
+		return 0, err
+	}
+	if same {
+		return live.Generation, nil
+	}
+	return live.Generation + 1, nil
+}
+
+// sameCredentials reports whether two bundles hold the same keys and secrets
+// with the same windows, whatever their generations. It compares what the
+// relays read, the serialized bytes: reflection-based equality panics on the
+// time.Time inside a key's NotAfter, which every rotation overlap has.
+func sameCredentials(a, b *config.Credentials) (bool, error) {
+	x, y := *a, *b
+	x.Generation, y.Generation = 0, 0
+	xb, err := config.Marshal(&x)
+	if err != nil {
+		return false, err
+	}
+	yb, err := config.Marshal(&y)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(xb, yb), nil
+}
