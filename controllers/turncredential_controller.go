@@ -56,7 +56,11 @@ type TurnCredentialReconciler struct {
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turncredentials,verbs=get;list;watch
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turncredentials/status,verbs=get;update;patch
 
-// Reconcile moves a TurnCredential's rotation forward and publishes it.
+// Reconcile moves a TurnCredential's rotation forward and publishes it, in
+// four phases: observeCredential reads the TurnServer and the stored state;
+// renderCredential advances the state and builds the Secrets from that
+// alone; applyCredential writes them; and the status is written on every
+// pass, failures included.
 func (r *TurnCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	tc := &turnpikev1.TurnCredential{}
 	if err := r.Client.Get(ctx, req.NamespacedName, tc); err != nil {
@@ -67,57 +71,99 @@ func (r *TurnCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	now := r.now()
 
-	ts := &turnpikev1.TurnServer{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: tc.Spec.TurnServerRef.Name}, ts)
-	if apierrors.IsNotFound(err) {
-		ts = nil
-	} else if err != nil {
+	obs, err := r.observeCredential(ctx, tc)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
-
-	old, err := r.loadState(ctx, tc)
-	if err != nil {
+	if obs.stateErr != nil {
 		// Never overwrite state we cannot read: that would lock out clients.
-		return ctrl.Result{}, r.updateStatus(ctx, tc, credentialStatus(tc, ts, credentialState{}, problems{load: err}))
+		return ctrl.Result{}, r.updateStatus(ctx, tc, credentialStatus(tc, obs.ts, credentialState{}, problems{load: obs.stateErr}))
 	}
-	st := advanceCredential(tc, old, now, r.StagingDelay, r.newSecret)
+	objs, err := renderCredential(tc, obs, now, r.StagingDelay, r.newSecret)
+	stored := obs.state
+	if err == nil {
+		stored, err = r.applyCredential(ctx, tc, obs.state, objs)
+	}
 	// A failed write is shown in the status (Ready=False, SecretWriteFailed)
 	// and returned, so the controller logs it and retries with backoff.
-	st, writeErr := r.writeSecrets(ctx, tc, ts, old, st)
-	if err := r.updateStatus(ctx, tc, credentialStatus(tc, ts, st, problems{write: writeErr})); err != nil {
-		return ctrl.Result{}, errors.Join(writeErr, fmt.Errorf("writing status: %w", err))
+	if serr := r.updateStatus(ctx, tc, credentialStatus(tc, obs.ts, stored, problems{write: err})); serr != nil {
+		return ctrl.Result{}, errors.Join(err, fmt.Errorf("writing status: %w", serr))
 	}
-	if writeErr != nil {
-		return ctrl.Result{}, writeErr
+	if err != nil {
+		return ctrl.Result{}, err
 	}
-	return ctrl.Result{RequeueAfter: nextCredentialEvent(tc, st, now)}, nil
+	return ctrl.Result{RequeueAfter: nextCredentialEvent(tc, stored, now)}, nil
 }
 
-// writeSecrets writes the state Secret when st differs from old, and the
+// credentialObservation is what a TurnCredential's pass reads.
+type credentialObservation struct {
+	ts       *turnpikev1.TurnServer // nil when it does not exist
+	state    credentialState        // as stored; zero before the first
+	stateErr error                  // why the stored state could not be read
+}
+
+// observeCredential reads the TurnServer a credential is for and the
+// credential's stored state. A state that cannot be read is reported in
+// stateErr, for the status; other failed reads are returned.
+func (r *TurnCredentialReconciler) observeCredential(ctx context.Context, tc *turnpikev1.TurnCredential) (*credentialObservation, error) {
+	obs := &credentialObservation{ts: &turnpikev1.TurnServer{}}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: tc.Spec.TurnServerRef.Name}, obs.ts)
+	if apierrors.IsNotFound(err) {
+		obs.ts = nil
+	} else if err != nil {
+		return nil, err
+	}
+	obs.state, obs.stateErr = r.loadState(ctx, tc)
+	return obs, nil
+}
+
+// credentialObjects are what a pass writes for a TurnCredential.
+type credentialObjects struct {
+	state credentialState // the advanced state
+	// stateSecret is nil when the state did not change.
+	stateSecret *corev1ac.SecretApplyConfiguration
+	// output is the Secret apps read, nil until the first secret is published.
+	output *corev1ac.SecretApplyConfiguration
+}
+
+// renderCredential advances the stored state to now and builds the Secrets
+// that hold it. The clock and the secret generator are arguments.
+func renderCredential(tc *turnpikev1.TurnCredential, obs *credentialObservation, now time.Time, staging time.Duration, newSecret func() string) (*credentialObjects, error) {
+	st := advanceCredential(tc, obs.state, now, staging, newSecret)
+	objs := &credentialObjects{state: st}
+	if st != obs.state {
+		objs.stateSecret = desiredStateSecret(tc, st)
+	}
+	if st.Current == "" { // nothing for apps until the first secret is published
+		return objs, nil
+	}
+	var urls []string
+	if obs.ts != nil {
+		urls = obs.ts.Status.URLs
+	}
+	var err error
+	objs.output, err = desiredOutputSecret(tc, st, urls)
+	return objs, err
+}
+
+// applyCredential writes the state Secret when the state changed, then the
 // Secret apps read. It returns the state that is stored: old when writing
-// st failed.
-func (r *TurnCredentialReconciler) writeSecrets(ctx context.Context, tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, old, st credentialState) (credentialState, error) {
-	if st != old {
-		if err := r.Client.Apply(ctx, desiredStateSecret(tc, st), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+// the new one failed, and then writes nothing else.
+func (r *TurnCredentialReconciler) applyCredential(ctx context.Context, tc *turnpikev1.TurnCredential, old credentialState, objs *credentialObjects) (credentialState, error) {
+	st := objs.state
+	if objs.stateSecret != nil {
+		if err := r.Client.Apply(ctx, objs.stateSecret, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 			countRotation(old, st, "failure")
 			return old, fmt.Errorf("writing Secret %s: %w", stateSecretName(tc), err)
 		}
 		countRotation(old, st, "success")
 		log.FromContext(ctx).Info("credential state advanced", "revision", st.Revision, "staged", st.Next != "", "previousValid", st.Previous != "")
 	}
-	if st.Current == "" { // nothing for apps until the first secret is published
+	if objs.output == nil {
 		return st, nil
 	}
-	var urls []string
-	if ts != nil {
-		urls = ts.Status.URLs
-	}
-	out, err := desiredOutputSecret(tc, st, urls)
-	if err != nil {
-		return st, err
-	}
 	key := client.ObjectKey{Namespace: tc.Namespace, Name: outputSecretName(tc)}
-	if _, err := applyIfChanged(ctx, r.Client, key, &corev1.Secret{}, out, corev1ac.ExtractSecret); err != nil {
+	if _, err := applyIfChanged(ctx, r.Client, key, &corev1.Secret{}, objs.output, corev1ac.ExtractSecret); err != nil {
 		return st, fmt.Errorf("writing Secret %s: %w", outputSecretName(tc), err)
 	}
 	return st, nil
