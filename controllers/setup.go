@@ -67,9 +67,13 @@ func Setup(mgr ctrl.Manager, c client.Client, o Options) (*Reconcilers, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Events go through the events.k8s.io API, whose recorder folds
+	// repeats into one Event with a count.
+	recorder := mgr.GetEventRecorder(FieldOwner)
 	r := &Reconcilers{
-		TurnServer:     &TurnServerReconciler{Client: c, RelayImage: o.RelayImage, Now: o.Now, statusPoller: poller, tls: tls},
-		TurnCredential: &TurnCredentialReconciler{Client: c, Now: o.Now, StagingDelay: o.StagingDelay},
+		TurnServer: &TurnServerReconciler{Client: c, RelayImage: o.RelayImage, Now: o.Now, statusPoller: poller, tls: tls,
+			Recorder: recorder},
+		TurnCredential: &TurnCredentialReconciler{Client: c, Now: o.Now, StagingDelay: o.StagingDelay, Recorder: recorder},
 	}
 	if err := r.TurnServer.SetupWithManager(mgr); err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -51,10 +52,13 @@ type TurnCredentialReconciler struct {
 	StagingDelay time.Duration
 	// NewSecret makes a secret; nil means 32 random bytes.
 	NewSecret func() string
+	// Recorder records Events on TurnCredentials; nil records none.
+	Recorder events.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turncredentials,verbs=get;list;watch
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turncredentials/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile moves a TurnCredential's rotation forward and publishes it, in
 // four phases: observeCredential reads the TurnServer and the stored state;
@@ -267,8 +271,10 @@ func apiTime(t time.Time) *metav1.Time {
 	return &at
 }
 
-// updateStatus writes the status only when it changed.
+// updateStatus records the Events of the status change and writes the
+// status, only when it changed.
 func (r *TurnCredentialReconciler) updateStatus(ctx context.Context, tc *turnpikev1.TurnCredential, st turnpikev1.TurnCredentialStatus) error {
+	recordEvents(r.Recorder, tc, credentialEvents(&tc.Status, &st))
 	return applyStatus(ctx, r.Client, tc, &tc.Status, &st)
 }
 

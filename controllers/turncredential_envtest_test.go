@@ -216,6 +216,16 @@ func TestStaticCredentialRotation(t *testing.T) {
 		return expectCredential(cur, metav1.ConditionTrue, ReasonIssued, 2)
 	})
 
+	// kubectl describe shows the rotation.
+	eventually(t, "rotation Events", func() error {
+		for _, reason := range []string{ReasonIssued, EventRotationStarted, EventRotationFinished} {
+			if _, err := recordedEvents(ns, tc.Name, corev1.EventTypeNormal, reason, ""); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
 	if d := testutil.ToFloat64(credentialRotations.WithLabelValues("stage", "success")) - staged; d != 1 {
 		t.Errorf("rotations{step=stage,result=success} went up by %v, want 1", d)
 	}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -36,6 +37,8 @@ type TurnServerReconciler struct {
 	statusPoller *relayStatusPoller
 	// tls reads the TLS Secrets that listeners name.
 	tls *tlsSecrets
+	// Recorder records Events on TurnServers; nil records none.
+	Recorder events.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turnservers,verbs=get;list;watch
@@ -45,7 +48,7 @@ type TurnServerReconciler struct {
 // +kubebuilder:rbac:groups="",resources=configmaps;secrets;serviceaccounts;services,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes;pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=patch
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one TurnServer's generated objects and status in line
 // with its spec, in four phases: observe reads everything the pass depends
@@ -329,8 +332,10 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// updateStatus writes the status only when it changed.
+// updateStatus records the Events of the status change and writes the
+// status, only when it changed.
 func (r *TurnServerReconciler) updateStatus(ctx context.Context, ts *turnpikev1.TurnServer, st turnpikev1.TurnServerStatus) error {
+	recordEvents(r.Recorder, ts, turnServerEvents(&ts.Status, &st))
 	if err := applyStatus(ctx, r.Client, ts, &ts.Status, &st); err != nil {
 		return fmt.Errorf("writing status: %w", err)
 	}

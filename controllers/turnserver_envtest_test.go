@@ -12,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -671,6 +672,11 @@ func TestApplyFailureShownInStatus(t *testing.T) {
 		return nil
 	})
 
+	eventually(t, "an ApplyFailed Event", func() error {
+		_, err := recordedEvents(ns, ts.Name, corev1.EventTypeWarning, ReasonApplyFailed, "quota")
+		return err
+	})
+
 	if err := env.Client.Delete(ctx, quota); err != nil {
 		t.Fatal(err)
 	}
@@ -680,6 +686,30 @@ func TestApplyFailureShownInStatus(t *testing.T) {
 		}
 		return expectCondition(getTurnServer(t, ts), turnpikev1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected)
 	})
+	// Every failed pass until then was the same failure: one Event.
+	if evs, err := recordedEvents(ns, ts.Name, corev1.EventTypeWarning, ReasonApplyFailed, ""); err != nil || len(evs) != 1 {
+		t.Errorf("ApplyFailed Events: %d, %v; want 1", len(evs), err)
+	}
+}
+
+// recordedEvents lists the events.k8s.io Events in ns regarding the object
+// name, of type typ and reason, whose note contains noteHas, and fails when
+// there are none.
+func recordedEvents(ns, name, typ, reason, noteHas string) ([]eventsv1.Event, error) {
+	var list eventsv1.EventList
+	if err := env.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		return nil, err
+	}
+	var out []eventsv1.Event
+	for _, e := range list.Items {
+		if e.Regarding.Name == name && e.Type == typ && e.Reason == reason && strings.Contains(e.Note, noteHas) {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no %s Event %s on %s/%s with %q among %d", typ, reason, ns, name, noteHas, len(list.Items))
+	}
+	return out, nil
 }
 
 // TestStatusFromAnOlderOperator: an older operator wrote the status with a
