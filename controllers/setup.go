@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	"github.com/prometheus/client_golang/prometheus"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -98,7 +100,7 @@ func registerIndexes(mgr ctrl.Manager) error {
 	idx := mgr.GetFieldIndexer()
 	err := idx.IndexField(context.Background(), &turnpikev1.TurnServer{}, tlsSecretIndex, func(o client.Object) []string {
 		var names []string
-		for _, l := range tlsListeners(o.(*turnpikev1.TurnServer)) {
+		for _, l := range render.TLSListeners(o.(*turnpikev1.TurnServer)) {
 			names = append(names, l.TLSSecretRef.Name)
 		}
 		return names

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -52,7 +54,7 @@ type TurnServerReconciler struct {
 
 // Reconcile brings one TurnServer's generated objects and status in line
 // with its spec, in four phases: observe reads everything the pass depends
-// on; renderRelayObjects computes the desired objects from that observation
+// on; render.Relay computes the desired objects from that observation
 // alone; applyRelayObjects writes those that differ; and the status,
 // computed from the observation and what the apply returned, is written on
 // every pass, failures included.
@@ -68,19 +70,19 @@ func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	obs, err := r.observe(ctx, ts)
 	if err != nil {
 		err = fmt.Errorf("reading the cluster: %w", err)
-		return ctrl.Result{}, errors.Join(err, r.updateStatus(ctx, ts, observeFailedStatus(ts, err)))
+		return ctrl.Result{}, errors.Join(err, r.updateStatus(ctx, ts, render.ObserveFailedStatus(ts, err)))
 	}
-	objs, err := renderRelayObjects(ts, obs, r.RelayImage)
+	objs, err := render.Relay(ts, obs, r.RelayImage)
 	if err == nil {
 		err = r.applyRelayObjects(ctx, ts, objs)
 	}
 	// A failed write is shown in the status (Ready=False and Degraded=True,
 	// ApplyFailed) and returned, so the controller logs it and retries with
 	// backoff.
-	if serr := r.updateStatus(ctx, ts, computeStatus(ts, obs, err)); serr != nil || err != nil {
+	if serr := r.updateStatus(ctx, ts, render.ComputeStatus(ts, obs, err)); serr != nil || err != nil {
 		return ctrl.Result{}, errors.Join(err, serr)
 	}
-	return ctrl.Result{RequeueAfter: r.nextVisit(objs.credentialsExpire)}, nil
+	return ctrl.Result{RequeueAfter: r.nextVisit(objs.CredentialsExpire)}, nil
 }
 
 // nextVisit is when to reconcile again without an event, or 0 for never:
@@ -102,7 +104,7 @@ func (r *TurnServerReconciler) now() time.Time {
 }
 
 // observe gathers what the status and the generated objects depend on.
-func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnServer) (*observation, error) {
+func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnServer) (*render.Observation, error) {
 	var nodes corev1.NodeList
 	// Nodes and relay pods are read, never changed, so they are listed
 	// without copying: a deep copy of every node per reconcile is most of
@@ -114,35 +116,35 @@ func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnS
 	if err := r.Client.List(ctx, &all); err != nil {
 		return nil, err
 	}
-	obs := &observation{
-		nodes:     selectedNodes(ts, nodes.Items),
-		addresses: map[string]nodeAddresses{},
-		conflict:  findPortConflict(ts, all.Items, nodes.Items),
+	obs := &render.Observation{
+		Nodes:     render.SelectedNodes(ts, nodes.Items),
+		Addresses: map[string]render.NodeAddresses{},
+		Conflict:  render.FindPortConflict(ts, all.Items, nodes.Items),
 	}
-	for _, n := range obs.nodes {
-		obs.addresses[n.Name] = resolveNodeAddresses(ts, n)
+	for _, n := range obs.Nodes {
+		obs.Addresses[n.Name] = render.ResolveNodeAddresses(ts, n)
 	}
 	var err error
-	if obs.missingTLSKeys, err = r.checkTLSSecrets(ctx, ts); err != nil {
+	if obs.MissingTLSKeys, err = r.checkTLSSecrets(ctx, ts); err != nil {
 		return nil, err
 	}
-	if obs.pods, err = relayPods(ctx, r.Client, ts); err != nil {
+	if obs.Pods, err = relayPods(ctx, r.Client, ts); err != nil {
 		return nil, err
 	}
-	obs.readyPods = readyNodes(obs.pods)
+	obs.ReadyPods = render.ReadyNodes(obs.Pods)
 	r.discoverSTUNAddresses(ts, obs)
 
-	key := client.ObjectKey{Namespace: ts.Namespace, Name: relayName(ts)}
-	if obs.liveRelayConfig, err = r.liveRelayConfig(ctx, key); err != nil {
+	key := client.ObjectKey{Namespace: ts.Namespace, Name: render.RelayName(ts)}
+	if obs.LiveRelayConfig, err = r.liveRelayConfig(ctx, key); err != nil {
 		return nil, err
 	}
-	if obs.daemonSet, err = r.liveDaemonSet(ctx, key); err != nil {
+	if obs.DaemonSet, err = r.liveDaemonSet(ctx, key); err != nil {
 		return nil, err
 	}
-	if obs.credentials, err = r.credentialEntries(ctx, ts); err != nil {
+	if obs.Credentials, err = r.credentialEntries(ctx, ts); err != nil {
 		return nil, err
 	}
-	if obs.liveBundle, err = r.liveBundle(ctx, ts); err != nil {
+	if obs.LiveBundle, err = r.liveBundle(ctx, ts); err != nil {
 		return nil, err
 	}
 	return obs, nil
@@ -174,30 +176,30 @@ func (r *TurnServerReconciler) liveDaemonSet(ctx context.Context, key client.Obj
 // credentialEntries are this TurnServer's TurnCredentials with their
 // stored state. One whose state is not written yet, or unreadable, is left
 // out: the relays keep no key for it.
-func (r *TurnServerReconciler) credentialEntries(ctx context.Context, ts *turnpikev1.TurnServer) ([]credentialEntry, error) {
+func (r *TurnServerReconciler) credentialEntries(ctx context.Context, ts *turnpikev1.TurnServer) ([]render.CredentialEntry, error) {
 	var tcs turnpikev1.TurnCredentialList
 	if err := r.Client.List(ctx, &tcs, client.InNamespace(ts.Namespace), client.MatchingFields{turnServerRefIndex: ts.Name}); err != nil {
 		return nil, err
 	}
-	var entries []credentialEntry
+	var entries []render.CredentialEntry
 	for i := range tcs.Items {
 		tc := &tcs.Items[i]
 		if !tc.DeletionTimestamp.IsZero() {
 			continue
 		}
 		s := &corev1.Secret{}
-		err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: stateSecretName(tc)}, s)
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: render.StateSecretName(tc)}, s)
 		if apierrors.IsNotFound(err) {
 			continue // not issued yet
 		} else if err != nil {
 			return nil, err
 		}
-		st, err := decodeCredentialState(s.Data)
+		st, err := render.DecodeCredentialState(s.Data)
 		if err != nil {
 			log.FromContext(ctx).Error(err, "skipping unreadable credential state", "turnCredential", tc.Name)
 			continue
 		}
-		entries = append(entries, credentialEntry{tc: tc, st: st})
+		entries = append(entries, render.CredentialEntry{TC: tc, State: st})
 	}
 	return entries, nil
 }
@@ -206,7 +208,7 @@ func (r *TurnServerReconciler) credentialEntries(ctx context.Context, ts *turnpi
 // is none or it does not parse (it is then replaced).
 func (r *TurnServerReconciler) liveBundle(ctx context.Context, ts *turnpikev1.TurnServer) (*config.Credentials, error) {
 	live := &corev1.Secret{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: credentialSecretName(ts)}, live)
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: render.CredentialSecretName(ts)}, live)
 	if err != nil {
 		return nil, client.IgnoreNotFound(err)
 	}
@@ -219,30 +221,30 @@ func (r *TurnServerReconciler) liveBundle(ctx context.Context, ts *turnpikev1.Tu
 
 // applyRelayObjects applies every generated object that differs from what is
 // live, then the relay pods' node addresses and the DNSEndpoint.
-func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpikev1.TurnServer, objs *desiredObjects) error {
-	key := client.ObjectKey{Namespace: ts.Namespace, Name: relayName(ts)}
-	secretKey := client.ObjectKey{Namespace: ts.Namespace, Name: credentialSecretName(ts)}
+func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpikev1.TurnServer, objs *render.RelayObjects) error {
+	key := client.ObjectKey{Namespace: ts.Namespace, Name: render.RelayName(ts)}
+	secretKey := client.ObjectKey{Namespace: ts.Namespace, Name: render.CredentialSecretName(ts)}
 	type step struct {
 		kind  string
 		apply func() (bool, error)
 	}
 	steps := []step{
 		{"ServiceAccount", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.ServiceAccount{}, objs.serviceAccount, corev1ac.ExtractServiceAccount)
+			return applyIfChanged(ctx, r.Client, key, &corev1.ServiceAccount{}, objs.ServiceAccount, corev1ac.ExtractServiceAccount)
 		}},
 		{"ConfigMap", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.ConfigMap{}, objs.configMap, corev1ac.ExtractConfigMap)
+			return applyIfChanged(ctx, r.Client, key, &corev1.ConfigMap{}, objs.ConfigMap, corev1ac.ExtractConfigMap)
 		}},
 		{"Secret", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, secretKey, &corev1.Secret{}, objs.credentials, corev1ac.ExtractSecret)
+			return applyIfChanged(ctx, r.Client, secretKey, &corev1.Secret{}, objs.Credentials, corev1ac.ExtractSecret)
 		}},
 		{"Service", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.Service{}, objs.service, corev1ac.ExtractService)
+			return applyIfChanged(ctx, r.Client, key, &corev1.Service{}, objs.Service, corev1ac.ExtractService)
 		}},
 	}
-	if objs.daemonSet != nil {
+	if objs.DaemonSet != nil {
 		steps = append(steps, step{"DaemonSet", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &appsv1.DaemonSet{}, objs.daemonSet, appsv1ac.ExtractDaemonSet)
+			return applyIfChanged(ctx, r.Client, key, &appsv1.DaemonSet{}, objs.DaemonSet, appsv1ac.ExtractDaemonSet)
 		}})
 	}
 	for _, s := range steps {
@@ -254,10 +256,10 @@ func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpi
 			log.FromContext(ctx).V(1).Info("applied", "kind", s.kind)
 		}
 	}
-	if err := r.annotateRelayPods(ctx, objs.podAnnotations); err != nil {
+	if err := r.annotateRelayPods(ctx, objs.PodAnnotations); err != nil {
 		return err
 	}
-	if err := r.applyDNSEndpoint(ctx, objs.dnsEndpoint); err != nil {
+	if err := r.applyDNSEndpoint(ctx, objs.DnsEndpoint); err != nil {
 		return fmt.Errorf("applying DNSEndpoint: %w", err)
 	}
 	return nil
@@ -267,7 +269,7 @@ func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpi
 // certificate or key. Such a relay cannot open that listener.
 func (r *TurnServerReconciler) checkTLSSecrets(ctx context.Context, ts *turnpikev1.TurnServer) ([]string, error) {
 	var problems []string
-	for _, l := range tlsListeners(ts) {
+	for _, l := range render.TLSListeners(ts) {
 		found, complete, err := r.tls.check(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: l.TLSSecretRef.Name})
 		switch {
 		case err != nil:
@@ -286,21 +288,8 @@ func (r *TurnServerReconciler) checkTLSSecrets(ctx context.Context, ts *turnpike
 // objects (not copied): do not change them.
 func relayPods(ctx context.Context, c client.Reader, ts *turnpikev1.TurnServer) ([]corev1.Pod, error) {
 	var pods corev1.PodList
-	err := c.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(selectorLabels(ts)), client.UnsafeDisableDeepCopy)
+	err := c.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(render.SelectorLabels(ts)), client.UnsafeDisableDeepCopy)
 	return pods.Items, err
-}
-
-// readyNodes maps node names to whether the relay pod there is ready. A
-// terminating pod is not: its relay is draining.
-func readyNodes(pods []corev1.Pod) map[string]bool {
-	ready := map[string]bool{}
-	for i := range pods {
-		p := &pods[i]
-		if p.Spec.NodeName != "" && p.DeletionTimestamp.IsZero() && podReady(p) {
-			ready[p.Spec.NodeName] = true
-		}
-	}
-	return ready
 }
 
 // annotateRelayPods writes each relay pod's node addresses into its
@@ -308,34 +297,25 @@ func readyNodes(pods []corev1.Pod) map[string]bool {
 // downward-API file. So one node's new address is one small write to one
 // pod, which only that node's kubelet syncs. The merge patch carries no
 // resourceVersion: the pod's other changes (status) cannot make it conflict.
-func (r *TurnServerReconciler) annotateRelayPods(ctx context.Context, annotations []podAnnotation) error {
+func (r *TurnServerReconciler) annotateRelayPods(ctx context.Context, annotations []render.PodAnnotation) error {
 	for _, a := range annotations {
 		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
-			"annotations": map[string]string{turnpikev1.AnnotationNodeAddresses: a.value}}})
+			"annotations": map[string]string{turnpikev1.AnnotationNodeAddresses: a.Value}}})
 		if err != nil {
 			return err
 		}
-		err = r.Client.Patch(ctx, a.pod.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldOwner))
+		err = r.Client.Patch(ctx, a.Pod.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldOwner))
 		if client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("annotating relay pod %s: %w", a.pod.Name, err)
+			return fmt.Errorf("annotating relay pod %s: %w", a.Pod.Name, err)
 		}
 	}
 	return nil
 }
 
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 // updateStatus records the Events of the status change and writes the
 // status, only when it changed.
 func (r *TurnServerReconciler) updateStatus(ctx context.Context, ts *turnpikev1.TurnServer, st turnpikev1.TurnServerStatus) error {
-	recordEvents(r.Recorder, ts, turnServerEvents(&ts.Status, &st))
+	recordEvents(r.Recorder, ts, render.TurnServerEvents(&ts.Status, &st))
 	if err := applyStatus(ctx, r.Client, ts, &ts.Status, &st); err != nil {
 		return fmt.Errorf("writing status: %w", err)
 	}

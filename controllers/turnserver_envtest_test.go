@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -118,7 +120,7 @@ func createRelayPod(t *testing.T, ts *turnpikev1.TurnServer, node string, ready 
 	t.Helper()
 	ctx := context.Background()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: ts.Name + "-relay-" + node, Namespace: ts.Namespace, Labels: relayLabels(ts)},
+		ObjectMeta: metav1.ObjectMeta{Name: ts.Name + "-relay-" + node, Namespace: ts.Namespace, Labels: render.RelayLabels(ts)},
 		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "relay", Image: "x"}}},
 	}
 	if err := env.Client.Create(ctx, pod); err != nil {
@@ -277,10 +279,10 @@ func TestSampleTurnServer(t *testing.T) {
 		if ts.Status.NodesNeedingAttention != 2 || got != want {
 			return fmt.Errorf("%d nodes needing attention %s, want 2 %s", ts.Status.NodesNeedingAttention, got, want)
 		}
-		if err := expectCondition(ts, turnpikev1.ConditionDegraded, metav1.ConditionTrue, ReasonAddressNotPublic); err != nil {
+		if err := expectCondition(ts, turnpikev1.ConditionDegraded, metav1.ConditionTrue, render.ReasonAddressNotPublic); err != nil {
 			return err
 		}
-		return expectCondition(ts, turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonNodesNotReady)
+		return expectCondition(ts, turnpikev1.ConditionReady, metav1.ConditionFalse, render.ReasonNodesNotReady)
 	})
 	if !strings.Contains(condition(ts, turnpikev1.ConditionDegraded).Message, "sample-b") {
 		t.Errorf("Degraded message does not name the node: %q", condition(ts, turnpikev1.ConditionDegraded).Message)
@@ -301,7 +303,7 @@ func TestSampleTurnServer(t *testing.T) {
 				return fmt.Errorf("pod on %s: node entry %s (%v), want %s", node, got, err, want)
 			}
 		}
-		return expectCondition(ts, turnpikev1.ConditionProgressing, metav1.ConditionFalse, ReasonRolledOut)
+		return expectCondition(ts, turnpikev1.ConditionProgressing, metav1.ConditionFalse, render.ReasonRolledOut)
 	})
 	wantURLs := []string{
 		"turn:203.0.113.10:3478?transport=tcp",
@@ -316,7 +318,7 @@ func TestSampleTurnServer(t *testing.T) {
 	setDaemonSetStatus(t, &objs.ds, 2, 2, 2)
 	eventually(t, "all nodes ready", func() error {
 		ts = getTurnServer(t, ts)
-		return expectCondition(ts, turnpikev1.ConditionReady, metav1.ConditionTrue, ReasonAllNodesReady)
+		return expectCondition(ts, turnpikev1.ConditionReady, metav1.ConditionTrue, render.ReasonAllNodesReady)
 	})
 }
 
@@ -506,7 +508,7 @@ func TestPortConflict(t *testing.T) {
 	}
 	eventually(t, "second refused", func() error {
 		cur := getTurnServer(t, second)
-		if err := expectCondition(cur, turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonPortConflict); err != nil {
+		if err := expectCondition(cur, turnpikev1.ConditionReady, metav1.ConditionFalse, render.ReasonPortConflict); err != nil {
 			return err
 		}
 		if msg := condition(cur, turnpikev1.ConditionReady).Message; !strings.Contains(msg, "conflict/first") || !strings.Contains(msg, "conflict-a") {
@@ -519,7 +521,7 @@ func TestPortConflict(t *testing.T) {
 		t.Fatal("the newer TurnServer got a DaemonSet despite the conflict")
 	}
 	cur := getTurnServer(t, first)
-	if c := condition(cur, turnpikev1.ConditionReady); c != nil && c.Reason == ReasonPortConflict {
+	if c := condition(cur, turnpikev1.ConditionReady); c != nil && c.Reason == render.ReasonPortConflict {
 		t.Fatalf("the older TurnServer is blocked: %s", c.Message)
 	}
 
@@ -533,7 +535,7 @@ func TestPortConflict(t *testing.T) {
 		if _, err := getRelayObjects(second); err != nil {
 			return err
 		}
-		return expectCondition(getTurnServer(t, second), turnpikev1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected)
+		return expectCondition(getTurnServer(t, second), turnpikev1.ConditionDegraded, metav1.ConditionFalse, render.ReasonAsExpected)
 	})
 }
 
@@ -658,10 +660,10 @@ func TestApplyFailureShownInStatus(t *testing.T) {
 	}
 	eventually(t, "failure in the status", func() error {
 		cur := getTurnServer(t, ts)
-		if err := expectCondition(cur, turnpikev1.ConditionDegraded, metav1.ConditionTrue, ReasonApplyFailed); err != nil {
+		if err := expectCondition(cur, turnpikev1.ConditionDegraded, metav1.ConditionTrue, render.ReasonApplyFailed); err != nil {
 			return err
 		}
-		if err := expectCondition(cur, turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonApplyFailed); err != nil {
+		if err := expectCondition(cur, turnpikev1.ConditionReady, metav1.ConditionFalse, render.ReasonApplyFailed); err != nil {
 			return err
 		}
 		for _, typ := range []string{turnpikev1.ConditionDegraded, turnpikev1.ConditionReady} {
@@ -673,7 +675,7 @@ func TestApplyFailureShownInStatus(t *testing.T) {
 	})
 
 	eventually(t, "an ApplyFailed Event", func() error {
-		_, err := recordedEvents(ns, ts.Name, corev1.EventTypeWarning, ReasonApplyFailed, "quota")
+		_, err := recordedEvents(ns, ts.Name, corev1.EventTypeWarning, render.ReasonApplyFailed, "quota")
 		return err
 	})
 
@@ -684,10 +686,10 @@ func TestApplyFailureShownInStatus(t *testing.T) {
 		if _, err := getRelayObjects(ts); err != nil {
 			return err
 		}
-		return expectCondition(getTurnServer(t, ts), turnpikev1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected)
+		return expectCondition(getTurnServer(t, ts), turnpikev1.ConditionDegraded, metav1.ConditionFalse, render.ReasonAsExpected)
 	})
 	// Every failed pass until then was the same failure: one Event.
-	if evs, err := recordedEvents(ns, ts.Name, corev1.EventTypeWarning, ReasonApplyFailed, ""); err != nil || len(evs) != 1 {
+	if evs, err := recordedEvents(ns, ts.Name, corev1.EventTypeWarning, render.ReasonApplyFailed, ""); err != nil || len(evs) != 1 {
 		t.Errorf("ApplyFailed Events: %d, %v; want 1", len(evs), err)
 	}
 }
@@ -835,7 +837,7 @@ func TestTLSSecretFollowed(t *testing.T) {
 				return fmt.Errorf("no Degraded condition")
 			case want == "" && c.Status != metav1.ConditionFalse:
 				return fmt.Errorf("Degraded %s: %s", c.Reason, c.Message)
-			case want != "" && (c.Reason != ReasonTLSSecretMissing || !strings.Contains(c.Message, want)):
+			case want != "" && (c.Reason != render.ReasonTLSSecretMissing || !strings.Contains(c.Message, want)):
 				return fmt.Errorf("Degraded %s: %q, want %q", c.Reason, c.Message, want)
 			}
 			return nil

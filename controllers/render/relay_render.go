@@ -1,4 +1,4 @@
-package controllers
+package render
 
 import (
 	"bytes"
@@ -15,63 +15,63 @@ import (
 	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
-// desiredObjects are a TurnServer's generated objects as they should be.
-type desiredObjects struct {
-	serviceAccount *corev1ac.ServiceAccountApplyConfiguration
-	configMap      *corev1ac.ConfigMapApplyConfiguration
-	credentials    *corev1ac.SecretApplyConfiguration
-	service        *corev1ac.ServiceApplyConfiguration
+// RelayObjects are a TurnServer's generated objects as they should be.
+type RelayObjects struct {
+	ServiceAccount *corev1ac.ServiceAccountApplyConfiguration
+	ConfigMap      *corev1ac.ConfigMapApplyConfiguration
+	Credentials    *corev1ac.SecretApplyConfiguration
+	Service        *corev1ac.ServiceApplyConfiguration
 	// daemonSet is nil while an older TurnServer holds our ports.
-	daemonSet *appsv1ac.DaemonSetApplyConfiguration
+	DaemonSet *appsv1ac.DaemonSetApplyConfiguration
 	// podAnnotations are the relay pods whose node-addresses annotation
 	// must change.
-	podAnnotations []podAnnotation
+	PodAnnotations []PodAnnotation
 	// dnsEndpoint is nil without spec.hostname.
-	dnsEndpoint *unstructured.Unstructured
+	DnsEndpoint *unstructured.Unstructured
 	// credentialsExpire is when a key in the relay bundle next expires, and
 	// the bundle should be tidied; zero for never.
-	credentialsExpire time.Time
+	CredentialsExpire time.Time
 }
 
-// podAnnotation is the turnpike.dev/node-addresses value a relay pod needs.
-type podAnnotation struct {
-	pod   *corev1.Pod
-	value string
+// PodAnnotation is the turnpike.dev/node-addresses value a relay pod needs.
+type PodAnnotation struct {
+	Pod   *corev1.Pod
+	Value string
 }
 
-// renderRelayObjects computes a TurnServer's generated objects from the
+// Relay computes a TurnServer's generated objects from the
 // observation alone. image is the relay image of a TurnServer that names none.
-func renderRelayObjects(ts *turnpikev1.TurnServer, obs *observation, image string) (*desiredObjects, error) {
-	var legacyNodes map[string]nodeAddresses
-	if olderRelaysMayRun(obs.liveRelayConfig, obs.daemonSet) {
-		legacyNodes = obs.addresses
+func Relay(ts *turnpikev1.TurnServer, obs *Observation, image string) (*RelayObjects, error) {
+	var legacyNodes map[string]NodeAddresses
+	if olderRelaysMayRun(obs.LiveRelayConfig, obs.DaemonSet) {
+		legacyNodes = obs.Addresses
 	}
 	cfg := renderRelayConfig(ts, legacyNodes)
 	cm, err := desiredConfigMap(ts, cfg)
 	if err != nil {
 		return nil, err
 	}
-	bundle := credentialBundle(ts.Spec.Realm, obs.credentials)
-	if bundle.Generation, err = bundleGeneration(obs.liveBundle, bundle); err != nil {
+	bundle := credentialBundle(ts.Spec.Realm, obs.Credentials)
+	if bundle.Generation, err = bundleGeneration(obs.LiveBundle, bundle); err != nil {
 		return nil, err
 	}
 	secret, err := desiredCredentialSecret(ts, bundle)
 	if err != nil {
 		return nil, err
 	}
-	objs := &desiredObjects{
-		serviceAccount:    desiredServiceAccount(ts),
-		configMap:         cm,
-		credentials:       secret,
-		service:           desiredMetricsService(ts),
-		podAnnotations:    podAnnotations(obs),
-		credentialsExpire: credentialsExpire(obs.credentials),
+	objs := &RelayObjects{
+		ServiceAccount:    desiredServiceAccount(ts),
+		ConfigMap:         cm,
+		Credentials:       secret,
+		Service:           desiredMetricsService(ts),
+		PodAnnotations:    podAnnotations(obs),
+		CredentialsExpire: credentialsExpire(obs.Credentials),
 	}
-	if obs.conflict == nil {
-		objs.daemonSet = desiredDaemonSet(ts, image, cfg.SocketHash())
+	if obs.Conflict == nil {
+		objs.DaemonSet = desiredDaemonSet(ts, image, cfg.SocketHash())
 	}
 	if ts.Spec.Hostname != "" {
-		objs.dnsEndpoint = desiredDNSEndpoint(ts, publishedAddresses(ts, obs, true))
+		objs.DnsEndpoint = desiredDNSEndpoint(ts, publishedAddresses(ts, obs, true))
 	}
 	return objs, nil
 }
@@ -102,16 +102,16 @@ func rolledOutWithNodeVolume(ds *appsv1.DaemonSet) bool {
 // podAnnotations are the relay pods whose turnpike.dev/node-addresses
 // annotation differs from their node's addresses. Terminating pods are left
 // alone.
-func podAnnotations(obs *observation) []podAnnotation {
-	var out []podAnnotation
-	for i := range obs.pods {
-		p := &obs.pods[i]
-		a, selected := obs.addresses[p.Spec.NodeName]
+func podAnnotations(obs *Observation) []PodAnnotation {
+	var out []PodAnnotation
+	for i := range obs.Pods {
+		p := &obs.Pods[i]
+		a, selected := obs.Addresses[p.Spec.NodeName]
 		if !selected || !p.DeletionTimestamp.IsZero() {
 			continue
 		}
 		if want := nodeAddressesAnnotation(a); p.Annotations[turnpikev1.AnnotationNodeAddresses] != want {
-			out = append(out, podAnnotation{pod: p, value: want})
+			out = append(out, PodAnnotation{Pod: p, Value: want})
 		}
 	}
 	return out
@@ -119,10 +119,10 @@ func podAnnotations(obs *observation) []podAnnotation {
 
 // credentialsExpire is the soonest time a previous secret in the bundle
 // stops being valid, or zero.
-func credentialsExpire(entries []credentialEntry) time.Time {
+func credentialsExpire(entries []CredentialEntry) time.Time {
 	var soonest time.Time
 	for _, e := range entries {
-		if t := e.st.PreviousNotAfter; !t.IsZero() && (soonest.IsZero() || t.Before(soonest)) {
+		if t := e.State.PreviousNotAfter; !t.IsZero() && (soonest.IsZero() || t.Before(soonest)) {
 			soonest = t
 		}
 	}

@@ -1,4 +1,4 @@
-package controllers
+package render
 
 import (
 	"slices"
@@ -13,14 +13,14 @@ func cond(typ string, status metav1.ConditionStatus, reason string) metav1.Condi
 	return metav1.Condition{Type: typ, Status: status, Reason: reason, Message: reason + " message"}
 }
 
-func reasons(evs []statusEvent) []string {
+func reasons(evs []Event) []string {
 	var out []string
 	for _, e := range evs {
 		kind := "Normal"
-		if e.warning {
+		if e.Warning {
 			kind = "Warning"
 		}
-		out = append(out, kind+"/"+e.reason)
+		out = append(out, kind+"/"+e.Reason)
 	}
 	return out
 }
@@ -43,7 +43,7 @@ func TestTurnServerEvents(t *testing.T) {
 		{"recovered", degraded(metav1.ConditionTrue, ReasonApplyFailed), degraded(metav1.ConditionFalse, ReasonAsExpected), nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := reasons(turnServerEvents(&tt.old, &tt.cur)); !slices.Equal(got, tt.want) {
+			if got := reasons(TurnServerEvents(&tt.old, &tt.cur)); !slices.Equal(got, tt.want) {
 				t.Errorf("events %v, want %v", got, tt.want)
 			}
 		})
@@ -72,7 +72,7 @@ func TestCredentialEvents(t *testing.T) {
 		{"state unreadable", status(2, ReasonIssued, ReasonIdle), status(0, ReasonStateUnreadable, ReasonIdle), []string{"Warning/StateUnreadable"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := reasons(credentialEvents(&tt.old, &tt.cur)); !slices.Equal(got, tt.want) {
+			if got := reasons(CredentialEvents(&tt.old, &tt.cur)); !slices.Equal(got, tt.want) {
 				t.Errorf("events %v, want %v", got, tt.want)
 			}
 		})

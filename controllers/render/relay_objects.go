@@ -1,4 +1,4 @@
-package controllers
+package render
 
 import (
 	"encoding/json"
@@ -28,16 +28,16 @@ const (
 	drainSlackSeconds = 5
 )
 
-// relayName is the name of every generated object of a TurnServer except the
+// RelayName is the name of every generated object of a TurnServer except the
 // credential Secret.
-func relayName(ts *turnpikev1.TurnServer) string { return ts.Name + "-relay" }
+func RelayName(ts *turnpikev1.TurnServer) string { return ts.Name + "-relay" }
 
-// credentialSecretName is the name of the relay credential bundle Secret.
-func credentialSecretName(ts *turnpikev1.TurnServer) string { return ts.Name + "-relay-credentials" }
+// CredentialSecretName is the name of the relay credential bundle Secret.
+func CredentialSecretName(ts *turnpikev1.TurnServer) string { return ts.Name + "-relay-credentials" }
 
-// selectorLabels select a TurnServer's relay pods; they never change, as a
+// SelectorLabels select a TurnServer's relay pods; they never change, as a
 // DaemonSet's selector is immutable.
-func selectorLabels(ts *turnpikev1.TurnServer) map[string]string {
+func SelectorLabels(ts *turnpikev1.TurnServer) map[string]string {
 	return map[string]string{
 		"app.kubernetes.io/name":      "turnpike",
 		"app.kubernetes.io/instance":  ts.Name,
@@ -46,9 +46,9 @@ func selectorLabels(ts *turnpikev1.TurnServer) map[string]string {
 	}
 }
 
-// relayLabels are put on every generated object.
-func relayLabels(ts *turnpikev1.TurnServer) map[string]string {
-	l := selectorLabels(ts)
+// RelayLabels are put on every generated object.
+func RelayLabels(ts *turnpikev1.TurnServer) map[string]string {
+	l := SelectorLabels(ts)
 	l["app.kubernetes.io/managed-by"] = "turnpike-operator"
 	l["app.kubernetes.io/part-of"] = "turnpike"
 	return l
@@ -68,8 +68,8 @@ func ownerReference(owner metav1.Object, kind string) *metav1ac.OwnerReferenceAp
 }
 
 func desiredServiceAccount(ts *turnpikev1.TurnServer) *corev1ac.ServiceAccountApplyConfiguration {
-	return corev1ac.ServiceAccount(relayName(ts), ts.Namespace).
-		WithLabels(relayLabels(ts)).
+	return corev1ac.ServiceAccount(RelayName(ts), ts.Namespace).
+		WithLabels(RelayLabels(ts)).
 		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		// The relay is internet-facing: it gets no Kubernetes credentials.
 		WithAutomountServiceAccountToken(false)
@@ -80,8 +80,8 @@ func desiredConfigMap(ts *turnpikev1.TurnServer, cfg *config.Relay) (*corev1ac.C
 	if err != nil {
 		return nil, fmt.Errorf("rendering %s: %w", config.RelayFile, err)
 	}
-	return corev1ac.ConfigMap(relayName(ts), ts.Namespace).
-		WithLabels(relayLabels(ts)).
+	return corev1ac.ConfigMap(RelayName(ts), ts.Namespace).
+		WithLabels(RelayLabels(ts)).
 		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		WithData(map[string]string{config.RelayFile: string(data)}), nil
 }
@@ -91,8 +91,8 @@ func desiredCredentialSecret(ts *turnpikev1.TurnServer, creds *config.Credential
 	if err != nil {
 		return nil, fmt.Errorf("rendering %s: %w", config.CredentialsFile, err)
 	}
-	return corev1ac.Secret(credentialSecretName(ts), ts.Namespace).
-		WithLabels(relayLabels(ts)).
+	return corev1ac.Secret(CredentialSecretName(ts), ts.Namespace).
+		WithLabels(RelayLabels(ts)).
 		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		WithType(corev1.SecretTypeOpaque).
 		WithData(map[string][]byte{config.CredentialsFile: data}), nil
@@ -101,12 +101,12 @@ func desiredCredentialSecret(ts *turnpikev1.TurnServer, creds *config.Credential
 // desiredMetricsService is a headless Service over the relay pods' metrics
 // port, for a ServiceMonitor to find them.
 func desiredMetricsService(ts *turnpikev1.TurnServer) *corev1ac.ServiceApplyConfiguration {
-	return corev1ac.Service(relayName(ts), ts.Namespace).
-		WithLabels(relayLabels(ts)).
+	return corev1ac.Service(RelayName(ts), ts.Namespace).
+		WithLabels(RelayLabels(ts)).
 		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		WithSpec(corev1ac.ServiceSpec().
 			WithClusterIP(corev1.ClusterIPNone).
-			WithSelector(selectorLabels(ts)).
+			WithSelector(SelectorLabels(ts)).
 			WithPorts(corev1ac.ServicePort().
 				WithName("metrics").
 				WithProtocol(corev1.ProtocolTCP).
@@ -156,7 +156,7 @@ func desiredDaemonSet(ts *turnpikev1.TurnServer, image, socketHash string) *apps
 	}
 
 	podSpec := corev1ac.PodSpec().
-		WithServiceAccountName(relayName(ts)).
+		WithServiceAccountName(RelayName(ts)).
 		WithAutomountServiceAccountToken(false).
 		WithHostNetwork(true).
 		WithDNSPolicy(corev1.DNSClusterFirstWithHostNet).
@@ -181,17 +181,17 @@ func desiredDaemonSet(ts *turnpikev1.TurnServer, image, socketHash string) *apps
 		podSpec.WithPriorityClassName(spec.Relay.PriorityClassName)
 	}
 
-	return appsv1ac.DaemonSet(relayName(ts), ts.Namespace).
-		WithLabels(relayLabels(ts)).
+	return appsv1ac.DaemonSet(RelayName(ts), ts.Namespace).
+		WithLabels(RelayLabels(ts)).
 		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		WithSpec(appsv1ac.DaemonSetSpec().
-			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(ts))).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(ts))).
 			WithUpdateStrategy(appsv1ac.DaemonSetUpdateStrategy().
 				WithType(appsv1.RollingUpdateDaemonSetStrategyType).
 				// One node at a time: clients of the other nodes keep relaying.
 				WithRollingUpdate(appsv1ac.RollingUpdateDaemonSet().WithMaxUnavailable(intstr.FromInt32(1)))).
 			WithTemplate(corev1ac.PodTemplateSpec().
-				WithLabels(relayLabels(ts)).
+				WithLabels(RelayLabels(ts)).
 				WithAnnotations(map[string]string{turnpikev1.AnnotationSocketHash: socketHash}).
 				WithSpec(podSpec)))
 }
@@ -267,8 +267,8 @@ func needsPrivilegedPort(ts *turnpikev1.TurnServer) bool {
 	return ts.Spec.RelayPortRange.Min < 1024
 }
 
-// tlsListeners are the listeners that mount a certificate, sorted by name.
-func tlsListeners(ts *turnpikev1.TurnServer) []turnpikev1.Listener {
+// TLSListeners are the listeners that mount a certificate, sorted by name.
+func TLSListeners(ts *turnpikev1.TurnServer) []turnpikev1.Listener {
 	var out []turnpikev1.Listener
 	for _, l := range ts.Spec.Listeners {
 		if l.TLSSecretRef != nil {
@@ -282,16 +282,16 @@ func tlsListeners(ts *turnpikev1.TurnServer) []turnpikev1.Listener {
 func volumes(ts *turnpikev1.TurnServer) []*corev1ac.VolumeApplyConfiguration {
 	v := []*corev1ac.VolumeApplyConfiguration{
 		corev1ac.Volume().WithName("config").
-			WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(relayName(ts))),
+			WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(RelayName(ts))),
 		corev1ac.Volume().WithName("credentials").
-			WithSecret(corev1ac.SecretVolumeSource().WithSecretName(credentialSecretName(ts))),
+			WithSecret(corev1ac.SecretVolumeSource().WithSecretName(CredentialSecretName(ts))),
 		corev1ac.Volume().WithName(nodeVolumeName).
 			WithDownwardAPI(corev1ac.DownwardAPIVolumeSource().WithItems(
 				corev1ac.DownwardAPIVolumeFile().WithPath(nodeAddressesFile).
 					WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").
 						WithFieldPath("metadata.annotations['" + turnpikev1.AnnotationNodeAddresses + "']")))),
 	}
-	for _, l := range tlsListeners(ts) {
+	for _, l := range TLSListeners(ts) {
 		v = append(v, corev1ac.Volume().WithName("tls-"+l.Name).
 			WithSecret(corev1ac.SecretVolumeSource().WithSecretName(l.TLSSecretRef.Name)))
 	}
@@ -304,7 +304,7 @@ func volumeMounts(ts *turnpikev1.TurnServer) []*corev1ac.VolumeMountApplyConfigu
 		corev1ac.VolumeMount().WithName("credentials").WithMountPath(credentialsMountPath).WithReadOnly(true),
 		corev1ac.VolumeMount().WithName(nodeVolumeName).WithMountPath(nodeMountPath).WithReadOnly(true),
 	}
-	for _, l := range tlsListeners(ts) {
+	for _, l := range TLSListeners(ts) {
 		m = append(m, corev1ac.VolumeMount().WithName("tls-"+l.Name).
 			WithMountPath(path.Join(tlsMountRoot, l.Name)).WithReadOnly(true))
 	}
