@@ -90,7 +90,7 @@ func (r *TurnCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 
 // observeCredential reads the TurnServer a credential is for and the
 // credential's stored state. A state that cannot be read is reported in
-// stateErr, for the status; other failed reads are returned.
+// StateErr, for the status; other failed reads are returned.
 func (r *TurnCredentialReconciler) observeCredential(ctx context.Context, tc *turnpikev1.TurnCredential) (*render.CredentialObservation, error) {
 	obs := &render.CredentialObservation{TurnServer: &turnpikev1.TurnServer{}}
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: tc.Spec.TurnServerRef.Name}, obs.TurnServer)
@@ -177,7 +177,7 @@ func (r *TurnCredentialReconciler) updateStatus(ctx context.Context, tc *turnpik
 }
 
 // SetupWithManager registers the reconciler and what it watches. The
-// turnServerRef index is registered by SetupIndexes.
+// turnServerRef index is registered by Setup (registerIndexes).
 func (r *TurnCredentialReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("turncredential").

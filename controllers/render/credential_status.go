@@ -32,7 +32,7 @@ type CredentialObservation struct {
 // CredentialObjects are what a pass writes for a TurnCredential.
 type CredentialObjects struct {
 	State CredentialState // the advanced state
-	// stateSecret is nil when the state did not change.
+	// StateSecret is nil when the state did not change.
 	StateSecret *corev1ac.SecretApplyConfiguration
 	// output is the Secret apps read, nil until the first secret is published.
 	Output *corev1ac.SecretApplyConfiguration

@@ -23,7 +23,7 @@ const (
 	relayBinary = "/turnpike"
 	// relayUID is the unprivileged user the relay runs as.
 	relayUID int64 = 65532
-	// drainSlack is added to the drain grace period before the kubelet kills
+	// drainSlackSeconds is added to the drain grace period before the kubelet kills
 	// the relay, so the relay ends its drain itself.
 	drainSlackSeconds = 5
 )

@@ -26,7 +26,7 @@ type RelayObjects struct {
 	// podAnnotations are the relay pods whose node-addresses annotation
 	// must change.
 	PodAnnotations []PodAnnotation
-	// dnsEndpoint is nil without spec.hostname.
+	// DNSEndpoint is nil without spec.hostname.
 	DnsEndpoint *unstructured.Unstructured
 	// credentialsExpire is when a key in the relay bundle next expires, and
 	// the bundle should be tidied; zero for never.
