@@ -259,7 +259,7 @@ func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpi
 	if err := r.annotateRelayPods(ctx, objs.PodAnnotations); err != nil {
 		return err
 	}
-	if err := r.applyDNSEndpoint(ctx, objs.DnsEndpoint); err != nil {
+	if err := r.applyDNSEndpoint(ctx, objs.DNSEndpoint); err != nil {
 		return fmt.Errorf("applying DNSEndpoint: %w", err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package render
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -317,28 +318,31 @@ func TestComputeStatus(t *testing.T) {
 		name                        string
 		obs                         Observation
 		ready, progressing, degrade string // "Status/Reason"
+		applyErr                    error
 	}{
-		{"no DaemonSet yet", Observation{}, "False/Pending", "True/Pending", "False/AsExpected"},
-		{"DaemonSet not observed", Observation{DaemonSet: ds(2, 1, 1, 1, 1)}, "False/NodesNotReady", "True/RollingOut", "False/AsExpected"},
-		{"no nodes", Observation{DaemonSet: ds(1, 1, 0, 0, 0)}, "False/NoMatchingNodes", "False/RolledOut", "False/AsExpected"},
-		{"rolling", Observation{DaemonSet: ds(1, 1, 2, 2, 1)}, "True/AllNodesReady", "True/RollingOut", "False/AsExpected"},
-		{"all ready", Observation{DaemonSet: ds(1, 1, 2, 2, 2)}, "True/AllNodesReady", "False/RolledOut", "False/AsExpected"},
-		{"one not ready", Observation{DaemonSet: ds(1, 1, 2, 1, 2)}, "False/NodesNotReady", "False/RolledOut", "False/AsExpected"},
+		{"no DaemonSet yet", Observation{}, "False/Pending", "True/Pending", "False/AsExpected", nil},
+		{"DaemonSet not observed", Observation{DaemonSet: ds(2, 1, 1, 1, 1)}, "False/NodesNotReady", "True/RollingOut", "False/AsExpected", nil},
+		{"no nodes", Observation{DaemonSet: ds(1, 1, 0, 0, 0)}, "False/NoMatchingNodes", "False/RolledOut", "False/AsExpected", nil},
+		{"rolling", Observation{DaemonSet: ds(1, 1, 2, 2, 1)}, "True/AllNodesReady", "True/RollingOut", "False/AsExpected", nil},
+		{"all ready", Observation{DaemonSet: ds(1, 1, 2, 2, 2)}, "True/AllNodesReady", "False/RolledOut", "False/AsExpected", nil},
+		{"one not ready", Observation{DaemonSet: ds(1, 1, 2, 1, 2)}, "False/NodesNotReady", "False/RolledOut", "False/AsExpected", nil},
 		{"internal address", Observation{DaemonSet: ds(1, 1, 1, 1, 1), Nodes: []*corev1.Node{&n2},
-			Addresses: map[string]NodeAddresses{"n2": private}}, "True/AllNodesReady", "False/RolledOut", "True/AddressNotPublic"},
+			Addresses: map[string]NodeAddresses{"n2": private}}, "True/AllNodesReady", "False/RolledOut", "True/AddressNotPublic", nil},
 		{"missing TLS secret", Observation{DaemonSet: ds(1, 1, 1, 0, 1), MissingTLSKeys: []string{"listener tls: Secret x not found"}},
-			"False/NodesNotReady", "False/RolledOut", "True/TLSSecretMissing"},
+			"False/NodesNotReady", "False/RolledOut", "True/TLSSecretMissing", nil},
 		{"port conflict", Observation{Conflict: &portConflict{other: rendertest.TurnServer("old"), node: "n1",
 			ours: portClaim{"udp", 3478, 3478, "listener udp"}, their: portClaim{"udp", 3478, 3478, "listener udp"}}},
-			"False/PortConflict", "False/PortConflict", "True/PortConflict"},
+			"False/PortConflict", "False/PortConflict", "True/PortConflict", nil},
 		{"URLs only for ready nodes", Observation{DaemonSet: ds(1, 1, 2, 1, 2), Nodes: []*corev1.Node{&n1, &n2},
 			Addresses: map[string]NodeAddresses{"n1": public, "n2": private}, ReadyPods: map[string]bool{"n1": true}},
-			"False/NodesNotReady", "False/RolledOut", "True/AddressNotPublic"},
+			"False/NodesNotReady", "False/RolledOut", "True/AddressNotPublic", nil},
+		{"apply failed on a ready DaemonSet", Observation{DaemonSet: ds(1, 1, 2, 2, 2)},
+			"False/ApplyFailed", "False/RolledOut", "True/ApplyFailed", errors.New(`applying ConfigMap: exceeded quota`)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := rendertest.TurnServer("ts")
-			st := ComputeStatus(ts, &tt.obs, nil)
+			st := ComputeStatus(ts, &tt.obs, tt.applyErr)
 			for typ, want := range map[string]string{turnpikev1.ConditionReady: tt.ready,
 				turnpikev1.ConditionProgressing: tt.progressing, turnpikev1.ConditionDegraded: tt.degrade} {
 				c := meta.FindStatusCondition(st.Conditions, typ)
@@ -353,7 +357,7 @@ func TestComputeStatus(t *testing.T) {
 	}
 
 	// Published addresses and URLs come from ready nodes only.
-	obs := tests[len(tests)-1].obs
+	obs := tests[len(tests)-2].obs
 	st := ComputeStatus(rendertest.TurnServer("ts"), &obs, nil)
 	if st.AddressSummary != "203.0.113.1" || !slices.Equal(st.URLs, []string{"turn:203.0.113.1:3478?transport=udp"}) || st.NodeSummary != "1/2" {
 		t.Errorf("addresses %q urls %v nodes %q", st.AddressSummary, st.URLs, st.NodeSummary)

@@ -27,7 +27,7 @@ type RelayObjects struct {
 	// must change.
 	PodAnnotations []PodAnnotation
 	// DNSEndpoint is nil without spec.hostname.
-	DnsEndpoint *unstructured.Unstructured
+	DNSEndpoint *unstructured.Unstructured
 	// credentialsExpire is when a key in the relay bundle next expires, and
 	// the bundle should be tidied; zero for never.
 	CredentialsExpire time.Time
@@ -71,7 +71,7 @@ func Relay(ts *turnpikev1.TurnServer, obs *Observation, image string) (*RelayObj
 		objs.DaemonSet = desiredDaemonSet(ts, image, cfg.SocketHash())
 	}
 	if ts.Spec.Hostname != "" {
-		objs.DnsEndpoint = desiredDNSEndpoint(ts, publishedAddresses(ts, obs, true))
+		objs.DNSEndpoint = desiredDNSEndpoint(ts, publishedAddresses(ts, obs, true))
 	}
 	return objs, nil
 }
