@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -56,7 +58,7 @@ func TestHostnameSTUNAndDNSEndpoint(t *testing.T) {
 			!slices.Equal(n[0].Problems, []turnpikev1.NodeProblem{turnpikev1.NodeRelayNotReady}) {
 			return fmt.Errorf("attention nodes %+v", n)
 		}
-		return expectCondition(cur, turnpikev1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected)
+		return expectCondition(cur, turnpikev1.ConditionDegraded, metav1.ConditionFalse, render.ReasonAsExpected)
 	})
 
 	// Without the DNSEndpoint CRD, readiness still works and URLs use the hostname.
@@ -81,7 +83,7 @@ func TestHostnameSTUNAndDNSEndpoint(t *testing.T) {
 	setPodReady(t, ts, "hostname-nat", true) // any change brings a reconcile
 	eventually(t, "DNSEndpoint", func() error {
 		de := &unstructured.Unstructured{}
-		de.SetGroupVersionKind(dnsEndpointGVK)
+		de.SetGroupVersionKind(render.DNSEndpointGVK)
 		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "relay-relay"}, de); err != nil {
 			return err
 		}

@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/turnpike-dev/turnpike/controllers/render/rendertest"
+
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -14,7 +18,7 @@ import (
 // TestTrimNode: a trimmed node is placed, addressed and compared exactly as
 // the full one, and is a fraction of its size.
 func TestTrimNode(t *testing.T) {
-	full := node("n1", map[string]string{"turnpike.dev/relay": "true", "topology.kubernetes.io/zone": "a"},
+	full := rendertest.Node("n1", map[string]string{"turnpike.dev/relay": "true", "topology.kubernetes.io/zone": "a"},
 		[]corev1.Taint{{Key: "dedicated", Value: "media", Effect: corev1.TaintEffectNoSchedule}},
 		externalIP("198.51.100.1"), internalIP("10.0.0.1"))
 	full.Annotations = map[string]string{turnpikev1.AnnotationExternalIP: "203.0.113.1", "node.alpha.kubernetes.io/ttl": "0"}
@@ -30,15 +34,15 @@ func TestTrimNode(t *testing.T) {
 	}
 	trimmed := trimmedObj.(*corev1.Node)
 
-	tolerating := testTurnServer("ts", func(ts *turnpikev1.TurnServer) {
+	tolerating := rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) {
 		ts.Spec.Placement.NodeSelector = map[string]string{"turnpike.dev/relay": "true"}
 		ts.Spec.Placement.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}
 	})
-	for _, ts := range []*turnpikev1.TurnServer{testTurnServer("plain"), tolerating} {
-		if selectsNode(ts, trimmed) != selectsNode(ts, &full) {
-			t.Errorf("%s: selects the trimmed node %v, the full one %v", ts.Name, selectsNode(ts, trimmed), selectsNode(ts, &full))
+	for _, ts := range []*turnpikev1.TurnServer{rendertest.TurnServer("plain"), tolerating} {
+		if render.SelectsNode(ts, trimmed) != render.SelectsNode(ts, &full) {
+			t.Errorf("%s: selects the trimmed node %v, the full one %v", ts.Name, render.SelectsNode(ts, trimmed), render.SelectsNode(ts, &full))
 		}
-		if a, b := resolveNodeAddresses(ts, trimmed), resolveNodeAddresses(ts, &full); fmt.Sprint(a) != fmt.Sprint(b) {
+		if a, b := render.ResolveNodeAddresses(ts, trimmed), render.ResolveNodeAddresses(ts, &full); fmt.Sprint(a) != fmt.Sprint(b) {
 			t.Errorf("%s: addresses %v, full node %v", ts.Name, a, b)
 		}
 	}
@@ -53,9 +57,9 @@ func TestTrimNode(t *testing.T) {
 }
 
 func TestTrimPod(t *testing.T) {
-	ts := testTurnServer("ts")
+	ts := rendertest.TurnServer("ts")
 	full := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", Labels: relayLabels(ts),
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", Labels: render.RelayLabels(ts),
 			Annotations:   map[string]string{turnpikev1.AnnotationNodeAddresses: `{"source":"STUN"}`},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
 		Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "relay", Image: "x", Args: []string{"relay"}}}},
@@ -67,7 +71,7 @@ func TestTrimPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := obj.(*corev1.Pod)
-	if !podReady(p) || p.Spec.NodeName != "n1" || p.Annotations[turnpikev1.AnnotationNodeAddresses] != `{"source":"STUN"}` ||
+	if !render.PodReady(p) || p.Spec.NodeName != "n1" || p.Annotations[turnpikev1.AnnotationNodeAddresses] != `{"source":"STUN"}` ||
 		p.Labels[turnpikev1.LabelTurnServer] != "ts" {
 		t.Errorf("trimmed pod lost what the controllers read: %+v", p)
 	}

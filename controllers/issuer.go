@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -139,7 +141,7 @@ func (i *Issuer) authorize(ctx context.Context, u authnv1.UserInfo, ns, name str
 }
 
 // credentials builds the response for an authorized caller. seed chooses
-// the relay nodes in it (see urisFor).
+// the relay nodes in it (see render.URIsFor).
 func (i *Issuer) credentials(ctx context.Context, ns, name, user, seed string) (*issueResponse, int, error) {
 	tc := &turnpikev1.TurnCredential{}
 	if err := i.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, tc); err != nil {
@@ -149,10 +151,10 @@ func (i *Issuer) credentials(ctx context.Context, ns, name, user, seed string) (
 		return nil, http.StatusInternalServerError, err
 	}
 	s := &corev1.Secret{}
-	if err := i.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: stateSecretName(tc)}, s); err != nil {
+	if err := i.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: render.StateSecretName(tc)}, s); err != nil {
 		return nil, http.StatusServiceUnavailable, fmt.Errorf("TurnCredential %s/%s is not issued yet", ns, name)
 	}
-	st, err := decodeCredentialState(s.Data)
+	st, err := render.DecodeCredentialState(s.Data)
 	if err != nil || st.Current == "" {
 		return nil, http.StatusServiceUnavailable, fmt.Errorf("TurnCredential %s/%s has no usable secret", ns, name)
 	}
@@ -181,24 +183,24 @@ func (i *Issuer) uris(ctx context.Context, ns, name, seed string) ([]string, err
 	} else if err != nil {
 		return nil, err
 	}
-	var nodes []relayNode
+	var nodes []render.RelayNode
 	if ts.Spec.Hostname == "" {
 		var err error
 		if nodes, err = observeRelayNodes(ctx, i.Client, ts); err != nil {
 			return nil, err
 		}
 	}
-	return urisFor(ts, nodes, seed), nil
+	return render.URIsFor(ts, nodes, seed), nil
 }
 
 // staticTTL is how long a static password is sure to keep working: until
 // the next rotation is published plus the overlap, or a day without a schedule.
-func staticTTL(tc *turnpikev1.TurnCredential, st credentialState, now time.Time) int64 {
-	next := nextRotation(tc, st)
+func staticTTL(tc *turnpikev1.TurnCredential, st render.CredentialState, now time.Time) int64 {
+	next := render.NextRotation(tc, st)
 	if next.IsZero() {
 		return int64((24 * time.Hour).Seconds())
 	}
-	return max(int64(next.Add(overlap(tc)).Sub(now).Seconds()), 0)
+	return max(int64(next.Add(render.Overlap(tc)).Sub(now).Seconds()), 0)
 }
 
 func (i *Issuer) now() time.Time {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -33,7 +35,7 @@ func TestIssuer(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishFirstSecret(t, tc)
-	eventually(t, "issued", func() error { _, err := getSecret(ns, outputSecretName(tc)); return err })
+	eventually(t, "issued", func() error { _, err := getSecret(ns, render.OutputSecretName(tc)); return err })
 	secret := stateOf(t, tc).Current
 
 	allowed, denied := env.ServiceAccountToken(t, ns, "app"), env.ServiceAccountToken(t, ns, "stranger")

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,9 +43,9 @@ func iceURLs(ns, secret string) ([]string, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	var ice []iceServer
-	if err := json.Unmarshal(s.Data[SecretKeyICEServers], &ice); err != nil || len(ice) != 1 {
-		return nil, "", fmt.Errorf("iceServers.json %s: %v", s.Data[SecretKeyICEServers], err)
+	var ice []render.ICEServer
+	if err := json.Unmarshal(s.Data[render.SecretKeyICEServers], &ice); err != nil || len(ice) != 1 {
+		return nil, "", fmt.Errorf("iceServers.json %s: %v", s.Data[render.SecretKeyICEServers], err)
 	}
 	return ice[0].URLs, s.ResourceVersion, nil
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -147,7 +149,7 @@ func (p *relayStatusPoller) read(ctx context.Context, t relayTarget) {
 		for _, d := range st.STUN.Discovered {
 			raw = append(raw, d.Address)
 		}
-		addrs = onePerFamily(raw)
+		addrs = render.OnePerFamily(raw)
 	}
 	p.mu.Lock()
 	old, known := p.found[t]

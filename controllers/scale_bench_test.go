@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/controllers/render"
 )
 
 // BenchmarkObjectSizesAt1000Nodes runs a TurnServer on 1,000 nodes with a
@@ -102,7 +103,7 @@ func createReadyNode(ctx context.Context, name, addr string) error {
 // createReadyRelayPod is createRelayPod for a ready pod, without a *testing.T.
 func createReadyRelayPod(ctx context.Context, ts *turnpikev1.TurnServer, node string) error {
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: ts.Name + "-relay-" + node, Namespace: ts.Namespace, Labels: relayLabels(ts)},
+		ObjectMeta: metav1.ObjectMeta{Name: ts.Name + "-relay-" + node, Namespace: ts.Namespace, Labels: render.RelayLabels(ts)},
 		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "relay", Image: "x"}}},
 		Status:     corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
 	}

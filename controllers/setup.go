@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	"github.com/prometheus/client_golang/prometheus"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -67,9 +69,13 @@ func Setup(mgr ctrl.Manager, c client.Client, o Options) (*Reconcilers, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Events go through the events.k8s.io API, whose recorder folds
+	// repeats into one Event with a count.
+	recorder := mgr.GetEventRecorder(FieldOwner)
 	r := &Reconcilers{
-		TurnServer:     &TurnServerReconciler{Client: c, RelayImage: o.RelayImage, Now: o.Now, statusPoller: poller, tls: tls},
-		TurnCredential: &TurnCredentialReconciler{Client: c, Now: o.Now, StagingDelay: o.StagingDelay},
+		TurnServer: &TurnServerReconciler{Client: c, RelayImage: o.RelayImage, Now: o.Now, statusPoller: poller, tls: tls,
+			Recorder: recorder},
+		TurnCredential: &TurnCredentialReconciler{Client: c, Now: o.Now, StagingDelay: o.StagingDelay, Recorder: recorder},
 	}
 	if err := r.TurnServer.SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -94,7 +100,7 @@ func registerIndexes(mgr ctrl.Manager) error {
 	idx := mgr.GetFieldIndexer()
 	err := idx.IndexField(context.Background(), &turnpikev1.TurnServer{}, tlsSecretIndex, func(o client.Object) []string {
 		var names []string
-		for _, l := range tlsListeners(o.(*turnpikev1.TurnServer)) {
+		for _, l := range render.TLSListeners(o.(*turnpikev1.TurnServer)) {
 			names = append(names, l.TLSSecretRef.Name)
 		}
 		return names

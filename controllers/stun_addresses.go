@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -56,10 +58,10 @@ func HTTPRelayStatus(ctx context.Context, host netip.Addr, port int32) (*config.
 // it tells the poller which relays to read and takes what the poller found
 // so far. A relay not read yet, or that found nothing, leaves its node
 // without a published address.
-func (r *TurnServerReconciler) discoverSTUNAddresses(ts *turnpikev1.TurnServer, obs *observation) {
+func (r *TurnServerReconciler) discoverSTUNAddresses(ts *turnpikev1.TurnServer, obs *render.Observation) {
 	var targets []relayTarget
-	for _, n := range obs.nodes {
-		if obs.addresses[n.Name].source != turnpikev1.AddressFromSTUN || !obs.readyPods[n.Name] {
+	for _, n := range obs.Nodes {
+		if obs.Addresses[n.Name].Source != turnpikev1.AddressFromSTUN || !obs.ReadyPods[n.Name] {
 			continue
 		}
 		if host, ok := internalAddress(n); ok {
@@ -69,7 +71,7 @@ func (r *TurnServerReconciler) discoverSTUNAddresses(ts *turnpikev1.TurnServer, 
 	found := r.statusPoller.lookup(types.NamespacedName{Namespace: ts.Namespace, Name: ts.Name}, targets)
 	for node, addrs := range found {
 		if len(addrs) > 0 {
-			obs.addresses[node] = nodeAddresses{addrs, turnpikev1.AddressFromSTUN, true}
+			obs.Addresses[node] = render.NodeAddresses{Addresses: addrs, Source: turnpikev1.AddressFromSTUN, Public: true}
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render/rendertest"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -262,13 +264,8 @@ func newNode(t *testing.T, name string, labels map[string]string, addrs ...corev
 	return n
 }
 
-func externalIP(a string) corev1.NodeAddress {
-	return corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: a}
-}
-
-func internalIP(a string) corev1.NodeAddress {
-	return corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a}
-}
+// externalIP and internalIP are shorthands for the envtest tests.
+var externalIP, internalIP = rendertest.ExternalIP, rendertest.InternalIP
 
 // loopbackRelayStatus asks only relays on loopback: the suite's nodes have
 // made-up addresses, and tests send no traffic anywhere but this machine.

@@ -7,11 +7,12 @@ import (
 	"slices"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -29,17 +30,6 @@ import (
 // (its sync period, one minute by default, plus its cache).
 const DefaultStagingDelay = 90 * time.Second
 
-// Condition reasons of a TurnCredential.
-const (
-	ReasonIssued             = "Issued"
-	ReasonStaging            = "Staging"
-	ReasonTurnServerNotFound = "TurnServerNotFound"
-	ReasonStateUnreadable    = "StateUnreadable"
-	ReasonSecretWriteFailed  = "SecretWriteFailed"
-	ReasonRotating           = "Rotating"
-	ReasonIdle               = "Idle"
-)
-
 // TurnCredentialReconciler issues a TurnCredential's secret, rotates it, and
 // writes the Secret apps read. The TurnServer reconciler folds the same
 // state into the relays' credentials.
@@ -51,12 +41,19 @@ type TurnCredentialReconciler struct {
 	StagingDelay time.Duration
 	// NewSecret makes a secret; nil means 32 random bytes.
 	NewSecret func() string
+	// Recorder records Events on TurnCredentials; nil records none.
+	Recorder events.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turncredentials,verbs=get;list;watch
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turncredentials/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile moves a TurnCredential's rotation forward and publishes it.
+// Reconcile moves a TurnCredential's rotation forward and publishes it, in
+// four phases: observeCredential reads the TurnServer and the stored state;
+// render.Credential advances the state and builds the Secrets from that
+// alone; applyCredential writes them; and the status is written on every
+// pass, failures included.
 func (r *TurnCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	tc := &turnpikev1.TurnCredential{}
 	if err := r.Client.Get(ctx, req.NamespacedName, tc); err != nil {
@@ -67,58 +64,64 @@ func (r *TurnCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	now := r.now()
 
-	ts := &turnpikev1.TurnServer{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: tc.Spec.TurnServerRef.Name}, ts)
-	if apierrors.IsNotFound(err) {
-		ts = nil
-	} else if err != nil {
+	obs, err := r.observeCredential(ctx, tc)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
-
-	old, err := r.loadState(ctx, tc)
-	if err != nil {
+	if obs.StateErr != nil {
 		// Never overwrite state we cannot read: that would lock out clients.
-		return ctrl.Result{}, r.updateStatus(ctx, tc, credentialStatus(tc, ts, credentialState{}, problems{load: err}))
+		return ctrl.Result{}, r.updateStatus(ctx, tc, render.CredentialStatus(tc, obs.TurnServer, render.CredentialState{}, render.Problems{Load: obs.StateErr}))
 	}
-	st := advanceCredential(tc, old, now, r.StagingDelay, r.newSecret)
+	objs, err := render.Credential(tc, obs, now, r.StagingDelay, r.newSecret)
+	stored := obs.State
+	if err == nil {
+		stored, err = r.applyCredential(ctx, tc, obs.State, objs)
+	}
 	// A failed write is shown in the status (Ready=False, SecretWriteFailed)
 	// and returned, so the controller logs it and retries with backoff.
-	st, writeErr := r.writeSecrets(ctx, tc, ts, old, st)
-	if err := r.updateStatus(ctx, tc, credentialStatus(tc, ts, st, problems{write: writeErr})); err != nil {
-		return ctrl.Result{}, errors.Join(writeErr, fmt.Errorf("writing status: %w", err))
+	if serr := r.updateStatus(ctx, tc, render.CredentialStatus(tc, obs.TurnServer, stored, render.Problems{Write: err})); serr != nil {
+		return ctrl.Result{}, errors.Join(err, fmt.Errorf("writing status: %w", serr))
 	}
-	if writeErr != nil {
-		return ctrl.Result{}, writeErr
+	if err != nil {
+		return ctrl.Result{}, err
 	}
-	return ctrl.Result{RequeueAfter: nextCredentialEvent(tc, st, now)}, nil
+	return ctrl.Result{RequeueAfter: render.NextCredentialEvent(tc, stored, now)}, nil
 }
 
-// writeSecrets writes the state Secret when st differs from old, and the
+// observeCredential reads the TurnServer a credential is for and the
+// credential's stored state. A state that cannot be read is reported in
+// StateErr, for the status; other failed reads are returned.
+func (r *TurnCredentialReconciler) observeCredential(ctx context.Context, tc *turnpikev1.TurnCredential) (*render.CredentialObservation, error) {
+	obs := &render.CredentialObservation{TurnServer: &turnpikev1.TurnServer{}}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: tc.Spec.TurnServerRef.Name}, obs.TurnServer)
+	if apierrors.IsNotFound(err) {
+		obs.TurnServer = nil
+	} else if err != nil {
+		return nil, err
+	}
+	obs.State, obs.StateErr = r.loadState(ctx, tc)
+	return obs, nil
+}
+
+// applyCredential writes the state Secret when the state changed, then the
 // Secret apps read. It returns the state that is stored: old when writing
-// st failed.
-func (r *TurnCredentialReconciler) writeSecrets(ctx context.Context, tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, old, st credentialState) (credentialState, error) {
-	if st != old {
-		if err := r.Client.Apply(ctx, desiredStateSecret(tc, st), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+// the new one failed, and then writes nothing else.
+func (r *TurnCredentialReconciler) applyCredential(ctx context.Context, tc *turnpikev1.TurnCredential, old render.CredentialState, objs *render.CredentialObjects) (render.CredentialState, error) {
+	st := objs.State
+	if objs.StateSecret != nil {
+		if err := r.Client.Apply(ctx, objs.StateSecret, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 			countRotation(old, st, "failure")
-			return old, fmt.Errorf("writing Secret %s: %w", stateSecretName(tc), err)
+			return old, fmt.Errorf("writing Secret %s: %w", render.StateSecretName(tc), err)
 		}
 		countRotation(old, st, "success")
 		log.FromContext(ctx).Info("credential state advanced", "revision", st.Revision, "staged", st.Next != "", "previousValid", st.Previous != "")
 	}
-	if st.Current == "" { // nothing for apps until the first secret is published
+	if objs.Output == nil {
 		return st, nil
 	}
-	var urls []string
-	if ts != nil {
-		urls = ts.Status.URLs
-	}
-	out, err := desiredOutputSecret(tc, st, urls)
-	if err != nil {
-		return st, err
-	}
-	key := client.ObjectKey{Namespace: tc.Namespace, Name: outputSecretName(tc)}
-	if _, err := applyIfChanged(ctx, r.Client, key, &corev1.Secret{}, out, corev1ac.ExtractSecret); err != nil {
-		return st, fmt.Errorf("writing Secret %s: %w", outputSecretName(tc), err)
+	key := client.ObjectKey{Namespace: tc.Namespace, Name: render.OutputSecretName(tc)}
+	if _, err := applyIfChanged(ctx, r.Client, key, &corev1.Secret{}, objs.Output, corev1ac.ExtractSecret); err != nil {
+		return st, fmt.Errorf("writing Secret %s: %w", render.OutputSecretName(tc), err)
 	}
 	return st, nil
 }
@@ -134,19 +137,19 @@ func (r *TurnCredentialReconciler) newSecret() string {
 	if r.NewSecret != nil {
 		return r.NewSecret()
 	}
-	return randomSecret()
+	return render.RandomSecret()
 }
 
-func (r *TurnCredentialReconciler) loadState(ctx context.Context, tc *turnpikev1.TurnCredential) (credentialState, error) {
+func (r *TurnCredentialReconciler) loadState(ctx context.Context, tc *turnpikev1.TurnCredential) (render.CredentialState, error) {
 	s := &corev1.Secret{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: stateSecretName(tc)}, s)
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: render.StateSecretName(tc)}, s)
 	if apierrors.IsNotFound(err) {
-		return credentialState{}, nil
+		return render.CredentialState{}, nil
 	}
 	if err != nil {
-		return credentialState{}, err
+		return render.CredentialState{}, err
 	}
-	st, err := decodeCredentialState(s.Data)
+	st, err := render.DecodeCredentialState(s.Data)
 	if err != nil {
 		return st, fmt.Errorf("Secret %s: %w", s.Name, err)
 	}
@@ -154,7 +157,7 @@ func (r *TurnCredentialReconciler) loadState(ctx context.Context, tc *turnpikev1
 }
 
 // countRotation counts the rotation steps between two states.
-func countRotation(old, cur credentialState, result string) {
+func countRotation(old, cur render.CredentialState, result string) {
 	if old.Current == "" {
 		return // the first secret is issued, not rotated
 	}
@@ -166,68 +169,15 @@ func countRotation(old, cur credentialState, result string) {
 	}
 }
 
-// problems are what went wrong in a reconcile of a TurnCredential.
-type problems struct {
-	load  error // the state Secret could not be read
-	write error // a Secret could not be written
-}
-
-// credentialStatus is a TurnCredential's status for a state and problems.
-func credentialStatus(tc *turnpikev1.TurnCredential, ts *turnpikev1.TurnServer, st credentialState, p problems) turnpikev1.TurnCredentialStatus {
-	out := turnpikev1.TurnCredentialStatus{
-		ObservedGeneration: tc.Generation,
-		Conditions:         append([]metav1.Condition(nil), tc.Status.Conditions...),
-		CurrentRevision:    st.Revision,
-		SecretName:         outputSecretName(tc),
-	}
-	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
-		meta.SetStatusCondition(&out.Conditions, metav1.Condition{
-			Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: tc.Generation,
-		})
-	}
-	out.LastRotationTime = apiTime(st.CurrentSince)
-	out.NextRotationTime = apiTime(nextRotation(tc, st))
-	switch {
-	case p.load != nil:
-		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonStateUnreadable, p.load.Error()+"; not rotating until it is fixed or deleted")
-	case p.write != nil:
-		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonSecretWriteFailed, p.write.Error()+"; retrying")
-	case st.Current == "":
-		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonStaging,
-			fmt.Sprintf("relays are loading the first secret; Secret %s is written at %s", out.SecretName, st.NextPublishAt.UTC().Format(time.RFC3339)))
-	case ts == nil:
-		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonTurnServerNotFound,
-			fmt.Sprintf("TurnServer %s not found in namespace %s: no relay accepts this credential", tc.Spec.TurnServerRef.Name, tc.Namespace))
-	default:
-		set(turnpikev1.ConditionReady, metav1.ConditionTrue, ReasonIssued, fmt.Sprintf("revision %d in Secret %s", st.Revision, out.SecretName))
-	}
-	if st.Next != "" {
-		set(turnpikev1.ConditionProgressing, metav1.ConditionTrue, ReasonRotating,
-			fmt.Sprintf("new secret staged on relays; apps get it at %s", st.NextPublishAt.UTC().Format(time.RFC3339)))
-	} else {
-		set(turnpikev1.ConditionProgressing, metav1.ConditionFalse, ReasonIdle, "")
-	}
-	return out
-}
-
-// apiTime is t as the API server stores a metav1.Time: whole seconds, UTC;
-// nil for the zero time. A time with nanoseconds would never equal the
-// stored one, and every reconcile would send a patch that changes nothing.
-func apiTime(t time.Time) *metav1.Time {
-	if t.IsZero() {
-		return nil
-	}
-	at := metav1.NewTime(t.UTC().Truncate(time.Second))
-	return &at
-}
-
-// updateStatus writes the status only when it changed.
+// updateStatus records the Events of the status change and writes the
+// status, only when it changed.
 func (r *TurnCredentialReconciler) updateStatus(ctx context.Context, tc *turnpikev1.TurnCredential, st turnpikev1.TurnCredentialStatus) error {
+	recordEvents(r.Recorder, tc, render.CredentialEvents(&tc.Status, &st))
 	return applyStatus(ctx, r.Client, tc, &tc.Status, &st)
 }
 
 // SetupWithManager registers the reconciler and what it watches. The
-// turnServerRef index is registered by SetupIndexes.
+// turnServerRef index is registered by Setup (registerIndexes).
 func (r *TurnCredentialReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("turncredential").

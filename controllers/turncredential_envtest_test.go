@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -46,16 +48,16 @@ func kick(t testing.TB, tc *turnpikev1.TurnCredential) {
 func publishFirstSecret(t testing.TB, tc *turnpikev1.TurnCredential) {
 	t.Helper()
 	eventually(t, "first secret staged", func() error {
-		s, err := getSecret(tc.Namespace, stateSecretName(tc))
+		s, err := getSecret(tc.Namespace, render.StateSecretName(tc))
 		if err != nil {
 			return err
 		}
-		if st, err := decodeCredentialState(s.Data); err != nil || st.Next == "" {
+		if st, err := render.DecodeCredentialState(s.Data); err != nil || st.Next == "" {
 			return fmt.Errorf("not staged: %v", err)
 		}
 		return nil
 	})
-	if _, err := getSecret(tc.Namespace, outputSecretName(tc)); err == nil {
+	if _, err := getSecret(tc.Namespace, render.OutputSecretName(tc)); err == nil {
 		t.Fatal("apps got the first secret before relays had time to load it")
 	}
 	clock.Advance(time.Hour)
@@ -136,23 +138,23 @@ func TestStaticCredentialRotation(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		password1 = string(out.Data[SecretKeyPassword])
-		var ice []iceServer
-		if err := json.Unmarshal(out.Data[SecretKeyICEServers], &ice); err != nil {
+		password1 = string(out.Data[render.SecretKeyPassword])
+		var ice []render.ICEServer
+		if err := json.Unmarshal(out.Data[render.SecretKeyICEServers], &ice); err != nil {
 			return err
 		}
-		want := iceServer{URLs: []string{"turn:198.51.100.60:3490?transport=udp"}, Username: "sfu", Credential: password1}
-		if len(ice) != 1 || fmt.Sprint(ice[0]) != fmt.Sprint(want) || string(out.Data[SecretKeyUsername]) != "sfu" {
-			return fmt.Errorf("iceServers.json %s", out.Data[SecretKeyICEServers])
+		want := render.ICEServer{URLs: []string{"turn:198.51.100.60:3490?transport=udp"}, Username: "sfu", Credential: password1}
+		if len(ice) != 1 || fmt.Sprint(ice[0]) != fmt.Sprint(want) || string(out.Data[render.SecretKeyUsername]) != "sfu" {
+			return fmt.Errorf("iceServers.json %s", out.Data[render.SecretKeyICEServers])
 		}
 		b, err := bundleOf(ts)
 		if err != nil {
 			return err
 		}
-		if keys := userKeys(b, "sfu"); !slices.Equal(keys, []string{longTermKey("sfu", "example.org", password1)}) {
+		if keys := userKeys(b, "sfu"); !slices.Equal(keys, []string{render.LongTermKey("sfu", "example.org", password1)}) {
 			return fmt.Errorf("bundle keys %v", keys)
 		}
-		return expectCredential(getCredential(t, tc), metav1.ConditionTrue, ReasonIssued, 1)
+		return expectCredential(getCredential(t, tc), metav1.ConditionTrue, render.ReasonIssued, 1)
 	})
 	if len(password1) < 40 {
 		t.Fatalf("password %q is too short to be 32 random bytes", password1)
@@ -180,7 +182,7 @@ func TestStaticCredentialRotation(t *testing.T) {
 			return fmt.Errorf("bundle keys %v, want current and staged", keys)
 		}
 		out, _ := getSecret(ns, "sfu")
-		if string(out.Data[SecretKeyPassword]) != password1 {
+		if string(out.Data[render.SecretKeyPassword]) != password1 {
 			return fmt.Errorf("apps got the staged password before relays had time to load it")
 		}
 		return nil
@@ -195,12 +197,12 @@ func TestStaticCredentialRotation(t *testing.T) {
 	kick(t, tc)
 	eventually(t, "published", func() error {
 		out, _ := getSecret(ns, "sfu")
-		if string(out.Data[SecretKeyPassword]) != password2 {
+		if string(out.Data[render.SecretKeyPassword]) != password2 {
 			return fmt.Errorf("apps still have the old password")
 		}
 		want := []string{
-			longTermKey("sfu", "example.org", password1) + " until " + publishedAt.Add(2*time.Hour).UTC().Format(time.RFC3339),
-			longTermKey("sfu", "example.org", password2),
+			render.LongTermKey("sfu", "example.org", password1) + " until " + publishedAt.Add(2*time.Hour).UTC().Format(time.RFC3339),
+			render.LongTermKey("sfu", "example.org", password2),
 		}
 		slices.Sort(want)
 		if keys := userKeys(mustBundle(t, ts), "sfu"); !slices.Equal(keys, want) {
@@ -213,7 +215,17 @@ func TestStaticCredentialRotation(t *testing.T) {
 			!cur.Status.NextRotationTime.Time.Equal(at.Add(24*time.Hour)) {
 			return fmt.Errorf("rotation times %v %v", cur.Status.LastRotationTime, cur.Status.NextRotationTime)
 		}
-		return expectCredential(cur, metav1.ConditionTrue, ReasonIssued, 2)
+		return expectCredential(cur, metav1.ConditionTrue, render.ReasonIssued, 2)
+	})
+
+	// kubectl describe shows the rotation.
+	eventually(t, "rotation Events", func() error {
+		for _, reason := range []string{render.ReasonIssued, render.EventRotationStarted, render.EventRotationFinished} {
+			if _, err := recordedEvents(ns, tc.Name, corev1.EventTypeNormal, reason, ""); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 
 	if d := testutil.ToFloat64(credentialRotations.WithLabelValues("stage", "success")) - staged; d != 1 {
@@ -223,7 +235,7 @@ func TestStaticCredentialRotation(t *testing.T) {
 		t.Errorf("rotations{step=publish,result=success} went up by %v, want 1", d)
 	}
 	// turnpike_operator_credentials counts this one as Static/Issued.
-	if n := credentialGauge(t, "Static", ReasonIssued); n < 1 {
+	if n := credentialGauge(t, "Static", render.ReasonIssued); n < 1 {
 		t.Errorf("turnpike_operator_credentials{type=Static,reason=Issued} = %v", n)
 	}
 
@@ -243,7 +255,7 @@ func TestStaticCredentialRotation(t *testing.T) {
 	clock.Advance(time.Hour)
 	kick(t, tc)
 	eventually(t, "previous expired", func() error {
-		if keys := userKeys(mustBundle(t, ts), "sfu"); !slices.Equal(keys, []string{longTermKey("sfu", "example.org", password2)}) {
+		if keys := userKeys(mustBundle(t, ts), "sfu"); !slices.Equal(keys, []string{render.LongTermKey("sfu", "example.org", password2)}) {
 			return fmt.Errorf("bundle keys %v", keys)
 		}
 		return nil
@@ -282,10 +294,10 @@ func TestManualRotationAndMissingTurnServer(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(out.Data[SecretKeySharedSecret]) == 0 || string(out.Data[SecretKeyICEServers]) != `[{"urls":[]}]` {
+		if len(out.Data[render.SecretKeySharedSecret]) == 0 || string(out.Data[render.SecretKeyICEServers]) != `[{"urls":[]}]` {
 			return fmt.Errorf("output %v", out.Data)
 		}
-		return expectCredential(getCredential(t, tc), metav1.ConditionFalse, ReasonTurnServerNotFound, 1)
+		return expectCredential(getCredential(t, tc), metav1.ConditionFalse, render.ReasonTurnServerNotFound, 1)
 	})
 	first := stateOf(t, tc).Current
 
@@ -336,13 +348,13 @@ func expectCredential(tc *turnpikev1.TurnCredential, status metav1.ConditionStat
 	return nil
 }
 
-func stateOf(t *testing.T, tc *turnpikev1.TurnCredential) credentialState {
+func stateOf(t *testing.T, tc *turnpikev1.TurnCredential) render.CredentialState {
 	t.Helper()
-	s, err := getSecret(tc.Namespace, stateSecretName(tc))
+	s, err := getSecret(tc.Namespace, render.StateSecretName(tc))
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := decodeCredentialState(s.Data)
+	st, err := render.DecodeCredentialState(s.Data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,13 +387,13 @@ func TestTurnServerDeletionLeavesCredentialNotReady(t *testing.T) {
 	}
 	publishFirstSecret(t, tc)
 	eventually(t, "ready", func() error {
-		return expectCredential(getCredential(t, tc), metav1.ConditionTrue, ReasonIssued, 1)
+		return expectCredential(getCredential(t, tc), metav1.ConditionTrue, render.ReasonIssued, 1)
 	})
 	if err := env.Client.Delete(ctx, ts); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "not ready once the TurnServer is gone", func() error {
-		return expectCredential(getCredential(t, tc), metav1.ConditionFalse, ReasonTurnServerNotFound, 1)
+		return expectCredential(getCredential(t, tc), metav1.ConditionFalse, render.ReasonTurnServerNotFound, 1)
 	})
 	if _, err := getSecret(ns, "user"); err != nil {
 		t.Fatalf("the apps' Secret went with the TurnServer: %v", err)
@@ -535,7 +547,7 @@ func TestUnchangedCredentialWritesNothing(t *testing.T) {
 	clock.Advance(123456789 * time.Nanosecond)
 	publishFirstSecret(t, tc)
 	eventually(t, "issued", func() error {
-		return expectCredential(getCredential(t, tc), metav1.ConditionTrue, ReasonIssued, 1)
+		return expectCredential(getCredential(t, tc), metav1.ConditionTrue, render.ReasonIssued, 1)
 	})
 	if stateOf(t, tc).CurrentSince.Nanosecond() == 0 {
 		t.Fatal("the test needs a rotation time with nanoseconds")
@@ -587,7 +599,7 @@ func TestCredentialWriteFailureShownInStatus(t *testing.T) {
 	}
 	eventually(t, "failure in the status", func() error {
 		cur := getCredential(t, tc)
-		if err := expectCredential(cur, metav1.ConditionFalse, ReasonSecretWriteFailed, 0); err != nil {
+		if err := expectCredential(cur, metav1.ConditionFalse, render.ReasonSecretWriteFailed, 0); err != nil {
 			return err
 		}
 		if msg := meta.FindStatusCondition(cur.Status.Conditions, turnpikev1.ConditionReady).Message; !strings.Contains(msg, "turnpike-state-sfu") || !strings.Contains(msg, "quota") {
@@ -600,6 +612,6 @@ func TestCredentialWriteFailureShownInStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "retried", func() error {
-		return expectCredential(getCredential(t, tc), metav1.ConditionFalse, ReasonStaging, 0)
+		return expectCredential(getCredential(t, tc), metav1.ConditionFalse, render.ReasonStaging, 0)
 	})
 }

@@ -1,13 +1,13 @@
 package controllers
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
+
+	"github.com/turnpike-dev/turnpike/controllers/render"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -38,6 +39,8 @@ type TurnServerReconciler struct {
 	statusPoller *relayStatusPoller
 	// tls reads the TLS Secrets that listeners name.
 	tls *tlsSecrets
+	// Recorder records Events on TurnServers; nil records none.
+	Recorder events.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turnservers,verbs=get;list;watch
@@ -47,9 +50,14 @@ type TurnServerReconciler struct {
 // +kubebuilder:rbac:groups="",resources=configmaps;secrets;serviceaccounts;services,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes;pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=patch
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile brings one TurnServer's generated objects and status in line with its spec.
+// Reconcile brings one TurnServer's generated objects and status in line
+// with its spec, in four phases: observe reads everything the pass depends
+// on; render.Relay computes the desired objects from that observation
+// alone; applyRelayObjects writes those that differ; and the status,
+// computed from the observation and what the apply returned, is written on
+// every pass, failures included.
 func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	ts := &turnpikev1.TurnServer{}
 	if err := r.Client.Get(ctx, req.NamespacedName, ts); err != nil {
@@ -61,35 +69,31 @@ func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 	obs, err := r.observe(ctx, ts)
 	if err != nil {
-		return ctrl.Result{}, err
+		err = fmt.Errorf("reading the cluster: %w", err)
+		return ctrl.Result{}, errors.Join(err, r.updateStatus(ctx, ts, render.ObserveFailedStatus(ts, err)))
 	}
-	// A failed write is shown in the status (Degraded, ApplyFailed) and
-	// returned, so the controller logs it and retries with backoff.
-	obs.applyErr = r.applyRelayObjects(ctx, ts, obs)
-	status := computeStatus(ts, obs)
-	if obs.applyErr == nil {
-		if obs.applyErr = r.applyDNSEndpoint(ctx, ts, obs); obs.applyErr != nil {
-			status = computeStatus(ts, obs)
-		}
+	objs, err := render.Relay(ts, obs, r.RelayImage)
+	if err == nil {
+		err = r.applyRelayObjects(ctx, ts, objs)
 	}
-	if err := r.updateStatus(ctx, ts, status); err != nil {
-		return ctrl.Result{}, errors.Join(obs.applyErr, fmt.Errorf("writing status: %w", err))
+	// A failed write is shown in the status (Ready=False and Degraded=True,
+	// ApplyFailed) and returned, so the controller logs it and retries with
+	// backoff.
+	if serr := r.updateStatus(ctx, ts, render.ComputeStatus(ts, obs, err)); serr != nil || err != nil {
+		return ctrl.Result{}, errors.Join(err, serr)
 	}
-	if obs.applyErr != nil {
-		return ctrl.Result{}, obs.applyErr
-	}
-	return ctrl.Result{RequeueAfter: r.nextVisit(obs)}, nil
+	return ctrl.Result{RequeueAfter: r.nextVisit(objs.CredentialsExpire)}, nil
 }
 
 // nextVisit is when to reconcile again without an event, or 0 for never:
 // when a key in the relay bundle expires (relays stop accepting it on their
 // own; the bundle is tidied then). Addresses that relays discover with STUN
 // bring their own event (relayStatusPoller).
-func (r *TurnServerReconciler) nextVisit(obs *observation) time.Duration {
-	if obs.credentialsExpire.IsZero() {
+func (r *TurnServerReconciler) nextVisit(credentialsExpire time.Time) time.Duration {
+	if credentialsExpire.IsZero() {
 		return 0
 	}
-	return max(obs.credentialsExpire.Sub(r.now()), time.Second)
+	return max(credentialsExpire.Sub(r.now()), time.Second)
 }
 
 func (r *TurnServerReconciler) now() time.Time {
@@ -100,7 +104,7 @@ func (r *TurnServerReconciler) now() time.Time {
 }
 
 // observe gathers what the status and the generated objects depend on.
-func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnServer) (*observation, error) {
+func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnServer) (*render.Observation, error) {
 	var nodes corev1.NodeList
 	// Nodes and relay pods are read, never changed, so they are listed
 	// without copying: a deep copy of every node per reconcile is most of
@@ -112,76 +116,135 @@ func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnS
 	if err := r.Client.List(ctx, &all); err != nil {
 		return nil, err
 	}
-	obs := &observation{
-		nodes:     selectedNodes(ts, nodes.Items),
-		addresses: map[string]nodeAddresses{},
-		conflict:  findPortConflict(ts, all.Items, nodes.Items),
+	obs := &render.Observation{
+		Nodes:     render.SelectedNodes(ts, nodes.Items),
+		Addresses: map[string]render.NodeAddresses{},
+		Conflict:  render.FindPortConflict(ts, all.Items, nodes.Items),
 	}
-	for _, n := range obs.nodes {
-		obs.addresses[n.Name] = resolveNodeAddresses(ts, n)
+	for _, n := range obs.Nodes {
+		obs.Addresses[n.Name] = render.ResolveNodeAddresses(ts, n)
 	}
 	var err error
-	if obs.missingTLSKeys, err = r.checkTLSSecrets(ctx, ts); err != nil {
+	if obs.MissingTLSKeys, err = r.checkTLSSecrets(ctx, ts); err != nil {
 		return nil, err
 	}
-	if obs.pods, err = relayPods(ctx, r.Client, ts); err != nil {
+	if obs.Pods, err = relayPods(ctx, r.Client, ts); err != nil {
 		return nil, err
 	}
-	obs.readyPods = readyNodes(obs.pods)
+	obs.ReadyPods = render.ReadyNodes(obs.Pods)
 	r.discoverSTUNAddresses(ts, obs)
+
+	key := client.ObjectKey{Namespace: ts.Namespace, Name: render.RelayName(ts)}
+	if obs.LiveRelayConfig, err = r.liveRelayConfig(ctx, key); err != nil {
+		return nil, err
+	}
+	if obs.DaemonSet, err = r.liveDaemonSet(ctx, key); err != nil {
+		return nil, err
+	}
+	if obs.Credentials, err = r.credentialEntries(ctx, ts); err != nil {
+		return nil, err
+	}
+	if obs.LiveBundle, err = r.liveBundle(ctx, ts); err != nil {
+		return nil, err
+	}
 	return obs, nil
 }
 
-// applyRelayObjects applies every generated object that differs from what is
-// live. The DaemonSet is held back while an older TurnServer owns our ports.
-func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpikev1.TurnServer, obs *observation) error {
-	key := client.ObjectKey{Namespace: ts.Namespace, Name: relayName(ts)}
-	older, err := r.olderRelaysMayRun(ctx, key)
+// liveRelayConfig is the relay.yaml the relays have now, or nil when there
+// is none or it does not parse.
+func (r *TurnServerReconciler) liveRelayConfig(ctx context.Context, key client.ObjectKey) (*config.Relay, error) {
+	cm := &corev1.ConfigMap{}
+	if err := r.Client.Get(ctx, key, cm); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	live, err := config.ParseRelay([]byte(cm.Data[config.RelayFile]))
 	if err != nil {
-		return err
+		return nil, nil // replaced by what renderRelayConfig makes
 	}
-	var legacyNodes map[string]nodeAddresses
-	if older {
-		legacyNodes = obs.addresses
-	}
-	cfg := renderRelayConfig(ts, legacyNodes)
-	cm, err := desiredConfigMap(ts, cfg)
-	if err != nil {
-		return err
-	}
-	creds, expires, err := r.relayCredentials(ctx, ts)
-	if err != nil {
-		return err
-	}
-	obs.credentialsExpire = expires
-	secret, err := desiredCredentialSecret(ts, creds)
-	if err != nil {
-		return err
-	}
+	return live, nil
+}
 
-	secretKey := client.ObjectKey{Namespace: ts.Namespace, Name: credentialSecretName(ts)}
+// liveDaemonSet is the relay DaemonSet, or nil before it is created.
+func (r *TurnServerReconciler) liveDaemonSet(ctx context.Context, key client.ObjectKey) (*appsv1.DaemonSet, error) {
+	ds := &appsv1.DaemonSet{}
+	if err := r.Client.Get(ctx, key, ds); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	return ds, nil
+}
+
+// credentialEntries are this TurnServer's TurnCredentials with their
+// stored state. One whose state is not written yet, or unreadable, is left
+// out: the relays keep no key for it.
+func (r *TurnServerReconciler) credentialEntries(ctx context.Context, ts *turnpikev1.TurnServer) ([]render.CredentialEntry, error) {
+	var tcs turnpikev1.TurnCredentialList
+	if err := r.Client.List(ctx, &tcs, client.InNamespace(ts.Namespace), client.MatchingFields{turnServerRefIndex: ts.Name}); err != nil {
+		return nil, err
+	}
+	var entries []render.CredentialEntry
+	for i := range tcs.Items {
+		tc := &tcs.Items[i]
+		if !tc.DeletionTimestamp.IsZero() {
+			continue
+		}
+		s := &corev1.Secret{}
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: render.StateSecretName(tc)}, s)
+		if apierrors.IsNotFound(err) {
+			continue // not issued yet
+		} else if err != nil {
+			return nil, err
+		}
+		st, err := render.DecodeCredentialState(s.Data)
+		if err != nil {
+			log.FromContext(ctx).Error(err, "skipping unreadable credential state", "turnCredential", tc.Name)
+			continue
+		}
+		entries = append(entries, render.CredentialEntry{TC: tc, State: st})
+	}
+	return entries, nil
+}
+
+// liveBundle is the credentials.yaml the relays have now, or nil when there
+// is none or it does not parse (it is then replaced).
+func (r *TurnServerReconciler) liveBundle(ctx context.Context, ts *turnpikev1.TurnServer) (*config.Credentials, error) {
+	live := &corev1.Secret{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: render.CredentialSecretName(ts)}, live)
+	if err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	bundle, err := config.ParseCredentials(live.Data[config.CredentialsFile])
+	if err != nil {
+		return nil, nil
+	}
+	return bundle, nil
+}
+
+// applyRelayObjects applies every generated object that differs from what is
+// live, then the relay pods' node addresses and the DNSEndpoint.
+func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpikev1.TurnServer, objs *render.RelayObjects) error {
+	key := client.ObjectKey{Namespace: ts.Namespace, Name: render.RelayName(ts)}
+	secretKey := client.ObjectKey{Namespace: ts.Namespace, Name: render.CredentialSecretName(ts)}
 	type step struct {
 		kind  string
 		apply func() (bool, error)
 	}
 	steps := []step{
 		{"ServiceAccount", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.ServiceAccount{}, desiredServiceAccount(ts), corev1ac.ExtractServiceAccount)
+			return applyIfChanged(ctx, r.Client, key, &corev1.ServiceAccount{}, objs.ServiceAccount, corev1ac.ExtractServiceAccount)
 		}},
 		{"ConfigMap", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.ConfigMap{}, cm, corev1ac.ExtractConfigMap)
+			return applyIfChanged(ctx, r.Client, key, &corev1.ConfigMap{}, objs.ConfigMap, corev1ac.ExtractConfigMap)
 		}},
 		{"Secret", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, secretKey, &corev1.Secret{}, secret, corev1ac.ExtractSecret)
+			return applyIfChanged(ctx, r.Client, secretKey, &corev1.Secret{}, objs.Credentials, corev1ac.ExtractSecret)
 		}},
 		{"Service", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.Service{}, desiredMetricsService(ts), corev1ac.ExtractService)
+			return applyIfChanged(ctx, r.Client, key, &corev1.Service{}, objs.Service, corev1ac.ExtractService)
 		}},
 	}
-	if obs.conflict == nil {
+	if objs.DaemonSet != nil {
 		steps = append(steps, step{"DaemonSet", func() (bool, error) {
-			ds := desiredDaemonSet(ts, r.RelayImage, cfg.SocketHash())
-			return applyIfChanged(ctx, r.Client, key, &appsv1.DaemonSet{}, ds, appsv1ac.ExtractDaemonSet)
+			return applyIfChanged(ctx, r.Client, key, &appsv1.DaemonSet{}, objs.DaemonSet, appsv1ac.ExtractDaemonSet)
 		}})
 	}
 	for _, s := range steps {
@@ -193,140 +256,20 @@ func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpi
 			log.FromContext(ctx).V(1).Info("applied", "kind", s.kind)
 		}
 	}
-	if err := r.annotateRelayPods(ctx, obs); err != nil {
+	if err := r.annotateRelayPods(ctx, objs.PodAnnotations); err != nil {
 		return err
 	}
-
-	ds := &appsv1.DaemonSet{}
-	switch err := r.Client.Get(ctx, key, ds); {
-	case err == nil:
-		obs.daemonSet = ds
-	case !apierrors.IsNotFound(err):
-		return err
+	if err := r.applyDNSEndpoint(ctx, objs.DNSEndpoint); err != nil {
+		return fmt.Errorf("applying DNSEndpoint: %w", err)
 	}
 	return nil
-}
-
-// olderRelaysMayRun reports whether relays of a release from before per-pod
-// node entries may still run: the live relay.yaml does not name the node
-// file yet, and the DaemonSet has not finished rolling out a pod template
-// with the node volume. Such a relay refuses a relay.yaml that names the
-// node file (an unknown field to it) and then misses every change, new
-// credentials included, until it is replaced; so until the rollout ends,
-// relay.yaml keeps listing every node, as before. A new TurnServer has no
-// such relays, and once relay.yaml names the node file it keeps doing so.
-func (r *TurnServerReconciler) olderRelaysMayRun(ctx context.Context, key client.ObjectKey) (bool, error) {
-	cm := &corev1.ConfigMap{}
-	switch err := r.Client.Get(ctx, key, cm); {
-	case err == nil:
-		if live, err := config.ParseRelay([]byte(cm.Data[config.RelayFile])); err == nil && live.Addresses.NodeFile != "" {
-			return false, nil
-		}
-	case !apierrors.IsNotFound(err):
-		return false, err
-	}
-	ds := &appsv1.DaemonSet{}
-	switch err := r.Client.Get(ctx, key, ds); {
-	case apierrors.IsNotFound(err):
-		return false, nil
-	case err != nil:
-		return false, err
-	}
-	return !rolledOutWithNodeVolume(ds), nil
-}
-
-// rolledOutWithNodeVolume reports whether every pod of ds runs a template
-// that mounts the node's entry.
-func rolledOutWithNodeVolume(ds *appsv1.DaemonSet) bool {
-	mounted := slices.ContainsFunc(ds.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == nodeVolumeName })
-	s := ds.Status
-	return mounted && s.ObservedGeneration >= ds.Generation && s.UpdatedNumberScheduled == s.DesiredNumberScheduled
-}
-
-// relayCredentials is the relay's credentials.yaml: the long-term keys and
-// shared secrets of every TurnCredential of this TurnServer. Its generation
-// goes up by one whenever its content changes. expires is the soonest time a
-// key in it stops being valid, when the bundle should be tidied, or zero.
-func (r *TurnServerReconciler) relayCredentials(ctx context.Context, ts *turnpikev1.TurnServer) (bundle *config.Credentials, expires time.Time, err error) {
-	var tcs turnpikev1.TurnCredentialList
-	if err := r.Client.List(ctx, &tcs, client.InNamespace(ts.Namespace), client.MatchingFields{turnServerRefIndex: ts.Name}); err != nil {
-		return nil, time.Time{}, err
-	}
-	var entries []credentialEntry
-	for i := range tcs.Items {
-		tc := &tcs.Items[i]
-		if !tc.DeletionTimestamp.IsZero() {
-			continue
-		}
-		s := &corev1.Secret{}
-		err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: stateSecretName(tc)}, s)
-		if apierrors.IsNotFound(err) {
-			continue // not issued yet
-		} else if err != nil {
-			return nil, time.Time{}, err
-		}
-		st, err := decodeCredentialState(s.Data)
-		if err != nil {
-			log.FromContext(ctx).Error(err, "skipping unreadable credential state", "turnCredential", tc.Name)
-			continue
-		}
-		entries = append(entries, credentialEntry{tc: tc, st: st})
-		if t := st.PreviousNotAfter; !t.IsZero() && (expires.IsZero() || t.Before(expires)) {
-			expires = t
-		}
-	}
-	bundle = credentialBundle(ts.Spec.Realm, entries)
-	bundle.Generation, err = r.bundleGeneration(ctx, ts, bundle)
-	return bundle, expires, err
-}
-
-// bundleGeneration keeps the live bundle's generation when the content is
-// the same, and adds one when it changed.
-func (r *TurnServerReconciler) bundleGeneration(ctx context.Context, ts *turnpikev1.TurnServer, bundle *config.Credentials) (int64, error) {
-	live := &corev1.Secret{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: credentialSecretName(ts)}, live)
-	if apierrors.IsNotFound(err) {
-		return 1, nil
-	} else if err != nil {
-		return 0, err
-	}
-	old, err := config.ParseCredentials(live.Data[config.CredentialsFile])
-	if err != nil {
-		return 1, nil // unreadable: replace it
-	}
-	same, err := sameCredentials(old, bundle)
-	if err != nil {
-		return 0, err
-	}
-	if same {
-		return old.Generation, nil
-	}
-	return old.Generation + 1, nil
-}
-
-// sameCredentials reports whether two bundles hold the same keys and secrets
-// with the same windows, whatever their generations. It compares what the
-// relays read, the serialized bytes: reflection-based equality panics on the
-// time.Time inside a key's NotAfter, which every rotation overlap has.
-func sameCredentials(a, b *config.Credentials) (bool, error) {
-	x, y := *a, *b
-	x.Generation, y.Generation = 0, 0
-	xb, err := config.Marshal(&x)
-	if err != nil {
-		return false, err
-	}
-	yb, err := config.Marshal(&y)
-	if err != nil {
-		return false, err
-	}
-	return bytes.Equal(xb, yb), nil
 }
 
 // checkTLSSecrets reports TLS listeners whose Secret is missing or lacks a
 // certificate or key. Such a relay cannot open that listener.
 func (r *TurnServerReconciler) checkTLSSecrets(ctx context.Context, ts *turnpikev1.TurnServer) ([]string, error) {
 	var problems []string
-	for _, l := range tlsListeners(ts) {
+	for _, l := range render.TLSListeners(ts) {
 		found, complete, err := r.tls.check(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: l.TLSSecretRef.Name})
 		switch {
 		case err != nil:
@@ -345,65 +288,38 @@ func (r *TurnServerReconciler) checkTLSSecrets(ctx context.Context, ts *turnpike
 // objects (not copied): do not change them.
 func relayPods(ctx context.Context, c client.Reader, ts *turnpikev1.TurnServer) ([]corev1.Pod, error) {
 	var pods corev1.PodList
-	err := c.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(selectorLabels(ts)), client.UnsafeDisableDeepCopy)
+	err := c.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(render.SelectorLabels(ts)), client.UnsafeDisableDeepCopy)
 	return pods.Items, err
-}
-
-// readyNodes maps node names to whether the relay pod there is ready. A
-// terminating pod is not: its relay is draining.
-func readyNodes(pods []corev1.Pod) map[string]bool {
-	ready := map[string]bool{}
-	for i := range pods {
-		p := &pods[i]
-		if p.Spec.NodeName != "" && p.DeletionTimestamp.IsZero() && podReady(p) {
-			ready[p.Spec.NodeName] = true
-		}
-	}
-	return ready
 }
 
 // annotateRelayPods writes each relay pod's node addresses into its
 // turnpike.dev/node-addresses annotation, which its relay reads through a
-// downward-API file, where it differs. So one node's new address is one
-// small write to one pod, which only that node's kubelet syncs. The merge
-// patch carries no resourceVersion: the pod's other changes (status) cannot
-// make it conflict.
-func (r *TurnServerReconciler) annotateRelayPods(ctx context.Context, obs *observation) error {
-	for i := range obs.pods {
-		p := &obs.pods[i]
-		a, selected := obs.addresses[p.Spec.NodeName]
-		if !selected || !p.DeletionTimestamp.IsZero() {
-			continue
-		}
-		want := nodeAddressesAnnotation(a)
-		if p.Annotations[turnpikev1.AnnotationNodeAddresses] == want {
-			continue
-		}
+// downward-API file. So one node's new address is one small write to one
+// pod, which only that node's kubelet syncs. The merge patch carries no
+// resourceVersion: the pod's other changes (status) cannot make it conflict.
+func (r *TurnServerReconciler) annotateRelayPods(ctx context.Context, annotations []render.PodAnnotation) error {
+	for _, a := range annotations {
 		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
-			"annotations": map[string]string{turnpikev1.AnnotationNodeAddresses: want}}})
+			"annotations": map[string]string{turnpikev1.AnnotationNodeAddresses: a.Value}}})
 		if err != nil {
 			return err
 		}
-		err = r.Client.Patch(ctx, p.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldOwner))
+		err = r.Client.Patch(ctx, a.Pod.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldOwner))
 		if client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("annotating relay pod %s: %w", p.Name, err)
+			return fmt.Errorf("annotating relay pod %s: %w", a.Pod.Name, err)
 		}
 	}
 	return nil
 }
 
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// updateStatus writes the status only when it changed.
+// updateStatus records the Events of the status change and writes the
+// status, only when it changed.
 func (r *TurnServerReconciler) updateStatus(ctx context.Context, ts *turnpikev1.TurnServer, st turnpikev1.TurnServerStatus) error {
-	return applyStatus(ctx, r.Client, ts, &ts.Status, &st)
+	recordEvents(r.Recorder, ts, render.TurnServerEvents(&ts.Status, &st))
+	if err := applyStatus(ctx, r.Client, ts, &ts.Status, &st); err != nil {
+		return fmt.Errorf("writing status: %w", err)
+	}
+	return nil
 }
 
 // requestFor is the reconcile request of a TurnServer.

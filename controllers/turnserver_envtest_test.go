@@ -10,8 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -117,7 +120,7 @@ func createRelayPod(t *testing.T, ts *turnpikev1.TurnServer, node string, ready 
 	t.Helper()
 	ctx := context.Background()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: ts.Name + "-relay-" + node, Namespace: ts.Namespace, Labels: relayLabels(ts)},
+		ObjectMeta: metav1.ObjectMeta{Name: ts.Name + "-relay-" + node, Namespace: ts.Namespace, Labels: render.RelayLabels(ts)},
 		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "relay", Image: "x"}}},
 	}
 	if err := env.Client.Create(ctx, pod); err != nil {
@@ -276,10 +279,10 @@ func TestSampleTurnServer(t *testing.T) {
 		if ts.Status.NodesNeedingAttention != 2 || got != want {
 			return fmt.Errorf("%d nodes needing attention %s, want 2 %s", ts.Status.NodesNeedingAttention, got, want)
 		}
-		if err := expectCondition(ts, turnpikev1.ConditionDegraded, metav1.ConditionTrue, ReasonAddressNotPublic); err != nil {
+		if err := expectCondition(ts, turnpikev1.ConditionDegraded, metav1.ConditionTrue, render.ReasonAddressNotPublic); err != nil {
 			return err
 		}
-		return expectCondition(ts, turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonNodesNotReady)
+		return expectCondition(ts, turnpikev1.ConditionReady, metav1.ConditionFalse, render.ReasonNodesNotReady)
 	})
 	if !strings.Contains(condition(ts, turnpikev1.ConditionDegraded).Message, "sample-b") {
 		t.Errorf("Degraded message does not name the node: %q", condition(ts, turnpikev1.ConditionDegraded).Message)
@@ -300,7 +303,7 @@ func TestSampleTurnServer(t *testing.T) {
 				return fmt.Errorf("pod on %s: node entry %s (%v), want %s", node, got, err, want)
 			}
 		}
-		return expectCondition(ts, turnpikev1.ConditionProgressing, metav1.ConditionFalse, ReasonRolledOut)
+		return expectCondition(ts, turnpikev1.ConditionProgressing, metav1.ConditionFalse, render.ReasonRolledOut)
 	})
 	wantURLs := []string{
 		"turn:203.0.113.10:3478?transport=tcp",
@@ -315,7 +318,7 @@ func TestSampleTurnServer(t *testing.T) {
 	setDaemonSetStatus(t, &objs.ds, 2, 2, 2)
 	eventually(t, "all nodes ready", func() error {
 		ts = getTurnServer(t, ts)
-		return expectCondition(ts, turnpikev1.ConditionReady, metav1.ConditionTrue, ReasonAllNodesReady)
+		return expectCondition(ts, turnpikev1.ConditionReady, metav1.ConditionTrue, render.ReasonAllNodesReady)
 	})
 }
 
@@ -505,7 +508,7 @@ func TestPortConflict(t *testing.T) {
 	}
 	eventually(t, "second refused", func() error {
 		cur := getTurnServer(t, second)
-		if err := expectCondition(cur, turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonPortConflict); err != nil {
+		if err := expectCondition(cur, turnpikev1.ConditionReady, metav1.ConditionFalse, render.ReasonPortConflict); err != nil {
 			return err
 		}
 		if msg := condition(cur, turnpikev1.ConditionReady).Message; !strings.Contains(msg, "conflict/first") || !strings.Contains(msg, "conflict-a") {
@@ -518,7 +521,7 @@ func TestPortConflict(t *testing.T) {
 		t.Fatal("the newer TurnServer got a DaemonSet despite the conflict")
 	}
 	cur := getTurnServer(t, first)
-	if c := condition(cur, turnpikev1.ConditionReady); c != nil && c.Reason == ReasonPortConflict {
+	if c := condition(cur, turnpikev1.ConditionReady); c != nil && c.Reason == render.ReasonPortConflict {
 		t.Fatalf("the older TurnServer is blocked: %s", c.Message)
 	}
 
@@ -532,7 +535,7 @@ func TestPortConflict(t *testing.T) {
 		if _, err := getRelayObjects(second); err != nil {
 			return err
 		}
-		return expectCondition(getTurnServer(t, second), turnpikev1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected)
+		return expectCondition(getTurnServer(t, second), turnpikev1.ConditionDegraded, metav1.ConditionFalse, render.ReasonAsExpected)
 	})
 }
 
@@ -634,7 +637,8 @@ func TestStatusWriteFromStaleCopy(t *testing.T) {
 
 // TestApplyFailureShownInStatus makes the API server refuse the relay
 // ConfigMap (a ResourceQuota allows none): the TurnServer says so in its
-// Degraded condition, and once the quota is gone the retry succeeds.
+// Ready and Degraded conditions, with the API server's message, and once
+// the quota is gone the retry succeeds.
 func TestApplyFailureShownInStatus(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t, "apply-fails")
@@ -656,13 +660,23 @@ func TestApplyFailureShownInStatus(t *testing.T) {
 	}
 	eventually(t, "failure in the status", func() error {
 		cur := getTurnServer(t, ts)
-		if err := expectCondition(cur, turnpikev1.ConditionDegraded, metav1.ConditionTrue, ReasonApplyFailed); err != nil {
+		if err := expectCondition(cur, turnpikev1.ConditionDegraded, metav1.ConditionTrue, render.ReasonApplyFailed); err != nil {
 			return err
 		}
-		if msg := condition(cur, turnpikev1.ConditionDegraded).Message; !strings.Contains(msg, "ConfigMap") || !strings.Contains(msg, "quota") {
-			return fmt.Errorf("message does not say what failed: %q", msg)
+		if err := expectCondition(cur, turnpikev1.ConditionReady, metav1.ConditionFalse, render.ReasonApplyFailed); err != nil {
+			return err
+		}
+		for _, typ := range []string{turnpikev1.ConditionDegraded, turnpikev1.ConditionReady} {
+			if msg := condition(cur, typ).Message; !strings.Contains(msg, "ConfigMap") || !strings.Contains(msg, "quota") {
+				return fmt.Errorf("%s message does not say what failed: %q", typ, msg)
+			}
 		}
 		return nil
+	})
+
+	eventually(t, "an ApplyFailed Event", func() error {
+		_, err := recordedEvents(ns, ts.Name, corev1.EventTypeWarning, render.ReasonApplyFailed, "quota")
+		return err
 	})
 
 	if err := env.Client.Delete(ctx, quota); err != nil {
@@ -672,8 +686,32 @@ func TestApplyFailureShownInStatus(t *testing.T) {
 		if _, err := getRelayObjects(ts); err != nil {
 			return err
 		}
-		return expectCondition(getTurnServer(t, ts), turnpikev1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected)
+		return expectCondition(getTurnServer(t, ts), turnpikev1.ConditionDegraded, metav1.ConditionFalse, render.ReasonAsExpected)
 	})
+	// Every failed pass until then was the same failure: one Event.
+	if evs, err := recordedEvents(ns, ts.Name, corev1.EventTypeWarning, render.ReasonApplyFailed, ""); err != nil || len(evs) != 1 {
+		t.Errorf("ApplyFailed Events: %d, %v; want 1", len(evs), err)
+	}
+}
+
+// recordedEvents lists the events.k8s.io Events in ns regarding the object
+// name, of type typ and reason, whose note contains noteHas, and fails when
+// there are none.
+func recordedEvents(ns, name, typ, reason, noteHas string) ([]eventsv1.Event, error) {
+	var list eventsv1.EventList
+	if err := env.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		return nil, err
+	}
+	var out []eventsv1.Event
+	for _, e := range list.Items {
+		if e.Regarding.Name == name && e.Type == typ && e.Reason == reason && strings.Contains(e.Note, noteHas) {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no %s Event %s on %s/%s with %q among %d", typ, reason, ns, name, noteHas, len(list.Items))
+	}
+	return out, nil
 }
 
 // TestStatusFromAnOlderOperator: an older operator wrote the status with a
@@ -799,7 +837,7 @@ func TestTLSSecretFollowed(t *testing.T) {
 				return fmt.Errorf("no Degraded condition")
 			case want == "" && c.Status != metav1.ConditionFalse:
 				return fmt.Errorf("Degraded %s: %s", c.Reason, c.Message)
-			case want != "" && (c.Reason != ReasonTLSSecretMissing || !strings.Contains(c.Message, want)):
+			case want != "" && (c.Reason != render.ReasonTLSSecretMissing || !strings.Contains(c.Message, want)):
 				return fmt.Errorf("Degraded %s: %q, want %q", c.Reason, c.Message, want)
 			}
 			return nil

@@ -5,6 +5,8 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/turnpike-dev/turnpike/controllers/render"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/util/workqueue"
@@ -80,7 +82,7 @@ func turnServerOfCredential(_ context.Context, o client.Object) []reconcile.Requ
 // turnServerOfStateSecret maps a credential's state Secret to the
 // TurnServer whose relay bundle holds it, by label.
 func turnServerOfStateSecret(_ context.Context, o client.Object) []reconcile.Request {
-	if l := o.GetLabels(); l["app.kubernetes.io/component"] == componentCredentialState && l[turnpikev1.LabelTurnServer] != "" {
+	if l := o.GetLabels(); l["app.kubernetes.io/component"] == render.ComponentCredentialState && l[turnpikev1.LabelTurnServer] != "" {
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: l[turnpikev1.LabelTurnServer]}}}
 	}
 	return nil
@@ -140,7 +142,7 @@ func (h *nodeHandler) enqueueSelecting(ctx context.Context, q workqueue.TypedRat
 	}
 	for i := range list.Items {
 		for _, n := range nodes {
-			if selectsNode(&list.Items[i], n) {
+			if render.SelectsNode(&list.Items[i], n) {
 				q.Add(requestFor(&list.Items[i]))
 				break
 			}

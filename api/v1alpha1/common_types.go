@@ -16,6 +16,8 @@ const (
 const (
 	// LabelTurnServer names the TurnServer a generated object belongs to.
 	LabelTurnServer = "turnpike.dev/turnserver"
+	// LabelTurnCredential names the TurnCredential a generated Secret belongs to.
+	LabelTurnCredential = "turnpike.dev/turncredential"
 	// AnnotationExternalIP on a Node fixes its public address(es), comma-separated.
 	AnnotationExternalIP = "turnpike.dev/external-ip"
 	// AnnotationSocketHash on the relay pod template changes only when the

@@ -1,7 +1,8 @@
-package controllers
+package render
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -9,42 +10,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/controllers/render/rendertest"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
 // ts builds an in-memory TurnServer with the API server's defaults applied.
-func testTurnServer(name string, mutate ...func(*turnpikev1.TurnServer)) *turnpikev1.TurnServer {
-	ts := &turnpikev1.TurnServer{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("uid-" + name), Generation: 1},
-		Spec: turnpikev1.TurnServerSpec{
-			Realm:          "example.org",
-			Listeners:      []turnpikev1.Listener{{Name: "udp", Protocol: turnpikev1.ProtocolUDP, Port: 3478}},
-			RelayPortRange: turnpikev1.PortRange{Min: 49152, Max: 65535},
-			MetricsPort:    9641,
-			HealthPort:     9642,
-		},
-	}
-	for _, m := range mutate {
-		m(ts)
-	}
-	return ts
-}
-
-func node(name string, labels map[string]string, taints []corev1.Taint, addrs ...corev1.NodeAddress) corev1.Node {
-	return corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-		Spec:       corev1.NodeSpec{Taints: taints},
-		Status:     corev1.NodeStatus{Addresses: addrs},
-	}
-}
-
 func TestSelectsNode(t *testing.T) {
 	noSchedule := func(key string) []corev1.Taint {
 		return []corev1.Taint{{Key: key, Effect: corev1.TaintEffectNoSchedule}}
@@ -55,28 +32,28 @@ func TestSelectsNode(t *testing.T) {
 		node      corev1.Node
 		want      bool
 	}{
-		{"no placement selects every node", turnpikev1.Placement{}, node("a", nil, nil), true},
-		{"selector matches", turnpikev1.Placement{NodeSelector: map[string]string{"r": "1"}}, node("a", map[string]string{"r": "1"}, nil), true},
-		{"selector misses", turnpikev1.Placement{NodeSelector: map[string]string{"r": "1"}}, node("a", map[string]string{"r": "2"}, nil), false},
-		{"untolerated taint", turnpikev1.Placement{}, node("a", nil, noSchedule("dedicated")), false},
+		{"no placement selects every node", turnpikev1.Placement{}, rendertest.Node("a", nil, nil), true},
+		{"selector matches", turnpikev1.Placement{NodeSelector: map[string]string{"r": "1"}}, rendertest.Node("a", map[string]string{"r": "1"}, nil), true},
+		{"selector misses", turnpikev1.Placement{NodeSelector: map[string]string{"r": "1"}}, rendertest.Node("a", map[string]string{"r": "2"}, nil), false},
+		{"untolerated taint", turnpikev1.Placement{}, rendertest.Node("a", nil, noSchedule("dedicated")), false},
 		{"tolerated taint", turnpikev1.Placement{Tolerations: []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}},
-			node("a", nil, noSchedule("dedicated")), true},
+			rendertest.Node("a", nil, noSchedule("dedicated")), true},
 		{"PreferNoSchedule does not block", turnpikev1.Placement{},
-			node("a", nil, []corev1.Taint{{Key: "x", Effect: corev1.TaintEffectPreferNoSchedule}}), true},
-		{"memory pressure is tolerated by every daemon pod", turnpikev1.Placement{}, node("a", nil, noSchedule(corev1.TaintNodeMemoryPressure)), true},
-		{"cordoned node keeps its relay", turnpikev1.Placement{}, node("a", nil, noSchedule(corev1.TaintNodeUnschedulable)), true},
-		{"not-ready node gets no new relay", turnpikev1.Placement{}, node("a", nil, noSchedule(corev1.TaintNodeNotReady)), false},
+			rendertest.Node("a", nil, []corev1.Taint{{Key: "x", Effect: corev1.TaintEffectPreferNoSchedule}}), true},
+		{"memory pressure is tolerated by every daemon pod", turnpikev1.Placement{}, rendertest.Node("a", nil, noSchedule(corev1.TaintNodeMemoryPressure)), true},
+		{"cordoned node keeps its relay", turnpikev1.Placement{}, rendertest.Node("a", nil, noSchedule(corev1.TaintNodeUnschedulable)), true},
+		{"not-ready node gets no new relay", turnpikev1.Placement{}, rendertest.Node("a", nil, noSchedule(corev1.TaintNodeNotReady)), false},
 		{"required affinity", turnpikev1.Placement{Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
 			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
 				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "zone", Operator: corev1.NodeSelectorOpIn, Values: []string{"b"}}},
 			}}},
-		}}}, node("a", map[string]string{"zone": "a"}, nil), false},
+		}}}, rendertest.Node("a", map[string]string{"zone": "a"}, nil), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ts := testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Placement = tt.placement })
-			if got := selectsNode(ts, &tt.node); got != tt.want {
-				t.Fatalf("selectsNode = %v, want %v", got, tt.want)
+			ts := rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Placement = tt.placement })
+			if got := SelectsNode(ts, &tt.node); got != tt.want {
+				t.Fatalf("SelectsNode = %v, want %v", got, tt.want)
 			}
 		})
 	}
@@ -86,7 +63,7 @@ func TestResolveNodeAddresses(t *testing.T) {
 	ext := func(a string) corev1.NodeAddress { return corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: a} }
 	in := func(a string) corev1.NodeAddress { return corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a} }
 	annotated := func(v string, addrs ...corev1.NodeAddress) corev1.Node {
-		n := node("n", nil, nil, addrs...)
+		n := rendertest.Node("n", nil, nil, addrs...)
 		n.Annotations = map[string]string{turnpikev1.AnnotationExternalIP: v}
 		return n
 	}
@@ -101,21 +78,21 @@ func TestResolveNodeAddresses(t *testing.T) {
 	}{
 		{"spec wins", spec, annotated("198.51.100.1", ext("203.0.113.1")), "192.0.2.1", turnpikev1.AddressFromSpec, true},
 		{"spec for another node is ignored", []turnpikev1.NodeExternalAddress{{NodeName: "m", Addresses: []turnpikev1.IPAddress{"192.0.2.1"}}},
-			node("n", nil, nil, ext("203.0.113.1")), "203.0.113.1", turnpikev1.AddressFromExternalIP, true},
+			rendertest.Node("n", nil, nil, ext("203.0.113.1")), "203.0.113.1", turnpikev1.AddressFromExternalIP, true},
 		{"annotation over ExternalIP", nil, annotated("198.51.100.1", ext("203.0.113.1")), "198.51.100.1", turnpikev1.AddressFromAnnotation, true},
 		{"annotation dual-stack, IPv4 first", nil, annotated(" 2001:db8::1 ,198.51.100.1"), "198.51.100.1 2001:db8::1", turnpikev1.AddressFromAnnotation, true},
 		{"garbage annotation falls through", nil, annotated("not-an-ip", ext("203.0.113.1")), "203.0.113.1", turnpikev1.AddressFromExternalIP, true},
-		{"one address per family", nil, node("n", nil, nil, ext("203.0.113.1"), ext("203.0.113.2"), ext("2001:db8::5")),
+		{"one address per family", nil, rendertest.Node("n", nil, nil, ext("203.0.113.1"), ext("203.0.113.2"), ext("2001:db8::5")),
 			"203.0.113.1 2001:db8::5", turnpikev1.AddressFromExternalIP, true},
-		{"InternalIP is not public", nil, node("n", nil, nil, in("10.0.0.1")), "10.0.0.1", turnpikev1.AddressFromInternalIP, false},
-		{"no address at all", nil, node("n", nil, nil), "", turnpikev1.AddressFromInternalIP, false},
+		{"InternalIP is not public", nil, rendertest.Node("n", nil, nil, in("10.0.0.1")), "10.0.0.1", turnpikev1.AddressFromInternalIP, false},
+		{"no address at all", nil, rendertest.Node("n", nil, nil), "", turnpikev1.AddressFromInternalIP, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ts := testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.ExternalAddresses = tt.spec })
-			got := resolveNodeAddresses(ts, &tt.node)
-			if s := addrString(got.addresses); s != tt.want || got.source != tt.source || got.public != tt.public {
-				t.Fatalf("got %s %s public=%v, want %s %s public=%v", s, got.source, got.public, tt.want, tt.source, tt.public)
+			ts := rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.ExternalAddresses = tt.spec })
+			got := ResolveNodeAddresses(ts, &tt.node)
+			if s := addrString(got.Addresses); s != tt.want || got.Source != tt.source || got.Public != tt.public {
+				t.Fatalf("got %s %s public=%v, want %s %s public=%v", s, got.Source, got.Public, tt.want, tt.source, tt.public)
 			}
 		})
 	}
@@ -141,29 +118,29 @@ func TestFindPortConflict(t *testing.T) {
 		ts.Spec.MetricsPort, ts.Spec.HealthPort = 9700, 9701
 		ts.Spec.RelayPortRange = turnpikev1.PortRange{Min: 30000, Max: 30999}
 	}
-	nodes := []corev1.Node{node("a", map[string]string{"pool": "a"}, nil), node("b", map[string]string{"pool": "b"}, nil)}
+	nodes := []corev1.Node{rendertest.Node("a", map[string]string{"pool": "a"}, nil), rendertest.Node("b", map[string]string{"pool": "b"}, nil)}
 	tests := []struct {
 		name   string
 		ts     *turnpikev1.TurnServer
 		others []*turnpikev1.TurnServer
 		want   string // the winner's name and what collides, or ""
 	}{
-		{"alone", testTurnServer("x", at(1)), nil, ""},
-		{"newer with the same ports loses", testTurnServer("x", at(2)), []*turnpikev1.TurnServer{testTurnServer("old", at(1))}, "old listener udp"},
-		{"older with the same ports wins", testTurnServer("x", at(1)), []*turnpikev1.TurnServer{testTurnServer("new", at(2))}, ""},
-		{"same second: name decides", testTurnServer("b", at(1)), []*turnpikev1.TurnServer{testTurnServer("a", at(1))}, "a listener udp"},
-		{"different nodes never conflict", testTurnServer("x", at(2), on("a")), []*turnpikev1.TurnServer{testTurnServer("old", at(1), on("b"))}, ""},
-		{"disjoint ports never conflict", testTurnServer("x", at(2), elsewhere), []*turnpikev1.TurnServer{testTurnServer("old", at(1))}, ""},
-		{"listener inside the other's relay range", testTurnServer("x", at(2), elsewhere, func(ts *turnpikev1.TurnServer) { ts.Spec.Listeners[0].Port = 50000 }),
-			[]*turnpikev1.TurnServer{testTurnServer("old", at(1))}, "old relay port range"},
-		{"TCP listener does not collide with a UDP relay range", testTurnServer("x", at(2), elsewhere, func(ts *turnpikev1.TurnServer) {
+		{"alone", rendertest.TurnServer("x", at(1)), nil, ""},
+		{"newer with the same ports loses", rendertest.TurnServer("x", at(2)), []*turnpikev1.TurnServer{rendertest.TurnServer("old", at(1))}, "old listener udp"},
+		{"older with the same ports wins", rendertest.TurnServer("x", at(1)), []*turnpikev1.TurnServer{rendertest.TurnServer("new", at(2))}, ""},
+		{"same second: name decides", rendertest.TurnServer("b", at(1)), []*turnpikev1.TurnServer{rendertest.TurnServer("a", at(1))}, "a listener udp"},
+		{"different nodes never conflict", rendertest.TurnServer("x", at(2), on("a")), []*turnpikev1.TurnServer{rendertest.TurnServer("old", at(1), on("b"))}, ""},
+		{"disjoint ports never conflict", rendertest.TurnServer("x", at(2), elsewhere), []*turnpikev1.TurnServer{rendertest.TurnServer("old", at(1))}, ""},
+		{"listener inside the other's relay range", rendertest.TurnServer("x", at(2), elsewhere, func(ts *turnpikev1.TurnServer) { ts.Spec.Listeners[0].Port = 50000 }),
+			[]*turnpikev1.TurnServer{rendertest.TurnServer("old", at(1))}, "old relay port range"},
+		{"TCP listener does not collide with a UDP relay range", rendertest.TurnServer("x", at(2), elsewhere, func(ts *turnpikev1.TurnServer) {
 			ts.Spec.Listeners[0] = turnpikev1.Listener{Name: "tcp", Protocol: turnpikev1.ProtocolTCP, Port: 50000}
-		}), []*turnpikev1.TurnServer{testTurnServer("old", at(1))}, ""},
-		{"metrics port alone collides", testTurnServer("x", at(2), elsewhere, func(ts *turnpikev1.TurnServer) { ts.Spec.MetricsPort = 9641 }),
-			[]*turnpikev1.TurnServer{testTurnServer("old", at(1))}, "old metrics port"},
-		{"a loser does not block a third", testTurnServer("x", at(3), on("b")), []*turnpikev1.TurnServer{
-			testTurnServer("oldest", at(1), on("a"), elsewhere),
-			testTurnServer("middle", at(2), elsewhere), // loses to oldest on node a
+		}), []*turnpikev1.TurnServer{rendertest.TurnServer("old", at(1))}, ""},
+		{"metrics port alone collides", rendertest.TurnServer("x", at(2), elsewhere, func(ts *turnpikev1.TurnServer) { ts.Spec.MetricsPort = 9641 }),
+			[]*turnpikev1.TurnServer{rendertest.TurnServer("old", at(1))}, "old metrics port"},
+		{"a loser does not block a third", rendertest.TurnServer("x", at(3), on("b")), []*turnpikev1.TurnServer{
+			rendertest.TurnServer("oldest", at(1), on("a"), elsewhere),
+			rendertest.TurnServer("middle", at(2), elsewhere), // loses to oldest on node a
 		}, ""},
 	}
 	for _, tt := range tests {
@@ -173,7 +150,7 @@ func TestFindPortConflict(t *testing.T) {
 				all = append(all, *o)
 			}
 			all = append(all, *tt.ts)
-			c := findPortConflict(tt.ts, all, nodes)
+			c := FindPortConflict(tt.ts, all, nodes)
 			got := ""
 			if c != nil {
 				got = c.other.Name + " " + c.their.what
@@ -196,12 +173,12 @@ func TestDesiredDaemonSet(t *testing.T) {
 		ts    *turnpikev1.TurnServer
 		check func(*testing.T, *appsv1.DaemonSet)
 	}{
-		{"unprivileged ports need no capability", testTurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
+		{"unprivileged ports need no capability", rendertest.TurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
 			if add := ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities.Add; len(add) != 0 {
 				t.Errorf("capabilities added: %v", add)
 			}
 		}},
-		{"port 443 adds NET_BIND_SERVICE only, as root", testTurnServer("ts", tls), func(t *testing.T, ds *appsv1.DaemonSet) {
+		{"port 443 adds NET_BIND_SERVICE only, as root", rendertest.TurnServer("ts", tls), func(t *testing.T, ds *appsv1.DaemonSet) {
 			sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
 			if !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"NET_BIND_SERVICE"}) || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
 				t.Errorf("capabilities %+v", sc.Capabilities)
@@ -211,13 +188,13 @@ func TestDesiredDaemonSet(t *testing.T) {
 				t.Errorf("runAsNonRoot %v runAsUser %v, want false and 0", sc.RunAsNonRoot, sc.RunAsUser)
 			}
 		}},
-		{"without fastPath the relay runs as non-root", testTurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
+		{"without fastPath the relay runs as non-root", rendertest.TurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
 			sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
 			if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser != nil {
 				t.Errorf("runAsNonRoot %v runAsUser %v, want true and the pod's", sc.RunAsNonRoot, sc.RunAsUser)
 			}
 		}},
-		{"fastPath runs as root with BPF, NET_ADMIN and PERFMON only", testTurnServer("ts", fastPath), func(t *testing.T, ds *appsv1.DaemonSet) {
+		{"fastPath runs as root with BPF, NET_ADMIN and PERFMON only", rendertest.TurnServer("ts", fastPath), func(t *testing.T, ds *appsv1.DaemonSet) {
 			sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
 			if sc.RunAsNonRoot == nil || *sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
 				t.Errorf("runAsNonRoot %v runAsUser %v, want false and 0", sc.RunAsNonRoot, sc.RunAsUser)
@@ -229,13 +206,13 @@ func TestDesiredDaemonSet(t *testing.T) {
 				t.Errorf("readOnlyRootFilesystem %v allowPrivilegeEscalation %v", sc.ReadOnlyRootFilesystem, sc.AllowPrivilegeEscalation)
 			}
 		}},
-		{"fastPath on port 443 keeps NET_BIND_SERVICE", testTurnServer("ts", tls, fastPath), func(t *testing.T, ds *appsv1.DaemonSet) {
+		{"fastPath on port 443 keeps NET_BIND_SERVICE", rendertest.TurnServer("ts", tls, fastPath), func(t *testing.T, ds *appsv1.DaemonSet) {
 			caps := ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities
 			if !slices.Equal(caps.Add, []corev1.Capability{"BPF", "NET_ADMIN", "PERFMON", "NET_BIND_SERVICE"}) {
 				t.Errorf("capabilities %+v", caps)
 			}
 		}},
-		{"DTLS is a UDP hostPort with a certificate volume", testTurnServer("ts", tls), func(t *testing.T, ds *appsv1.DaemonSet) {
+		{"DTLS is a UDP hostPort with a certificate volume", rendertest.TurnServer("ts", tls), func(t *testing.T, ds *appsv1.DaemonSet) {
 			p := ds.Spec.Template.Spec.Containers[0].Ports[1]
 			if p.Protocol != corev1.ProtocolUDP || p.HostPort != 443 {
 				t.Errorf("port %+v", p)
@@ -245,30 +222,30 @@ func TestDesiredDaemonSet(t *testing.T) {
 				t.Errorf("volume %+v", v)
 			}
 		}},
-		{"the node's entry is the pod's annotation, as a file", testTurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
+		{"the node's entry is the pod's annotation, as a file", rendertest.TurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
 			v := ds.Spec.Template.Spec.Volumes[2]
 			if v.Name != "node" || v.DownwardAPI == nil || len(v.DownwardAPI.Items) != 1 ||
 				v.DownwardAPI.Items[0].Path != "addresses.json" ||
 				v.DownwardAPI.Items[0].FieldRef.FieldPath != "metadata.annotations['turnpike.dev/node-addresses']" {
 				t.Errorf("volume %+v", v)
 			}
-			if cfg := renderRelayConfig(testTurnServer("ts"), nil); cfg.Addresses.NodeFile != "/etc/turnpike/node/addresses.json" {
+			if cfg := renderRelayConfig(rendertest.TurnServer("ts"), nil); cfg.Addresses.NodeFile != "/etc/turnpike/node/addresses.json" {
 				t.Errorf("relay.yaml nodeFile %q", cfg.Addresses.NodeFile)
 			}
 		}},
-		{"health on the metrics port is declared once", testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.HealthPort = 9641 }),
+		{"health on the metrics port is declared once", rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.HealthPort = 9641 }),
 			func(t *testing.T, ds *appsv1.DaemonSet) {
 				if n := len(ds.Spec.Template.Spec.Containers[0].Ports); n != 2 {
 					t.Errorf("%d ports, want udp and metrics", n)
 				}
 			}},
-		{"spec image wins over the operator's", testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.Image = "mine:1" }),
+		{"spec image wins over the operator's", rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.Image = "mine:1" }),
 			func(t *testing.T, ds *appsv1.DaemonSet) {
 				if img := ds.Spec.Template.Spec.Containers[0].Image; img != "mine:1" {
 					t.Errorf("image %q", img)
 				}
 			}},
-		{"placement and priority are copied", testTurnServer("ts", func(ts *turnpikev1.TurnServer) {
+		{"placement and priority are copied", rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) {
 			ts.Spec.Placement.Tolerations = []corev1.Toleration{{Key: "k", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute}}
 			ts.Spec.Relay.PriorityClassName = "system-node-critical"
 		}), func(t *testing.T, ds *appsv1.DaemonSet) {
@@ -302,7 +279,7 @@ func TestRenderRelayConfigFastPath(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ts := testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath = tt.fp })
+			ts := rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath = tt.fp })
 			cfg := renderRelayConfig(ts, nil)
 			if cfg.FastPath.Enabled != tt.want.Enabled || !slices.Equal(cfg.FastPath.Interfaces, tt.want.Interfaces) {
 				t.Fatalf("fastPath %+v, want %+v", cfg.FastPath, tt.want)
@@ -318,9 +295,9 @@ func TestRenderRelayConfigFastPath(t *testing.T) {
 		})
 	}
 	// A disabled fast path's interfaces do not restart the relays.
-	off := renderRelayConfig(testTurnServer("ts"), nil)
-	leftover := renderRelayConfig(testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Interfaces = []string{"eth0"} }), nil)
-	on := renderRelayConfig(testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = true }), nil)
+	off := renderRelayConfig(rendertest.TurnServer("ts"), nil)
+	leftover := renderRelayConfig(rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Interfaces = []string{"eth0"} }), nil)
+	on := renderRelayConfig(rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = true }), nil)
 	if off.SocketHash() != leftover.SocketHash() || off.SocketHash() == on.SocketHash() {
 		t.Errorf("socket hashes off %s, disabled with interfaces %s, on %s", off.SocketHash(), leftover.SocketHash(), on.SocketHash())
 	}
@@ -334,35 +311,38 @@ func TestComputeStatus(t *testing.T) {
 				NumberReady: ready, UpdatedNumberScheduled: updated},
 		}
 	}
-	public := nodeAddresses{[]netip.Addr{netip.MustParseAddr("203.0.113.1")}, turnpikev1.AddressFromExternalIP, true}
-	private := nodeAddresses{[]netip.Addr{netip.MustParseAddr("10.0.0.2")}, turnpikev1.AddressFromInternalIP, false}
-	n1, n2 := node("n1", nil, nil), node("n2", nil, nil)
+	public := NodeAddresses{[]netip.Addr{netip.MustParseAddr("203.0.113.1")}, turnpikev1.AddressFromExternalIP, true}
+	private := NodeAddresses{[]netip.Addr{netip.MustParseAddr("10.0.0.2")}, turnpikev1.AddressFromInternalIP, false}
+	n1, n2 := rendertest.Node("n1", nil, nil), rendertest.Node("n2", nil, nil)
 	tests := []struct {
 		name                        string
-		obs                         observation
+		obs                         Observation
 		ready, progressing, degrade string // "Status/Reason"
+		applyErr                    error
 	}{
-		{"no DaemonSet yet", observation{}, "False/Pending", "True/Pending", "False/AsExpected"},
-		{"DaemonSet not observed", observation{daemonSet: ds(2, 1, 1, 1, 1)}, "False/NodesNotReady", "True/RollingOut", "False/AsExpected"},
-		{"no nodes", observation{daemonSet: ds(1, 1, 0, 0, 0)}, "False/NoMatchingNodes", "False/RolledOut", "False/AsExpected"},
-		{"rolling", observation{daemonSet: ds(1, 1, 2, 2, 1)}, "True/AllNodesReady", "True/RollingOut", "False/AsExpected"},
-		{"all ready", observation{daemonSet: ds(1, 1, 2, 2, 2)}, "True/AllNodesReady", "False/RolledOut", "False/AsExpected"},
-		{"one not ready", observation{daemonSet: ds(1, 1, 2, 1, 2)}, "False/NodesNotReady", "False/RolledOut", "False/AsExpected"},
-		{"internal address", observation{daemonSet: ds(1, 1, 1, 1, 1), nodes: []*corev1.Node{&n2},
-			addresses: map[string]nodeAddresses{"n2": private}}, "True/AllNodesReady", "False/RolledOut", "True/AddressNotPublic"},
-		{"missing TLS secret", observation{daemonSet: ds(1, 1, 1, 0, 1), missingTLSKeys: []string{"listener tls: Secret x not found"}},
-			"False/NodesNotReady", "False/RolledOut", "True/TLSSecretMissing"},
-		{"port conflict", observation{conflict: &portConflict{other: testTurnServer("old"), node: "n1",
+		{"no DaemonSet yet", Observation{}, "False/Pending", "True/Pending", "False/AsExpected", nil},
+		{"DaemonSet not observed", Observation{DaemonSet: ds(2, 1, 1, 1, 1)}, "False/NodesNotReady", "True/RollingOut", "False/AsExpected", nil},
+		{"no nodes", Observation{DaemonSet: ds(1, 1, 0, 0, 0)}, "False/NoMatchingNodes", "False/RolledOut", "False/AsExpected", nil},
+		{"rolling", Observation{DaemonSet: ds(1, 1, 2, 2, 1)}, "True/AllNodesReady", "True/RollingOut", "False/AsExpected", nil},
+		{"all ready", Observation{DaemonSet: ds(1, 1, 2, 2, 2)}, "True/AllNodesReady", "False/RolledOut", "False/AsExpected", nil},
+		{"one not ready", Observation{DaemonSet: ds(1, 1, 2, 1, 2)}, "False/NodesNotReady", "False/RolledOut", "False/AsExpected", nil},
+		{"internal address", Observation{DaemonSet: ds(1, 1, 1, 1, 1), Nodes: []*corev1.Node{&n2},
+			Addresses: map[string]NodeAddresses{"n2": private}}, "True/AllNodesReady", "False/RolledOut", "True/AddressNotPublic", nil},
+		{"missing TLS secret", Observation{DaemonSet: ds(1, 1, 1, 0, 1), MissingTLSKeys: []string{"listener tls: Secret x not found"}},
+			"False/NodesNotReady", "False/RolledOut", "True/TLSSecretMissing", nil},
+		{"port conflict", Observation{Conflict: &portConflict{other: rendertest.TurnServer("old"), node: "n1",
 			ours: portClaim{"udp", 3478, 3478, "listener udp"}, their: portClaim{"udp", 3478, 3478, "listener udp"}}},
-			"False/PortConflict", "False/PortConflict", "True/PortConflict"},
-		{"URLs only for ready nodes", observation{daemonSet: ds(1, 1, 2, 1, 2), nodes: []*corev1.Node{&n1, &n2},
-			addresses: map[string]nodeAddresses{"n1": public, "n2": private}, readyPods: map[string]bool{"n1": true}},
-			"False/NodesNotReady", "False/RolledOut", "True/AddressNotPublic"},
+			"False/PortConflict", "False/PortConflict", "True/PortConflict", nil},
+		{"URLs only for ready nodes", Observation{DaemonSet: ds(1, 1, 2, 1, 2), Nodes: []*corev1.Node{&n1, &n2},
+			Addresses: map[string]NodeAddresses{"n1": public, "n2": private}, ReadyPods: map[string]bool{"n1": true}},
+			"False/NodesNotReady", "False/RolledOut", "True/AddressNotPublic", nil},
+		{"apply failed on a ready DaemonSet", Observation{DaemonSet: ds(1, 1, 2, 2, 2)},
+			"False/ApplyFailed", "False/RolledOut", "True/ApplyFailed", errors.New(`applying ConfigMap: exceeded quota`)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ts := testTurnServer("ts")
-			st := computeStatus(ts, &tt.obs)
+			ts := rendertest.TurnServer("ts")
+			st := ComputeStatus(ts, &tt.obs, tt.applyErr)
 			for typ, want := range map[string]string{turnpikev1.ConditionReady: tt.ready,
 				turnpikev1.ConditionProgressing: tt.progressing, turnpikev1.ConditionDegraded: tt.degrade} {
 				c := meta.FindStatusCondition(st.Conditions, typ)
@@ -377,15 +357,15 @@ func TestComputeStatus(t *testing.T) {
 	}
 
 	// Published addresses and URLs come from ready nodes only.
-	obs := tests[len(tests)-1].obs
-	st := computeStatus(testTurnServer("ts"), &obs)
+	obs := tests[len(tests)-2].obs
+	st := ComputeStatus(rendertest.TurnServer("ts"), &obs, nil)
 	if st.AddressSummary != "203.0.113.1" || !slices.Equal(st.URLs, []string{"turn:203.0.113.1:3478?transport=udp"}) || st.NodeSummary != "1/2" {
 		t.Errorf("addresses %q urls %v nodes %q", st.AddressSummary, st.URLs, st.NodeSummary)
 	}
 }
 
 func TestTurnURLs(t *testing.T) {
-	ts := testTurnServer("ts", func(ts *turnpikev1.TurnServer) {
+	ts := rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) {
 		ts.Spec.Listeners = []turnpikev1.Listener{
 			{Name: "udp", Protocol: turnpikev1.ProtocolUDP, Port: 3478},
 			{Name: "tcp", Protocol: turnpikev1.ProtocolTCP, Port: 3478},
@@ -405,75 +385,37 @@ func TestTurnURLs(t *testing.T) {
 	}
 }
 
-func TestNodeChangeMatters(t *testing.T) {
-	t1, t2 := metav1.NewTime(time.Unix(100, 0)), metav1.NewTime(time.Unix(200, 5))
-	base := func(mutate func(*corev1.Node)) *corev1.Node {
-		n := node("a", map[string]string{"relay": "yes"},
-			[]corev1.Taint{{Key: "dedicated", Value: "media", Effect: corev1.TaintEffectNoSchedule, TimeAdded: &t1}},
-			externalIP("198.51.100.1"))
-		n.Annotations = map[string]string{"other": "x"}
-		if mutate != nil {
-			mutate(&n)
-		}
-		return &n
-	}
-	tests := []struct {
-		name   string
-		mutate func(*corev1.Node)
-		want   bool
-	}{
-		{"nothing", nil, false},
-		{"a heartbeat", func(n *corev1.Node) {
-			n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, LastHeartbeatTime: t2}}
-		}, false},
-		{"another annotation", func(n *corev1.Node) { n.Annotations["other"] = "y" }, false},
-		{"a taint's time only", func(n *corev1.Node) { n.Spec.Taints[0].TimeAdded = &t2 }, false},
-		{"a label", func(n *corev1.Node) { n.Labels["relay"] = "no" }, true},
-		{"a taint's effect", func(n *corev1.Node) { n.Spec.Taints[0].Effect = corev1.TaintEffectNoExecute }, true},
-		{"a taint more", func(n *corev1.Node) { n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: "k"}) }, true},
-		{"an address", func(n *corev1.Node) { n.Status.Addresses[0].Address = "198.51.100.2" }, true},
-		{"the external-ip annotation", func(n *corev1.Node) { n.Annotations[turnpikev1.AnnotationExternalIP] = "192.0.2.1" }, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := nodeChangeMatters(base(nil), base(tt.mutate)); got != tt.want {
-				t.Fatalf("nodeChangeMatters = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
 // TestComputeStatusIsBounded computes the status of a TurnServer on 10,000
 // nodes: its size must not grow with them.
 func TestComputeStatusIsBounded(t *testing.T) {
 	const total = 10000
-	obs := observation{addresses: map[string]nodeAddresses{}, readyPods: map[string]bool{}}
+	obs := Observation{Addresses: map[string]NodeAddresses{}, ReadyPods: map[string]bool{}}
 	wantAttention := int32(0)
 	for i := range total {
-		n := node(fmt.Sprintf("node-%05d", i), nil, nil)
+		n := rendertest.Node(fmt.Sprintf("node-%05d", i), nil, nil)
 		v4 := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
-		a := nodeAddresses{[]netip.Addr{v4, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})}, turnpikev1.AddressFromExternalIP, true}
+		a := NodeAddresses{[]netip.Addr{v4, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})}, turnpikev1.AddressFromExternalIP, true}
 		switch {
 		case i%100 == 1: // no public address
-			a = nodeAddresses{[]netip.Addr{v4}, turnpikev1.AddressFromInternalIP, false}
-			obs.readyPods[n.Name] = true
+			a = NodeAddresses{[]netip.Addr{v4}, turnpikev1.AddressFromInternalIP, false}
+			obs.ReadyPods[n.Name] = true
 			wantAttention++
 		case i%100 == 2: // relay not ready
 			wantAttention++
 		case i%100 == 3: // cordoned: ready, but not given to apps
 			n.Spec.Unschedulable = true
-			obs.readyPods[n.Name] = true
+			obs.ReadyPods[n.Name] = true
 		default:
-			obs.readyPods[n.Name] = true
+			obs.ReadyPods[n.Name] = true
 		}
-		obs.nodes = append(obs.nodes, &n)
-		obs.addresses[n.Name] = a
+		obs.Nodes = append(obs.Nodes, &n)
+		obs.Addresses[n.Name] = a
 	}
-	ts := testTurnServer("ts", func(ts *turnpikev1.TurnServer) {
+	ts := rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) {
 		ts.Spec.Listeners = append(ts.Spec.Listeners, turnpikev1.Listener{Name: "tcp", Protocol: turnpikev1.ProtocolTCP, Port: 3478})
 		ts.Spec.URLNodesPerFamily = 3
 	})
-	st := computeStatus(ts, &obs)
+	st := ComputeStatus(ts, &obs, nil)
 
 	if st.NodesNeedingAttention != wantAttention || len(st.AttentionNodes) != turnpikev1.MaxAttentionNodes {
 		t.Errorf("%d nodes needing attention, %d listed; want %d, %d listed", st.NodesNeedingAttention, len(st.AttentionNodes), wantAttention, turnpikev1.MaxAttentionNodes)
@@ -533,8 +475,8 @@ func TestRolledOutWithNodeVolume(t *testing.T) {
 }
 
 func TestRenderRelayConfigForEarlierRelays(t *testing.T) {
-	a := nodeAddresses{[]netip.Addr{netip.MustParseAddr("203.0.113.1")}, turnpikev1.AddressFromExternalIP, true}
-	cfg := renderRelayConfig(testTurnServer("ts"), map[string]nodeAddresses{"n1": a})
+	a := NodeAddresses{[]netip.Addr{netip.MustParseAddr("203.0.113.1")}, turnpikev1.AddressFromExternalIP, true}
+	cfg := renderRelayConfig(rendertest.TurnServer("ts"), map[string]NodeAddresses{"n1": a})
 	if cfg.Addresses.NodeFile != "" || fmt.Sprint(cfg.Addresses.Nodes) != "map[n1:{[203.0.113.1] ExternalIP}]" {
 		t.Errorf("nodeFile %q, nodes %v: want every node listed and no node file", cfg.Addresses.NodeFile, cfg.Addresses.Nodes)
 	}

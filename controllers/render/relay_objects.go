@@ -1,4 +1,4 @@
-package controllers
+package render
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -22,21 +23,21 @@ const (
 	relayBinary = "/turnpike"
 	// relayUID is the unprivileged user the relay runs as.
 	relayUID int64 = 65532
-	// drainSlack is added to the drain grace period before the kubelet kills
+	// drainSlackSeconds is added to the drain grace period before the kubelet kills
 	// the relay, so the relay ends its drain itself.
 	drainSlackSeconds = 5
 )
 
-// relayName is the name of every generated object of a TurnServer except the
+// RelayName is the name of every generated object of a TurnServer except the
 // credential Secret.
-func relayName(ts *turnpikev1.TurnServer) string { return ts.Name + "-relay" }
+func RelayName(ts *turnpikev1.TurnServer) string { return ts.Name + "-relay" }
 
-// credentialSecretName is the name of the relay credential bundle Secret.
-func credentialSecretName(ts *turnpikev1.TurnServer) string { return ts.Name + "-relay-credentials" }
+// CredentialSecretName is the name of the relay credential bundle Secret.
+func CredentialSecretName(ts *turnpikev1.TurnServer) string { return ts.Name + "-relay-credentials" }
 
-// selectorLabels select a TurnServer's relay pods; they never change, as a
+// SelectorLabels select a TurnServer's relay pods; they never change, as a
 // DaemonSet's selector is immutable.
-func selectorLabels(ts *turnpikev1.TurnServer) map[string]string {
+func SelectorLabels(ts *turnpikev1.TurnServer) map[string]string {
 	return map[string]string{
 		"app.kubernetes.io/name":      "turnpike",
 		"app.kubernetes.io/instance":  ts.Name,
@@ -45,28 +46,31 @@ func selectorLabels(ts *turnpikev1.TurnServer) map[string]string {
 	}
 }
 
-// relayLabels are put on every generated object.
-func relayLabels(ts *turnpikev1.TurnServer) map[string]string {
-	l := selectorLabels(ts)
+// RelayLabels are put on every generated object.
+func RelayLabels(ts *turnpikev1.TurnServer) map[string]string {
+	l := SelectorLabels(ts)
 	l["app.kubernetes.io/managed-by"] = "turnpike-operator"
 	l["app.kubernetes.io/part-of"] = "turnpike"
 	return l
 }
 
-func ownerReference(ts *turnpikev1.TurnServer) *metav1ac.OwnerReferenceApplyConfiguration {
+// ownerReference makes owner, a TurnServer or TurnCredential of the given
+// kind, the controller of a generated object, so that deleting the owner
+// lets the garbage collector remove it (no finalizers).
+func ownerReference(owner metav1.Object, kind string) *metav1ac.OwnerReferenceApplyConfiguration {
 	return metav1ac.OwnerReference().
 		WithAPIVersion(turnpikev1.GroupVersion.String()).
-		WithKind("TurnServer").
-		WithName(ts.Name).
-		WithUID(ts.UID).
+		WithKind(kind).
+		WithName(owner.GetName()).
+		WithUID(owner.GetUID()).
 		WithController(true).
 		WithBlockOwnerDeletion(true)
 }
 
 func desiredServiceAccount(ts *turnpikev1.TurnServer) *corev1ac.ServiceAccountApplyConfiguration {
-	return corev1ac.ServiceAccount(relayName(ts), ts.Namespace).
-		WithLabels(relayLabels(ts)).
-		WithOwnerReferences(ownerReference(ts)).
+	return corev1ac.ServiceAccount(RelayName(ts), ts.Namespace).
+		WithLabels(RelayLabels(ts)).
+		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		// The relay is internet-facing: it gets no Kubernetes credentials.
 		WithAutomountServiceAccountToken(false)
 }
@@ -76,9 +80,9 @@ func desiredConfigMap(ts *turnpikev1.TurnServer, cfg *config.Relay) (*corev1ac.C
 	if err != nil {
 		return nil, fmt.Errorf("rendering %s: %w", config.RelayFile, err)
 	}
-	return corev1ac.ConfigMap(relayName(ts), ts.Namespace).
-		WithLabels(relayLabels(ts)).
-		WithOwnerReferences(ownerReference(ts)).
+	return corev1ac.ConfigMap(RelayName(ts), ts.Namespace).
+		WithLabels(RelayLabels(ts)).
+		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		WithData(map[string]string{config.RelayFile: string(data)}), nil
 }
 
@@ -87,9 +91,9 @@ func desiredCredentialSecret(ts *turnpikev1.TurnServer, creds *config.Credential
 	if err != nil {
 		return nil, fmt.Errorf("rendering %s: %w", config.CredentialsFile, err)
 	}
-	return corev1ac.Secret(credentialSecretName(ts), ts.Namespace).
-		WithLabels(relayLabels(ts)).
-		WithOwnerReferences(ownerReference(ts)).
+	return corev1ac.Secret(CredentialSecretName(ts), ts.Namespace).
+		WithLabels(RelayLabels(ts)).
+		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		WithType(corev1.SecretTypeOpaque).
 		WithData(map[string][]byte{config.CredentialsFile: data}), nil
 }
@@ -97,12 +101,12 @@ func desiredCredentialSecret(ts *turnpikev1.TurnServer, creds *config.Credential
 // desiredMetricsService is a headless Service over the relay pods' metrics
 // port, for a ServiceMonitor to find them.
 func desiredMetricsService(ts *turnpikev1.TurnServer) *corev1ac.ServiceApplyConfiguration {
-	return corev1ac.Service(relayName(ts), ts.Namespace).
-		WithLabels(relayLabels(ts)).
-		WithOwnerReferences(ownerReference(ts)).
+	return corev1ac.Service(RelayName(ts), ts.Namespace).
+		WithLabels(RelayLabels(ts)).
+		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		WithSpec(corev1ac.ServiceSpec().
 			WithClusterIP(corev1.ClusterIPNone).
-			WithSelector(selectorLabels(ts)).
+			WithSelector(SelectorLabels(ts)).
 			WithPorts(corev1ac.ServicePort().
 				WithName("metrics").
 				WithProtocol(corev1.ProtocolTCP).
@@ -152,7 +156,7 @@ func desiredDaemonSet(ts *turnpikev1.TurnServer, image, socketHash string) *apps
 	}
 
 	podSpec := corev1ac.PodSpec().
-		WithServiceAccountName(relayName(ts)).
+		WithServiceAccountName(RelayName(ts)).
 		WithAutomountServiceAccountToken(false).
 		WithHostNetwork(true).
 		WithDNSPolicy(corev1.DNSClusterFirstWithHostNet).
@@ -177,17 +181,17 @@ func desiredDaemonSet(ts *turnpikev1.TurnServer, image, socketHash string) *apps
 		podSpec.WithPriorityClassName(spec.Relay.PriorityClassName)
 	}
 
-	return appsv1ac.DaemonSet(relayName(ts), ts.Namespace).
-		WithLabels(relayLabels(ts)).
-		WithOwnerReferences(ownerReference(ts)).
+	return appsv1ac.DaemonSet(RelayName(ts), ts.Namespace).
+		WithLabels(RelayLabels(ts)).
+		WithOwnerReferences(ownerReference(ts, "TurnServer")).
 		WithSpec(appsv1ac.DaemonSetSpec().
-			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(ts))).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(ts))).
 			WithUpdateStrategy(appsv1ac.DaemonSetUpdateStrategy().
 				WithType(appsv1.RollingUpdateDaemonSetStrategyType).
 				// One node at a time: clients of the other nodes keep relaying.
 				WithRollingUpdate(appsv1ac.RollingUpdateDaemonSet().WithMaxUnavailable(intstr.FromInt32(1)))).
 			WithTemplate(corev1ac.PodTemplateSpec().
-				WithLabels(relayLabels(ts)).
+				WithLabels(RelayLabels(ts)).
 				WithAnnotations(map[string]string{turnpikev1.AnnotationSocketHash: socketHash}).
 				WithSpec(podSpec)))
 }
@@ -263,8 +267,8 @@ func needsPrivilegedPort(ts *turnpikev1.TurnServer) bool {
 	return ts.Spec.RelayPortRange.Min < 1024
 }
 
-// tlsListeners are the listeners that mount a certificate, sorted by name.
-func tlsListeners(ts *turnpikev1.TurnServer) []turnpikev1.Listener {
+// TLSListeners are the listeners that mount a certificate, sorted by name.
+func TLSListeners(ts *turnpikev1.TurnServer) []turnpikev1.Listener {
 	var out []turnpikev1.Listener
 	for _, l := range ts.Spec.Listeners {
 		if l.TLSSecretRef != nil {
@@ -278,16 +282,16 @@ func tlsListeners(ts *turnpikev1.TurnServer) []turnpikev1.Listener {
 func volumes(ts *turnpikev1.TurnServer) []*corev1ac.VolumeApplyConfiguration {
 	v := []*corev1ac.VolumeApplyConfiguration{
 		corev1ac.Volume().WithName("config").
-			WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(relayName(ts))),
+			WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(RelayName(ts))),
 		corev1ac.Volume().WithName("credentials").
-			WithSecret(corev1ac.SecretVolumeSource().WithSecretName(credentialSecretName(ts))),
+			WithSecret(corev1ac.SecretVolumeSource().WithSecretName(CredentialSecretName(ts))),
 		corev1ac.Volume().WithName(nodeVolumeName).
 			WithDownwardAPI(corev1ac.DownwardAPIVolumeSource().WithItems(
 				corev1ac.DownwardAPIVolumeFile().WithPath(nodeAddressesFile).
 					WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").
 						WithFieldPath("metadata.annotations['" + turnpikev1.AnnotationNodeAddresses + "']")))),
 	}
-	for _, l := range tlsListeners(ts) {
+	for _, l := range TLSListeners(ts) {
 		v = append(v, corev1ac.Volume().WithName("tls-"+l.Name).
 			WithSecret(corev1ac.SecretVolumeSource().WithSecretName(l.TLSSecretRef.Name)))
 	}
@@ -300,7 +304,7 @@ func volumeMounts(ts *turnpikev1.TurnServer) []*corev1ac.VolumeMountApplyConfigu
 		corev1ac.VolumeMount().WithName("credentials").WithMountPath(credentialsMountPath).WithReadOnly(true),
 		corev1ac.VolumeMount().WithName(nodeVolumeName).WithMountPath(nodeMountPath).WithReadOnly(true),
 	}
-	for _, l := range tlsListeners(ts) {
+	for _, l := range TLSListeners(ts) {
 		m = append(m, corev1ac.VolumeMount().WithName("tls-"+l.Name).
 			WithMountPath(path.Join(tlsMountRoot, l.Name)).WithReadOnly(true))
 	}

@@ -1,4 +1,4 @@
-package controllers
+package render
 
 import (
 	"crypto/rand"
@@ -10,8 +10,8 @@ import (
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 )
 
-// credentialState is a TurnCredential's secret material over time. It lives
-// in a Secret the operator owns (see stateSecretName), which is the source of
+// CredentialState is a TurnCredential's secret material over time. It lives
+// in a Secret the operator owns (see StateSecretName), which is the source of
 // truth: the status only mirrors it, so an operator that restarts at any
 // point neither skips nor repeats a rotation.
 //
@@ -22,7 +22,7 @@ import (
 //  2. publish, once the kubelets have had time to deliver it to every relay
 //     (the staging delay): apps get the new secret, and the old one stays
 //     valid on the relays for the overlap (Previous, until PreviousNotAfter).
-type credentialState struct {
+type CredentialState struct {
 	Revision         int64
 	Current          string
 	CurrentSince     time.Time
@@ -44,7 +44,7 @@ const defaultManualOverlap = 10 * time.Minute
 // The first secret is staged too: handing apps a secret before relays have
 // it locks out their first clients just as a rotation would.
 // It is pure: the clock and the secret generator are arguments.
-func advanceCredential(tc *turnpikev1.TurnCredential, st credentialState, now time.Time, staging time.Duration, newSecret func() string) credentialState {
+func advanceCredential(tc *turnpikev1.TurnCredential, st CredentialState, now time.Time, staging time.Duration, newSecret func() string) CredentialState {
 	request := tc.Annotations[turnpikev1.AnnotationRotate]
 	first := st.Current == "" && st.Next == ""
 	if first || (st.Next == "" && (request != st.RotateRequest || rotationDue(tc, st, now))) {
@@ -52,7 +52,7 @@ func advanceCredential(tc *turnpikev1.TurnCredential, st credentialState, now ti
 	}
 	if st.Next != "" && !now.Before(st.NextPublishAt) {
 		if st.Current != "" {
-			st.Previous, st.PreviousNotAfter = st.Current, now.Add(overlap(tc))
+			st.Previous, st.PreviousNotAfter = st.Current, now.Add(Overlap(tc))
 		}
 		st.Current, st.CurrentSince, st.Next, st.NextPublishAt = st.Next, now, "", time.Time{}
 		st.Revision++
@@ -63,31 +63,31 @@ func advanceCredential(tc *turnpikev1.TurnCredential, st credentialState, now ti
 	return st
 }
 
-func rotationDue(tc *turnpikev1.TurnCredential, st credentialState, now time.Time) bool {
+func rotationDue(tc *turnpikev1.TurnCredential, st CredentialState, now time.Time) bool {
 	r := tc.Spec.Rotation
 	return r != nil && !now.Before(st.CurrentSince.Add(r.Interval.Duration))
 }
 
-func overlap(tc *turnpikev1.TurnCredential) time.Duration {
+func Overlap(tc *turnpikev1.TurnCredential) time.Duration {
 	if r := tc.Spec.Rotation; r != nil {
 		return r.Overlap.Duration
 	}
 	return defaultManualOverlap
 }
 
-// nextRotation is when the next rotation is staged, or zero without a schedule.
-func nextRotation(tc *turnpikev1.TurnCredential, st credentialState) time.Time {
+// NextRotation is when the next rotation is staged, or zero without a schedule.
+func NextRotation(tc *turnpikev1.TurnCredential, st CredentialState) time.Time {
 	if r := tc.Spec.Rotation; r != nil && st.Current != "" {
 		return st.CurrentSince.Add(r.Interval.Duration)
 	}
 	return time.Time{}
 }
 
-// nextCredentialEvent is how long until advanceCredential has work to do
+// NextCredentialEvent is how long until advanceCredential has work to do
 // again, or 0 when only a spec or annotation change can bring any.
-func nextCredentialEvent(tc *turnpikev1.TurnCredential, st credentialState, now time.Time) time.Duration {
+func NextCredentialEvent(tc *turnpikev1.TurnCredential, st CredentialState, now time.Time) time.Duration {
 	var soonest time.Time
-	for _, t := range []time.Time{st.NextPublishAt, st.PreviousNotAfter, nextRotation(tc, st)} {
+	for _, t := range []time.Time{st.NextPublishAt, st.PreviousNotAfter, NextRotation(tc, st)} {
 		if !t.IsZero() && (soonest.IsZero() || t.Before(soonest)) {
 			soonest = t
 		}
@@ -98,9 +98,9 @@ func nextCredentialEvent(tc *turnpikev1.TurnCredential, st credentialState, now 
 	return max(soonest.Sub(now), time.Second)
 }
 
-// randomSecret is 32 bytes from crypto/rand, URL-safe base64 without padding
+// RandomSecret is 32 bytes from crypto/rand, URL-safe base64 without padding
 // so it can be pasted into any config file.
-func randomSecret() string {
+func RandomSecret() string {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		panic(fmt.Sprintf("crypto/rand: %v", err)) // the OS's CSPRNG failing is not recoverable
@@ -121,7 +121,7 @@ const (
 )
 
 // encode renders the state as Secret data; empty fields are left out.
-func (st credentialState) encode() map[string][]byte {
+func (st CredentialState) encode() map[string][]byte {
 	d := map[string][]byte{}
 	put := func(k, v string) {
 		if v != "" {
@@ -144,9 +144,9 @@ func (st credentialState) encode() map[string][]byte {
 	return d
 }
 
-// decodeCredentialState reads state Secret data; missing data is the zero state.
-func decodeCredentialState(d map[string][]byte) (credentialState, error) {
-	st := credentialState{
+// DecodeCredentialState reads state Secret data; missing data is the zero state.
+func DecodeCredentialState(d map[string][]byte) (CredentialState, error) {
+	st := CredentialState{
 		Current:       string(d[stateCurrent]),
 		Previous:      string(d[statePrevious]),
 		Next:          string(d[stateNext]),

@@ -1,8 +1,10 @@
-package controllers
+package render
 
 import (
 	"bytes"
 	"testing"
+
+	"github.com/turnpike-dev/turnpike/controllers/render/rendertest"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 	"github.com/turnpike-dev/turnpike/relay/config"
@@ -22,7 +24,7 @@ func TestRenderClassicSTUN(t *testing.T) {
 		{"false", &no, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := renderRelayConfig(testTurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.ClassicSTUN = tt.classic }), nil)
+			cfg := renderRelayConfig(rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.ClassicSTUN = tt.classic }), nil)
 			data, err := config.Marshal(cfg)
 			if err != nil {
 				t.Fatal(err)

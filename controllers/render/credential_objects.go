@@ -1,4 +1,4 @@
-package controllers
+package render
 
 import (
 	"crypto/md5" //nolint:gosec // TURN long-term keys are MD5 by RFC 5389
@@ -11,7 +11,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
-	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 	"github.com/turnpike-dev/turnpike/relay/config"
@@ -25,24 +24,21 @@ const (
 	SecretKeyICEServers   = "iceServers.json"
 )
 
-// LabelTurnCredential names the TurnCredential a generated Secret belongs to.
-const LabelTurnCredential = "turnpike.dev/turncredential"
-
-// componentCredentialState marks state Secrets, so the TurnServer controller
+// ComponentCredentialState marks state Secrets, so the TurnServer controller
 // can find the credentials of its relays by label.
-const componentCredentialState = "credential-state"
+const ComponentCredentialState = "credential-state"
 
-// outputSecretName is the Secret apps read.
-func outputSecretName(tc *turnpikev1.TurnCredential) string {
+// OutputSecretName is the Secret apps read.
+func OutputSecretName(tc *turnpikev1.TurnCredential) string {
 	if tc.Spec.SecretName != "" {
 		return tc.Spec.SecretName
 	}
 	return tc.Name
 }
 
-// stateSecretName is the Secret holding a credential's state, including the
+// StateSecretName is the Secret holding a credential's state, including the
 // previous and staged secrets apps never see.
-func stateSecretName(tc *turnpikev1.TurnCredential) string { return "turnpike-state-" + tc.Name }
+func StateSecretName(tc *turnpikev1.TurnCredential) string { return "turnpike-state-" + tc.Name }
 
 func credentialLabels(tc *turnpikev1.TurnCredential, component string) map[string]string {
 	return map[string]string{
@@ -52,30 +48,20 @@ func credentialLabels(tc *turnpikev1.TurnCredential, component string) map[strin
 		"app.kubernetes.io/managed-by": "turnpike-operator",
 		"app.kubernetes.io/part-of":    "turnpike",
 		turnpikev1.LabelTurnServer:     tc.Spec.TurnServerRef.Name,
-		LabelTurnCredential:            tc.Name,
+		turnpikev1.LabelTurnCredential: tc.Name,
 	}
 }
 
-func credentialOwner(tc *turnpikev1.TurnCredential) *metav1ac.OwnerReferenceApplyConfiguration {
-	return metav1ac.OwnerReference().
-		WithAPIVersion(turnpikev1.GroupVersion.String()).
-		WithKind("TurnCredential").
-		WithName(tc.Name).
-		WithUID(tc.UID).
-		WithController(true).
-		WithBlockOwnerDeletion(true)
-}
-
-func desiredStateSecret(tc *turnpikev1.TurnCredential, st credentialState) *corev1ac.SecretApplyConfiguration {
-	return corev1ac.Secret(stateSecretName(tc), tc.Namespace).
-		WithLabels(credentialLabels(tc, componentCredentialState)).
-		WithOwnerReferences(credentialOwner(tc)).
+func desiredStateSecret(tc *turnpikev1.TurnCredential, st CredentialState) *corev1ac.SecretApplyConfiguration {
+	return corev1ac.Secret(StateSecretName(tc), tc.Namespace).
+		WithLabels(credentialLabels(tc, ComponentCredentialState)).
+		WithOwnerReferences(ownerReference(tc, "TurnCredential")).
 		WithType(corev1.SecretTypeOpaque).
 		WithData(st.encode())
 }
 
-// iceServer is one entry of an RTCConfiguration's iceServers.
-type iceServer struct {
+// ICEServer is one entry of an RTCConfiguration's iceServers.
+type ICEServer struct {
 	URLs       []string `json:"urls"`
 	Username   string   `json:"username,omitempty"`
 	Credential string   `json:"credential,omitempty"`
@@ -85,8 +71,8 @@ type iceServer struct {
 // iceServers.json, ready to hand to an RTCPeerConnection. For a shared
 // secret, iceServers.json has the URLs only: the app server mints a
 // username and password per client.
-func desiredOutputSecret(tc *turnpikev1.TurnCredential, st credentialState, urls []string) (*corev1ac.SecretApplyConfiguration, error) {
-	ice := iceServer{URLs: append([]string{}, urls...)}
+func desiredOutputSecret(tc *turnpikev1.TurnCredential, st CredentialState, urls []string) (*corev1ac.SecretApplyConfiguration, error) {
+	ice := ICEServer{URLs: append([]string{}, urls...)}
 	data := map[string][]byte{}
 	switch tc.Spec.Type {
 	case turnpikev1.CredentialStatic:
@@ -96,22 +82,22 @@ func desiredOutputSecret(tc *turnpikev1.TurnCredential, st credentialState, urls
 	case turnpikev1.CredentialSharedSecret:
 		data[SecretKeySharedSecret] = []byte(st.Current)
 	}
-	j, err := json.Marshal([]iceServer{ice})
+	j, err := json.Marshal([]ICEServer{ice})
 	if err != nil {
 		return nil, err
 	}
 	data[SecretKeyICEServers] = j
-	return corev1ac.Secret(outputSecretName(tc), tc.Namespace).
+	return corev1ac.Secret(OutputSecretName(tc), tc.Namespace).
 		WithLabels(credentialLabels(tc, "credential")).
-		WithOwnerReferences(credentialOwner(tc)).
+		WithOwnerReferences(ownerReference(tc, "TurnCredential")).
 		WithType(corev1.SecretTypeOpaque).
 		WithData(data), nil
 }
 
-// credentialEntry is one TurnCredential and its state, for the relay bundle.
-type credentialEntry struct {
-	tc *turnpikev1.TurnCredential
-	st credentialState
+// CredentialEntry is one TurnCredential and its state, for the relay bundle.
+type CredentialEntry struct {
+	TC    *turnpikev1.TurnCredential
+	State CredentialState
 }
 
 // credentialBundle folds a TurnServer's credentials into the relays'
@@ -119,8 +105,8 @@ type credentialEntry struct {
 // are, each with the window in which relays accept it. A staged secret is
 // accepted at once (nobody has it yet); a previous one until its overlap
 // ends, which the relay enforces itself to the second.
-func credentialBundle(realm string, entries []credentialEntry) *config.Credentials {
-	sort.Slice(entries, func(i, j int) bool { return entries[i].tc.Name < entries[j].tc.Name })
+func credentialBundle(realm string, entries []CredentialEntry) *config.Credentials {
+	sort.Slice(entries, func(i, j int) bool { return entries[i].TC.Name < entries[j].TC.Name })
 	bundle := &config.Credentials{Version: config.Version}
 	for _, e := range entries {
 		versions := []struct {
@@ -128,9 +114,9 @@ func credentialBundle(realm string, entries []credentialEntry) *config.Credentia
 			revision int64
 			notAfter time.Time
 		}{
-			{e.st.Current, e.st.Revision, time.Time{}},
-			{e.st.Previous, e.st.Revision - 1, e.st.PreviousNotAfter},
-			{e.st.Next, e.st.Revision + 1, time.Time{}},
+			{e.State.Current, e.State.Revision, time.Time{}},
+			{e.State.Previous, e.State.Revision - 1, e.State.PreviousNotAfter},
+			{e.State.Next, e.State.Revision + 1, time.Time{}},
 		}
 		for _, v := range versions {
 			if v.value == "" {
@@ -141,14 +127,14 @@ func credentialBundle(realm string, entries []credentialEntry) *config.Credentia
 				t := v.notAfter.UTC()
 				notAfter = &t
 			}
-			switch e.tc.Spec.Type {
+			switch e.TC.Spec.Type {
 			case turnpikev1.CredentialStatic:
 				bundle.Users = append(bundle.Users, config.User{
-					Username: e.tc.Spec.Username, Key: longTermKey(e.tc.Spec.Username, realm, v.value), NotAfter: notAfter,
+					Username: e.TC.Spec.Username, Key: LongTermKey(e.TC.Spec.Username, realm, v.value), NotAfter: notAfter,
 				})
 			case turnpikev1.CredentialSharedSecret:
 				bundle.SharedSecrets = append(bundle.SharedSecrets, config.SharedSecret{
-					Name: fmt.Sprintf("%s#%d", e.tc.Name, v.revision), Secret: v.value, NotAfter: notAfter,
+					Name: fmt.Sprintf("%s#%d", e.TC.Name, v.revision), Secret: v.value, NotAfter: notAfter,
 				})
 			}
 		}
@@ -156,8 +142,8 @@ func credentialBundle(realm string, entries []credentialEntry) *config.Credentia
 	return bundle
 }
 
-// longTermKey is MD5(username:realm:password) in hex (RFC 5389 section 15.4).
-func longTermKey(username, realm, password string) string {
+// LongTermKey is MD5(username:realm:password) in hex (RFC 5389 section 15.4).
+func LongTermKey(username, realm, password string) string {
 	sum := md5.Sum([]byte(strings.Join([]string{username, realm, password}, ":"))) //nolint:gosec
 	return hex.EncodeToString(sum[:])
 }

@@ -1,4 +1,4 @@
-package controllers
+package render
 
 import (
 	"net/netip"
@@ -27,13 +27,13 @@ var daemonPodTolerations = []corev1.Toleration{
 	{Key: corev1.TaintNodeNetworkUnavailable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
 }
 
-// selectsNode reports whether the relay DaemonSet of ts would run on node,
+// SelectsNode reports whether the relay DaemonSet of ts would run on node,
 // by the DaemonSet controller's rules: node selector, required node affinity,
 // and NoSchedule/NoExecute taints that neither the placement nor the
 // DaemonSet controller's own tolerations tolerate. A new node is tainted
 // not-ready (NoSchedule) until its kubelet reports ready, so it is not
 // selected before then.
-func selectsNode(ts *turnpikev1.TurnServer, node *corev1.Node) bool {
+func SelectsNode(ts *turnpikev1.TurnServer, node *corev1.Node) bool {
 	p := ts.Spec.Placement
 	// An affinity the scheduler cannot parse matches no node, as for the scheduler.
 	if ok, err := nodeaffinity.NewRequiredNodeAffinity(p.NodeSelector, p.Affinity).Match(node); !ok || err != nil {
@@ -47,11 +47,11 @@ func selectsNode(ts *turnpikev1.TurnServer, node *corev1.Node) bool {
 	return !untolerated
 }
 
-// selectedNodes returns the nodes ts places relays on, sorted by name.
-func selectedNodes(ts *turnpikev1.TurnServer, nodes []corev1.Node) []*corev1.Node {
+// SelectedNodes returns the nodes ts places relays on, sorted by name.
+func SelectedNodes(ts *turnpikev1.TurnServer, nodes []corev1.Node) []*corev1.Node {
 	var out []*corev1.Node
 	for i := range nodes {
-		if selectsNode(ts, &nodes[i]) {
+		if SelectsNode(ts, &nodes[i]) {
 			out = append(out, &nodes[i])
 		}
 	}
@@ -59,42 +59,42 @@ func selectedNodes(ts *turnpikev1.TurnServer, nodes []corev1.Node) []*corev1.Nod
 	return out
 }
 
-// nodeAddresses is where one node's relay can be reached.
-type nodeAddresses struct {
-	addresses []netip.Addr // at most one per IP family, IPv4 first
-	source    turnpikev1.AddressSource
-	public    bool
+// NodeAddresses is where one node's relay can be reached.
+type NodeAddresses struct {
+	Addresses []netip.Addr // at most one per IP family, IPv4 first
+	Source    turnpikev1.AddressSource
+	Public    bool
 }
 
-// resolveNodeAddresses picks a node's public addresses by the first source
+// ResolveNodeAddresses picks a node's public addresses by the first source
 // that has any: the TurnServer's spec, the node's turnpike.dev/external-ip
 // annotation, the node's ExternalIP addresses; then, when spec.stun is set,
 // the relay's own STUN discovery (the operator learns no address); and last
 // the node's InternalIP addresses, which are flagged as not public.
-func resolveNodeAddresses(ts *turnpikev1.TurnServer, node *corev1.Node) nodeAddresses {
+func ResolveNodeAddresses(ts *turnpikev1.TurnServer, node *corev1.Node) NodeAddresses {
 	for _, e := range ts.Spec.ExternalAddresses {
 		if e.NodeName == node.Name {
 			var raw []string
 			for _, a := range e.Addresses {
 				raw = append(raw, string(a))
 			}
-			if addrs := onePerFamily(raw); len(addrs) > 0 {
-				return nodeAddresses{addrs, turnpikev1.AddressFromSpec, true}
+			if addrs := OnePerFamily(raw); len(addrs) > 0 {
+				return NodeAddresses{addrs, turnpikev1.AddressFromSpec, true}
 			}
 		}
 	}
 	if v := node.Annotations[turnpikev1.AnnotationExternalIP]; v != "" {
-		if addrs := onePerFamily(strings.Split(v, ",")); len(addrs) > 0 {
-			return nodeAddresses{addrs, turnpikev1.AddressFromAnnotation, true}
+		if addrs := OnePerFamily(strings.Split(v, ",")); len(addrs) > 0 {
+			return NodeAddresses{addrs, turnpikev1.AddressFromAnnotation, true}
 		}
 	}
-	if addrs := onePerFamily(nodeAddressesOfType(node, corev1.NodeExternalIP)); len(addrs) > 0 {
-		return nodeAddresses{addrs, turnpikev1.AddressFromExternalIP, true}
+	if addrs := OnePerFamily(nodeAddressesOfType(node, corev1.NodeExternalIP)); len(addrs) > 0 {
+		return NodeAddresses{addrs, turnpikev1.AddressFromExternalIP, true}
 	}
 	if ts.Spec.STUN != nil {
-		return nodeAddresses{nil, turnpikev1.AddressFromSTUN, false}
+		return NodeAddresses{nil, turnpikev1.AddressFromSTUN, false}
 	}
-	return nodeAddresses{onePerFamily(nodeAddressesOfType(node, corev1.NodeInternalIP)), turnpikev1.AddressFromInternalIP, false}
+	return NodeAddresses{OnePerFamily(nodeAddressesOfType(node, corev1.NodeInternalIP)), turnpikev1.AddressFromInternalIP, false}
 }
 
 func nodeAddressesOfType(node *corev1.Node, t corev1.NodeAddressType) []string {
@@ -107,10 +107,10 @@ func nodeAddressesOfType(node *corev1.Node, t corev1.NodeAddressType) []string {
 	return out
 }
 
-// onePerFamily parses addresses and keeps the first valid IPv4 and the first
+// OnePerFamily parses addresses and keeps the first valid IPv4 and the first
 // valid IPv6 one, IPv4 first. Invalid entries are skipped: a typo in one
 // annotation must not take a node out of service.
-func onePerFamily(raw []string) []netip.Addr {
+func OnePerFamily(raw []string) []netip.Addr {
 	var v4, v6 netip.Addr
 	for _, s := range raw {
 		a, err := netip.ParseAddr(strings.TrimSpace(s))

@@ -1,4 +1,4 @@
-package controllers
+package render
 
 import (
 	"fmt"
@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
 // Condition reasons of a TurnServer.
@@ -29,26 +29,32 @@ const (
 	ReasonAddressNotPublic = "AddressNotPublic"
 	ReasonTLSSecretMissing = "TLSSecretMissing"
 	ReasonApplyFailed      = "ApplyFailed"
+	ReasonObserveFailed    = "ObserveFailed"
 )
 
-// observation is what the reconciler saw of the cluster for one TurnServer.
-type observation struct {
-	nodes          []*corev1.Node           // selected nodes, sorted by name
-	addresses      map[string]nodeAddresses // by node name
-	pods           []corev1.Pod             // this TurnServer's relay pods
-	readyPods      map[string]bool          // node name -> its relay pod is ready
-	daemonSet      *appsv1.DaemonSet        // nil until created
-	conflict       *portConflict            // set when an older TurnServer holds our ports
-	missingTLSKeys []string                 // problems with referenced TLS Secrets
-	// credentialsExpire is when a key in the relay bundle next expires.
-	credentialsExpire time.Time
-	// applyErr is why writing the generated objects failed, if it did.
-	applyErr error
+// Observation is what the reconciler saw of the cluster for one TurnServer.
+type Observation struct {
+	Nodes          []*corev1.Node           // selected nodes, sorted by name
+	Addresses      map[string]NodeAddresses // by node name
+	Pods           []corev1.Pod             // this TurnServer's relay pods
+	ReadyPods      map[string]bool          // node name -> its relay pod is ready
+	DaemonSet      *appsv1.DaemonSet        // nil until created
+	Conflict       *portConflict            // set when an older TurnServer holds our ports
+	MissingTLSKeys []string                 // problems with referenced TLS Secrets
+	// liveRelayConfig is the relay.yaml in the ConfigMap now, nil when
+	// there is none or it does not parse.
+	LiveRelayConfig *config.Relay
+	// credentials are this TurnServer's TurnCredentials with their state.
+	Credentials []CredentialEntry
+	// liveBundle is the credentials.yaml in the Secret now, nil when there
+	// is none or it does not parse.
+	LiveBundle *config.Credentials
 }
 
-// computeStatus derives a TurnServer's status from what was observed. It
-// starts from the current status so conditions keep their transition times.
-func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnServerStatus {
+// ComputeStatus derives a TurnServer's status from what was observed and
+// applyErr, why writing the generated objects failed, if it did. It starts
+// from the current status so conditions keep their transition times.
+func ComputeStatus(ts *turnpikev1.TurnServer, obs *Observation, applyErr error) turnpikev1.TurnServerStatus {
 	st := turnpikev1.TurnServerStatus{
 		ObservedGeneration: ts.Generation,
 		Conditions:         append([]metav1.Condition(nil), ts.Status.Conditions...),
@@ -63,7 +69,7 @@ func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnS
 	st.NodesNeedingAttention, st.AttentionNodes, notPublic = nodesNeedingAttention(obs)
 	published := publishedAddresses(ts, obs, false)
 	if ts.Spec.Hostname != "" {
-		if slices.ContainsFunc(relayNodes(obs, false), func(n relayNode) bool { return n.serving }) {
+		if slices.ContainsFunc(RelayNodes(obs, false), func(n RelayNode) bool { return n.serving }) {
 			st.URLs = turnURLs(ts, []string{ts.Spec.Hostname})
 		}
 	} else {
@@ -76,37 +82,41 @@ func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnS
 	}
 	st.AddressSummary = strings.Join(summary, ",")
 
-	if ds := obs.daemonSet; ds != nil {
+	if ds := obs.DaemonSet; ds != nil {
 		st.DesiredNodes = ds.Status.DesiredNumberScheduled
 		st.ReadyNodes = ds.Status.NumberReady
 	}
 	st.NodeSummary = fmt.Sprintf("%d/%d", st.ReadyNodes, st.DesiredNodes)
 
 	switch {
-	case obs.conflict != nil:
-		msg := obs.conflict.message()
+	case obs.Conflict != nil:
+		msg := obs.Conflict.message()
 		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonPortConflict, msg)
 		set(turnpikev1.ConditionProgressing, metav1.ConditionFalse, ReasonPortConflict, "not rolled out: "+msg)
-	case obs.daemonSet == nil:
+	case obs.DaemonSet == nil:
 		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonPending, "relay DaemonSet not created yet")
 		set(turnpikev1.ConditionProgressing, metav1.ConditionTrue, ReasonPending, "relay DaemonSet not created yet")
 	default:
-		setRolloutConditions(set, obs.daemonSet)
+		setRolloutConditions(set, obs.DaemonSet)
+	}
+	if applyErr != nil {
+		// Whatever the DaemonSet says, what should run is not written.
+		set(turnpikev1.ConditionReady, metav1.ConditionFalse, ReasonApplyFailed, applyErr.Error()+"; retrying")
 	}
 
 	var degraded []string
 	reason := ReasonAsExpected
-	if obs.applyErr != nil {
-		degraded, reason = append(degraded, obs.applyErr.Error()+"; retrying"), ReasonApplyFailed
+	if applyErr != nil {
+		degraded, reason = append(degraded, applyErr.Error()+"; retrying"), ReasonApplyFailed
 	}
-	if obs.conflict != nil {
-		degraded = append(degraded, obs.conflict.message())
+	if obs.Conflict != nil {
+		degraded = append(degraded, obs.Conflict.message())
 		if reason == ReasonAsExpected {
 			reason = ReasonPortConflict
 		}
 	}
-	if len(obs.missingTLSKeys) > 0 {
-		degraded = append(degraded, strings.Join(obs.missingTLSKeys, "; "))
+	if len(obs.MissingTLSKeys) > 0 {
+		degraded = append(degraded, strings.Join(obs.MissingTLSKeys, "; "))
 		if reason == ReasonAsExpected {
 			reason = ReasonTLSSecretMissing
 		}
@@ -123,6 +133,17 @@ func computeStatus(ts *turnpikev1.TurnServer, obs *observation) turnpikev1.TurnS
 	} else {
 		set(turnpikev1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected, "")
 	}
+	return st
+}
+
+// ObserveFailedStatus is the status of a pass that could not read what the
+// status depends on: the last status, with Degraded saying why.
+func ObserveFailedStatus(ts *turnpikev1.TurnServer, err error) turnpikev1.TurnServerStatus {
+	st := *ts.Status.DeepCopy()
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type: turnpikev1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: ReasonObserveFailed,
+		Message: err.Error() + "; retrying", ObservedGeneration: ts.Generation,
+	})
 	return st
 }
 
@@ -158,14 +179,14 @@ const maxNamedInMessage = 5
 // MaxAttentionNodes of them by name. notPublic is the names of those without
 // a public address (at most maxNamedInMessage+1, enough for a message).
 // Nodes relying on STUN are not flagged: discovery is what the user asked for.
-func nodesNeedingAttention(obs *observation) (count int32, listed []turnpikev1.AttentionNode, notPublic []string) {
-	for _, n := range obs.nodes { // sorted by name
-		a := obs.addresses[n.Name]
+func nodesNeedingAttention(obs *Observation) (count int32, listed []turnpikev1.AttentionNode, notPublic []string) {
+	for _, n := range obs.Nodes { // sorted by name
+		a := obs.Addresses[n.Name]
 		var problems []turnpikev1.NodeProblem
-		if !obs.readyPods[n.Name] {
+		if !obs.ReadyPods[n.Name] {
 			problems = append(problems, turnpikev1.NodeRelayNotReady)
 		}
-		if a.source == turnpikev1.AddressFromInternalIP {
+		if a.Source == turnpikev1.AddressFromInternalIP {
 			problems = append(problems, turnpikev1.NodeAddressNotPublic)
 			if len(notPublic) <= maxNamedInMessage {
 				notPublic = append(notPublic, n.Name)
@@ -176,8 +197,8 @@ func nodesNeedingAttention(obs *observation) (count int32, listed []turnpikev1.A
 		}
 		count++
 		if len(listed) < turnpikev1.MaxAttentionNodes {
-			an := turnpikev1.AttentionNode{Name: n.Name, Problems: problems, Source: a.source}
-			for _, ip := range a.addresses {
+			an := turnpikev1.AttentionNode{Name: n.Name, Problems: problems, Source: a.Source}
+			for _, ip := range a.Addresses {
 				an.Addresses = append(an.Addresses, ip.String())
 			}
 			listed = append(listed, an)
@@ -195,14 +216,14 @@ func nodeList(names []string) string {
 	return "node(s) " + strings.Join(names, ", ")
 }
 
-// relayNodes are the selected nodes as clients can reach them. publicOnly
+// RelayNodes are the selected nodes as clients can reach them. publicOnly
 // leaves out addresses that are not public (a node's InternalIP).
-func relayNodes(obs *observation, publicOnly bool) []relayNode {
-	nodes := make([]relayNode, 0, len(obs.nodes))
-	for _, n := range obs.nodes {
-		a := obs.addresses[n.Name]
-		rn := relayNode{name: n.Name, addresses: a.addresses, serving: obs.readyPods[n.Name] && !n.Spec.Unschedulable}
-		if publicOnly && !a.public {
+func RelayNodes(obs *Observation, publicOnly bool) []RelayNode {
+	nodes := make([]RelayNode, 0, len(obs.Nodes))
+	for _, n := range obs.Nodes {
+		a := obs.Addresses[n.Name]
+		rn := RelayNode{name: n.Name, addresses: a.Addresses, serving: obs.ReadyPods[n.Name] && !n.Spec.Unschedulable}
+		if publicOnly && !a.Public {
 			rn.addresses = nil
 		}
 		nodes = append(nodes, rn)
@@ -213,8 +234,8 @@ func relayNodes(obs *observation, publicOnly bool) []relayNode {
 // publishedAddresses are the addresses a TurnServer gives apps (status.urls,
 // iceServers.json) or DNS: at most spec.urlNodesPerFamily serving nodes per
 // IP family, chosen by rendezvous hashing on the TurnServer's name.
-func publishedAddresses(ts *turnpikev1.TurnServer, obs *observation, publicOnly bool) []netip.Addr {
-	return pickAddresses(ts.Namespace+"/"+ts.Name, relayNodes(obs, publicOnly), urlNodesPerFamily(ts))
+func publishedAddresses(ts *turnpikev1.TurnServer, obs *Observation, publicOnly bool) []netip.Addr {
+	return pickAddresses(ts.Namespace+"/"+ts.Name, RelayNodes(obs, publicOnly), urlNodesPerFamily(ts))
 }
 
 // urlNodesPerFamily is spec.urlNodesPerFamily, DefaultURLNodesPerFamily

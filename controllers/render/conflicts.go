@@ -1,4 +1,4 @@
-package controllers
+package render
 
 import (
 	"fmt"
@@ -54,11 +54,11 @@ func (c *portConflict) message() string {
 		c.ours.what, c.ours.transport, c.ours.min, c.ours.max, c.node, c.their.what, c.other.Namespace, c.other.Name)
 }
 
-// findPortConflict returns the conflict that keeps ts from rolling out, or
+// FindPortConflict returns the conflict that keeps ts from rolling out, or
 // nil. TurnServers claim ports in order of age, so existing relays never lose
 // their ports to a newcomer; one that lost claims nothing, so it does not
 // block a third.
-func findPortConflict(ts *turnpikev1.TurnServer, all []turnpikev1.TurnServer, nodes []corev1.Node) *portConflict {
+func FindPortConflict(ts *turnpikev1.TurnServer, all []turnpikev1.TurnServer, nodes []corev1.Node) *portConflict {
 	var byAge []*turnpikev1.TurnServer
 	for i := range all {
 		if all[i].UID != ts.UID && all[i].DeletionTimestamp.IsZero() && createdBefore(&all[i], ts) {
@@ -108,7 +108,7 @@ func createdBefore(a, b *turnpikev1.TurnServer) bool {
 // sharedNode returns a node both TurnServers place relays on, or "".
 func sharedNode(a, b *turnpikev1.TurnServer, nodes []corev1.Node) string {
 	for i := range nodes {
-		if selectsNode(a, &nodes[i]) && selectsNode(b, &nodes[i]) {
+		if SelectsNode(a, &nodes[i]) && SelectsNode(b, &nodes[i]) {
 			return nodes[i].Name
 		}
 	}

@@ -1,4 +1,4 @@
-package controllers
+package render
 
 import (
 	"encoding/json"
@@ -32,7 +32,7 @@ const (
 // still run (see olderRelaysMayRun): relay.yaml then lists every node's
 // addresses, as those relays expect, and does not name the node file, which
 // they would refuse.
-func renderRelayConfig(ts *turnpikev1.TurnServer, legacyNodes map[string]nodeAddresses) *config.Relay {
+func renderRelayConfig(ts *turnpikev1.TurnServer, legacyNodes map[string]NodeAddresses) *config.Relay {
 	spec := &ts.Spec
 	cfg := &config.Relay{
 		Version:               config.Version,
@@ -91,9 +91,9 @@ func renderRelayConfig(ts *turnpikev1.TurnServer, legacyNodes map[string]nodeAdd
 }
 
 // nodeEntry is a node's addresses as the relay reads them.
-func nodeEntry(a nodeAddresses) config.NodeAddresses {
-	na := config.NodeAddresses{Source: string(a.source)}
-	for _, ip := range a.addresses {
+func nodeEntry(a NodeAddresses) config.NodeAddresses {
+	na := config.NodeAddresses{Source: string(a.Source)}
+	for _, ip := range a.Addresses {
 		na.External = append(na.External, ip.String())
 	}
 	return na
@@ -101,7 +101,7 @@ func nodeEntry(a nodeAddresses) config.NodeAddresses {
 
 // nodeAddressesAnnotation is a relay pod's turnpike.dev/node-addresses: its
 // node's entry (addresses.nodeFile), JSON of a config.NodeAddresses.
-func nodeAddressesAnnotation(a nodeAddresses) string {
+func nodeAddressesAnnotation(a NodeAddresses) string {
 	na := nodeEntry(a)
 	b, err := json.Marshal(na)
 	if err != nil {

@@ -1,4 +1,4 @@
-package controllers
+package render
 
 import (
 	"fmt"
@@ -22,36 +22,36 @@ func TestAdvanceCredential(t *testing.T) {
 		}
 		return c
 	}
-	steady := credentialState{Revision: 3, Current: "c", CurrentSince: t0}
+	steady := CredentialState{Revision: 3, Current: "c", CurrentSince: t0}
 	tests := []struct {
 		name string
 		tc   *turnpikev1.TurnCredential
-		st   credentialState
+		st   CredentialState
 		now  time.Time
-		want credentialState
+		want CredentialState
 	}{
-		{"first secret is staged", tc(daily, "x"), credentialState{}, t0,
-			credentialState{Next: "new", NextPublishAt: t0.Add(staging), RotateRequest: "x"}},
-		{"first secret published after staging", tc(daily, "x"), credentialState{Next: "n", NextPublishAt: t0, RotateRequest: "x"}, t0,
-			credentialState{Revision: 1, Current: "n", CurrentSince: t0, RotateRequest: "x"}},
+		{"first secret is staged", tc(daily, "x"), CredentialState{}, t0,
+			CredentialState{Next: "new", NextPublishAt: t0.Add(staging), RotateRequest: "x"}},
+		{"first secret published after staging", tc(daily, "x"), CredentialState{Next: "n", NextPublishAt: t0, RotateRequest: "x"}, t0,
+			CredentialState{Revision: 1, Current: "n", CurrentSince: t0, RotateRequest: "x"}},
 		{"nothing due", tc(daily, ""), steady, t0.Add(23 * time.Hour), steady},
 		{"no schedule never rotates by itself", tc(nil, ""), steady, t0.Add(1000 * time.Hour), steady},
 		{"interval passed: stage", tc(daily, ""), steady, t0.Add(24 * time.Hour),
-			credentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "new", NextPublishAt: t0.Add(24*time.Hour + staging)}},
+			CredentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "new", NextPublishAt: t0.Add(24*time.Hour + staging)}},
 		{"rotate annotation: stage", tc(nil, "now"), steady, t0.Add(time.Minute),
-			credentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "new", NextPublishAt: t0.Add(time.Minute + staging), RotateRequest: "now"}},
-		{"staged, not yet time", tc(daily, ""), credentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "n", NextPublishAt: t0.Add(time.Hour)}, t0.Add(59 * time.Minute),
-			credentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "n", NextPublishAt: t0.Add(time.Hour)}},
-		{"publish: old becomes previous for the overlap", tc(daily, ""), credentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "n", NextPublishAt: t0.Add(time.Hour)}, t0.Add(time.Hour),
-			credentialState{Revision: 4, Current: "n", CurrentSince: t0.Add(time.Hour), Previous: "c", PreviousNotAfter: t0.Add(2 * time.Hour)}},
-		{"manual rotation without schedule keeps the default overlap", tc(nil, ""), credentialState{Revision: 1, Current: "c", CurrentSince: t0, Next: "n", NextPublishAt: t0}, t0,
-			credentialState{Revision: 2, Current: "n", CurrentSince: t0, Previous: "c", PreviousNotAfter: t0.Add(defaultManualOverlap)}},
-		{"previous valid until its end", tc(daily, ""), credentialState{Revision: 4, Current: "n", CurrentSince: t0, Previous: "c", PreviousNotAfter: t0.Add(time.Hour)}, t0.Add(time.Hour - time.Nanosecond),
-			credentialState{Revision: 4, Current: "n", CurrentSince: t0, Previous: "c", PreviousNotAfter: t0.Add(time.Hour)}},
-		{"previous gone at its end", tc(daily, ""), credentialState{Revision: 4, Current: "n", CurrentSince: t0, Previous: "c", PreviousNotAfter: t0.Add(time.Hour)}, t0.Add(time.Hour),
-			credentialState{Revision: 4, Current: "n", CurrentSince: t0}},
+			CredentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "new", NextPublishAt: t0.Add(time.Minute + staging), RotateRequest: "now"}},
+		{"staged, not yet time", tc(daily, ""), CredentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "n", NextPublishAt: t0.Add(time.Hour)}, t0.Add(59 * time.Minute),
+			CredentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "n", NextPublishAt: t0.Add(time.Hour)}},
+		{"publish: old becomes previous for the overlap", tc(daily, ""), CredentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "n", NextPublishAt: t0.Add(time.Hour)}, t0.Add(time.Hour),
+			CredentialState{Revision: 4, Current: "n", CurrentSince: t0.Add(time.Hour), Previous: "c", PreviousNotAfter: t0.Add(2 * time.Hour)}},
+		{"manual rotation without schedule keeps the default overlap", tc(nil, ""), CredentialState{Revision: 1, Current: "c", CurrentSince: t0, Next: "n", NextPublishAt: t0}, t0,
+			CredentialState{Revision: 2, Current: "n", CurrentSince: t0, Previous: "c", PreviousNotAfter: t0.Add(defaultManualOverlap)}},
+		{"previous valid until its end", tc(daily, ""), CredentialState{Revision: 4, Current: "n", CurrentSince: t0, Previous: "c", PreviousNotAfter: t0.Add(time.Hour)}, t0.Add(time.Hour - time.Nanosecond),
+			CredentialState{Revision: 4, Current: "n", CurrentSince: t0, Previous: "c", PreviousNotAfter: t0.Add(time.Hour)}},
+		{"previous gone at its end", tc(daily, ""), CredentialState{Revision: 4, Current: "n", CurrentSince: t0, Previous: "c", PreviousNotAfter: t0.Add(time.Hour)}, t0.Add(time.Hour),
+			CredentialState{Revision: 4, Current: "n", CurrentSince: t0}},
 		{"operator down for days: one rotation, not many", tc(daily, ""), steady, t0.Add(96 * time.Hour),
-			credentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "new", NextPublishAt: t0.Add(96*time.Hour + staging)}},
+			CredentialState{Revision: 3, Current: "c", CurrentSince: t0, Next: "new", NextPublishAt: t0.Add(96*time.Hour + staging)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,7 +60,7 @@ func TestAdvanceCredential(t *testing.T) {
 				t.Fatalf("\ngot  %+v\nwant %+v", got, tt.want)
 			}
 			// State must survive the Secret round trip exactly.
-			back, err := decodeCredentialState(got.encode())
+			back, err := DecodeCredentialState(got.encode())
 			if err != nil || fmt.Sprint(back) != fmt.Sprint(got) {
 				t.Fatalf("round trip: %+v, %v", back, err)
 			}
