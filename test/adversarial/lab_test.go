@@ -220,7 +220,13 @@ func knowsNoLimits(logs string) bool {
 // ready, or says why it is not.
 func runRelay(t *testing.T, l *lab, dir string) (*relayProc, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a bound, not a timing
+	// A bound, not a timing: the test's own deadline (go test -timeout; the
+	// soak runs for its DURATION), so a relay never outlives its test.
+	deadline, ok := t.Deadline()
+	if !ok {
+		deadline = time.Now().Add(5 * time.Minute)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	cmd := l.node.Command(ctx, relayBinary, "relay", "--config", filepath.Join(dir, config.RelayFile), "--credentials", dir)
 	cmd.Env = append(os.Environ(), "NODE_NAME="+labNode, "HOST_IP="+nodeAddr)
 	r := &relayProc{cmd: cmd, logs: &testutil.SyncBuffer{}, exited: make(chan error, 1), http: l.pub.HTTPClient()}
@@ -245,7 +251,7 @@ func runRelay(t *testing.T, l *lab, dir string) (*relayProc, error) {
 			t.Logf("relay logs (last 8 kB):\n%s", tail(r.logs.String(), 8<<10))
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second) // a failure bound
+	readyBy := time.Now().Add(30 * time.Second) // a failure bound
 	for !r.ready() {
 		select {
 		case err := <-r.exited:
@@ -253,7 +259,7 @@ func runRelay(t *testing.T, l *lab, dir string) (*relayProc, error) {
 			return r, fmt.Errorf("relay exited before it was ready: %v", err)
 		default:
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(readyBy) {
 			return r, fmt.Errorf("relay not ready after 30s")
 		}
 		time.Sleep(50 * time.Millisecond)
