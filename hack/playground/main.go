@@ -118,7 +118,7 @@ func run(ctx context.Context, o options, dir string) error {
 		return err
 	}
 
-	k := &kubelet{cluster: c, dir: dir, logs: logSink(o.verbose, dir, "relay.log")}
+	k := &localNode{cluster: c, dir: dir, logs: logSink(o.verbose, dir, "relay.log")}
 	relayDone, err := k.start(ctx, o.timeout)
 	if err != nil {
 		return err
