@@ -9,6 +9,12 @@ CONTROLLER_GEN_VERSION := v0.23.0
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 IMG        ?= turnpike:$(VERSION)
+REVISION   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# The source's time, not the build's: file times and image dates, so two
+# builds of one commit give the same image digest.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+PLATFORMS  ?= linux/amd64,linux/arm64
+IMAGE_DIR  := $(BIN)/image
 
 .PHONY: all
 all: build
@@ -77,9 +83,26 @@ CHART   := charts/turnpike
 run: ## Run the operator on the cluster of your kubeconfig, or, if none answers, on a local playground control plane with a relay.
 	hack/run.sh
 
+.PHONY: image
+image: ## Build the image (operator and relay in one) for $(PLATFORMS) with no Docker engine: OCI layout in bin/image/oci, SPDX SBOMs in bin/image/sbom.
+	go run ./hack/image build -out $(IMAGE_DIR) -version $(VERSION) -revision $(REVISION) -created $(SOURCE_DATE_EPOCH) -platforms $(PLATFORMS)
+
+# image-push wants the registry named: the default IMG has none.
+ifneq ($(filter image-push,$(MAKECMDGOALS)),)
+ifeq ($(origin IMG),file)
+$(error make image-push: name the image, e.g. make image-push IMG=registry.example.com/turnpike:v0.1.0)
+endif
+endif
+
+.PHONY: image-push
+image-push: image ## Push the image index to IMG=registry/repository:tag (credentials from ~/.docker/config.json, as docker login writes them).
+	go run ./hack/image push -layout $(IMAGE_DIR)/oci $(IMG)
+
+DOCKER_PLATFORM ?= linux/$(shell go env GOARCH)
+
 .PHONY: docker-build
-docker-build: ## Build the image $(IMG) (operator and relay in one). Needs a Docker engine.
-	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
+docker-build: ## Build the image $(IMG) for DOCKER_PLATFORM (default: this machine's) with a Docker engine; `make image` needs none.
+	docker build --platform $(DOCKER_PLATFORM) --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMG) .
 
 .PHONY: install
 install: ## Install the CRDs into the cluster of your kubeconfig.
@@ -116,6 +139,17 @@ $(HELM):
 
 # `make test` needs helm (test/install runs it as a binary): build it first.
 test: $(HELM)
+
+##@ Benchmarks
+
+NODES  ?= 1000
+STEADY ?= 5m
+
+.PHONY: scale
+scale: ## Operator scale benchmark on a real control plane (NODES=1000 STEADY=5m; OPERATOR=binary OPERATOR_TREE=its source tree); see docs/performance.md. Not part of make test.
+	WITH_CONTROLLER_MANAGER=1 hack/build-control-plane.sh >/dev/null
+	go run ./hack/scale -nodes $(NODES) -steady $(STEADY) \
+		$(if $(OPERATOR),-operator $(OPERATOR)) $(if $(OPERATOR_TREE),-tree $(OPERATOR_TREE)) $(SCALE_FLAGS)
 
 ##@ End-to-end
 

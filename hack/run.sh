@@ -15,7 +15,12 @@ fi
 
 echo "make run: no cluster answers (kubectl version failed): starting a local playground"
 assets=$(hack/build-control-plane.sh)
-make --no-print-directory build
+# The operator runs from the image's own filesystem, as a cluster would run
+# it: the image for this machine's platform only (make image builds both),
+# unpacked, its user and entrypoint checked and its /turnpike started once.
+platform=linux/$(go env GOARCH)
+make --no-print-directory image PLATFORMS="$platform" IMAGE_DIR=bin/playground-image
+go run ./hack/image unpack -layout bin/playground-image/oci -platform "$platform" -out bin/playground-image/rootfs
 # Built, not `go run`: Ctrl-C and the exit status then reach the playground directly.
 go build -o bin/turnpike-playground ./hack/playground
-KUBEBUILDER_ASSETS=$assets exec bin/turnpike-playground --turnpike bin/turnpike "$@"
+KUBEBUILDER_ASSETS=$assets exec bin/turnpike-playground --turnpike bin/playground-image/rootfs/turnpike "$@"

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/pion/stun/v4"
+
 	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
@@ -119,6 +121,43 @@ func FuzzCheckPort(f *testing.F) {
 			if !ok && reason == "" {
 				t.Fatalf("policy %d: %s refused without a reason", i, peer)
 			}
+		}
+	})
+}
+
+// FuzzDecodeXORAddress: the gate's XOR-PEER-ADDRESS decoder accepts
+// exactly the well-formed values (family 1 with 4 address bytes, family 2
+// with 16), and then agrees with pion/stun's decoder, which the engine
+// uses to install the permission; anything else is refused, where pion
+// would zero-pad it into another address.
+func FuzzDecodeXORAddress(f *testing.F) {
+	id := [stun.TransactionIDSize]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+	for _, ap := range []string{"93.184.216.34:3478", "[2606:2800:220:1::1]:443"} {
+		m := stun.MustBuild(stun.NewTransactionIDSetter(id), stun.BindingRequest, xorPeer(netip.MustParseAddrPort(ap)))
+		v, _ := m.Get(stun.AttrXORPeerAddress)
+		f.Add(v)
+	}
+	f.Add([]byte{0, 2, 0x21, 0x12, 1, 2, 3, 4}) // IPv6 family, 4 address bytes
+	f.Fuzz(func(t *testing.T, v []byte) {
+		got, ok := decodeXORAddress(v, id)
+		wellFormed := len(v) >= 4 && v[0] == 0 && (v[1] == 1 && len(v) == 8 || v[1] == 2 && len(v) == 20)
+		if ok != wellFormed {
+			t.Fatalf("decodeXORAddress(%x) ok=%v, want %v", v, ok, wellFormed)
+		}
+		if !ok {
+			return
+		}
+		m := stun.MustBuild(stun.NewTransactionIDSetter(id), stun.BindingRequest, rawAttr(stun.AttrXORPeerAddress, v))
+		var pion stun.XORMappedAddress
+		if err := pion.GetFromAs(m, stun.AttrXORPeerAddress); err != nil {
+			t.Fatalf("pion refuses %x, which the gate accepts: %v", v, err)
+		}
+		ip, _ := netip.AddrFromSlice(pion.IP)
+		if v[1] == 1 {
+			ip = ip.Unmap()
+		}
+		if ip != got.Addr() || uint16(pion.Port) != got.Port() {
+			t.Fatalf("%x: gate decodes %s, pion %s:%d", v, got, ip, pion.Port)
 		}
 	})
 }

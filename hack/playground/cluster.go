@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -53,27 +52,10 @@ func (c *cluster) registerNode(ctx context.Context) error {
 			"turnpike.dev/relay":     "true",
 		},
 	}}
-	if err := c.client.Create(ctx, node); err != nil {
-		return fmt.Errorf("creating Node %s: %w", c.nodeName, err)
-	}
-	node.Status = corev1.NodeStatus{
-		Addresses: []corev1.NodeAddress{
-			{Type: corev1.NodeInternalIP, Address: c.hostIP.String()},
-			{Type: corev1.NodeHostName, Address: c.nodeName},
-		},
-		Conditions: []corev1.NodeCondition{{
-			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
-			Message: "the playground plays this node's kubelet", LastHeartbeatTime: metav1.Now(),
-		}},
-	}
-	if err := c.client.Status().Update(ctx, node); err != nil {
-		return err
-	}
-	// The API server taints every new Node not-ready; the node lifecycle
-	// controller lifts the taint once the kubelet reports Ready. There is
-	// no such controller here, so lift it as it would.
-	node.Spec.Taints = slices.DeleteFunc(node.Spec.Taints, func(t corev1.Taint) bool { return t.Key == corev1.TaintNodeNotReady })
-	return c.client.Update(ctx, node)
+	return testenv.CreateReadyNode(ctx, c.client, node, []corev1.NodeAddress{
+		{Type: corev1.NodeInternalIP, Address: c.hostIP.String()},
+		{Type: corev1.NodeHostName, Address: c.nodeName},
+	})
 }
 
 // applySamples creates the TLS Secret the sample TurnServer needs and every

@@ -42,7 +42,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.turnpike, "turnpike", "bin/turnpike", "turnpike binary to run the operator with (make build)")
+	flag.StringVar(&o.turnpike, "turnpike", "bin/playground-image/rootfs/turnpike", "turnpike binary to run the operator with: hack/run.sh unpacks it from the image")
 	flag.BoolVar(&o.verbose, "v", false, "stream the operator's and the relay's logs to stderr (default: files in the temp dir)")
 	flag.DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long to wait for each step of the start-up")
 	flag.Parse()
@@ -75,7 +75,7 @@ func run(ctx context.Context, o options, dir string) error {
 		return err
 	}
 	if _, err := os.Stat(turnpikeBin); err != nil {
-		return fmt.Errorf("no turnpike binary (run `make build`): %w", err)
+		return fmt.Errorf("no turnpike binary (make run unpacks one from the image): %w", err)
 	}
 	hostIP, err := probe.LocalPeerAddress(false)
 	if err != nil {

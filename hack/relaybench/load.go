@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+
+	"github.com/turnpike-dev/turnpike/hack/internal/proc"
 )
 
 // Every payload starts with a header the sink reads: the send time (ns
@@ -80,7 +82,7 @@ func measure(o options, r *relayProc, clients []*client, sink *sink, size int, o
 		}
 	} else {
 		var err error
-		if cpuBefore, err = cpuTime(r.cmd.Process.Pid); err != nil {
+		if cpuBefore, err = proc.CPUTime(r.cmd.Process.Pid); err != nil {
 			return m, err
 		}
 		switchesBefore = contextSwitches(r.cmd.Process.Pid)
@@ -107,7 +109,7 @@ func measure(o options, r *relayProc, clients []*client, sink *sink, size int, o
 	}
 	var cpu time.Duration
 	if !r.direct {
-		cpuAfter, err := cpuTime(r.cmd.Process.Pid)
+		cpuAfter, err := proc.CPUTime(r.cmd.Process.Pid)
 		if err != nil {
 			return m, err
 		}

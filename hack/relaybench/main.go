@@ -61,6 +61,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/turnpike-dev/turnpike/hack/internal/proc"
 )
 
 const (
@@ -363,7 +365,7 @@ type setupResult struct {
 // setUp opens n allocations with o.setupWorkers in parallel and reads the
 // relay's RSS before and after (after a pause, so the relay is idle).
 func setUp(o options, r *relayProc, sink *sink, n int) (setupResult, []*client, error) {
-	rssBefore, err := rss(r.cmd.Process.Pid)
+	rssBefore, err := proc.RSS(r.cmd.Process.Pid)
 	if err != nil {
 		return setupResult{}, nil, err
 	}
@@ -408,7 +410,7 @@ feed:
 		return setupResult{}, opened, setupErr
 	}
 	time.Sleep(time.Second) // idle: let the relay settle
-	rssAfter, err := rss(r.cmd.Process.Pid)
+	rssAfter, err := proc.RSS(r.cmd.Process.Pid)
 	if err != nil {
 		return setupResult{}, opened, err
 	}
@@ -416,21 +418,6 @@ feed:
 		perSecond:   float64(n) / elapsed.Seconds(),
 		rssPerAlloc: float64(rssAfter-rssBefore) / float64(n),
 	}, opened, nil
-}
-
-// rss is a process's VmRSS in bytes.
-func rss(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, errors.New("no VmRSS")
 }
 
 // contextSwitches sums the voluntary and involuntary context switches of
@@ -456,22 +443,6 @@ func contextSwitches(pid int) int64 {
 		}
 	}
 	return total
-}
-
-// cpuTime is utime+stime of a process (all its threads).
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the ")" closing the command name; utime and stime are
-	// fields 14 and 15 of the whole line, 12 and 13 after the name.
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	const ticksPerSecond = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
 
 func pickPeer(flagValue string) (netip.Addr, error) {

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/turnpike-dev/turnpike/test/kubelet"
+	"github.com/turnpike-dev/turnpike/test/testenv"
 )
 
 // agent stands in for the kubelet of every lab node (and for the
@@ -53,7 +54,7 @@ type agent struct {
 }
 
 // relayImageBinary is the relay's binary inside the image (the DaemonSet's
-// command[0]); the agent runs the locally built turnpike instead.
+// command[0]); the agent runs that file of the unpacked image (buildTurnpike).
 const relayImageBinary = "/turnpike"
 
 const syncPeriod = 500 * time.Millisecond
@@ -135,7 +136,7 @@ func (a *agent) sync(ctx context.Context) error {
 // bind does the scheduler's part: the DaemonSet controller pins each
 // daemon pod to its node with a required node affinity on metadata.name.
 func (a *agent) bind(ctx context.Context, pod *corev1.Pod) error {
-	node := affinityNode(pod)
+	node := testenv.DaemonPodNode(pod)
 	if _, ok := a.nodes[node]; !ok || pod.DeletionTimestamp != nil {
 		return nil
 	}
@@ -148,22 +149,6 @@ func (a *agent) bind(ctx context.Context, pod *corev1.Pod) error {
 		return nil
 	}
 	return err
-}
-
-// affinityNode is the node a daemon pod's required affinity names.
-func affinityNode(pod *corev1.Pod) string {
-	aff := pod.Spec.Affinity
-	if aff == nil || aff.NodeAffinity == nil || aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
-		return ""
-	}
-	for _, term := range aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
-		for _, f := range term.MatchFields {
-			if f.Key == "metadata.name" && f.Operator == corev1.NodeSelectorOpIn && len(f.Values) == 1 {
-				return f.Values[0]
-			}
-		}
-	}
-	return ""
 }
 
 // syncPod drives one bound pod towards its desired state.

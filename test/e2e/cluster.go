@@ -7,8 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,36 +53,21 @@ func startControlPlane(t *testing.T) *controlPlane {
 	return cp
 }
 
-// binDir finds the control-plane binaries: $KUBEBUILDER_ASSETS, else the
-// newest bin/k8s/* that has kube-controller-manager (make e2e builds it).
+// binDir finds the control-plane binaries with kube-controller-manager
+// (make e2e builds it).
 func binDir(t *testing.T) string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
+	dir, err := testenv.Assets("kube-controller-manager")
+	if err != nil {
+		t.Fatal(err)
 	}
-	found, _ := filepath.Glob(filepath.Join(testenv.RepoRoot(), "bin", "k8s", "*", "kube-controller-manager"))
-	if len(found) == 0 {
-		t.Fatal("no bin/k8s/*/kube-controller-manager: run WITH_CONTROLLER_MANAGER=1 hack/build-control-plane.sh (make e2e does)")
-	}
-	sort.Strings(found)
-	return filepath.Dir(found[len(found)-1])
+	return dir
 }
 
-// startControllerManager runs only the controllers the lab needs: the
-// DaemonSet controller creates the relay pods, the garbage collector
-// deletes what a deleted owner owned. It serves nothing (--secure-port=0),
-// so it needs no certificates; it uses the admin kubeconfig for everything
-// (--use-service-account-credentials=false), so it needs no token signer.
+// startControllerManager runs the DaemonSet controller and the garbage
+// collector (testenv.ControllerManagerCommand).
 func (cp *controlPlane) startControllerManager(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(cp.bin, "kube-controller-manager"),
-		"--kubeconfig="+cp.kubeconfig,
-		"--controllers=daemonset,garbagecollector",
-		"--leader-elect=false",
-		"--use-service-account-credentials=false",
-		"--secure-port=0",
-		"--concurrent-gc-syncs=5",
-		"-v=2")
-	runUntilCleanup(t, cmd, "kube-controller-manager", 10*time.Second, 40)
+	runUntilCleanup(t, testenv.ControllerManagerCommand(cp.bin, cp.kubeconfig), "kube-controller-manager", 10*time.Second, 40)
 }
 
 // runUntilCleanup starts cmd in its own process group with its output in a
@@ -132,7 +115,6 @@ func stopGroup(cmd *exec.Cmd, exited <-chan struct{}, grace time.Duration) {
 // address, which the node itself does not know).
 func (cp *controlPlane) registerNodes(t *testing.T, nodes []labNode) {
 	t.Helper()
-	ctx := context.Background()
 	for _, n := range nodes {
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
 			Name:   n.name,
@@ -144,26 +126,8 @@ func (cp *controlPlane) registerNodes(t *testing.T, nodes []labNode) {
 		} else {
 			node.Annotations = map[string]string{turnpikev1.AnnotationExternalIP: n.publicIP}
 		}
-		if err := cp.client.Create(ctx, node); err != nil {
-			t.Fatalf("creating Node %s: %v", n.name, err)
-		}
-		node.Status = corev1.NodeStatus{
-			Addresses: addrs,
-			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
-				Message: "the e2e node agent plays this node's kubelet", LastHeartbeatTime: metav1.Now()}},
-		}
-		if err := cp.client.Status().Update(ctx, node); err != nil {
-			t.Fatalf("Node %s status: %v", n.name, err)
-		}
-		// The API server taints new Nodes not-ready; the node lifecycle
-		// controller (not run here) lifts the taint when the kubelet
-		// reports Ready. Lift it as it would.
-		if err := cp.client.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
+		if err := testenv.CreateReadyNode(context.Background(), cp.client, node, addrs); err != nil {
 			t.Fatal(err)
-		}
-		node.Spec.Taints = slices.DeleteFunc(node.Spec.Taints, func(t corev1.Taint) bool { return t.Key == corev1.TaintNodeNotReady })
-		if err := cp.client.Update(ctx, node); err != nil {
-			t.Fatalf("Node %s taints: %v", n.name, err)
 		}
 	}
 }

@@ -23,13 +23,12 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
+	"github.com/turnpike-dev/turnpike/internal/image"
 	"github.com/turnpike-dev/turnpike/test/testenv"
 )
 
@@ -56,7 +55,7 @@ type world struct {
 	cp      *controlPlane
 	cs      kubernetes.Interface
 	agent   *agent
-	bin     string // the built turnpike binary
+	bin     string // /turnpike of the unpacked image
 	peerBin string // the pion/webrtc peer (webrtcpeer/)
 	signal  *signalServer
 }
@@ -101,15 +100,40 @@ func setup(t *testing.T) *world {
 	return w
 }
 
-// buildTurnpike builds the turnpike binary: the operator and, in place of
-// the relay image, the relay.
+// buildTurnpike builds the image (this machine's platform only) as `make
+// image` does, unpacks its filesystem and returns its /turnpike: the
+// operator and, as the agent's relay image, the relay run what ships. The
+// image's user and entrypoint are checked here, as the chart and the relay
+// DaemonSet rely on them (the agent maps the DaemonSet's /turnpike to it).
 func buildTurnpike(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "turnpike")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "github.com/turnpike-dev/turnpike")
-	build.Dir = testenv.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	platform := image.Platform{OS: runtime.GOOS, Arch: runtime.GOARCH}
+	out := t.TempDir()
+	_, err := image.Build(context.Background(), image.Options{
+		Meta:      image.Meta{Version: "e2e", Revision: "e2e", Source: "https://github.com/turnpike-dev/turnpike"},
+		Platforms: []image.Platform{platform},
+		SourceDir: testenv.RepoRoot(),
+		Go:        filepath.Join(runtime.GOROOT(), "bin", "go"),
+		Out:       out,
+	})
+	if err != nil {
+		t.Fatalf("building the image: %v", err)
+	}
+	img, err := image.FromLayout(image.LayoutDir(out), platform)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	cfg, err := image.Unpack(img, root)
+	if err != nil {
+		t.Fatalf("unpacking the image: %v", err)
+	}
+	if err := image.CheckConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, cfg.Config.Entrypoint[0])
+	if out, err := exec.Command(bin, "version").CombinedOutput(); err != nil {
+		t.Fatalf("the image's %s does not start: %v\n%s", cfg.Config.Entrypoint[0], err, out)
 	}
 	return bin
 }
@@ -146,14 +170,12 @@ func (w *world) startOperator(t *testing.T) {
 	if err != nil {
 		t.Fatalf("token for the chart's operator ServiceAccount: %v", err)
 	}
-	cfg := w.cp.env.Config
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["lab"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["operator"] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
-	kc.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "operator"}
-	kc.CurrentContext = "lab"
+	kc, err := testenv.TokenKubeconfig(w.cp.env.Config, tr.Status.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(t.TempDir(), "operator-kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+	if err := os.WriteFile(path, kc, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(w.bin, "operator", "--kubeconfig", path,

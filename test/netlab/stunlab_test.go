@@ -159,6 +159,9 @@ func writeRelayFiles(t *testing.T, stunServer string) string {
 			Nodes: map[string]config.NodeAddresses{labNode: {Source: "STUN"}},
 			STUN:  &config.STUNDiscovery{Servers: []string{stunServer}},
 		},
+		// The lab's "internet" is the benchmarking block, which relays refuse
+		// as peers by default (not globally reachable).
+		PeerPolicy:       config.PeerPolicy{Allow: []string{"198.18.0.0/15"}},
 		Internal:         config.Internal{Address: "127.0.0.1", MetricsPort: metricsPort, HealthPort: healthPort},
 		DrainGracePeriod: config.Duration{Duration: time.Second},
 		Log:              config.Log{Level: "debug", Format: "text"},

@@ -7,8 +7,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"testing"
 	"time"
@@ -23,6 +25,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -56,18 +60,26 @@ func Scheme() *apiruntime.Scheme {
 
 // Start runs kube-apiserver and etcd and installs the CRDs from config/crd/bases.
 func Start() (*Env, error) {
-	assets, err := binaryAssets()
-	if err != nil {
-		return nil, err
-	}
-	env := &envtest.Environment{
+	return StartWith(&envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: assets,
+	})
+}
+
+// StartWith starts a prepared envtest environment (other CRDs, extra
+// kube-apiserver flags), finding the binaries as Start does when env names
+// no BinaryAssetsDirectory.
+func StartWith(env *envtest.Environment) (*Env, error) {
+	if env.BinaryAssetsDirectory == "" {
+		assets, err := Assets("kube-apiserver")
+		if err != nil {
+			return nil, err
+		}
+		env.BinaryAssetsDirectory = assets
 	}
 	cfg, err := env.Start()
 	if err != nil {
-		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err)
+		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", env.BinaryAssetsDirectory, err)
 	}
 	s := Scheme()
 	c, err := client.New(cfg, client.Options{Scheme: s})
@@ -81,18 +93,71 @@ func Start() (*Env, error) {
 // Stop ends the control plane.
 func (e *Env) Stop() error { return e.env.Stop() }
 
-// binaryAssets finds kube-apiserver and etcd: $KUBEBUILDER_ASSETS, else the
-// newest build of hack/build-control-plane.sh under bin/k8s.
-func binaryAssets() (string, error) {
+// StopAPIServer stops kube-apiserver and leaves etcd running, as an
+// API-server outage does. StartAPIServer starts it again on the same
+// port, certificates and etcd, so clients need no new configuration. That
+// needs env.ControlPlane.APIServer.CertDir set before the first start:
+// envtest deletes a certificate directory it made itself when it stops.
+func (e *Env) StopAPIServer() error { return e.env.ControlPlane.APIServer.Stop() }
+
+// StartAPIServer: see StopAPIServer.
+func (e *Env) StartAPIServer() error { return e.env.ControlPlane.APIServer.Start() }
+
+// Assets finds the control-plane binaries, a directory that holds binary
+// (kube-apiserver; kube-controller-manager for tests that need one):
+// $KUBEBUILDER_ASSETS, else the newest build of hack/build-control-plane.sh
+// under bin/k8s that has it.
+func Assets(binary string) (string, error) {
 	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
 		return dir, nil
 	}
-	dirs, _ := filepath.Glob(filepath.Join(RepoRoot(), "bin", "k8s", "*", "kube-apiserver"))
+	dirs, _ := filepath.Glob(filepath.Join(RepoRoot(), "bin", "k8s", "*", binary))
 	if len(dirs) == 0 {
-		return "", fmt.Errorf("no kube-apiserver found: run `make test` or hack/build-control-plane.sh, or set KUBEBUILDER_ASSETS")
+		return "", fmt.Errorf("no bin/k8s/*/%s: run hack/build-control-plane.sh (WITH_CONTROLLER_MANAGER=1 for kube-controller-manager), or set KUBEBUILDER_ASSETS", binary)
 	}
 	sort.Strings(dirs)
 	return filepath.Dir(dirs[len(dirs)-1]), nil
+}
+
+// ControllerManagerCommand runs kube-controller-manager from bin with only
+// the DaemonSet controller (it creates the relay pods) and the garbage
+// collector (it deletes what a deleted owner owned). It serves nothing
+// (--secure-port=0), so it needs no certificates; it uses the admin
+// kubeconfig for everything (--use-service-account-credentials=false), so
+// it needs no token signer.
+func ControllerManagerCommand(bin, kubeconfig string) *exec.Cmd {
+	return exec.Command(filepath.Join(bin, "kube-controller-manager"),
+		"--kubeconfig="+kubeconfig,
+		"--controllers=daemonset,garbagecollector",
+		"--leader-elect=false",
+		"--use-service-account-credentials=false",
+		"--secure-port=0",
+		"--concurrent-gc-syncs=5",
+		"-v=2")
+}
+
+// CreateReadyNode registers a Node as its kubelet would, Ready with the
+// given addresses. The API server taints every new Node not-ready; the
+// node lifecycle controller lifts the taint once the kubelet reports
+// Ready. Tests run no such controller, so this lifts it as it would: the
+// DaemonSet controller places no pod on a tainted node.
+func CreateReadyNode(ctx context.Context, c client.Client, node *corev1.Node, addresses []corev1.NodeAddress) error {
+	if err := c.Create(ctx, node); err != nil {
+		return fmt.Errorf("creating Node %s: %w", node.Name, err)
+	}
+	node.Status = corev1.NodeStatus{
+		Addresses: addresses,
+		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+			Message: "a stand-in plays this node's kubelet", LastHeartbeatTime: metav1.Now()}},
+	}
+	if err := c.Status().Update(ctx, node); err != nil {
+		return fmt.Errorf("Node %s status: %w", node.Name, err)
+	}
+	node.Spec.Taints = slices.DeleteFunc(node.Spec.Taints, func(t corev1.Taint) bool { return t.Key == corev1.TaintNodeNotReady })
+	if err := c.Update(ctx, node); err != nil {
+		return fmt.Errorf("Node %s taints: %w", node.Name, err)
+	}
+	return nil
 }
 
 // GVK is the group-version-kind of a turnpike kind.
@@ -163,4 +228,35 @@ func (e *Env) GrantUse(t testing.TB, ns, serviceAccount, credential string) {
 	if err := e.Client.Create(ctx, binding); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// DaemonPodNode is the node a daemon pod is meant for: the DaemonSet
+// controller pins each pod to its node with a required node affinity on
+// metadata.name and leaves the binding to the scheduler, which tests stand
+// in for. "" when the pod has no such affinity.
+func DaemonPodNode(pod *corev1.Pod) string {
+	aff := pod.Spec.Affinity
+	if aff == nil || aff.NodeAffinity == nil || aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return ""
+	}
+	for _, term := range aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+		for _, f := range term.MatchFields {
+			if f.Key == "metadata.name" && f.Operator == corev1.NodeSelectorOpIn && len(f.Values) == 1 {
+				return f.Values[0]
+			}
+		}
+	}
+	return ""
+}
+
+// TokenKubeconfig is a kubeconfig for this API server (cfg's host and CA)
+// that authenticates with a bearer token, e.g. a ServiceAccount's, so a
+// process run with it gets that account's RBAC.
+func TokenKubeconfig(cfg *rest.Config, token string) ([]byte, error) {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["token"] = &clientcmdapi.AuthInfo{Token: token}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "token"}
+	kc.CurrentContext = "test"
+	return clientcmd.Write(*kc)
 }

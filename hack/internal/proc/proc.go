@@ -1,0 +1,73 @@
+// Package proc reads what the benchmarks measure of a process from
+// /proc: its CPU time and its resident memory.
+package proc
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ticksPerSecond is USER_HZ, the unit of /proc/PID/stat's times on Linux.
+const ticksPerSecond = 100
+
+// CPUTime is utime+stime of a process (all its threads).
+func CPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseStatCPU(string(b))
+}
+
+// parseStatCPU reads utime and stime from a /proc/PID/stat line. They are
+// fields 14 and 15 of the line, 12 and 13 after the ")" that closes the
+// command name (which may itself hold spaces and parentheses).
+func parseStatCPU(stat string) (time.Duration, error) {
+	close := strings.LastIndexByte(stat, ')')
+	if close < 0 {
+		return 0, errors.New("/proc/PID/stat: no command name")
+	}
+	fields := strings.Fields(stat[close+1:])
+	if len(fields) < 13 {
+		return 0, errors.New("/proc/PID/stat: too few fields")
+	}
+	utime, err := strconv.ParseInt(fields[11], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	stime, err := strconv.ParseInt(fields[12], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
+}
+
+// RSS is a process's resident memory now (VmRSS), in bytes.
+func RSS(pid int) (int64, error) { return statusBytes(pid, "VmRSS") }
+
+// PeakRSS is the most resident memory the process has had (VmHWM, the
+// kernel's own high-water mark), in bytes.
+func PeakRSS(pid int) (int64, error) { return statusBytes(pid, "VmHWM") }
+
+func statusBytes(pid int, field string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseStatusKB(string(b), field)
+}
+
+// parseStatusKB reads a "Field:   123 kB" line of /proc/PID/status, in bytes.
+func parseStatusKB(status, field string) (int64, error) {
+	for _, line := range strings.Split(status, "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, fmt.Errorf("/proc/PID/status: no %s", field)
+}
