@@ -195,16 +195,7 @@ func createTurnServer(t *testing.T, env *testenv.Env, port int) {
 	t.Helper()
 	ctx := context.Background()
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "local", Labels: map[string]string{"relay": "yes"}}}
-	if err := env.Client.Create(ctx, node); err != nil {
-		t.Fatal(err)
-	}
-	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}
-	node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
-	if err := env.Client.Status().Update(ctx, node); err != nil {
-		t.Fatal(err)
-	}
-	node.Spec.Taints = nil // lift the not-ready taint, as the node lifecycle controller would
-	if err := env.Client.Update(ctx, node); err != nil {
+	if err := testenv.CreateReadyNode(ctx, env.Client, node, []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}); err != nil {
 		t.Fatal(err)
 	}
 	ts := &turnpikev1.TurnServer{
