@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/hack/internal/proc"
 	"github.com/turnpike-dev/turnpike/probe"
 	"github.com/turnpike-dev/turnpike/test/testenv"
 )
@@ -318,12 +319,12 @@ func processes(t *testing.T) []process {
 		if err != nil {
 			continue
 		}
-		st, ok := readProcStat(pid)
-		if !ok {
+		ppid, pgid, err := proc.ParentAndGroup(pid)
+		if err != nil {
 			continue // gone meanwhile
 		}
 		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		out = append(out, process{pid: pid, ppid: st.ppid, pgid: st.pgid, cmdline: string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))})
+		out = append(out, process{pid: pid, ppid: ppid, pgid: pgid, cmdline: string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))})
 	}
 	return out
 }

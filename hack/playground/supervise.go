@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/turnpike-dev/turnpike/hack/internal/proc"
 )
 
 // stateDirEnv hands the supervisor's temp dir to the playground it runs;
@@ -120,30 +121,9 @@ func childPids(pid int) []int {
 		if err != nil {
 			continue
 		}
-		if st, ok := readProcStat(child); ok && st.ppid == pid {
+		if ppid, _, err := proc.ParentAndGroup(child); err == nil && ppid == pid {
 			out = append(out, child)
 		}
 	}
 	return out
-}
-
-// procStat is what the playground reads of a process: its parent and its
-// process group.
-type procStat struct{ ppid, pgid int }
-
-// readProcStat reads /proc/PID/stat: the fields after the command name (in
-// parentheses, which may hold spaces) are "state ppid pgrp ...". ok is
-// false for a process gone meanwhile.
-func readProcStat(pid int) (procStat, bool) {
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return procStat{}, false
-	}
-	fields := bytes.Fields(stat[bytes.LastIndexByte(stat, ')')+1:])
-	if len(fields) < 3 {
-		return procStat{}, false
-	}
-	ppid, err1 := strconv.Atoi(string(fields[1]))
-	pgid, err2 := strconv.Atoi(string(fields[2]))
-	return procStat{ppid: ppid, pgid: pgid}, err1 == nil && err2 == nil
 }
