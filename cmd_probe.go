@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/turnpike-dev/turnpike/probe"
+	"github.com/turnpike-dev/turnpike/relay/restauth"
 )
 
 const probeUsage = `usage: turnpike probe URL [--username U --password P | --secret S] [flags]
@@ -75,7 +76,7 @@ func runProbe(ctx context.Context, args []string) error {
 	case secret != "" && o.Username != "":
 		return errors.New("give --username/--password or --secret, not both")
 	case secret != "":
-		o.Username, o.Password = probe.RESTCredentials(secret, "probe", time.Now().Add(time.Hour))
+		o.Username, o.Password = restauth.Mint(secret, "probe", time.Now(), time.Hour)
 	case o.Username == "" || o.Password == "":
 		return errors.New("credentials required: --username and --password, or --secret")
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/turnpike-dev/turnpike/relay/config"
+	"github.com/turnpike-dev/turnpike/relay/restauth"
 	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
@@ -51,7 +52,7 @@ func TestProbeTurnpikeRelay(t *testing.T) {
 	ports := startRelay(t, config.Quotas{})
 	plain := net.JoinHostPort(serverAddress(t), strconv.Itoa(ports.plain))
 	secure := net.JoinHostPort(serverAddress(t), strconv.Itoa(ports.tls))
-	restUser, restPass := RESTCredentials(testSecret, "probe", time.Now().Add(time.Hour))
+	restUser, restPass := restauth.Mint(testSecret, "probe", time.Now(), time.Hour)
 
 	ok := []struct {
 		name, url, user, pass string

@@ -38,17 +38,6 @@ func TestParseURL(t *testing.T) {
 	}
 }
 
-// The REST credential of a fixed secret and time; the expected password was
-// computed independently:
-//
-//	printf '1700000000:probe' | openssl dgst -sha1 -hmac s3cret -binary | base64
-func TestRESTCredentials(t *testing.T) {
-	user, pass := RESTCredentials("s3cret", "probe", time.Unix(1700000000, 0))
-	if user != "1700000000:probe" || pass != "78RmFAnb6WbvR6VDso3uGX55Yk4=" {
-		t.Errorf("got %q %q", user, pass)
-	}
-}
-
 func TestResultStatistics(t *testing.T) {
 	r := &Result{Sent: 5, RTTs: []time.Duration{4, 1, 3, 2}}
 	if r.MedianRTT() != 2 { // (2+3)/2 rounds down

@@ -7,17 +7,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"syscall"
 	"time"
 
 	"github.com/pion/turn/v5"
-	"golang.org/x/sys/unix"
-	"golang.org/x/time/rate"
-)
-
-var (
-	timeNow = time.Now
-	sleep   = time.Sleep
 )
 
 // errTCPRelayDisabled refuses RFC 6062 allocations unless tcpRelay is set.
@@ -138,49 +130,4 @@ func (g *relayAddressGenerator) pickPort(requested int) int {
 	}
 	pr := g.r.cfg.RelayPortRange
 	return pr.Min + rand.IntN(pr.Max-pr.Min+1)
-}
-
-// newMeters builds the two meters of a relay socket: counters for the
-// transport and, with a bandwidth quota, a token bucket per direction.
-func (r *Relay) newMeters(transport string, bytesPerSecond int64) (toPeer, fromPeer *meter) {
-	return r.newMeter(dirToPeer, transport, newLimiter(bytesPerSecond)),
-		r.newMeter(dirFromPeer, transport, newLimiter(bytesPerSecond))
-}
-
-// allocationMeters is newMeters for a TCP allocation: every peer connection
-// of the allocation shares one token bucket per direction.
-func (r *Relay) allocationMeters(transport string, bytesPerSecond int64) func() (toPeer, fromPeer *meter) {
-	toLimit, fromLimit := newLimiter(bytesPerSecond), newLimiter(bytesPerSecond)
-	return func() (*meter, *meter) {
-		return r.newMeter(dirToPeer, transport, toLimit), r.newMeter(dirFromPeer, transport, fromLimit)
-	}
-}
-
-func (r *Relay) newMeter(direction, transport string, limiter *rate.Limiter) *meter {
-	return &meter{counters: r.traffic[direction+"/"+transport], limiter: limiter, dropped: r.bandwidthDrop.Inc}
-}
-
-// newLimiter is a token bucket of bytesPerSecond, or nil for unlimited. The
-// burst (a tenth of a second, at least 64 KiB) absorbs a video keyframe.
-func newLimiter(bytesPerSecond int64) *rate.Limiter {
-	if bytesPerSecond <= 0 {
-		return nil
-	}
-	burst := max(int(bytesPerSecond/10), 64*1024)
-	return rate.NewLimiter(rate.Limit(bytesPerSecond), burst)
-}
-
-// reusePort sets SO_REUSEPORT (and SO_REUSEADDR) on a socket before bind.
-func reusePort(_, _ string, c syscall.RawConn) error {
-	var sockErr error
-	err := c.Control(func(fd uintptr) {
-		if sockErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); sockErr != nil {
-			return
-		}
-		sockErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return sockErr
 }

@@ -226,7 +226,11 @@ func TestStandaloneBinary(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cfg, err := config.LoadRelay("testdata/standalone/relay.yaml")
+	files, err := config.ReadFiles("testdata/standalone/relay.yaml", "")
+	if err != nil {
+		t.Fatalf("example config: %v", err)
+	}
+	cfg, _, err := files.Parse()
 	if err != nil {
 		t.Fatalf("example config: %v", err)
 	}

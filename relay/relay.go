@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,8 +97,9 @@ type Relay struct {
 
 	// Last content read from each file, so a reload only acts on change and
 	// a broken file is counted once, not every poll. Guarded by reloadMu.
-	reloadMu                       sync.Mutex
-	lastRelay, lastCreds, lastNode []byte
+	reloadMu  sync.Mutex
+	lastFiles config.Files
+	lastNode  []byte
 }
 
 // state is the hot-reloadable part of the config, swapped atomically.
@@ -141,11 +141,11 @@ func newRelay(opts Options) (*Relay, error) {
 	if opts.HostIP == "" {
 		opts.HostIP = os.Getenv("HOST_IP")
 	}
-	relayBytes, err := os.ReadFile(opts.ConfigPath)
+	files, err := config.ReadFiles(opts.ConfigPath, opts.CredentialsDir)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := config.ParseRelay(relayBytes)
+	cfg, creds, err := files.Parse()
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +153,7 @@ func newRelay(opts Options) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), stun: newSTUNDiscovery(), lastRelay: relayBytes,
+	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), stun: newSTUNDiscovery(), lastFiles: files,
 		conns: newConnLimiter(), defaultConnections: defaultConnectionLimit(), rlog: newRateLog(log),
 		throttle: newAuthThrottle()}
 	r.lastNode, _ = readOptional(cfg.Addresses.NodeFile)
@@ -172,11 +172,6 @@ func newRelay(opts Options) (*Relay, error) {
 	}
 	r.bandwidthDrop = r.metrics.quotaRejections.WithLabelValues(quotaBandwidth)
 
-	creds, credBytes, err := r.loadCredentials()
-	if err != nil {
-		return nil, err
-	}
-	r.lastCreds = credBytes
 	st, err := r.buildState(cfg, creds)
 	if err != nil {
 		return nil, err
@@ -250,20 +245,6 @@ func (r *Relay) Ready() bool {
 
 // Registry is the relay's Prometheus registry.
 func (r *Relay) Registry() *prometheus.Registry { return r.metrics.registry }
-
-// loadCredentials reads credentials.yaml; without a credentials dir the
-// relay has no users at all.
-func (r *Relay) loadCredentials() (*config.Credentials, []byte, error) {
-	if r.opts.CredentialsDir == "" {
-		return &config.Credentials{Version: config.Version}, nil, nil
-	}
-	b, err := os.ReadFile(filepath.Join(r.opts.CredentialsDir, config.CredentialsFile))
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := config.ParseCredentials(b)
-	return c, b, err
-}
 
 // buildState compiles a config and credentials into a state, or fails
 // without side effects.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -52,37 +51,23 @@ func (r *Relay) Reload() {
 	r.reloadMu.Lock()
 	defer r.reloadMu.Unlock()
 	r.reloadCerts()
-	relayBytes, err := os.ReadFile(r.opts.ConfigPath)
+	files, err := config.ReadFiles(r.opts.ConfigPath, r.opts.CredentialsDir)
 	if err != nil {
 		r.reloadFailed(err)
 		return
 	}
-	var credBytes []byte
-	if r.opts.CredentialsDir != "" {
-		if credBytes, err = os.ReadFile(filepath.Join(r.opts.CredentialsDir, config.CredentialsFile)); err != nil {
-			r.reloadFailed(err)
-			return
-		}
-	}
 	// This node's file (addresses.nodeFile) changes without relay.yaml.
 	nodeBytes, _ := readOptional(r.current().cfg.Addresses.NodeFile)
-	if bytes.Equal(relayBytes, r.lastRelay) && bytes.Equal(credBytes, r.lastCreds) && bytes.Equal(nodeBytes, r.lastNode) {
+	if files.Equal(r.lastFiles) && bytes.Equal(nodeBytes, r.lastNode) {
 		return
 	}
 	// Remember the content even if it turns out broken, so the failure is
 	// logged and counted once, not on every poll.
-	r.lastRelay, r.lastCreds, r.lastNode = relayBytes, credBytes, nodeBytes
-	cfg, err := config.ParseRelay(relayBytes)
+	r.lastFiles, r.lastNode = files, nodeBytes
+	cfg, creds, err := files.Parse()
 	if err != nil {
 		r.reloadFailed(err)
 		return
-	}
-	creds := &config.Credentials{Version: config.Version}
-	if credBytes != nil {
-		if creds, err = config.ParseCredentials(credBytes); err != nil {
-			r.reloadFailed(err)
-			return
-		}
 	}
 	st, err := r.buildState(cfg, creds)
 	if err != nil {

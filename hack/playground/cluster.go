@@ -3,16 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -28,6 +21,7 @@ import (
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 	"github.com/turnpike-dev/turnpike/test/testenv"
+	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 // The sample objects, as config/samples names them.
@@ -130,35 +124,14 @@ func readSamples() ([]*unstructured.Unstructured, error) {
 // certificate for the sample's realm and this machine's address, valid for
 // a day. Clients must skip verification (turnpike probe --insecure).
 func (c *cluster) selfSignedTLSSecret() (*corev1.Secret, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: sampleTLSDNSName},
-		DNSNames:     []string{sampleTLSDNSName},
-		IPAddresses:  []net.IP{net.IP(c.hostIP.AsSlice())},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
+	certPEM, keyPEM, err := testutil.SelfSignedCert(sampleTLSDNSName, net.IP(c.hostIP.AsSlice()))
 	if err != nil {
 		return nil, err
 	}
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: sampleTLSSecret, Namespace: namespace},
 		Type:       corev1.SecretTypeTLS,
-		Data: map[string][]byte{
-			corev1.TLSCertKey:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-			corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-		},
+		Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
 	}, nil
 }
 

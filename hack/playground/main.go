@@ -11,7 +11,8 @@
 // pod's volume mounts, keeps them in sync, runs the relay in-process, and
 // reports the pod ready. Finally it prints the iceServers JSON and a
 // `turnpike probe` command to try. Ctrl-C stops everything and removes its
-// temp dir.
+// temp dir. It runs under a supervisor (supervise.go), so that nothing
+// outlives it, however it ends.
 //
 // This is a development aid; none of it is on the operator's or the relay's
 // production path.
@@ -46,9 +47,16 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long to wait for each step of the start-up")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	dir := os.Getenv(stateDirEnv)
+	if dir == "" {
+		os.Exit(supervise())
+	}
+	// A closed terminal (SIGHUP) stops the playground as Ctrl-C does; a
+	// closed output pipe only fails the writes instead of killing it.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	err := run(ctx, o)
+	signal.Ignore(syscall.SIGPIPE)
+	err := run(ctx, o, dir)
 	switch {
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		say("stopped during start-up")
@@ -61,7 +69,7 @@ func main() {
 // run starts everything, waits for Ctrl-C, and tears down in reverse order.
 // Every step registers its own cleanup with defer, so a failure half-way
 // stops what already runs.
-func run(ctx context.Context, o options) error {
+func run(ctx context.Context, o options, dir string) error {
 	turnpikeBin, err := filepath.Abs(o.turnpike)
 	if err != nil {
 		return err
@@ -73,10 +81,8 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("this machine needs a non-loopback IPv4 address for its Node: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "turnpike-playground-")
-	if err != nil {
-		return err
-	}
+	// The supervisor removes dir too, unless it was killed: then the
+	// playground, ended by its parent-death signal, is the one left to.
 	defer os.RemoveAll(dir)
 	say("state and logs in %s (removed on exit)", dir)
 
@@ -112,7 +118,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 
-	k := &kubelet{cluster: c, dir: dir, logs: logSink(o.verbose, dir, "relay.log")}
+	k := &localNode{cluster: c, dir: dir, logs: logSink(o.verbose, dir, "relay.log")}
 	relayDone, err := k.start(ctx, o.timeout)
 	if err != nil {
 		return err

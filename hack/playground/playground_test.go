@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnpike-dev/turnpike/hack/internal/proc"
 	"github.com/turnpike-dev/turnpike/probe"
 	"github.com/turnpike-dev/turnpike/test/testenv"
 )
@@ -25,13 +26,30 @@ var sampleTCPPorts, sampleUDPPorts = []int{3478, 5349, 9641, 9642}, []int{3478}
 
 // TestMakeRun runs `make run`'s script with a kubeconfig that reaches no
 // cluster, so it starts the playground; waits for the probe command it
-// prints to succeed; then presses Ctrl-C (SIGINT to the process group, as a
-// terminal does) and checks that nothing is left: no process, no port, no
-// temp dir.
+// prints to succeed; then ends it and checks that nothing is left: no
+// process, no port, no temp dir. It ends it twice over: with Ctrl-C (SIGINT
+// to the process group, as a terminal does), and with SIGKILL to the
+// playground's process alone, which no cleanup code of its own can catch
+// (as when `make run | tee log` loses its pipe, or a terminal dies).
 func TestMakeRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a control plane, an operator and a relay")
 	}
+	for _, ending := range []struct {
+		name      string
+		stop      func(pid int) error
+		wantClean bool // exit status 0
+	}{
+		{"Ctrl-C", func(pid int) error { return syscall.Kill(-pid, syscall.SIGINT) }, true},
+		{"SIGKILL", func(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }, false},
+	} {
+		t.Run(ending.name, func(t *testing.T) {
+			testMakeRunEnding(t, ending.stop, ending.wantClean)
+		})
+	}
+}
+
+func testMakeRunEnding(t *testing.T, stop func(pid int) error, wantClean bool) {
 	hostIP, err := probe.LocalPeerAddress(false)
 	if err != nil {
 		t.Fatalf("the playground needs a non-loopback IPv4 address: %v", err)
@@ -47,7 +65,7 @@ func TestMakeRun(t *testing.T) {
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(t.TempDir(), "no-cluster"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var stderr bytes.Buffer
+	var stderr lockedBuilder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -56,6 +74,7 @@ func TestMakeRun(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// run.sh execs the playground: this pid is the playground's, and its group.
 	pgid := cmd.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -83,9 +102,9 @@ func TestMakeRun(t *testing.T) {
 	if err := runProbeUntilOK(root, probeCmd, 10); err != nil {
 		t.Errorf("the printed probe command never succeeded: %v", err)
 	}
-	// The playground's children (operator, kube-apiserver, etcd) run in
+	// The playground's descendants (operator, kube-apiserver, etcd) run in
 	// process groups of their own; note them while they run.
-	children := childrenOf(t, pgid)
+	children := descendantsOf(t, pgid)
 	t.Cleanup(func() {
 		for _, child := range children {
 			if alive(child) {
@@ -95,45 +114,48 @@ func TestMakeRun(t *testing.T) {
 	})
 	controlPlaneDirs := controlPlaneDirs(t, children)
 
-	if err := syscall.Kill(-pgid, syscall.SIGINT); err != nil {
+	if err := stop(pgid); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-exited:
-		if err != nil {
-			t.Errorf("make run exited with %v after Ctrl-C, want 0\nstderr:\n%s", err, stderr.String())
+		if wantClean && err != nil {
+			t.Errorf("make run exited with %v, want 0\nstderr:\n%s", err, stderr.String())
 		}
 	case <-time.After(2 * time.Minute):
-		t.Fatalf("make run still runs 2 minutes after Ctrl-C:\n%s", output.String())
+		t.Fatalf("make run still runs 2 minutes after it was stopped:\n%s", output.String())
 	}
-	for range lines { // the rest of the output
+	// What the playground started may take its time to stop (the relay
+	// drains, the operator and the control plane stop in order).
+	left := waitNothingLeft(2*time.Minute, func() []string {
+		return leftovers(t, pgid, stateDir, hostIP.String(), children, controlPlaneDirs)
+	})
+	for range lines { // the rest of the output, once every writer is gone
 	}
-	t.Logf("make run output:\n%s", output.String())
-
-	checkNothingLeft(t, pgid, stateDir, hostIP.String())
-	for _, child := range children {
-		if alive(child) {
-			t.Errorf("child process left running: pid %d: %s", child.pid, child.cmdline)
-		}
-	}
-	for _, dir := range controlPlaneDirs {
-		if _, err := os.Stat(dir); !os.IsNotExist(err) {
-			t.Errorf("control plane dir %s still exists (%v)", dir, err)
-		}
+	t.Logf("make run output:\n%s\nstderr:\n%s", output.String(), stderr.String())
+	for _, l := range left {
+		t.Error(l)
 	}
 }
 
-// childrenOf lists the processes whose parent is pid.
-func childrenOf(t *testing.T, pid int) []process {
+// descendantsOf lists the processes below pid: its children, theirs, and so on.
+func descendantsOf(t *testing.T, pid int) []process {
 	t.Helper()
+	all := processes(t)
 	var out []process
-	for _, p := range processes(t) {
-		if p.ppid == pid {
-			out = append(out, p)
+	parents := map[int]bool{pid: true}
+	for found := true; found; {
+		found = false
+		for _, p := range all {
+			if parents[p.ppid] && !parents[p.pid] {
+				parents[p.pid] = true
+				out = append(out, p)
+				found = true
+			}
 		}
 	}
-	if len(out) < 3 {
-		t.Errorf("the playground has %d child processes, want the operator, kube-apiserver and etcd: %v", len(out), out)
+	if len(out) < 4 {
+		t.Errorf("the playground has %d processes below it, want the playground proper, the operator, kube-apiserver and etcd: %v", len(out), out)
 	}
 	return out
 }
@@ -207,37 +229,64 @@ func runProbeUntilOK(dir, line string, attempts int) error {
 	return err
 }
 
-// checkNothingLeft: no process of the group or mentioning the playground's
-// state dir (the operator runs in its own group), no sample port held, and
-// the state dir removed.
-func checkNothingLeft(t *testing.T, pgid int, stateDir, hostIP string) {
-	t.Helper()
+// waitNothingLeft polls leftovers until it finds none or timeout passes,
+// and returns what is left then.
+func waitNothingLeft(timeout time.Duration, leftovers func() []string) []string {
+	deadline := time.Now().Add(timeout)
+	for {
+		left := leftovers()
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// leftovers is what the playground left behind: a process of its group, of
+// those it started, or mentioning its state dir (the operator runs in its
+// own group); a sample port held; the state dir or a control plane dir.
+func leftovers(t *testing.T, pgid int, stateDir, hostIP string, children []process, dirs []string) []string {
+	var left []string
 	for _, p := range processes(t) {
 		if p.pgid == pgid || (stateDir != "" && strings.Contains(p.cmdline, stateDir)) {
-			t.Errorf("process left running: pid %d (group %d): %s", p.pid, p.pgid, p.cmdline)
+			left = append(left, fmt.Sprintf("process left running: pid %d (group %d): %s", p.pid, p.pgid, p.cmdline))
+		}
+	}
+	for _, child := range children {
+		if alive(child) {
+			left = append(left, fmt.Sprintf("child process left running: pid %d: %s", child.pid, child.cmdline))
 		}
 	}
 	for _, p := range sampleTCPPorts {
 		if !tcpFree(hostIP, p) {
-			t.Errorf("TCP port %d still in use on %s", p, hostIP)
+			left = append(left, fmt.Sprintf("TCP port %d still in use on %s", p, hostIP))
 		}
 	}
 	for _, p := range sampleUDPPorts {
 		if !udpFree(hostIP, p) {
-			t.Errorf("UDP port %d still in use on %s", p, hostIP)
+			left = append(left, fmt.Sprintf("UDP port %d still in use on %s", p, hostIP))
 		}
 	}
 	if stateDir == "" {
-		t.Error("the playground did not say where its state is")
-	} else if _, err := os.Stat(stateDir); !os.IsNotExist(err) {
-		t.Errorf("state dir %s still exists (%v)", stateDir, err)
+		left = append(left, "the playground did not say where its state is")
 	}
+	for _, dir := range append([]string{stateDir}, dirs...) {
+		if _, err := os.Stat(dir); dir != "" && !os.IsNotExist(err) {
+			left = append(left, fmt.Sprintf("dir %s still exists (%v)", dir, err))
+		}
+	}
+	return left
 }
 
 // lockedBuilder collects output written by one goroutine and read by another.
 type lockedBuilder struct {
 	mu sync.Mutex
 	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.WriteString(string(p))
+	return len(p), nil
 }
 
 func (l *lockedBuilder) WriteString(s string) {
@@ -270,18 +319,10 @@ func processes(t *testing.T) []process {
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		ppid, pgid, err := proc.ParentAndGroup(pid)
 		if err != nil {
 			continue // gone meanwhile
 		}
-		// The fields after the command name (in parentheses, may hold spaces):
-		// state ppid pgrp ...
-		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if len(fields) < 3 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(fields[1])
-		pgid, _ := strconv.Atoi(fields[2])
 		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		out = append(out, process{pid: pid, ppid: ppid, pgid: pgid, cmdline: string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))})
 	}

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/turnpike-dev/turnpike/test/kubelet"
 	"github.com/turnpike-dev/turnpike/test/testenv"
 )
 
@@ -134,7 +135,7 @@ func (k *kubelets) sync(ctx context.Context, key string) error {
 		}, metav1.CreateOptions{})
 	case !k.nodeExists(pod.Spec.NodeName):
 		return k.remove(ctx, pod)
-	case !podReady(pod):
+	case kubelet.Condition(pod, corev1.PodReady) != corev1.ConditionTrue:
 		if err := k.readyRL.Wait(ctx); err != nil {
 			return err
 		}
@@ -196,18 +197,9 @@ func (k *kubelets) lastReadyAt() time.Time {
 func (k *kubelets) readyPods() int {
 	n := 0
 	for _, obj := range k.pods.List() {
-		if pod := obj.(*corev1.Pod); pod.DeletionTimestamp == nil && podReady(pod) {
+		if pod := obj.(*corev1.Pod); pod.DeletionTimestamp == nil && kubelet.Condition(pod, corev1.PodReady) == corev1.ConditionTrue {
 			n++
 		}
 	}
 	return n
-}
-
-func podReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -41,15 +42,6 @@ func ParseRelay(data []byte) (*Relay, error) {
 	return &r, nil
 }
 
-// LoadRelay reads and parses relay.yaml from path.
-func LoadRelay(path string) (*Relay, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return ParseRelay(data)
-}
-
 // ParseCredentials decodes and validates credentials.yaml.
 func ParseCredentials(data []byte) (*Credentials, error) {
 	var c Credentials
@@ -62,13 +54,50 @@ func ParseCredentials(data []byte) (*Credentials, error) {
 	return &c, nil
 }
 
-// LoadCredentials reads and parses credentials.yaml from path.
-func LoadCredentials(path string) (*Credentials, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
+// Files is the content of relay.yaml and credentials.yaml as the relay
+// reads them, at startup and on every reload. The relay keeps the bytes
+// to act only when they change.
+type Files struct {
+	Relay []byte
+	// Credentials is nil without a credentials directory: no users.
+	Credentials []byte
+}
+
+// ReadFiles reads relay.yaml from relayPath and credentials.yaml from
+// credentialsDir, if that is set.
+func ReadFiles(relayPath, credentialsDir string) (Files, error) {
+	var f Files
+	var err error
+	if f.Relay, err = os.ReadFile(relayPath); err != nil {
+		return Files{}, err
 	}
-	return ParseCredentials(data)
+	if credentialsDir != "" {
+		if f.Credentials, err = os.ReadFile(filepath.Join(credentialsDir, CredentialsFile)); err != nil {
+			return Files{}, err
+		}
+	}
+	return f, nil
+}
+
+// Parse decodes and validates both files. Without credentials.yaml the
+// credentials are empty.
+func (f Files) Parse() (*Relay, *Credentials, error) {
+	relay, err := ParseRelay(f.Relay)
+	if err != nil {
+		return nil, nil, err
+	}
+	creds := &Credentials{Version: Version}
+	if f.Credentials != nil {
+		if creds, err = ParseCredentials(f.Credentials); err != nil {
+			return nil, nil, err
+		}
+	}
+	return relay, creds, nil
+}
+
+// Equal reports whether both files have the same content as g's.
+func (f Files) Equal(g Files) bool {
+	return bytes.Equal(f.Relay, g.Relay) && bytes.Equal(f.Credentials, g.Credentials)
 }
 
 // Marshal renders a config file (relay.yaml or credentials.yaml).

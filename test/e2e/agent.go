@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,9 +20,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/turnpike-dev/turnpike/test/kubelet"
 	"github.com/turnpike-dev/turnpike/test/testenv"
-	"github.com/turnpike-dev/turnpike/test/testutil"
 )
 
 // agent stands in for the kubelet of every lab node (and for the
@@ -40,11 +40,12 @@ import (
 //   - on pod deletion sends SIGTERM, waits up to the grace period, then
 //     SIGKILL, and removes the pod from the API as the kubelet does.
 type agent struct {
-	t     *testing.T
-	cs    kubernetes.Interface
-	bin   string // the turnpike binary: the relay image's /turnpike
-	dir   string
-	nodes map[string]labNode
+	t      *testing.T
+	cs     kubernetes.Interface
+	reader client.Reader // for the volumes' ConfigMaps and Secrets
+	bin    string        // the turnpike binary: the relay image's /turnpike
+	dir    string
+	nodes  map[string]labNode
 
 	// mu is held for a whole sync pass, so tests reading pods (podOn)
 	// never see a relay half started or stopped.
@@ -71,8 +72,8 @@ type podRun struct {
 	termDeadline time.Time // set once SIGTERM was sent
 }
 
-func startAgent(t *testing.T, cs kubernetes.Interface, bin string, nodes []labNode) *agent {
-	a := &agent{t: t, cs: cs, bin: bin, dir: t.TempDir(), nodes: map[string]labNode{}, pods: map[types.UID]*podRun{}}
+func startAgent(t *testing.T, cs kubernetes.Interface, reader client.Reader, bin string, nodes []labNode) *agent {
+	a := &agent{t: t, cs: cs, reader: reader, bin: bin, dir: t.TempDir(), nodes: map[string]labNode{}, pods: map[types.UID]*podRun{}}
 	for _, n := range nodes {
 		a.nodes[n.name] = n
 	}
@@ -193,7 +194,7 @@ func (a *agent) start(pod *corev1.Pod, r *podRun) error {
 	}
 	argv[0] = a.bin
 	for i := range argv[1:] {
-		argv[i+1] = r.rewritePaths(c.VolumeMounts, argv[i+1])
+		argv[i+1] = kubelet.HostPath(pod, r.root, argv[i+1])
 	}
 	env, err := containerEnv(c, pod, r.node)
 	if err != nil {
@@ -246,64 +247,9 @@ func containerEnv(c corev1.Container, pod *corev1.Pod, node labNode) ([]string, 
 	return env, nil
 }
 
-// rewritePaths points paths inside the pod's mounts at the agent's copies.
-func (r *podRun) rewritePaths(mounts []corev1.VolumeMount, s string) string {
-	for _, m := range mounts {
-		if s == m.MountPath || strings.HasPrefix(s, m.MountPath+"/") {
-			return filepath.Join(r.root, s)
-		}
-	}
-	return s
-}
-
-// syncVolumes writes the pod's ConfigMap, Secret and downward-API volumes under r.root,
-// only files whose content changed, each through a rename so the relay
-// never reads half a file. In ConfigMap files, paths into the pod's
-// mounts (relay.yaml names TLS certificates) are rewritten like the args.
+// syncVolumes writes the pod's volumes under r.root (see package kubelet).
 func (a *agent) syncVolumes(ctx context.Context, pod *corev1.Pod, r *podRun) error {
-	c := pod.Spec.Containers[0]
-	mounts := map[string]string{}
-	for _, m := range c.VolumeMounts {
-		mounts[m.Name] = m.MountPath
-	}
-	for _, v := range pod.Spec.Volumes {
-		files := map[string][]byte{}
-		switch {
-		case v.ConfigMap != nil:
-			cm, err := a.cs.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, v.ConfigMap.Name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			for k, d := range cm.Data {
-				for _, m := range c.VolumeMounts {
-					d = strings.ReplaceAll(d, m.MountPath+"/", filepath.Join(r.root, m.MountPath)+"/")
-				}
-				files[k] = []byte(d)
-			}
-		case v.Secret != nil:
-			s, err := a.cs.CoreV1().Secrets(pod.Namespace).Get(ctx, v.Secret.SecretName, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			files = s.Data
-		case v.DownwardAPI != nil:
-			var err error
-			if files, err = testutil.DownwardAPIFiles(v.DownwardAPI, pod); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("volume %s: only ConfigMap, Secret and downward-API volumes are emulated", v.Name)
-		}
-		if mounts[v.Name] == "" {
-			continue
-		}
-		for name, data := range files {
-			if err := testutil.WriteIfChanged(filepath.Join(r.root, mounts[v.Name], name), data); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return kubelet.SyncVolumes(ctx, a.reader, pod, r.root)
 }
 
 // probe runs the container's HTTP readiness probe from inside the node's
@@ -340,43 +286,16 @@ func (a *agent) writeStatus(ctx context.Context, pod *corev1.Pod, r *podRun) err
 	if r.ready {
 		ready = corev1.ConditionTrue
 	}
-	if pod.Status.Phase == corev1.PodRunning && podCondition(pod, corev1.PodReady) == ready &&
+	if pod.Status.Phase == corev1.PodRunning && kubelet.Condition(pod, corev1.PodReady) == ready &&
 		len(pod.Status.ContainerStatuses) == 1 && pod.Status.ContainerStatuses[0].RestartCount == r.restarts {
 		return nil
 	}
-	now := metav1.Now()
-	ip := r.node.hostIP
-	c := pod.Spec.Containers[0]
-	pod.Status = corev1.PodStatus{
-		Phase:  corev1.PodRunning,
-		HostIP: ip, HostIPs: []corev1.HostIP{{IP: ip}},
-		PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
-		StartTime: &r.started,
-		Conditions: []corev1.PodCondition{
-			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: r.started},
-			{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: r.started},
-			{Type: corev1.ContainersReady, Status: ready, LastTransitionTime: now},
-			{Type: corev1.PodReady, Status: ready, LastTransitionTime: now},
-		},
-		ContainerStatuses: []corev1.ContainerStatus{{
-			Name: c.Name, Image: c.Image, Ready: r.ready, Started: ptr(true), RestartCount: r.restarts,
-			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: r.started}},
-		}},
-	}
+	pod.Status = kubelet.RunningStatus(pod, r.node.hostIP, r.started, r.restarts, r.ready)
 	_, err := a.cs.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
 	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 		return nil // the next pass reads the newer pod
 	}
 	return err
-}
-
-func podCondition(pod *corev1.Pod, t corev1.PodConditionType) corev1.ConditionStatus {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == t {
-			return c.Status
-		}
-	}
-	return corev1.ConditionUnknown
 }
 
 // terminate stops a deleted pod's relay as the kubelet does: SIGTERM, up

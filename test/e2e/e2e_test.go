@@ -96,7 +96,7 @@ func setup(t *testing.T) *world {
 	w.cp.registerNodes(t, w.lab.nodes())
 	w.helmInstall(t)
 	w.startOperator(t)
-	w.agent = startAgent(t, cs, w.bin, w.lab.nodes())
+	w.agent = startAgent(t, cs, w.cp.client, w.bin, w.lab.nodes())
 	return w
 }
 

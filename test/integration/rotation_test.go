@@ -11,13 +11,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pion/turn/v5"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -28,8 +28,8 @@ import (
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 	"github.com/turnpike-dev/turnpike/controllers"
 	"github.com/turnpike-dev/turnpike/relay"
-	relayconfig "github.com/turnpike-dev/turnpike/relay/config"
 	"github.com/turnpike-dev/turnpike/relay/restauth"
+	"github.com/turnpike-dev/turnpike/test/kubelet"
 	"github.com/turnpike-dev/turnpike/test/testenv"
 	"github.com/turnpike-dev/turnpike/test/testutil"
 )
@@ -68,11 +68,10 @@ func TestRotationWithoutLockout(t *testing.T) {
 	token := env.ServiceAccountToken(t, ns, "app")
 	env.GrantUse(t, ns, "app", "rest")
 
-	dir := t.TempDir()
-	kubelet := &fileSync{client: env.Client, dir: dir}
-	testenv.Eventually(t, "relay files", func() error { return kubelet.sync(ctx) })
-	go kubelet.loop(ctx)
-	relayDone := startRelay(t, ctx, dir)
+	node := &relayNode{client: env.Client, root: t.TempDir()}
+	testenv.Eventually(t, "relay files", func() error { return node.sync(ctx) })
+	go node.loop(ctx)
+	relayDone := startRelay(t, ctx, node)
 	server := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 
 	staticSecret := func() (string, string, error) {
@@ -196,16 +195,7 @@ func createTurnServer(t *testing.T, env *testenv.Env, port int) {
 	t.Helper()
 	ctx := context.Background()
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "local", Labels: map[string]string{"relay": "yes"}}}
-	if err := env.Client.Create(ctx, node); err != nil {
-		t.Fatal(err)
-	}
-	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}
-	node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
-	if err := env.Client.Status().Update(ctx, node); err != nil {
-		t.Fatal(err)
-	}
-	node.Spec.Taints = nil // lift the not-ready taint, as the node lifecycle controller would
-	if err := env.Client.Update(ctx, node); err != nil {
+	if err := testenv.CreateReadyNode(ctx, env.Client, node, []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}); err != nil {
 		t.Fatal(err)
 	}
 	ts := &turnpikev1.TurnServer{
@@ -226,44 +216,49 @@ func createTurnServer(t *testing.T, env *testenv.Env, port int) {
 	}
 }
 
-// fileSync plays the kubelet's part for one relay pod: it writes the relay
-// ConfigMap and credential Secret into files, replacing them atomically as
-// the kubelet's symlink swap does.
-type fileSync struct {
+// relayNode plays the kubelet's part for the relay pod on node "local":
+// it writes the pod's volumes under root and keeps them in sync.
+type relayNode struct {
 	client client.Client
-	dir    string
+	root   string
+	pod    *corev1.Pod // set by the first successful sync
 }
 
-func (f *fileSync) sync(ctx context.Context) error {
-	cm := &corev1.ConfigMap{}
-	if err := f.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "relay-relay"}, cm); err != nil {
+func (n *relayNode) sync(ctx context.Context) error {
+	ds := &appsv1.DaemonSet{}
+	if err := n.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "relay-relay"}, ds); err != nil {
 		return err
 	}
-	s := &corev1.Secret{}
-	if err := f.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "relay-relay-credentials"}, s); err != nil {
+	pod := kubelet.DaemonPod(ds, "local")
+	if err := kubelet.SyncVolumes(ctx, n.client, pod, n.root); err != nil {
 		return err
 	}
-	if err := testutil.WriteIfChanged(filepath.Join(f.dir, relayconfig.RelayFile), []byte(cm.Data[relayconfig.RelayFile])); err != nil {
-		return err
+	if n.pod == nil {
+		n.pod = pod
 	}
-	return testutil.WriteIfChanged(filepath.Join(f.dir, relayconfig.CredentialsFile), s.Data[relayconfig.CredentialsFile])
+	return nil
 }
 
-func (f *fileSync) loop(ctx context.Context) {
+func (n *relayNode) loop(ctx context.Context) {
 	for ctx.Err() == nil {
-		_ = f.sync(ctx)
+		_ = n.sync(ctx)
 		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-// startRelay runs the relay as a relay pod on node "local" would.
-func startRelay(t *testing.T, ctx context.Context, dir string) <-chan error {
+// startRelay runs the relay as the relay pod on node "local" would, with
+// the pod's --config and --credentials mapped to the node's files.
+func startRelay(t *testing.T, ctx context.Context, node *relayNode) <-chan error {
 	t.Helper()
+	configPath, credentialsDir, err := kubelet.RelayFiles(node.pod, node.root)
+	if err != nil {
+		t.Fatal(err)
+	}
 	started := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
 		done <- relay.Run(ctx, relay.Options{
-			ConfigPath: filepath.Join(dir, relayconfig.RelayFile), CredentialsDir: dir,
+			ConfigPath: configPath, CredentialsDir: credentialsDir,
 			NodeName: "local", HostIP: "127.0.0.1", ReloadInterval: 200 * time.Millisecond,
 			LogOutput: io.Discard, Started: func(*relay.Relay) { close(started) },
 		})

@@ -10,18 +10,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
 )
 
 // FreePort is a port free right now for both TCP and UDP on 127.0.0.1, and
@@ -73,15 +69,32 @@ var haveIPv6Loopback = sync.OnceValue(func() bool {
 // certificate for localhost, 127.0.0.1, ::1 and ips, valid for a day.
 func WriteSelfSignedCert(t testing.TB, dir string, ips ...net.IP) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certPEM, keyPEM, err := SelfSignedCert("localhost", append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ips...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// SelfSignedCert is a P-256 server certificate for dnsName and ips, valid
+// for a day, and its key, both PEM-encoded.
+func SelfSignedCert(dnsName string, ips ...net.IP) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "turnpike test"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ips...),
+		Subject:      pkix.Name{CommonName: dnsName},
+		DNSNames:     []string{dnsName},
+		IPAddresses:  ips,
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -89,20 +102,14 @@ func WriteSelfSignedCert(t testing.TB, dir string, ips ...net.IP) (certFile, key
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }
 
 // SyncBuffer is a log sink that goroutines may write while a test reads it.
@@ -121,55 +128,4 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-// WriteIfChanged replaces a file through a rename when its content differs,
-// as the kubelet updates mounted volumes, so a reader never sees half a file
-// and an unchanged file keeps its modification time.
-func WriteIfChanged(path string, data []byte) error {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// DownwardAPIFiles is what the kubelet writes for a downward-API volume of
-// pod: each item's field, by its path. Only the metadata fields are
-// emulated (name, namespace, one label or annotation); a missing
-// label or annotation is an empty file, as with the kubelet.
-func DownwardAPIFiles(src *corev1.DownwardAPIVolumeSource, pod *corev1.Pod) (map[string][]byte, error) {
-	files := map[string][]byte{}
-	for _, item := range src.Items {
-		if item.FieldRef == nil {
-			return nil, fmt.Errorf("downward API file %s: only fieldRef is emulated", item.Path)
-		}
-		v, err := podField(pod, item.FieldRef.FieldPath)
-		if err != nil {
-			return nil, fmt.Errorf("downward API file %s: %w", item.Path, err)
-		}
-		files[item.Path] = []byte(v)
-	}
-	return files, nil
-}
-
-func podField(pod *corev1.Pod, path string) (string, error) {
-	for prefix, values := range map[string]map[string]string{"metadata.labels": pod.Labels, "metadata.annotations": pod.Annotations} {
-		if key, ok := strings.CutPrefix(path, prefix+"['"); ok && strings.HasSuffix(key, "']") {
-			return values[strings.TrimSuffix(key, "']")], nil
-		}
-	}
-	switch path {
-	case "metadata.name":
-		return pod.Name, nil
-	case "metadata.namespace":
-		return pod.Namespace, nil
-	}
-	return "", fmt.Errorf("field %s is not emulated", path)
 }

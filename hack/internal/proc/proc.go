@@ -1,5 +1,6 @@
 // Package proc reads what the benchmarks measure of a process from
-// /proc: its CPU time and its resident memory.
+// /proc (its CPU time and its resident memory), and where a process
+// stands among the others (its parent and its process group).
 package proc
 
 import (
@@ -23,17 +24,12 @@ func CPUTime(pid int) (time.Duration, error) {
 	return parseStatCPU(string(b))
 }
 
-// parseStatCPU reads utime and stime from a /proc/PID/stat line. They are
-// fields 14 and 15 of the line, 12 and 13 after the ")" that closes the
-// command name (which may itself hold spaces and parentheses).
+// parseStatCPU reads utime and stime from a /proc/PID/stat line: fields
+// 14 and 15 of the line.
 func parseStatCPU(stat string) (time.Duration, error) {
-	close := strings.LastIndexByte(stat, ')')
-	if close < 0 {
-		return 0, errors.New("/proc/PID/stat: no command name")
-	}
-	fields := strings.Fields(stat[close+1:])
-	if len(fields) < 13 {
-		return 0, errors.New("/proc/PID/stat: too few fields")
+	fields, err := statFields(stat, 13)
+	if err != nil {
+		return 0, err
 	}
 	utime, err := strconv.ParseInt(fields[11], 10, 64)
 	if err != nil {
@@ -44,6 +40,44 @@ func parseStatCPU(stat string) (time.Duration, error) {
 		return 0, err
 	}
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
+}
+
+// ParentAndGroup is a process's parent and its process group.
+func ParentAndGroup(pid int) (ppid, pgid int, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	return parseStatParentAndGroup(string(b))
+}
+
+// parseStatParentAndGroup reads ppid and pgrp from a /proc/PID/stat line:
+// fields 4 and 5 of the line.
+func parseStatParentAndGroup(stat string) (ppid, pgid int, err error) {
+	fields, err := statFields(stat, 3)
+	if err != nil {
+		return 0, 0, err
+	}
+	if ppid, err = strconv.Atoi(fields[1]); err != nil {
+		return 0, 0, err
+	}
+	pgid, err = strconv.Atoi(fields[2])
+	return ppid, pgid, err
+}
+
+// statFields are the fields of a /proc/PID/stat line after the ")" that
+// closes the command name (which may itself hold spaces and parentheses),
+// from field 3 (the state) on; at least n of them.
+func statFields(stat string, n int) ([]string, error) {
+	close := strings.LastIndexByte(stat, ')')
+	if close < 0 {
+		return nil, errors.New("/proc/PID/stat: no command name")
+	}
+	fields := strings.Fields(stat[close+1:])
+	if len(fields) < n {
+		return nil, errors.New("/proc/PID/stat: too few fields")
+	}
+	return fields, nil
 }
 
 // RSS is a process's resident memory now (VmRSS), in bytes.

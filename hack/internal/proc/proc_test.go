@@ -61,3 +61,23 @@ func TestSelf(t *testing.T) {
 		t.Fatalf("PeakRSS = %d, %v; below RSS %d", peak, err, rss)
 	}
 }
+
+func TestParseStatParentAndGroup(t *testing.T) {
+	for _, tc := range []struct {
+		name, stat       string
+		wantPPID, wantPG int
+		wantErr          bool
+	}{
+		{name: "plain", stat: "42 (turnpike) S 1 40 40 0 -1", wantPPID: 1, wantPG: 40},
+		{name: "name with spaces and parentheses", stat: "7 (a (b) 3 4) R 5 6 6", wantPPID: 5, wantPG: 6},
+		{name: "truncated", stat: "7 (x) R 1", wantErr: true},
+		{name: "no name", stat: "garbage", wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ppid, pgid, err := parseStatParentAndGroup(tc.stat)
+			if (err != nil) != tc.wantErr || ppid != tc.wantPPID || pgid != tc.wantPG {
+				t.Fatalf("parseStatParentAndGroup = %d, %d, %v; want %d, %d, error %v", ppid, pgid, err, tc.wantPPID, tc.wantPG, tc.wantErr)
+			}
+		})
+	}
+}
