@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -66,8 +67,12 @@ func sameJSON(a, b any) bool {
 // event that made the cache newer brings another reconcile anyway), so there
 // is no loop of 409s, each carrying the full status. Fields the operator
 // applied before and leaves out now are removed.
-func applyStatus(ctx context.Context, c client.Client, obj client.Object, current, status any) error {
-	if sameJSON(current, status) {
+func applyStatus(ctx context.Context, c client.Client, written *statusMemory, obj client.Object, current, status any) error {
+	want, err := json.Marshal(status)
+	if err != nil {
+		return err
+	}
+	if !written.needsWrite(obj, current, want) {
 		return nil
 	}
 	if err := takeOverStatus(ctx, c, obj); err != nil {
@@ -85,7 +90,54 @@ func applyStatus(ctx context.Context, c client.Client, obj client.Object, curren
 	u.SetGroupVersionKind(gvk)
 	u.SetNamespace(obj.GetNamespace())
 	u.SetName(obj.GetName())
-	return c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership)
+	if err := c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return err
+	}
+	written.remember(obj, want)
+	return nil
+}
+
+// statusMemory remembers, per object, the status the operator last applied
+// and the resourceVersion the object had in the cache when it did. A
+// reconcile that runs before the cache has seen that write still sees the
+// old object, at that very resourceVersion, and would apply the same status
+// again: a patch that changes nothing. While the cache shows the object as
+// it was before the write, the status is compared with what was applied;
+// once the cache shows any other version (the write itself, or someone
+// else's newer one, such as an older operator's during an upgrade), with
+// the cache. The zero value is ready to use.
+type statusMemory struct {
+	mu      sync.Mutex
+	applied map[types.UID]appliedStatus
+}
+
+type appliedStatus struct {
+	status  []byte
+	onTopOf string // the cached resourceVersion the status was applied on top of
+}
+
+// maxRemembered bounds the memory; past it, the cache alone decides again.
+const maxRemembered = 10000
+
+// needsWrite reports whether status (JSON) differs from what obj holds.
+func (m *statusMemory) needsWrite(obj client.Object, current any, status []byte) bool {
+	m.mu.Lock()
+	last, ok := m.applied[obj.GetUID()]
+	m.mu.Unlock()
+	if ok && last.onTopOf == obj.GetResourceVersion() {
+		return !bytes.Equal(last.status, status)
+	}
+	cur, err := json.Marshal(current)
+	return err != nil || !bytes.Equal(cur, status)
+}
+
+func (m *statusMemory) remember(obj client.Object, status []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.applied == nil || len(m.applied) >= maxRemembered {
+		m.applied = map[types.UID]appliedStatus{}
+	}
+	m.applied[obj.GetUID()] = appliedStatus{status: status, onTopOf: obj.GetResourceVersion()}
 }
 
 // takeOverStatus makes the operator's field manager the owner of the status

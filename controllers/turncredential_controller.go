@@ -43,6 +43,8 @@ type TurnCredentialReconciler struct {
 	NewSecret func() string
 	// Recorder records Events on TurnCredentials; nil records none.
 	Recorder events.EventRecorder
+	// written is the status last applied to each object (applyStatus).
+	written statusMemory
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turncredentials,verbs=get;list;watch
@@ -173,7 +175,7 @@ func countRotation(old, cur render.CredentialState, result string) {
 // status, only when it changed.
 func (r *TurnCredentialReconciler) updateStatus(ctx context.Context, tc *turnpikev1.TurnCredential, st turnpikev1.TurnCredentialStatus) error {
 	recordEvents(r.Recorder, tc, render.CredentialEvents(&tc.Status, &st))
-	return applyStatus(ctx, r.Client, tc, &tc.Status, &st)
+	return applyStatus(ctx, r.Client, &r.written, tc, &tc.Status, &st)
 }
 
 // SetupWithManager registers the reconciler and what it watches. The

@@ -41,6 +41,8 @@ type TurnServerReconciler struct {
 	tls *tlsSecrets
 	// Recorder records Events on TurnServers; nil records none.
 	Recorder events.EventRecorder
+	// written is the status last applied to each object (applyStatus).
+	written statusMemory
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turnservers,verbs=get;list;watch
@@ -316,7 +318,7 @@ func (r *TurnServerReconciler) annotateRelayPods(ctx context.Context, annotation
 // status, only when it changed.
 func (r *TurnServerReconciler) updateStatus(ctx context.Context, ts *turnpikev1.TurnServer, st turnpikev1.TurnServerStatus) error {
 	recordEvents(r.Recorder, ts, render.TurnServerEvents(&ts.Status, &st))
-	if err := applyStatus(ctx, r.Client, ts, &ts.Status, &st); err != nil {
+	if err := applyStatus(ctx, r.Client, &r.written, ts, &ts.Status, &st); err != nil {
 		return fmt.Errorf("writing status: %w", err)
 	}
 	return nil
