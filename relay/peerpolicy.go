@@ -206,12 +206,26 @@ func newPeerPolicy(p config.PeerPolicy, nodeAddrs []netip.Addr, relayPorts confi
 		return nil, fmt.Errorf("peerPolicy.clusterCIDRs: %w", err)
 	}
 	for _, a := range nodeAddrs {
+		// Loopback and link-local addresses (a host has one per veth) are
+		// refused on every port anyway: leaving them out keeps the
+		// per-packet scan (relayPortOnly) to the handful that matter.
 		a = canonicalPeer(a)
-		if !slices.Contains(pp.node, a) && !pp.allowsExactly(a) {
+		if hardDenied(a) == "" && !slices.Contains(pp.node, a) && !pp.allowsExactly(a) {
 			pp.node = append(pp.node, a)
 		}
 	}
 	return &pp, nil
+}
+
+// hardDenied is the reason no configuration may open a (canonical) address,
+// or "".
+func hardDenied(a netip.Addr) string {
+	for _, r := range hardDenyRanges {
+		if r.prefix.Contains(a) {
+			return r.reason
+		}
+	}
+	return ""
 }
 
 // allowsExactly reports whether an allow entry is the single address a.
@@ -251,10 +265,8 @@ func (p *peerPolicy) check(peer netip.Addr) (ok bool, reason string) {
 		return false, denyInvalid
 	}
 	peer = canonicalPeer(peer)
-	for _, r := range hardDenyRanges {
-		if r.prefix.Contains(peer) {
-			return false, r.reason
-		}
+	if reason := hardDenied(peer); reason != "" {
+		return false, reason
 	}
 	if containsAddr(p.deny, peer) {
 		return false, denyDenyList

@@ -168,6 +168,14 @@ func TestNodePorts(t *testing.T) {
 	}
 	broad, _ := newPeerPolicy(config.PeerPolicy{Allow: []string{"0.0.0.0/0", "::/0"}}, node, ports)
 	exact, _ := newPeerPolicy(config.PeerPolicy{Allow: []string{"93.184.216.7/32"}}, node, ports)
+	// A host's loopback and link-local addresses (one per veth on a
+	// Kubernetes node) are refused on every port anyway, so the per-packet
+	// node scan leaves them out.
+	withLocal, _ := newPeerPolicy(config.PeerPolicy{}, append(node, netip.MustParseAddr("127.0.0.1"),
+		netip.MustParseAddr("fe80::1"), netip.MustParseAddr("fe80::2")), ports)
+	if len(withLocal.node) != len(node) {
+		t.Errorf("node scan list %v, want only %v", withLocal.node, node)
+	}
 	for _, tc := range []struct {
 		policy *peerPolicy
 		peer   string
