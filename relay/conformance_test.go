@@ -659,7 +659,10 @@ func TestUclientModes(t *testing.T) {
 		// relay, so the kernel may hand the second request to any socket.
 		{"ipv4 rtcp pair", static, ip4, 4, true},
 		{"ipv6 relay with rtcp pair -x", append([]string{"-x"}, static...), ip6, 4, true},
-		// ADDITIONAL-ADDRESS-FAMILY is ignored (docs/pion-upstream.md, 9).
+		// No dual allocation: turnpike answers RFC 8656's
+		// ADDITIONAL-ADDRESS-FAMILY with IPv4 and 440 for IPv6
+		// (docs/pion-upstream.md, 9), and turnutils_uclient -Z sends the
+		// drafts' code point, which it ignores.
 		{"dual allocation -Z", append([]string{"-Z"}, static...), ip6, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -801,48 +804,91 @@ func canBindUDP(a netip.AddrPort) bool {
 	return true
 }
 
-// ADDITIONAL-ADDRESS-FAMILY: RFC 8656 section 18 registered 0x8000; coturn
-// (server and turnutils_uclient -Z) still uses 0x8032 of the drafts.
-const (
-	attrAdditionalAddressFamily      = stun.AttrType(0x8000)
-	attrAdditionalAddressFamilyDraft = stun.AttrType(0x8032)
-)
+// attrAdditionalAddressFamilyDraft is the drafts' ADDITIONAL-ADDRESS-FAMILY,
+// which coturn (server and turnutils_uclient -Z) still uses; RFC 8656
+// registered 0x8000.
+const attrAdditionalAddressFamilyDraft = stun.AttrType(0x8032)
 
 // Row: ADDITIONAL-ADDRESS-FAMILY (RFC 8656 section 7.2): a dual allocation
-// answers an IPv4 and an IPv6 XOR-RELAYED-ADDRESS. turnpike deviates
-// (docs/pion-upstream.md, 9): the attribute is ignored. coturn deviates
-// too: it knows only the draft's code point.
+// answers an IPv4 and an IPv6 XOR-RELAYED-ADDRESS, or, where the server
+// cannot add the IPv6 one, the IPv4 one and an ADDRESS-ERROR-CODE 440 for
+// IPv6; the attribute asking for IPv4, or next to REQUESTED-ADDRESS-FAMILY,
+// is answered 400. turnpike answers 440 (docs/pion-upstream.md, 9). coturn
+// deviates: it knows only the drafts' code point, and ignores 0x8000.
 func TestConformanceDualAllocation(t *testing.T) {
 	if !haveIPv6() {
 		needTool(t, "IPv6 loopback", false)
 	}
+	ipv6 := []byte{familyIPv6, 0, 0, 0}
 	forEachServer(t, func(t *testing.T, s conformanceServer) {
+		c := s.dial(t, "udp")
+		c.fetchNonce()
+		res := c.signed(stun.MethodAllocate, true, requestedTransport(protoUDP), rawAttr(attrAdditionalAddressFamily, ipv6))
+		if code := errorCode(res); code != 0 {
+			t.Fatalf("dual Allocate: %d", code)
+		}
+		relayed, addressError := dualAnswer(res)
+		switch {
+		case s.coturn():
+			if !slices.Equal(relayed, []bool{false}) || addressError != nil {
+				t.Errorf("coturn's answer changed: relayed (IPv6?) %v, ADDRESS-ERROR-CODE %x", relayed, addressError)
+			}
+		case slices.Equal(relayed, []bool{false, true}):
+		case !slices.Equal(relayed, []bool{false}) || len(addressError) < 4 || addressError[0] != familyIPv6 ||
+			int(addressError[2]&7)*100+int(addressError[3]) != int(stun.CodeAddrFamilyNotSupported):
+			t.Errorf("relayed (IPv6?) %v, ADDRESS-ERROR-CODE %x: want IPv4 and IPv6, or IPv4 and 440 for IPv6", relayed, addressError)
+		}
+		c.wantSigned("dual Allocate", res)
+		if !res.Contains(stun.AttrFingerprint) {
+			t.Error("dual Allocate: the answer has no FINGERPRINT")
+		}
+
 		for _, tc := range []struct {
-			attr   stun.AttrType
-			coturn []bool // Is6 of each relayed address coturn answers
+			name   string
+			attrs  []stun.Setter
+			coturn int // coturn's answer
 		}{
-			{attrAdditionalAddressFamily, []bool{false}},
-			{attrAdditionalAddressFamilyDraft, []bool{false, true}},
+			{"IPv4 as the additional family", []stun.Setter{rawAttr(attrAdditionalAddressFamily, []byte{1, 0, 0, 0})}, 0},
+			{"with REQUESTED-ADDRESS-FAMILY", []stun.Setter{rawAttr(attrAdditionalAddressFamily, ipv6),
+				rawAttr(stun.AttrRequestedAddressFamily, []byte{1, 0, 0, 0})}, 0},
 		} {
 			c := s.dial(t, "udp")
 			c.fetchNonce()
-			res := c.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), rawAttr(tc.attr, []byte{2, 0, 0, 0}))
-			if code := errorCode(res); code != 0 {
-				t.Fatalf("dual Allocate (0x%04x): %d", uint16(tc.attr), code)
-			}
-			var families []bool
-			for _, a := range res.Attributes {
-				if a.Type == stun.AttrXORRelayedAddress {
-					families = append(families, len(a.Value) == 20)
-				}
-			}
-			want := []bool{false} // turnpike today: IPv4 only
+			res := c.signed(stun.MethodAllocate, false, append([]stun.Setter{requestedTransport(protoUDP)}, tc.attrs...)...)
+			want := int(stun.CodeBadRequest)
 			if s.coturn() {
 				want = tc.coturn
 			}
-			if !slices.Equal(families, want) {
-				t.Errorf("0x%04x: relayed addresses (IPv6?) %v, want %v", uint16(tc.attr), families, want)
+			if code := errorCode(res); code != want {
+				t.Errorf("%s: %d, want %d", tc.name, code, want)
 			}
 		}
+
+		// The drafts' code point: coturn allocates both; turnpike ignores it.
+		c = s.dial(t, "udp")
+		c.fetchNonce()
+		res = c.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), rawAttr(attrAdditionalAddressFamilyDraft, ipv6))
+		relayed, _ = dualAnswer(res)
+		want := []bool{false}
+		if s.coturn() {
+			want = []bool{false, true}
+		}
+		if code := errorCode(res); code != 0 || !slices.Equal(relayed, want) {
+			t.Errorf("0x8032: answer %d, relayed (IPv6?) %v, want %v", code, relayed, want)
+		}
 	})
+}
+
+// dualAnswer returns the family (IPv6?) of each XOR-RELAYED-ADDRESS of an
+// Allocate answer and its ADDRESS-ERROR-CODE value (nil without one).
+func dualAnswer(res *stun.Message) (relayed []bool, addressError []byte) {
+	for _, a := range res.Attributes {
+		switch a.Type {
+		case stun.AttrXORRelayedAddress:
+			relayed = append(relayed, len(a.Value) == 20)
+		case attrAddressErrorCode:
+			addressError = a.Value
+		}
+	}
+	return relayed, addressError
 }

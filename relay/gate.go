@@ -196,8 +196,12 @@ const (
 // rules out: one asked for over UDP or DTLS (a TCP allocation needs a TCP
 // or TLS control connection), and one carrying EVEN-PORT,
 // RESERVATION-TOKEN or DONT-FRAGMENT, which only mean something for UDP.
-// pion grants both.
+// pion grants both. It refuses the dual allocations RFC 8656 section 7.2
+// does too, which pion does not know.
 func checkAllocate(m *stun.Message, network string) (stun.ErrorCode, string) {
+	if !validDualAllocate(m) {
+		return stun.CodeBadRequest, refusedBadRequest
+	}
 	v, err := m.Get(stun.AttrRequestedTransport)
 	if err != nil || len(v) != 4 || v[0] != protoTCP {
 		return 0, "" // pion answers a missing or other transport itself
@@ -206,6 +210,30 @@ func checkAllocate(m *stun.Message, network string) (stun.ErrorCode, string) {
 		return stun.CodeBadRequest, refusedTransport
 	}
 	return 0, ""
+}
+
+// ADDITIONAL-ADDRESS-FAMILY and ADDRESS-ERROR-CODE (RFC 8656 section 18).
+// coturn and its clients still use the drafts' 0x8032 and 0x8033, which
+// RFC 8656 left unassigned: the relay ignores those, as any unknown
+// comprehension-optional attribute.
+const (
+	attrAdditionalAddressFamily = stun.AttrType(0x8000)
+	attrAddressErrorCode        = stun.AttrType(0x8001)
+)
+
+// familyIPv6 is the IPv6 value of the address family attributes.
+const familyIPv6 = 2
+
+// validDualAllocate applies RFC 8656 section 7.2, steps 5, 6 and 9, to an
+// Allocate's ADDITIONAL-ADDRESS-FAMILY: IPv6 is its only valid value, and
+// it excludes REQUESTED-ADDRESS-FAMILY and RESERVATION-TOKEN.
+func validDualAllocate(m *stun.Message) bool {
+	v, err := m.Get(attrAdditionalAddressFamily)
+	if err != nil {
+		return true
+	}
+	return len(v) == 4 && v[0] == familyIPv6 &&
+		!m.Contains(stun.AttrRequestedAddressFamily) && !m.Contains(stun.AttrReservationToken)
 }
 
 // Channel numbers a client may bind. RFC 8656 section 12 narrowed them to

@@ -95,6 +95,13 @@ func TestCheckAllocate(t *testing.T) {
 		{"TCP with DONT-FRAGMENT", "tcp", []stun.Setter{transport(protoTCP), rawAttr(stun.AttrDontFragment, nil)}, stun.CodeBadRequest},
 		{"UDP with EVEN-PORT", "udp", []stun.Setter{transport(protoUDP), rawAttr(stun.AttrEvenPort, []byte{0x80})}, 0},
 		{"no transport: pion answers", "udp", nil, 0},
+		{"dual", "udp", []stun.Setter{transport(protoUDP), rawAttr(attrAdditionalAddressFamily, []byte{2, 0, 0, 0})}, 0},
+		{"dual asking IPv4", "udp", []stun.Setter{transport(protoUDP), rawAttr(attrAdditionalAddressFamily, []byte{1, 0, 0, 0})}, stun.CodeBadRequest},
+		{"dual, malformed", "udp", []stun.Setter{transport(protoUDP), rawAttr(attrAdditionalAddressFamily, []byte{2})}, stun.CodeBadRequest},
+		{"dual with REQUESTED-ADDRESS-FAMILY", "udp", []stun.Setter{transport(protoUDP),
+			rawAttr(attrAdditionalAddressFamily, []byte{2, 0, 0, 0}), rawAttr(stun.AttrRequestedAddressFamily, []byte{2, 0, 0, 0})}, stun.CodeBadRequest},
+		{"dual with RESERVATION-TOKEN", "udp", []stun.Setter{transport(protoUDP),
+			rawAttr(attrAdditionalAddressFamily, []byte{2, 0, 0, 0}), rawAttr(stun.AttrReservationToken, make([]byte, 8))}, stun.CodeBadRequest},
 	} {
 		m := stun.MustBuild(append([]stun.Setter{stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest)}, tc.attrs...)...)
 		if got, _ := checkAllocate(m, tc.network); got != tc.want {

@@ -29,7 +29,10 @@ type signerKey struct {
 type signer struct {
 	key         []byte
 	fingerprint bool // the request had a FINGERPRINT
-	at          time.Time
+	// dual is set for an Allocate asking for a dual allocation, whose
+	// success response says the IPv6 address could not be added.
+	dual bool
+	at   time.Time
 }
 
 // signerTTL bounds how long an unanswered transaction's key is kept. pion
@@ -48,7 +51,8 @@ func signerKeyOf(client net.Addr, id []byte) (signerKey, bool) {
 // rememberSigner keeps the key m was verified with for its answer.
 func (r *Relay) rememberSigner(client net.Addr, m *stun.Message, key []byte) {
 	if k, ok := signerKeyOf(client, m.TransactionID[:]); ok {
-		r.signers.Store(k, signer{key: key, fingerprint: m.Contains(stun.AttrFingerprint), at: timeNow()})
+		r.signers.Store(k, signer{key: key, fingerprint: m.Contains(stun.AttrFingerprint),
+			dual: m.Type.Method == stun.MethodAllocate && m.Contains(attrAdditionalAddressFamily), at: timeNow()})
 	}
 }
 
@@ -67,7 +71,31 @@ func (r *Relay) signAnswer(b []byte, client net.Addr) []byte {
 		return b
 	}
 	s := v.(signer)
+	if s.dual {
+		b = withoutIPv6(b, s.key)
+	}
 	return signResponse(b, s.key, s.fingerprint)
+}
+
+// withoutIPv6 adds to pion's success response b to a dual Allocate the
+// ADDRESS-ERROR-CODE 440 for IPv6 that RFC 8656 section 7.2 asks for when
+// only the IPv4 address is allocated: pion allocates one relay socket, of
+// one family, per allocation (docs/pion-upstream.md, 9). It re-signs b
+// with key (signResponse adds the FINGERPRINT).
+func withoutIPv6(b []byte, key []byte) []byte {
+	if len(b) < stunHeaderSize || binary.BigEndian.Uint16(b) != allocateSuccessType {
+		return b
+	}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil {
+		return b
+	}
+	value := append([]byte{familyIPv6, 0, 4, 40}, "Address Family not Supported"...)
+	out, ok := resigned(m, key, []attrEdit{{from: attrAddressErrorCode, to: stun.RawAttribute{Type: attrAddressErrorCode, Value: value}}})
+	if !ok {
+		return b
+	}
+	return out
 }
 
 // sweepSigners drops keys of transactions pion never answered.
