@@ -726,7 +726,8 @@ func TestConformancePeerAddress(t *testing.T) {
 // Row: RESERVATION-TOKEN (RFC 8656 section 7.2): an Allocate with EVEN-PORT
 // (R bit) reserves port+1, held until the token is used; the allocation
 // made with the token has the relayed address of the same family at
-// port+1. The pairs are IPv6 allocations asked for over IPv4, and turnpike
+// port+1; without the R bit, nothing is reserved (no token). The pairs are
+// IPv6 allocations asked for over IPv4, and turnpike
 // runs four UDP sockets per listener: pion keeps reservations per socket
 // and takes the listener's family for a token, so every part of this
 // failed before turnpike kept the reservations itself.
@@ -740,7 +741,16 @@ func TestConformanceReservationToken(t *testing.T) {
 		}
 		c := s.dial(t, "udp")
 		c.fetchNonce()
-		res := c.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), rawAttr(stun.AttrReservationToken, []byte("unknown!")))
+		res := c.signed(stun.MethodAllocate, true, requestedTransport(protoUDP), rawAttr(stun.AttrEvenPort, []byte{0}))
+		relayed, err := xorAddrFrom(res, stun.AttrXORRelayedAddress)
+		if code := errorCode(res); code != 0 || err != nil || relayed.Port()%2 != 0 || res.Contains(stun.AttrReservationToken) {
+			t.Errorf("EVEN-PORT without R: answer %d, relayed %v, token %v; want an even port and no token", code, relayed, res.Contains(stun.AttrReservationToken))
+		}
+		c.wantSigned("EVEN-PORT without R", res)
+
+		c = s.dial(t, "udp")
+		c.fetchNonce()
+		res = c.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), rawAttr(stun.AttrReservationToken, []byte("unknown!")))
 		want := int(stun.CodeInsufficientCapacity)
 		if s.coturn() {
 			want = 404 // coturn deviates: an unassigned code

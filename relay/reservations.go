@@ -96,6 +96,13 @@ func (rs *reservations) take(token string) (*heldPort, bool) {
 	return h, ok
 }
 
+// release closes the socket reserved under token, if any.
+func (rs *reservations) release(token string) {
+	if h, ok := rs.take(token); ok {
+		_ = h.conn.Close()
+	}
+}
+
 // sweep closes the reservations nobody redeemed in time.
 func (rs *reservations) sweep(now time.Time) {
 	rs.mu.Lock()

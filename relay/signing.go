@@ -29,10 +29,10 @@ type signerKey struct {
 type signer struct {
 	key         []byte
 	fingerprint bool // the request had a FINGERPRINT
-	// dual is set for an Allocate asking for a dual allocation, whose
-	// success response says the IPv6 address could not be added.
-	dual bool
-	at   time.Time
+	// answerEdits change pion's success response to an Allocate
+	// (allocateAnswerEdits).
+	answerEdits []attrEdit
+	at          time.Time
 }
 
 // signerTTL bounds how long an unanswered transaction's key is kept. pion
@@ -52,7 +52,7 @@ func signerKeyOf(client net.Addr, id []byte) (signerKey, bool) {
 func (r *Relay) rememberSigner(client net.Addr, m *stun.Message, key []byte) {
 	if k, ok := signerKeyOf(client, m.TransactionID[:]); ok {
 		r.signers.Store(k, signer{key: key, fingerprint: m.Contains(stun.AttrFingerprint),
-			dual: m.Type.Method == stun.MethodAllocate && m.Contains(attrAdditionalAddressFamily), at: timeNow()})
+			answerEdits: allocateAnswerEdits(m), at: timeNow()})
 	}
 }
 
@@ -71,18 +71,41 @@ func (r *Relay) signAnswer(b []byte, client net.Addr) []byte {
 		return b
 	}
 	s := v.(signer)
-	if s.dual {
-		b = withoutIPv6(b, s.key)
+	if len(s.answerEdits) > 0 {
+		b = r.editAllocateAnswer(b, s.key, s.answerEdits)
 	}
 	return signResponse(b, s.key, s.fingerprint)
 }
 
-// withoutIPv6 adds to pion's success response b to a dual Allocate the
-// ADDRESS-ERROR-CODE 440 for IPv6 that RFC 8656 section 7.2 asks for when
-// only the IPv4 address is allocated: pion allocates one relay socket, of
-// one family, per allocation (docs/pion-upstream.md, 9). It re-signs b
-// with key (signResponse adds the FINGERPRINT).
-func withoutIPv6(b []byte, key []byte) []byte {
+// allocateAnswerEdits are the changes RFC 8656 section 7.2 asks of pion's
+// success response to the Allocate m: an ADDRESS-ERROR-CODE 440 for IPv6
+// to a dual Allocate, as the RFC allows a server that allocates only the
+// IPv4 address (pion allocates one relay socket, of one family, per
+// allocation; docs/pion-upstream.md, 9), and no RESERVATION-TOKEN where
+// EVEN-PORT does not ask for a reservation (its R bit clear; pion reserves
+// either way).
+func allocateAnswerEdits(m *stun.Message) []attrEdit {
+	if m.Type.Method != stun.MethodAllocate {
+		return nil
+	}
+	var edits []attrEdit
+	if m.Contains(attrAdditionalAddressFamily) {
+		value := append([]byte{familyIPv6, 0, 4, 40}, "Address Family not Supported"...)
+		edits = append(edits, attrEdit{from: attrAddressErrorCode, to: stun.RawAttribute{Type: attrAddressErrorCode, Value: value}})
+	}
+	if v, err := m.Get(stun.AttrEvenPort); err == nil && len(v) > 0 && v[0]&evenPortReserve == 0 {
+		edits = append(edits, attrEdit{from: stun.AttrReservationToken}) // removed
+	}
+	return edits
+}
+
+// evenPortReserve is the R bit of EVEN-PORT: reserve port+1.
+const evenPortReserve = 0x80
+
+// editAllocateAnswer applies edits to pion's Allocate success response b
+// and re-signs it with key (signResponse adds the FINGERPRINT). A
+// RESERVATION-TOKEN it removes releases the socket held for it.
+func (r *Relay) editAllocateAnswer(b []byte, key []byte, edits []attrEdit) []byte {
 	if len(b) < stunHeaderSize || binary.BigEndian.Uint16(b) != allocateSuccessType {
 		return b
 	}
@@ -90,8 +113,11 @@ func withoutIPv6(b []byte, key []byte) []byte {
 	if m.Decode() != nil {
 		return b
 	}
-	value := append([]byte{familyIPv6, 0, 4, 40}, "Address Family not Supported"...)
-	out, ok := resigned(m, key, []attrEdit{{from: attrAddressErrorCode, to: stun.RawAttribute{Type: attrAddressErrorCode, Value: value}}})
+	if token, err := m.Get(stun.AttrReservationToken); err == nil &&
+		slices.ContainsFunc(edits, func(e attrEdit) bool { return e.from == stun.AttrReservationToken && e.to.Type == 0 }) {
+		r.reservations.release(string(token))
+	}
+	out, ok := resigned(m, key, edits)
 	if !ok {
 		return b
 	}
@@ -201,7 +227,7 @@ func lifetimeEdit(m *stun.Message) (attrEdit, bool) {
 }
 
 // attrEdit replaces the attribute of type from with to, or adds to when
-// the message has no attribute of type from.
+// the message has no attribute of type from; a to of type 0 removes it.
 type attrEdit struct {
 	from stun.AttrType
 	to   stun.RawAttribute
@@ -240,13 +266,13 @@ func resigned(m *stun.Message, key []byte, edits []attrEdit) ([]byte, bool) {
 			out.Add(a.Type, a.Value)
 			continue
 		}
-		if !done[i] {
+		if !done[i] && edits[i].to.Type != 0 {
 			out.Add(edits[i].to.Type, edits[i].to.Value)
-			done[i] = true
 		}
+		done[i] = true
 	}
 	for i, e := range edits {
-		if !done[i] {
+		if !done[i] && e.to.Type != 0 {
 			out.Add(e.to.Type, e.to.Value)
 		}
 	}
