@@ -737,8 +737,9 @@ func TestConformanceReservationToken(t *testing.T) {
 	}
 	forEachServerWith(t, serverOptions{udpSockets: 4}, func(t *testing.T, s conformanceServer) {
 		for range 8 { // from new client ports each: the kernel spreads them over the sockets
-			checkReservedPair(t, s)
+			checkReservedPair(t, s, "udp")
 		}
+		checkReservedPair(t, s, "tcp") // control connections over TCP: one listener's generator
 		c := s.dial(t, "udp")
 		c.fetchNonce()
 		res := c.signed(stun.MethodAllocate, true, requestedTransport(protoUDP), rawAttr(stun.AttrEvenPort, []byte{0}))
@@ -762,10 +763,10 @@ func TestConformanceReservationToken(t *testing.T) {
 }
 
 // checkReservedPair allocates an even IPv6 port with EVEN-PORT (R) from one
-// client and redeems the token from another.
-func checkReservedPair(t *testing.T, s conformanceServer) {
+// client and redeems the token from another, both over network.
+func checkReservedPair(t *testing.T, s conformanceServer, network string) {
 	t.Helper()
-	c := s.dial(t, "udp")
+	c := s.dial(t, network)
 	c.fetchNonce()
 	res := c.signed(stun.MethodAllocate, false, requestedTransport(protoUDP),
 		rawAttr(stun.AttrRequestedAddressFamily, []byte{2, 0, 0, 0}), rawAttr(stun.AttrEvenPort, []byte{0x80}))
@@ -785,7 +786,7 @@ func checkReservedPair(t *testing.T, s conformanceServer) {
 		t.Errorf("port+1 %v is not held", next)
 	}
 
-	c2 := s.dial(t, "udp")
+	c2 := s.dial(t, network)
 	c2.fetchNonce()
 	res = c2.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), rawAttr(stun.AttrReservationToken, token))
 	code := errorCode(res)
