@@ -99,6 +99,13 @@ const portAttempts = 64
 func (g *relayAddressGenerator) AllocatePacketConn(c turn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
 	st := g.r.current()
 	bind, advertised, err := st.addrs.forNetwork(c.Network)
+	if err != nil && c.UserID == "" && c.Network == "udp4" {
+		// pion's probe for an even port, before an EVEN-PORT allocation, is
+		// IPv4 whatever the allocation's family; the generator picks the
+		// pair itself when pion then asks, so an IPv6 port answers it too.
+		c.Network = "udp6"
+		bind, advertised, err = st.addrs.forNetwork(c.Network)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
