@@ -408,6 +408,10 @@ func checkLifetimes(t *testing.T, s conformanceServer, network string) {
 			t.Errorf("Refresh asking %d s granted %d s, want %d", tc.ask, got, tc.want)
 		}
 	}
+	res = c.signed(stun.MethodRefresh, false, rawAttr(stun.AttrLifetime, []byte{0, 0, 0x0e}))
+	if code := errorCode(res); code != int(stun.CodeBadRequest) {
+		t.Errorf("Refresh with a 3-byte LIFETIME: %d, want 400", code)
+	}
 	for _, ask := range []uint32{7200, 0} {
 		attrs := []stun.Setter{requestedTransport(protoUDP), lifetimeAttr(ask)}
 		want := uint32(maxGranted)

@@ -113,9 +113,9 @@ func (r *Relay) gateOn(gen *relayAddressGenerator, msg []byte, client, local net
 		reply(errorAnswer(m, code, cred.key))
 		return false
 	}
-	edits, code := r.requestEdits(gen, m, k, cred.username)
+	edits, code, reason := r.requestEdits(gen, m, k, cred.username)
 	if code != 0 {
-		r.refuseRequest(refusedNoReservation, client)
+		r.refuseRequest(reason, client)
 		reply(errorAnswer(m, code, cred.key))
 		return false
 	}
@@ -127,14 +127,18 @@ func (r *Relay) gateOn(gen *relayAddressGenerator, msg []byte, client, local net
 // requestEdits are the changes the gate makes to an authenticated request
 // of username for allocation k before pion handles it: LIFETIME (signing.go)
 // and a RESERVATION-TOKEN redeemed (reservations.go). A code other than 0
-// is the error to answer instead.
-func (r *Relay) requestEdits(gen *relayAddressGenerator, m *stun.Message, k allocKey, username string) ([]attrEdit, stun.ErrorCode) {
+// is the error to answer instead, and reason the one to count.
+func (r *Relay) requestEdits(gen *relayAddressGenerator, m *stun.Message, k allocKey, username string) ([]attrEdit, stun.ErrorCode, string) {
 	var edits []attrEdit
-	if e, ok := lifetimeEdit(m); ok {
+	e, ok, malformed := lifetimeEdit(m)
+	switch {
+	case malformed:
+		return nil, stun.CodeBadRequest, refusedBadRequest
+	case ok:
 		edits = append(edits, e)
 	}
 	if m.Type.Method != stun.MethodAllocate {
-		return edits, 0
+		return edits, 0, ""
 	}
 	user := userIDOf(username)
 	if gen != nil {
@@ -144,12 +148,12 @@ func (r *Relay) requestEdits(gen *relayAddressGenerator, m *stun.Message, k allo
 		e, code := r.redeemToken(gen, m, k, user)
 		switch {
 		case code != 0:
-			return nil, code
+			return nil, code, refusedNoReservation
 		case e.from != 0:
 			edits = append(edits, e)
 		}
 	}
-	return edits, 0
+	return edits, 0, ""
 }
 
 // knownRequestMethod reports whether pion handles requests of method.

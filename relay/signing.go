@@ -202,10 +202,11 @@ func grantedLifetime(requested time.Duration) time.Duration {
 // lifetimeEdit is the change to the LIFETIME of an Allocate or Refresh
 // request that makes pion grant what the RFC says: a value pion takes as
 // it is, or none for the maximum (pion's default). A request without
-// LIFETIME gets the default written in.
-func lifetimeEdit(m *stun.Message) (attrEdit, bool) {
+// LIFETIME gets the default written in. malformed reports a LIFETIME that
+// is not 4 bytes long, which pion would take for none (400 is the answer).
+func lifetimeEdit(m *stun.Message) (edit attrEdit, ok, malformed bool) {
 	if m.Type.Method != stun.MethodAllocate && m.Type.Method != stun.MethodRefresh {
-		return attrEdit{}, false
+		return attrEdit{}, false, false
 	}
 	requested := defaultLifetime
 	v, err := m.Get(stun.AttrLifetime)
@@ -213,17 +214,17 @@ func lifetimeEdit(m *stun.Message) (attrEdit, bool) {
 	case err == nil && len(v) == 4:
 		requested = time.Duration(binary.BigEndian.Uint32(v)) * time.Second
 	case err == nil:
-		return attrEdit{}, false // malformed: pion answers 400
+		return attrEdit{}, false, true
 	}
 	if requested >= pionDefaultLifetime {
-		return attrEdit{}, false // pion grants its default, the maximum
+		return attrEdit{}, false, false // pion grants its default, the maximum
 	}
 	granted := grantedLifetime(requested)
 	if err == nil && granted == requested {
-		return attrEdit{}, false
+		return attrEdit{}, false, false
 	}
 	value := binary.BigEndian.AppendUint32(nil, uint32(granted/time.Second))
-	return attrEdit{from: stun.AttrLifetime, to: stun.RawAttribute{Type: stun.AttrLifetime, Value: value}}, true
+	return attrEdit{from: stun.AttrLifetime, to: stun.RawAttribute{Type: stun.AttrLifetime, Value: value}}, true, false
 }
 
 // attrEdit replaces the attribute of type from with to, or adds to when
