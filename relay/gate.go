@@ -225,8 +225,11 @@ const (
 	attrAddressErrorCode        = stun.AttrType(0x8001)
 )
 
-// familyIPv6 is the IPv6 value of the address family attributes.
-const familyIPv6 = 2
+// The values of the address family attributes.
+const (
+	familyIPv4 = 1
+	familyIPv6 = 2
+)
 
 // validDualAllocate applies RFC 8656 section 7.2, steps 5, 6 and 9, to an
 // Allocate's ADDITIONAL-ADDRESS-FAMILY: IPv6 is its only valid value, and

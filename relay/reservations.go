@@ -28,7 +28,9 @@ import (
 //     instead, and has the generator of the socket the request arrived on
 //     hand pion the held socket (redeemToken, relayAddressGenerator.claim).
 //
-// An unredeemed reservation is closed after reservationLifetime.
+// An unredeemed reservation is closed after reservationLifetime; one pion
+// made for an EVEN-PORT without the R bit is released when answer() takes
+// the token out of pion's answer (signing.go).
 
 // reservationLifetime is how long a reservation is held (pion's 30 s).
 const reservationLifetime = 30 * time.Second
@@ -37,7 +39,6 @@ const reservationLifetime = 30 * time.Second
 type heldPort struct {
 	conn    *net.UDPConn
 	network string // "udp4" or "udp6"
-	port    int
 	expires time.Time
 }
 
@@ -60,7 +61,7 @@ func newReservations() *reservations {
 
 // holdNext keeps conn, bound to port+1, for the allocation at the even port.
 func (rs *reservations) holdNext(network string, port int, conn *net.UDPConn) {
-	h := &heldPort{conn: conn, network: network, port: port + 1, expires: timeNow().Add(reservationLifetime)}
+	h := &heldPort{conn: conn, network: network, expires: timeNow().Add(reservationLifetime)}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	if old := rs.pending[evenPort{network, port}]; old != nil {
@@ -161,9 +162,9 @@ func udpNetwork(a netip.Addr) string {
 // requestedFamily is the REQUESTED-ADDRESS-FAMILY value for network.
 func requestedFamily(network string) byte {
 	if network == "udp6" {
-		return 2
+		return familyIPv6
 	}
-	return 1
+	return familyIPv4
 }
 
 // redeemToken handles an Allocate (of user, for allocation k) carrying a
