@@ -663,6 +663,7 @@ func TestUclientModes(t *testing.T) {
 		// relay, so the kernel may hand the second request to any socket.
 		{"ipv4 rtcp pair", static, ip4, 4, true},
 		{"ipv6 relay with rtcp pair -x", append([]string{"-x"}, static...), ip6, 4, true},
+		{"tcp control with rtcp pair -t", append([]string{"-t"}, static...), ip4, 4, true},
 		// No dual allocation: turnpike answers RFC 8656's
 		// ADDITIONAL-ADDRESS-FAMILY with IPv4 and 440 for IPv6
 		// (docs/pion-upstream.md, 9), and turnutils_uclient -Z sends the
