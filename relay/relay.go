@@ -72,6 +72,9 @@ type Relay struct {
 	// signers carries the key of each request the gate verified to answer(),
 	// which signs pion's answer with it (signing.go).
 	signers sync.Map // signerKey -> signer
+	// reservations holds the sockets RESERVATION-TOKENs reserve
+	// (reservations.go).
+	reservations *reservations
 
 	stun *stunDiscovery // addresses.stun (stun.go)
 	// offload is the fast path when it is active (offload.go), else nil;
@@ -153,7 +156,7 @@ func newRelay(opts Options) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), stun: newSTUNDiscovery(), lastFiles: files,
+	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), reservations: newReservations(), stun: newSTUNDiscovery(), lastFiles: files,
 		conns: newConnLimiter(), defaultConnections: defaultConnectionLimit(), rlog: newRateLog(log),
 		throttle: newAuthThrottle()}
 	r.lastNode, _ = readOptional(cfg.Addresses.NodeFile)
@@ -227,6 +230,7 @@ func (r *Relay) drain() error {
 		r.log.Warn("drain grace period over, closing remaining allocations", "allocations", n)
 	}
 	err := r.server.Close()
+	r.reservations.closeAll()
 	r.stopFastPath()
 	r.log.Info("relay stopped")
 	return err
@@ -294,6 +298,7 @@ func (r *Relay) startTURN() (*turn.Server, error) {
 		// same lifetimes (offload.go).
 		ChannelBindTimeout: channelLifetime,
 		PermissionTimeout:  permissionLifetime,
+		AllocationLifetime: pionDefaultLifetime,
 	})
 	if err != nil {
 		closeListeners(packetConns, listeners)
