@@ -83,7 +83,8 @@ func isBindingRequest(msg []byte) bool {
 }
 
 // bindingGate puts the Binding answers in front of the request gate next:
-// classic requests are answered (or dropped) here, and RFC 5389 ones are
+// classic requests are answered (or dropped) here, RFC 5389 ones that use
+// behaviour discovery (behavior.go) too, and the other RFC 5389 ones are
 // counted by what next decides; pion answers every one it is handed.
 func (r *Relay) bindingGate(next gateFunc) gateFunc {
 	return func(msg []byte, client, local net.Addr, reply func([]byte)) bool {
@@ -91,14 +92,19 @@ func (r *Relay) bindingGate(next gateFunc) gateFunc {
 			r.answerClassic(msg, client, local, reply)
 			return false
 		}
-		forward := next(msg, client, local, reply)
-		if isBindingRequest(msg) {
-			result := bindingAnswered
-			if !forward {
-				result = bindingDropped
-			}
-			r.metrics.stunBindings.WithLabelValues(stunRFC5389, result).Inc()
+		if !isBindingRequest(msg) {
+			return next(msg, client, local, reply)
 		}
+		if result, handled := r.answerBinding(msg, client, local, reply); handled {
+			r.metrics.stunBindings.WithLabelValues(stunRFC5389, result).Inc()
+			return false
+		}
+		forward := next(msg, client, local, reply)
+		result := bindingAnswered
+		if !forward {
+			result = bindingDropped
+		}
+		r.metrics.stunBindings.WithLabelValues(stunRFC5389, result).Inc()
 		return forward
 	}
 }

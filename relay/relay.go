@@ -77,6 +77,10 @@ type Relay struct {
 	reservations *reservations
 
 	stun *stunDiscovery // addresses.stun (stun.go)
+	// discovery maps each behaviour discovery socket's address to its place
+	// in its set (behavior.go); built before the sockets are read, then
+	// only read. Empty when stun.behaviorDiscovery is off.
+	discovery map[netip.AddrPort]discoveryPoint
 	// offload is the fast path when it is active (offload.go), else nil;
 	// fastPathReason says why an enabled one is not.
 	offload        *offloader
