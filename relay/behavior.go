@@ -200,36 +200,45 @@ func bindingAnswer(id [stun.TransactionIDSize]byte, client, origin, other netip.
 const fingerprintSize = 8
 
 // answerBinding answers an RFC 5389 Binding request when behaviour
-// discovery decides it (see answerBehavior); handled is false when pion
-// should answer it. The answer leaves from the socket the request asked
-// for, or through reply when that is the receiving socket.
-func (r *Relay) answerBinding(msg []byte, client, local net.Addr, reply func([]byte)) (result string, handled bool) {
+// discovery decides it (see answerBehavior), and counts it; handled is
+// false when pion should answer it (or, on an alternate socket, nobody).
+// The answer leaves from the socket the request asked for, or through
+// reply when that is the receiving socket.
+func (r *Relay) answerBinding(msg []byte, client, local net.Addr, reply func([]byte)) (handled bool) {
 	_, from, ok := addrPort(client)
 	if !ok {
-		return "", false
+		return false
 	}
 	point := r.discoveryPointOf(local)
+	if point.set == nil {
+		return false
+	}
+	// The request gate's auth throttle, which answering here skips.
+	if r.throttled(msg, client) {
+		r.metrics.stunBindings.WithLabelValues(stunRFC5389, bindingDropped).Inc()
+		return true
+	}
 	m := &stun.Message{Raw: append([]byte(nil), msg...)}
 	if m.Decode() != nil {
-		return "", false // pion refuses it as well
+		return false // pion refuses it as well
 	}
 	if m.Contains(stun.AttrFingerprint) && stun.Fingerprint.Check(m) != nil {
-		return "", false // the gate drops it
+		return false // the gate drops it
 	}
 	// Unmapped: the client of an IPv4 socket is an IPv4 address.
 	client4or6 := netip.AddrPortFrom(from.Addr().Unmap().WithZone(""), from.Port())
 	rep, handled := answerBehavior(m, len(msg), client4or6, point)
 	if !handled {
-		return "", false
+		return false
 	}
-	switch {
-	case rep.answer == nil:
-	case rep.from == nil:
+	// Counted before it is sent, so that whoever sees the answer sees the count.
+	r.metrics.stunBindings.WithLabelValues(stunRFC5389, rep.result).Inc()
+	if rep.from == nil {
 		reply(rep.answer)
-	default:
+	} else {
 		_, _ = rep.from.WriteToUDPAddrPort(rep.answer, rep.to)
 	}
-	return rep.result, true
+	return true
 }
 
 // discoveryPointOf is the behaviour discovery socket local is, or the zero
@@ -351,8 +360,8 @@ func (c *discoveryConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 // serveAlternate handles one datagram on an alternate socket: the
-// listener's framing checks and auth throttle, then a Binding answer; any
-// other message is dropped.
+// listener's framing checks, then a Binding answer (behind the auth
+// throttle, see answerBinding); any other message is dropped.
 func (r *Relay) serveAlternate(c *net.UDPConn, msg []byte, client net.Addr) {
 	kind, reason := checkDatagram(msg)
 	switch {
@@ -362,13 +371,9 @@ func (r *Relay) serveAlternate(c *net.UDPConn, msg []byte, client net.Addr) {
 	case kind != frameSTUN || !isBindingRequest(msg):
 		r.refuseRequest(refusedNotBinding, client)
 		return
-	case r.throttled(msg, client):
-		return
 	}
 	reply := func(b []byte) { _, _ = c.WriteTo(b, client) }
-	result, handled := r.answerBinding(msg, client, c.LocalAddr(), reply)
-	if !handled {
-		result = bindingDropped
+	if !r.answerBinding(msg, client, c.LocalAddr(), reply) {
+		r.metrics.stunBindings.WithLabelValues(stunRFC5389, bindingDropped).Inc()
 	}
-	r.metrics.stunBindings.WithLabelValues(stunRFC5389, result).Inc()
 }

@@ -189,11 +189,28 @@ func bindingAnswerSize(fingerprint bool) int {
 // configuration) and a free alternate port.
 func behaviorRelay(t *testing.T, alternates ...string) (tr *testRelay, altPort int) {
 	t.Helper()
-	cfg := baseConfig(t, t.TempDir())
+	var cfg *config.Relay
+	for {
+		// testutil.FreePort checks 127.0.0.1 only; the alternate address
+		// needs both ports too.
+		cfg = baseConfig(t, t.TempDir())
+		altPort = testutil.FreePort(t)
+		if freeUDP("127.0.0.2", cfg.Listeners[0].Port) && freeUDP("127.0.0.2", altPort) {
+			break
+		}
+	}
 	cfg.Addresses.Bind = []string{"127.0.0.1"}
-	altPort = testutil.FreePort(t)
 	cfg.STUN.BehaviorDiscovery = &config.BehaviorDiscovery{AlternatePort: altPort, AlternateAddresses: alternates}
 	return startRelay(t, cfg, baseCredentials()), altPort
+}
+
+func freeUDP(host string, port int) bool {
+	c, err := net.ListenPacket("udp4", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	_ = c.Close()
+	return true
 }
 
 // udpExchange sends req from conn to server and returns the answer and

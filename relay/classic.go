@@ -95,8 +95,7 @@ func (r *Relay) bindingGate(next gateFunc) gateFunc {
 		if !isBindingRequest(msg) {
 			return next(msg, client, local, reply)
 		}
-		if result, handled := r.answerBinding(msg, client, local, reply); handled {
-			r.metrics.stunBindings.WithLabelValues(stunRFC5389, result).Inc()
+		if r.answerBinding(msg, client, local, reply) {
 			return false
 		}
 		forward := next(msg, client, local, reply)
@@ -112,19 +111,21 @@ func (r *Relay) bindingGate(next gateFunc) gateFunc {
 // answerClassic answers one classic Binding request, unless relay.yaml's
 // stun.classic is off.
 func (r *Relay) answerClassic(msg []byte, client, local net.Addr, reply func([]byte)) {
-	result := bindingDropped
-	defer func() { r.metrics.stunBindings.WithLabelValues(stunRFC3489, result).Inc() }()
+	dropped := func() { r.metrics.stunBindings.WithLabelValues(stunRFC3489, bindingDropped).Inc() }
 	if !r.current().cfg.STUN.ClassicEnabled() {
+		dropped()
 		r.rlog.info("classic-off", "RFC 3489 Binding request dropped: stun.classic is off", "client", addrString(client))
 		return
 	}
 	_, from, ok := addrPort(client)
 	if !ok {
+		dropped()
 		return
 	}
 	_, to, _ := addrPort(local)
-	var answer []byte
-	answer, result = classicAnswer(msg, from, to)
+	answer, result := classicAnswer(msg, from, to)
+	// Counted before it is sent, so that whoever sees the answer sees the count.
+	r.metrics.stunBindings.WithLabelValues(stunRFC3489, result).Inc()
 	if answer != nil {
 		reply(answer)
 	}
