@@ -167,7 +167,7 @@ func filteringTests(ctx context.Context, o NATOptions, network string, res *NATR
 	defer conn.Close()
 	first, err := bindingTest(ctx, conn, res.Server, 0, o.Timeout)
 	if err != nil {
-		return fmt.Errorf("test I (Binding to %s): %w", res.Server, err)
+		return fmt.Errorf("test I (Binding to %s): %w: is UDP to it blocked, or is it not a STUN server?", res.Server, err)
 	}
 	if !first.other.IsValid() {
 		return ErrNoBehaviorDiscovery
