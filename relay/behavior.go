@@ -242,13 +242,14 @@ func (r *Relay) answerBinding(msg []byte, client, local net.Addr, reply func([]b
 }
 
 // discoveryPointOf is the behaviour discovery socket local is, or the zero
-// point when behaviour discovery is off there.
+// point when behaviour discovery is off there. Only UDP: a TCP listener
+// may have the same address and port as the primary.
 func (r *Relay) discoveryPointOf(local net.Addr) discoveryPoint {
 	if len(r.discovery) == 0 {
 		return discoveryPoint{}
 	}
-	_, ap, ok := addrPort(local)
-	if !ok {
+	network, ap, ok := addrPort(local)
+	if !ok || network != "udp" {
 		return discoveryPoint{}
 	}
 	return r.discovery[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())]

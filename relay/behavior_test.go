@@ -299,6 +299,24 @@ func TestBehaviorDiscoveryOverTheWire(t *testing.T) {
 		t.Errorf("RESPONSE-PORT %d: answer %v from %s, want one from %s", otherPort, ans, from, sock(a2, p2))
 	}
 
+	// Over TCP on the primary's address and port (the TCP listener shares
+	// them), pion answers: behaviour discovery is UDP only.
+	tcp, err := net.Dial("tcp", sock(a1, p1).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	if _, err := tcp.Write(bindingRequest(t, changeAttr(changeIPFlag|changePortFlag)).Raw); err != nil {
+		t.Fatal(err)
+	}
+	_ = tcp.SetReadDeadline(time.Now().Add(ioTimeout))
+	buf := make([]byte, 1500)
+	n, err := tcp.Read(buf)
+	tcpAnswer := &stun.Message{Raw: buf[:max(n, 0)]}
+	if err != nil || tcpAnswer.Decode() != nil || tcpAnswer.Type.Class != stun.ClassErrorResponse || tcpAnswer.Contains(stun.AttrOtherAddress) {
+		t.Errorf("CHANGE-REQUEST over TCP: %v (%v), want pion's 420 on the connection", tcpAnswer, err)
+	}
+
 	// Only Binding on the alternates: an Allocate gets nothing.
 	alloc, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), stun.Fingerprint)
 	if err != nil {
@@ -312,8 +330,9 @@ func TestBehaviorDiscoveryOverTheWire(t *testing.T) {
 	if got := counterValue(t, tr.Relay, "turnpike_relay_requests_refused_total", "reason", refusedNotBinding); got != 3 {
 		t.Errorf("requests_refused_total{reason=not_binding} = %v, want 3", got)
 	}
-	if got := counterValue(t, tr.Relay, "turnpike_relay_stun_binding_total", "version", stunRFC5389, "result", bindingAnswered); got != 8 {
-		t.Errorf("stun_binding_total{rfc5389,answered} = %v, want 8", got)
+	// Eight answered here, and the TCP one handed to pion.
+	if got := counterValue(t, tr.Relay, "turnpike_relay_stun_binding_total", "version", stunRFC5389, "result", bindingAnswered); got != 9 {
+		t.Errorf("stun_binding_total{rfc5389,answered} = %v, want 9", got)
 	}
 }
 
