@@ -36,7 +36,9 @@ func bindingMsg(t *testing.T, attrs ...stun.Setter) []byte {
 	return m.Raw
 }
 
-func changeReq(flags byte) stun.Setter { return rawAttr(stun.AttrChangeRequest, []byte{0, 0, 0, flags}) }
+func changeReq(flags byte) stun.Setter {
+	return rawAttr(stun.AttrChangeRequest, []byte{0, 0, 0, flags})
+}
 
 func responsePort(p int) stun.Setter {
 	return rawAttr(stun.AttrResponsePort, []byte{byte(p >> 8), byte(p), 0, 0})
