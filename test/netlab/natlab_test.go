@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -129,6 +130,7 @@ func TestNATBehaviorDiscovery(t *testing.T) {
 	nat.EnableForwarding()
 
 	bin := buildTurnpike(t)
+	pionClient := buildPionNATBehaviour(t)
 	startRelayIn(t, server, bin, writeRelayConfig(t, behaviorRelayConfig()), serverA1)
 	startCoturnIn(t, server, turnserver)
 
@@ -146,6 +148,16 @@ func TestNATBehaviorDiscovery(t *testing.T) {
 					t.Errorf("turnpike probe --nat against %s: %s mapping, %s filtering; want %s, %s",
 						target.name, mapping, filtering, kind.mapping, kind.filtering)
 				}
+			}
+			// pion's client runs the mapping tests first, so behind the
+			// lab's address-dependent filter (a list per NAT, see natKinds)
+			// it may see endpoint-independent filtering; what must hold is
+			// that it hears the same from both servers.
+			resetNATState(nat)
+			fromTurnpike := pionNATBehaviour(t, client, pionClient, relaySTUNPort)
+			resetNATState(nat)
+			if fromCoturn := pionNATBehaviour(t, client, pionClient, coturnPort); fromTurnpike != fromCoturn {
+				t.Errorf("pion's stun-nat-behaviour: %q from turnpike, %q from coturn", fromTurnpike, fromCoturn)
 			}
 			for _, target := range []struct {
 				name string
@@ -273,4 +285,36 @@ func runNATDiscovery(t *testing.T, client *netlab.Namespace, bin, mode string, p
 		t.Fatalf("turnutils_natdiscovery %s against port %d: %v, no verdict in\n%s", mode, port, err, out)
 	}
 	return m[1] + " " + m[2]
+}
+
+// buildPionNATBehaviour builds pion/stun's RFC 5780 client,
+// cmd/stun-nat-behaviour, from the module cache (pion/stun is a
+// dependency): a third client that follows the RFC.
+func buildPionNATBehaviour(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "stun-nat-behaviour")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "github.com/pion/stun/v4/cmd/stun-nat-behaviour")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build stun-nat-behaviour: %v\n%s", err, out)
+	}
+	return bin
+}
+
+var pionVerdict = regexp.MustCompile(`=> NAT (mapping|filtering) behavior: ([a-z -()]+)`)
+
+// pionNATBehaviour runs pion's client in the client namespace and returns
+// its two verdicts, e.g. "mapping: endpoint independent; filtering:
+// address dependent".
+func pionNATBehaviour(t *testing.T, client *netlab.Namespace, bin string, port int) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := client.Command(ctx, bin, "-server", serverA1+":"+strconv.Itoa(port), "-timeout", "1").CombinedOutput()
+	found := pionVerdict.FindAllStringSubmatch(string(out), -1)
+	if err != nil || len(found) != 2 {
+		t.Fatalf("stun-nat-behaviour against port %d: %v, want two verdicts in\n%s", port, err, out)
+	}
+	verdict := found[0][1] + ": " + strings.TrimSpace(found[0][2]) + "; " + found[1][1] + ": " + strings.TrimSpace(found[1][2])
+	t.Logf("stun-nat-behaviour against port %d: %s", port, verdict)
+	return verdict
 }
