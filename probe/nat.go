@@ -348,6 +348,8 @@ func (r *NATResult) Verdict() string {
 	switch {
 	case r.NoNAT && r.Filtering == EndpointIndependent:
 		return "no NAT and no filtering firewall: direct connections will work"
+	case r.NoNAT:
+		return "no NAT, but a firewall that lets in only answers: direct connections work when ICE's checks open the way; keep a TURN server for peers behind worse NATs"
 	case r.Mapping == EndpointIndependent && r.Filtering != AddressAndPortDependent:
 		return "a friendly NAT: direct connections will usually work; keep a TURN server for peers behind worse ones"
 	case r.Mapping == EndpointIndependent:

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,4 +132,34 @@ func startCoturnBehavior(t *testing.T, bin string) string {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	waitForTCP(t, addr)
 	return addr
+}
+
+// TestNATVerdict: every combination gets a verdict, and the ones that
+// need TURN say so.
+func TestNATVerdict(t *testing.T) {
+	for _, c := range []struct {
+		res      NATResult
+		needTURN bool
+	}{
+		{NATResult{NoNAT: true, Mapping: EndpointIndependent, Filtering: EndpointIndependent}, false},
+		{NATResult{NoNAT: true, Mapping: EndpointIndependent, Filtering: AddressAndPortDependent}, false},
+		{NATResult{Mapping: EndpointIndependent, Filtering: AddressDependent}, false},
+		{NATResult{Mapping: EndpointIndependent, Filtering: AddressAndPortDependent}, true},
+		{NATResult{Mapping: AddressDependent, Filtering: AddressAndPortDependent}, true},
+		{NATResult{Mapping: AddressAndPortDependent, Filtering: AddressAndPortDependent}, true},
+	} {
+		v := c.res.Verdict()
+		if got := strings.Contains(v, "need TURN"); got != c.needTURN {
+			t.Errorf("%s mapping, %s filtering (no NAT %v): %q; says calls need TURN: %v, want %v",
+				c.res.Mapping, c.res.Filtering, c.res.NoNAT, v, got, c.needTURN)
+		}
+	}
+	for _, b := range []Behavior{EndpointIndependent, AddressDependent, AddressAndPortDependent} {
+		if b.MappingMeaning() == "" || b.FilteringMeaning() == "" {
+			t.Errorf("%s has no meaning", b)
+		}
+	}
+	if !strings.Contains(AddressAndPortDependent.MappingMeaning(), "direct connections will mostly fail; calls will need TURN") {
+		t.Errorf("address-and-port-dependent mapping: %q", AddressAndPortDependent.MappingMeaning())
+	}
 }
