@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
 // NAT behaviour discovery (RFC 5780), opt-in with relay.yaml's
@@ -265,6 +267,8 @@ func (r *Relay) openDiscovery(primaries map[netip.AddrPort]*net.UDPConn) ([]net.
 		return nil, nil
 	}
 	r.discovery = map[netip.AddrPort]discoveryPoint{}
+	status := &config.BehaviorDiscoveryStatus{Addresses: []config.BehaviorDiscoveryAddress{}}
+	defer r.discoveryStatus.Store(status)
 	if len(primaries) == 0 {
 		r.log.Warn("behaviour discovery without an alternate address: the relay binds all addresses, so it has no primary address; set addresses.bind or HOST_IP")
 	}
@@ -279,6 +283,11 @@ func (r *Relay) openDiscovery(primaries map[netip.AddrPort]*net.UDPConn) ([]net.
 			closeAll(conns)
 			return nil, err
 		}
+		entry := config.BehaviorDiscoveryAddress{Primary: primary.String()}
+		if s.hasAlternate() {
+			entry.Other = s.origin(1, 1).String()
+		}
+		status.Addresses = append(status.Addresses, entry)
 		if !s.hasAlternate() {
 			r.log.Warn("behaviour discovery without an alternate address: no other address of this family can be bound; CHANGE-REQUEST gets 420",
 				"primary", primary.String(), "candidates", bd.AlternateAddresses)

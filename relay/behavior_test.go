@@ -289,6 +289,11 @@ func TestBehaviorDiscoveryOverTheWire(t *testing.T) {
 		}
 	}
 
+	want := config.BehaviorDiscoveryAddress{Primary: sock(a1, p1).String(), Other: sock(a2, p2).String()}
+	if bd := relayStatus(t, tr).BehaviorDiscovery; bd == nil || len(bd.Addresses) != 1 || bd.Addresses[0] != want {
+		t.Errorf("/status behaviorDiscovery = %+v, want [%+v]", bd, want)
+	}
+
 	// RESPONSE-PORT: the answer goes to another port of the same IP.
 	other := listenLoopback(t)
 	otherPort := uint16(other.LocalAddr().(*net.UDPAddr).Port)
@@ -352,6 +357,9 @@ func TestBehaviorDiscoveryWithoutAlternate(t *testing.T) {
 	if ans == nil || ec.GetFrom(ans) != nil || ec.Code != stun.CodeUnknownAttribute {
 		t.Fatalf("CHANGE-REQUEST: %v, want 420", ans)
 	}
+	if bd := relayStatus(t, tr).BehaviorDiscovery; bd == nil || len(bd.Addresses) != 1 || bd.Addresses[0].Other != "" {
+		t.Errorf("/status behaviorDiscovery = %+v, want the primary without other", bd)
+	}
 	alt := netip.MustParseAddrPort("127.0.0.1:" + itoa(altPort))
 	if ans, _ := udpExchange(t, conn, alt, bindingRequest(t).Raw, 300*time.Millisecond); ans != nil {
 		t.Errorf("the alternate port is open without an alternate address: %v", ans)
@@ -363,6 +371,9 @@ func TestBehaviorDiscoveryWithoutAlternate(t *testing.T) {
 // asking for nothing), RESPONSE-PORT or PADDING with 420.
 func TestBehaviorDiscoveryOff(t *testing.T) {
 	tr := startRelay(t, baseConfig(t, t.TempDir()), baseCredentials())
+	if bd := relayStatus(t, tr).BehaviorDiscovery; bd != nil {
+		t.Errorf("/status behaviorDiscovery = %+v while off", bd)
+	}
 	conn := listenLoopback(t)
 	primary := netip.MustParseAddrPort("127.0.0.1:" + itoa(tr.port))
 	ans, _ := udpExchange(t, conn, primary, bindingRequest(t).Raw, ioTimeout)

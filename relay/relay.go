@@ -81,6 +81,8 @@ type Relay struct {
 	// in its set (behavior.go); built before the sockets are read, then
 	// only read. Empty when stun.behaviorDiscovery is off.
 	discovery map[netip.AddrPort]discoveryPoint
+	// discoveryStatus is the /status view of discovery, set once with it.
+	discoveryStatus atomic.Pointer[config.BehaviorDiscoveryStatus]
 	// offload is the fast path when it is active (offload.go), else nil;
 	// fastPathReason says why an enabled one is not.
 	offload        *offloader
