@@ -429,3 +429,21 @@ func FuzzBehaviorAnswer(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkAnswerBehavior is the cost of one behaviour discovery answer
+// (decode, parse, build), without the sockets.
+func BenchmarkAnswerBehavior(b *testing.B) {
+	set := &discoverySet{addrs: [2]netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")}, ports: [2]uint16{3478, 3479}}
+	req := bindingRequest(b, changeAttr(changeIPFlag|changePortFlag), stun.Fingerprint).Raw
+	client := netip.MustParseAddrPort("198.51.100.7:40000")
+	b.ReportAllocs()
+	for b.Loop() {
+		m := &stun.Message{Raw: append([]byte(nil), req...)}
+		if m.Decode() != nil {
+			b.Fatal("decode")
+		}
+		if _, handled := answerBehavior(m, len(req), client, discoveryPoint{set: set}); !handled {
+			b.Fatal("not handled")
+		}
+	}
+}
