@@ -41,7 +41,7 @@ func (e ends) channel(number uint16, local bool) fastpath.Channel {
 	return fastpath.Channel{
 		Client: addr(e.client), Listener: addr(e.listener), Number: number,
 		Peer: addr(e.peer), Relay: addr(e.relay),
-		ClientLocal: local, PeerLocal: local,
+		ClientLocal: local, PeerLocal: local, LocalPeerPorts: fastpath.AllPorts,
 		ChannelExpires:    time.Now().Add(time.Minute),
 		PermissionExpires: time.Now().Add(time.Minute),
 	}
@@ -145,56 +145,155 @@ func TestBandwidthQuota(t *testing.T) {
 	expectNothing(t, e.listener)
 }
 
-// TestForwardsBetweenHosts puts client, relay and peer in three namespaces
-// joined by veth pairs, with checksum offload off at the senders so every
-// receiving kernel checks the UDP checksums the program rewrote.
-func TestForwardsBetweenHosts(t *testing.T) {
+// family is the addressing of a test network: the client's link and the
+// peer's link of the relay, each a /24 or /64 with .1/::1 on the relay.
+type family struct {
+	name, network string
+	clientNet     string // the relay's address is clientNet+"1", the client's clientNet+"2"
+	peerNet       string // the same on the peer's side
+	bits          string
+}
+
+var families = []family{
+	{name: "IPv4", network: "udp4", clientNet: "10.61.1.", peerNet: "10.61.2.", bits: "/24"},
+	{name: "IPv6", network: "udp6", clientNet: "fd61:1::", peerNet: "fd61:2::", bits: "/64"},
+}
+
+func (f family) hostPort(ip string, port int) string {
+	return net.JoinHostPort(ip, strconv.Itoa(port))
+}
+
+// hosts puts client, relay and peer in three namespaces joined by veth
+// pairs, with checksum offload off at the senders so every receiving kernel
+// checks the UDP checksums the program rewrote. The program is attached to
+// both of the relay's links.
+func hosts(t *testing.T, f family) (client, relay, peer *netlab.Namespace, o *fastpath.Offload) {
 	lab := netlab.New(t)
-	client, relay, peer := lab.Namespace("client"), lab.Namespace("relay"), lab.Namespace("peer")
-	cIf, rcIf := lab.Link(client, "10.61.1.2/24", relay, "10.61.1.1/24")
-	rpIf, pIf := lab.Link(relay, "10.61.2.1/24", peer, "10.61.2.2/24")
-	client.DefaultRoute("10.61.1.1")
-	peer.DefaultRoute("10.61.2.1")
+	client, relay, peer = lab.Namespace("client"), lab.Namespace("relay"), lab.Namespace("peer")
+	cIf, rcIf := lab.Link(client, f.clientNet+"2"+f.bits, relay, f.clientNet+"1"+f.bits)
+	rpIf, pIf := lab.Link(relay, f.peerNet+"1"+f.bits, peer, f.peerNet+"2"+f.bits)
+	client.DefaultRoute(f.clientNet + "1")
+	peer.DefaultRoute(f.peerNet + "1")
 	relay.EnableForwarding()
 	_, err := exec.LookPath("ethtool")
 	netlab.Require(t, "ethtool (Debian: ethtool)", err == nil)
 	client.Exec("ethtool", "-K", cIf, "tx", "off")
 	peer.Exec("ethtool", "-K", pIf, "tx", "off")
-	o := loadIn(t, relay, rcIf, rpIf)
+	return client, relay, peer, loadIn(t, relay, rcIf, rpIf)
+}
 
-	e := ends{
-		client:   client.ListenPacket("udp4", "10.61.1.2:0"),
-		listener: relay.ListenPacket("udp4", "10.61.1.1:3478"),
-		relay:    relay.ListenPacket("udp4", "10.61.2.1:0"),
-		peer:     peer.ListenPacket("udp4", "10.61.2.2:0"),
-	}
-	// The relay has talked to both before (neighbours resolved), as it has
-	// answered the client's Allocate and sent to the peer in real life.
-	send(t, e.listener, addr(e.client), []byte("hello client"))
-	expect(t, e.client, addr(e.listener), []byte("hello client"))
-	send(t, e.relay, addr(e.peer), []byte("hello peer"))
-	expect(t, e.peer, addr(e.relay), []byte("hello peer"))
-	if err := o.Put(e.channel(0x4abc, false)); err != nil {
-		t.Fatal(err)
-	}
+// TestForwardsBetweenHosts relays between a client and a peer on other
+// hosts, over IPv4 and IPv6 (where the UDP checksum is mandatory).
+func TestForwardsBetweenHosts(t *testing.T) {
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) {
+			client, relay, peer, o := hosts(t, f)
+			e := ends{
+				client:   client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)),
+				listener: relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478)),
+				relay:    relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)),
+				peer:     peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0)),
+			}
+			// The relay has talked to both before (neighbours resolved), as it
+			// has answered the client's Allocate and sent to the peer in real life.
+			greet(t, e.listener, e.client)
+			greet(t, e.relay, e.peer)
+			if err := o.Put(e.channel(0x4abc, false)); err != nil {
+				t.Fatal(err)
+			}
 
-	for i := range 20 {
-		up := []byte(strings.Repeat("u", 1+i*61)) // odd and even lengths
-		send(t, e.client, addr(e.listener), channelData(0x4abc, up))
-		expect(t, e.peer, addr(e.relay), up)
-		down := []byte(strings.Repeat("d", 1+i*67))
-		send(t, e.peer, addr(e.relay), down)
-		expect(t, e.client, addr(e.listener), channelData(0x4abc, down))
+			for i := range 20 {
+				up := []byte(strings.Repeat("u", 1+i*61)) // odd and even lengths
+				send(t, e.client, addr(e.listener), channelData(0x4abc, up))
+				expect(t, e.peer, addr(e.relay), up)
+				down := []byte(strings.Repeat("d", 1+i*67))
+				send(t, e.peer, addr(e.relay), down)
+				expect(t, e.client, addr(e.listener), channelData(0x4abc, down))
+			}
+			expectNothing(t, e.listener, e.relay)
+			if c := counters(t, o); c.ToPeer.Packets != 20 || c.FromPeer.Packets != 20 {
+				t.Errorf("counters = %+v, want 20 datagrams each way through the kernel", c)
+			}
+			for _, ns := range []*netlab.Namespace{client, peer} {
+				if n := udpInCsumErrors(t, ns, f); n != 0 {
+					t.Errorf("%s: %d UDP checksum errors", ns.Name, n)
+				}
+			}
+		})
 	}
-	expectNothing(t, e.listener, e.relay)
-	if c := counters(t, o); c.ToPeer.Packets != 20 || c.FromPeer.Packets != 20 {
-		t.Errorf("counters = %+v, want 20 datagrams each way through the kernel", c)
+}
+
+// TestSameNodeCall relays a call whose two clients use allocations on the
+// same relay: each client's peer is the other allocation's relay socket, an
+// address of the relay host on a relay port. The program hands A's
+// ChannelData straight to B's client as ChannelData on B's channel, and the
+// datagram never reaches a relay socket. A peer on another port of the
+// host is not relayed in the kernel.
+func TestSameNodeCall(t *testing.T) {
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) {
+			client, relay, _, o := hosts(t, f)
+			relayPorts := fastpath.PortRange{Min: 40000, Max: 40099}
+			clientA := client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0))
+			clientB := client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0))
+			listener := relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478))
+			relayA := relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 40001))
+			relayB := relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 40002))
+			other := relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 40200)) // a node port outside the range
+			greet(t, listener, clientA)
+			greet(t, listener, clientB)
+			ab := ends{client: clientA, listener: listener, relay: relayA, peer: relayB}.channel(0x4001, false)
+			ba := ends{client: clientB, listener: listener, relay: relayB, peer: relayA}.channel(0x4002, false)
+			toOther := ends{client: clientA, listener: listener, relay: relayA, peer: other}.channel(0x4003, false)
+			for _, c := range []*fastpath.Channel{&ab, &ba, &toOther} {
+				c.PeerLocal, c.LocalPeerPorts = true, relayPorts
+			}
+			for _, c := range []fastpath.Channel{ab, ba} {
+				if err := o.Put(c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := o.Put(toOther); err == nil {
+				t.Error("Put took a channel to a node port outside the relay port range")
+			}
+
+			for i := range 10 {
+				data := []byte(strings.Repeat("a", 1+i*101))
+				send(t, clientA, addr(listener), channelData(0x4001, data))
+				expect(t, clientB, addr(listener), channelData(0x4002, data))
+				data = []byte(strings.Repeat("b", 2+i*97))
+				send(t, clientB, addr(listener), channelData(0x4002, data))
+				expect(t, clientA, addr(listener), channelData(0x4001, data))
+			}
+			expectNothing(t, listener, relayA, relayB)
+			if c := counters(t, o); c.ToPeer.Packets != 20 || c.FromPeer.Packets != 20 {
+				t.Errorf("counters = %+v, want 20 datagrams each way, counted for both allocations", c)
+			}
+			if n := udpInCsumErrors(t, client, f); n != 0 {
+				t.Errorf("client: %d UDP checksum errors", n)
+			}
+
+			// The node port outside the range, and B once its channel is
+			// gone (a permission alone is userspace's, with Data
+			// indications): the relay's listener gets the datagrams.
+			send(t, clientA, addr(listener), channelData(0x4003, []byte("other port")))
+			expect(t, listener, addr(clientA), channelData(0x4003, []byte("other port")))
+			if err := o.Delete(ba); err != nil {
+				t.Fatal(err)
+			}
+			send(t, clientA, addr(listener), channelData(0x4001, []byte("B unbound")))
+			expect(t, listener, addr(clientA), channelData(0x4001, []byte("B unbound")))
+			expectNothing(t, other, relayB)
+		})
 	}
-	for _, ns := range []*netlab.Namespace{client, peer} {
-		if n := udpInCsumErrors(t, ns); n != 0 {
-			t.Errorf("%s: %d UDP checksum errors", ns.Name, n)
-		}
-	}
+}
+
+// greet sends a datagram from a to b, so that the hosts have resolved each
+// other's link-layer addresses, as a relay has after answering a client.
+func greet(t *testing.T, a, b net.PacketConn) {
+	t.Helper()
+	send(t, a, addr(b), []byte("hello"))
+	expect(t, b, addr(a), []byte("hello"))
 }
 
 func addr(c net.PacketConn) netip.AddrPort {
@@ -271,9 +370,21 @@ func abbrev(b []byte) string {
 }
 
 // udpInCsumErrors reads the namespace's count of UDP datagrams dropped for a
-// bad checksum (/proc/net/snmp).
-func udpInCsumErrors(t *testing.T, ns *netlab.Namespace) int {
+// bad checksum (/proc/net/snmp, or /proc/net/snmp6 for IPv6).
+func udpInCsumErrors(t *testing.T, ns *netlab.Namespace, f family) int {
 	t.Helper()
+	if f.network == "udp6" {
+		for _, line := range strings.Split(ns.Exec("cat", "/proc/net/snmp6"), "\n") {
+			if fields := strings.Fields(line); len(fields) == 2 && fields[0] == "Udp6InCsumErrors" {
+				n, err := strconv.Atoi(fields[1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+		}
+		t.Fatal("no Udp6InCsumErrors in /proc/net/snmp6")
+	}
 	var header []string
 	for _, line := range strings.Split(ns.Exec("cat", "/proc/net/snmp"), "\n") {
 		fields := strings.Fields(line)
