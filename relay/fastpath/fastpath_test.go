@@ -56,7 +56,23 @@ func loopbackEnds(t *testing.T, ns *netlab.Namespace) ends {
 	}
 }
 
+// loopbackEnds6 are the four ends on ::1, IPv6's only loopback address.
+func loopbackEnds6(t *testing.T, ns *netlab.Namespace) ends {
+	return ends{
+		client:   ns.ListenPacket("udp6", "[::1]:0"),
+		listener: ns.ListenPacket("udp6", "[::1]:0"),
+		relay:    ns.ListenPacket("udp6", "[::1]:0"),
+		peer:     ns.ListenPacket("udp6", "[::1]:0"),
+	}
+}
+
 func TestLoopbackRelaysBothWays(t *testing.T) {
+	for name, ends := range map[string]func(*testing.T, *netlab.Namespace) ends{"IPv4": loopbackEnds, "IPv6": loopbackEnds6} {
+		t.Run(name, func(t *testing.T) { testLoopbackRelaysBothWays(t, ends) })
+	}
+}
+
+func testLoopbackRelaysBothWays(t *testing.T, loopbackEnds func(*testing.T, *netlab.Namespace) ends) {
 	ns := netlab.New(t).Namespace("relay")
 	o := loadIn(t, ns, "lo")
 	e := loopbackEnds(t, ns)
@@ -74,6 +90,16 @@ func TestLoopbackRelaysBothWays(t *testing.T) {
 	if c.ToPeer != (fastpath.Stat{Packets: 1, Bytes: 4}) || c.FromPeer != (fastpath.Stat{Packets: 1, Bytes: 5}) {
 		t.Errorf("counters = %+v, want one packet of 4 bytes to the peer and one of 5 from it", c)
 	}
+	// Odd and even lengths, across the 256-byte chunks in which the
+	// program sums an IPv6 payload for a local delivery.
+	for _, n := range []int{1, 255, 256, 257, 1000, 1201, 1536} {
+		data := []byte(strings.Repeat("x", n))
+		send(t, e.client, addr(e.listener), channelData(0x4001, data))
+		expect(t, e.peer, addr(e.relay), data)
+		send(t, e.peer, addr(e.relay), data)
+		expect(t, e.client, addr(e.listener), channelData(0x4001, data))
+	}
+	c = counters(t, o)
 
 	// What the program does not relay reaches the relay's sockets as
 	// before: an unbound channel, a STUN message, a deleted channel.

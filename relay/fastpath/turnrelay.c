@@ -386,6 +386,75 @@ static __always_inline int leave(enum route route, __u32 ifindex)
 	return TC_ACT_OK;
 }
 
+// A scratch buffer for summing payloads (the stack is too small).
+#define CSUM_CHUNK 256
+#define CSUM_CHUNKS 6 // payloads up to 1536 bytes
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8[2 * CSUM_CHUNK]); // room for the verifier's view of a rounded-up chunk
+} csum_scratch SEC(".maps");
+
+// payload_sum returns the ones' complement sum (unfolded) of len bytes of
+// the packet from off, or -1.
+static __always_inline __s64 payload_sum(struct __sk_buff *skb, __u32 off, __u32 len)
+{
+	__u32 zero = 0;
+	__u8 *buf = bpf_map_lookup_elem(&csum_scratch, &zero);
+	__s64 sum = 0;
+
+	if (!buf || len > CSUM_CHUNK * CSUM_CHUNKS)
+		return -1;
+	for (int i = 0; i < CSUM_CHUNKS; i++) {
+		__u32 done = i * CSUM_CHUNK, n;
+
+		if (done >= len)
+			break;
+		n = len - done;
+		if (n > CSUM_CHUNK)
+			n = CSUM_CHUNK;
+		n = ((n - 1) & (CSUM_CHUNK - 1)) + 1; // 1..CSUM_CHUNK, as the verifier sees it too
+		// An odd tail is summed as if padded with zeros (RFC 768).
+		*(__u32 *)(buf + ((n - 1) & (CSUM_CHUNK - 4))) = 0;
+		if (bpf_skb_load_bytes(skb, off + done, buf, n))
+			return -1;
+		sum = bpf_csum_diff(0, 0, (__be32 *)buf, (n + 3) & ~3, sum);
+		if (sum < 0)
+			return -1;
+	}
+	return sum;
+}
+
+// full_udp6_csum computes the UDP checksum of a rewritten IPv6 datagram
+// from scratch: pseudo header, the new UDP header, and the payload, which
+// is at payload_off in the packet now. For a local delivery of a datagram
+// from a local sender: the kernel left its checksum for the device to
+// finish (CHECKSUM_PARTIAL, the rule on lo), so the checksum field holds
+// only the pseudo header's sum, and once the program has moved the UDP
+// header the receiver checks the datagram in full. (IPv4 local deliveries
+// carry no checksum at all; IPv6 requires one.) 0: cannot.
+static __always_inline __sum16 full_udp6_csum(struct __sk_buff *skb, const struct addr *saddr, const struct addr *daddr,
+					      struct udphdr *nu, __u32 payload_off)
+{
+	__u16 udp_len = bpf_ntohs(nu->len);
+	struct {
+		struct pseudo_hdr6 ph;
+		__be16 sport, dport, len, check;
+	} hdr = { { *saddr, *daddr, bpf_htonl(udp_len), bpf_htonl(IPPROTO_UDP) }, nu->source, nu->dest, nu->len, 0 };
+	__s64 sum = payload_sum(skb, payload_off, udp_len - sizeof(*nu));
+	__u16 folded;
+
+	if (sum < 0)
+		return 0;
+	sum = bpf_csum_diff(0, 0, (__be32 *)&hdr, sizeof(hdr), sum);
+	if (sum < 0)
+		return 0;
+	folded = ~csum_fold(sum);
+	return folded ? folded : 0xffff;
+}
+
 // find_peer returns the slot of allocation a bound to peer ip:port whose
 // permission is current, or NULL.
 static __always_inline struct peer_slot *find_peer(struct alloc *a, const struct addr *ip, __be16 port, __u64 now)
@@ -556,12 +625,15 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 			.source = to.sport,
 			.dest = to.dport,
 			.len = to.len,
-			// Local delivery over IPv4: no checksum (allowed there), so
-			// the moved headers need no checksum offsets fixed. IPv6
-			// requires one.
-			.check = (route == ROUTE_LOCAL && !v6) ? 0 :
-				udp_csum_update(p->udp->check, (__be32 *)&from, sizeof(from), (__be32 *)&to, sizeof(to)),
 		};
+
+		// Local delivery: over IPv4 no checksum (allowed there), so the
+		// moved headers need no checksum offsets fixed; over IPv6 one
+		// computed in full (see full_udp6_csum). Elsewhere: updated.
+		if (route != ROUTE_LOCAL)
+			nu.check = udp_csum_update(p->udp->check, (__be32 *)&from, sizeof(from), (__be32 *)&to, sizeof(to));
+		else if (v6 && !(nu.check = full_udp6_csum(skb, &saddr, &daddr, &nu, L4_OFF(1) + sizeof(nu) + CHANNEL_HDR)))
+			return TC_ACT_UNSPEC;
 
 		if (bpf_skb_store_bytes(skb, L4_OFF(v6) + CHANNEL_HDR, &nu, sizeof(nu), 0))
 			return TC_ACT_SHOT;

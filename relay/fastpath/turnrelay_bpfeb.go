@@ -85,11 +85,12 @@ type turnrelayStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	turnrelayMapAllocs     = "allocs"
-	turnrelayMapBuckets    = "buckets"
-	turnrelayMapChannels   = "channels"
-	turnrelayMapCounters   = "counters"
-	turnrelayProgTurnrelay = "turnrelay"
+	turnrelayMapAllocs      = "allocs"
+	turnrelayMapBuckets     = "buckets"
+	turnrelayMapChannels    = "channels"
+	turnrelayMapCounters    = "counters"
+	turnrelayMapCsumScratch = "csum_scratch"
+	turnrelayProgTurnrelay  = "turnrelay"
 )
 
 // loadTurnrelay returns the embedded CollectionSpec for turnrelay.
@@ -141,10 +142,11 @@ type turnrelayProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type turnrelayMapSpecs struct {
-	Allocs   *ebpf.MapSpec `ebpf:"allocs"`
-	Buckets  *ebpf.MapSpec `ebpf:"buckets"`
-	Channels *ebpf.MapSpec `ebpf:"channels"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
+	Allocs      *ebpf.MapSpec `ebpf:"allocs"`
+	Buckets     *ebpf.MapSpec `ebpf:"buckets"`
+	Channels    *ebpf.MapSpec `ebpf:"channels"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	CsumScratch *ebpf.MapSpec `ebpf:"csum_scratch"`
 }
 
 // turnrelayVariableSpecs contains global variables before they are loaded into the kernel.
@@ -173,10 +175,11 @@ func (o *turnrelayObjects) Close() error {
 //
 // It can be passed to loadTurnrelayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type turnrelayMaps struct {
-	Allocs   *ebpf.Map `ebpf:"allocs"`
-	Buckets  *ebpf.Map `ebpf:"buckets"`
-	Channels *ebpf.Map `ebpf:"channels"`
-	Counters *ebpf.Map `ebpf:"counters"`
+	Allocs      *ebpf.Map `ebpf:"allocs"`
+	Buckets     *ebpf.Map `ebpf:"buckets"`
+	Channels    *ebpf.Map `ebpf:"channels"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	CsumScratch *ebpf.Map `ebpf:"csum_scratch"`
 }
 
 func (m *turnrelayMaps) Close() error {
@@ -185,6 +188,7 @@ func (m *turnrelayMaps) Close() error {
 		m.Buckets,
 		m.Channels,
 		m.Counters,
+		m.CsumScratch,
 	)
 }
 
