@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -38,9 +37,6 @@ const (
 
 	dirToPeer   = 0
 	dirFromPeer = 1
-
-	chanTable  = 1 << 17 // CHAN_TABLE
-	chanProbes = 8       // CHAN_PROBES
 )
 
 // Offload is the loaded and attached program.
@@ -48,7 +44,6 @@ type Offload struct {
 	// mu orders Put, Delete and DeleteQuota: they read, change and write
 	// back an allocation's entry.
 	mu         sync.Mutex
-	hashSeed   uint32 // of the channels table (chanHash)
 	objs       turnrelayObjects
 	links      []link.Link
 	interfaces []string
@@ -64,15 +59,8 @@ func Load(interfaces []string) (*Offload, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK: %w", err)
 	}
-	o := &Offload{hashSeed: rand.Uint32()}
-	spec, err := loadTurnrelay()
-	if err != nil {
-		return nil, fmt.Errorf("loading the BPF program: %w", err)
-	}
-	if err := spec.Variables["hash_seed"].Set(o.hashSeed); err != nil {
-		return nil, fmt.Errorf("loading the BPF program: hash_seed: %w", err)
-	}
-	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+	o := &Offload{}
+	if err := loadTurnrelayObjects(&o.objs, nil); err != nil {
 		return nil, fmt.Errorf("loading the BPF program: %w", err)
 	}
 	for _, name := range interfaces {
@@ -143,12 +131,9 @@ func (o *Offload) Put(c Channel) error {
 	}
 	a.Peers[slot] = turnrelayPeerSlot{PeerIp: addr16(c.Peer.Addr()), PeerPort: port(c.Peer.Port()), Channel: c.Number, ExpiresNs: monotonicNs(c.PermissionExpires)}
 	ck, cv := channelEntry(c)
-	slotIndex, old, err := o.findChannel(ck, true)
-	if err != nil {
-		return err
-	}
-	if old.Key == ck && cv.Flags&chanListenAny != 0 {
-		cv.ListenIp = old.Val.ListenIp
+	var old turnrelayChanVal
+	if cv.Flags&chanListenAny != 0 && o.objs.Channels.Lookup(&ck, &old) == nil {
+		cv.ListenIp = old.ListenIp
 	}
 	if err := o.putQuota(c); err != nil {
 		return err
@@ -156,84 +141,10 @@ func (o *Offload) Put(c Channel) error {
 	if err := o.objs.Allocs.Put(index, &a); err != nil {
 		return fmt.Errorf("allocs map: %w", err)
 	}
-	return o.putChannel(slotIndex, turnrelayChanEntry{Key: ck, Val: cv})
-}
-
-// findChannel returns the index of k's entry in the channels table and the
-// entry there, or with free, the first free or expired entry of k's probe
-// window (the entry is then not k's). ErrKeyNotExist: neither.
-func (o *Offload) findChannel(k turnrelayChanKey, free bool) (uint32, turnrelayChanEntry, error) {
-	base, now := chanHash(o.hashSeed, k), monotonicNs(time.Now())
-	var e turnrelayChanEntry
-	spare, found := uint32(0), false
-	for i := range uint32(chanProbes) {
-		index := (base + i) & (chanTable - 1)
-		if err := o.objs.Channels.Lookup(index, &e); err != nil {
-			return 0, e, fmt.Errorf("channels map: %w", err)
-		}
-		if e.Key == k {
-			return index, e, nil
-		}
-		if free && !found && (e.Key == turnrelayChanKey{} || e.Val.ExpiresNs < now) {
-			spare, found = index, true
-		}
-	}
-	if !found {
-		return 0, turnrelayChanEntry{}, fmt.Errorf("channels map: no free entry among %d: %w", chanProbes, ebpf.ErrKeyNotExist)
-	}
-	return spare, turnrelayChanEntry{}, nil
-}
-
-// putChannel writes e at index in two steps: first expired, then as it is.
-// The program may read the entry meanwhile, a copy not being atomic; an
-// expired entry it does not use, and the second write changes the expiry
-// only. (A lone write could show a new key with half the old value.)
-func (o *Offload) putChannel(index uint32, e turnrelayChanEntry) error {
-	expires := e.Val.ExpiresNs
-	e.Val.ExpiresNs = 0
-	if err := o.objs.Channels.Put(index, &e); err != nil {
-		return fmt.Errorf("channels map: %w", err)
-	}
-	e.Val.ExpiresNs = expires
-	if err := o.objs.Channels.Put(index, &e); err != nil {
+	if err := o.objs.Channels.Put(&ck, &cv); err != nil {
 		return fmt.Errorf("channels map: %w", err)
 	}
 	return nil
-}
-
-// deleteChannel empties k's entry: expired first, then zero, for the same
-// reason as putChannel.
-func (o *Offload) deleteChannel(k turnrelayChanKey) error {
-	index, e, err := o.findChannel(k, false)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	e.Val.ExpiresNs = 0
-	if err := o.objs.Channels.Put(index, &e); err != nil {
-		return fmt.Errorf("channels map: %w", err)
-	}
-	return o.objs.Channels.Put(index, &turnrelayChanEntry{})
-}
-
-// chanHash is chan_hash of turnrelay.c: the channels table's hash of a key,
-// over its 32-bit words as they lie in memory.
-func chanHash(seed uint32, k turnrelayChanKey) uint32 {
-	b := make([]byte, 0, 24)
-	for _, w := range k.ClientIp.W {
-		b = binary.NativeEndian.AppendUint32(b, w)
-	}
-	b = binary.NativeEndian.AppendUint16(b, k.ClientPort)
-	b = binary.NativeEndian.AppendUint16(b, k.ListenPort)
-	b = binary.NativeEndian.AppendUint16(b, k.Channel)
-	b = binary.NativeEndian.AppendUint16(b, k.Pad)
-	h := seed
-	for i := 0; i < len(b); i += 4 {
-		h = (h ^ binary.NativeEndian.Uint32(b[i:])) * 0x9e3779b1
-	}
-	return h ^ h>>16
 }
 
 // putQuota starts the allocation's bandwidth buckets, full, unless they
@@ -266,7 +177,7 @@ func (o *Offload) Delete(c Channel) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	ck, _ := channelEntry(c)
-	errs := []error{o.deleteChannel(ck)}
+	errs := []error{ignoreMissing(o.objs.Channels.Delete(&ck))}
 	index := uint32(c.Relay.Port())
 	var a turnrelayAlloc
 	if err := o.objs.Allocs.Lookup(index, &a); err != nil || !ownedBy(a, c) {

@@ -44,8 +44,7 @@
 #define CHANNEL_MAX 0x4fff
 #define CHANNEL_HDR 4
 #define RELAY_TTL 64
-#define CHAN_TABLE (1 << 17) // entries of the channels table, a power of two
-#define CHAN_PROBES 8
+#define MAX_CHANNELS 65536
 #define PORTS 65536
 #define PEER_SLOTS 4
 #define NSEC_PER_SEC 1000000000ULL
@@ -148,30 +147,12 @@ enum direction {
 	DIR_FROM_PEER,
 };
 
-// The client side: an open-addressing hash table in an array of two-cache-
-// line entries. A channel lives in one of the CHAN_PROBES entries from its
-// hash; a lookup reads one aligned entry in the usual case, where a BPF
-// hash map reads a bucket head and an element over three or four lines
-// (at 10,000 allocations those miss the CPU caches, and they made the cost
-// grow with allocations). The relay writes entries; an all-zero key is a
-// free entry (channel 0 is never a ChannelData channel).
-struct chan_entry {
-	struct chan_key key;
-	struct chan_val val;
-	__u8 pad[128 - sizeof(struct chan_key) - sizeof(struct chan_val)];
-};
-
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, CHAN_TABLE);
-	__uint(map_flags, BPF_F_MMAPABLE); // page-aligned values: each entry is two whole cache lines
-	__type(key, __u32);
-	__type(value, struct chan_entry);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CHANNELS);
+	__type(key, struct chan_key);
+	__type(value, struct chan_val);
 } channels SEC(".maps");
-
-// hash_seed is chosen at random when the relay loads the program, so that
-// clients cannot pick ports that crowd one probe window.
-volatile const __u32 hash_seed = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -212,38 +193,6 @@ static __always_inline int addr_eq(const struct addr *a, const struct addr *b)
 static __always_inline int addr_zero(const struct addr *a)
 {
 	return !(a->w[0] | a->w[1] | a->w[2] | a->w[3]);
-}
-
-// chan_hash is the channels table's hash of a key; relay/fastpath computes
-// the same (chanHash).
-static __always_inline __u32 chan_hash(const struct chan_key *k)
-{
-	const __u32 *w = (const __u32 *)k;
-	__u32 h = hash_seed;
-
-#pragma unroll
-	for (int i = 0; i < sizeof(*k) / 4; i++)
-		h = (h ^ w[i]) * 0x9e3779b1;
-	return h ^ (h >> 16);
-}
-
-static __always_inline struct chan_val *lookup_channel(const struct chan_key *k)
-{
-	const __u32 *kw = (const __u32 *)k;
-	__u32 base = chan_hash(k);
-
-	for (int i = 0; i < CHAN_PROBES; i++) {
-		__u32 index = (base + i) & (CHAN_TABLE - 1);
-		struct chan_entry *e = bpf_map_lookup_elem(&channels, &index);
-		const __u32 *ew;
-
-		if (!e)
-			return 0;
-		ew = (const __u32 *)&e->key;
-		if (ew[0] == kw[0] && ew[1] == kw[1] && ew[2] == kw[2] && ew[3] == kw[3] && ew[4] == kw[4] && ew[5] == kw[5])
-			return &e->val;
-	}
-	return 0;
 }
 
 // over_quota takes bytes from the allocation's bucket for direction and says
@@ -614,7 +563,7 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 	key.client_port = p->udp->source;
 	key.listen_port = p->udp->dest;
 	key.channel = channel;
-	ch = lookup_channel(&key);
+	ch = bpf_map_lookup_elem(&channels, &key);
 	now = bpf_ktime_get_ns();
 	if (!ch || now > ch->expires_ns)
 		return TC_ACT_UNSPEC;

@@ -43,13 +43,6 @@ type turnrelayBucket struct {
 	LastNs uint64
 }
 
-type turnrelayChanEntry struct {
-	_   structs.HostLayout
-	Key turnrelayChanKey
-	Val turnrelayChanVal
-	Pad [32]uint8
-}
-
 type turnrelayChanKey struct {
 	_          structs.HostLayout
 	ClientIp   turnrelayAddr
@@ -98,7 +91,6 @@ const (
 	turnrelayMapCounters    = "counters"
 	turnrelayMapCsumScratch = "csum_scratch"
 	turnrelayProgTurnrelay  = "turnrelay"
-	turnrelayVarHashSeed    = "hash_seed"
 )
 
 // loadTurnrelay returns the embedded CollectionSpec for turnrelay.
@@ -161,7 +153,6 @@ type turnrelayMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type turnrelayVariableSpecs struct {
-	HashSeed *ebpf.VariableSpec `ebpf:"hash_seed"`
 }
 
 // turnrelayObjects contains all objects after they have been loaded into the kernel.
@@ -205,7 +196,6 @@ func (m *turnrelayMaps) Close() error {
 //
 // It can be passed to loadTurnrelayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type turnrelayVariables struct {
-	HashSeed *ebpf.Variable `ebpf:"hash_seed"`
 }
 
 // turnrelayPrograms contains all programs after they have been loaded into the kernel.
