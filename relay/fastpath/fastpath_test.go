@@ -171,6 +171,43 @@ func TestBandwidthQuota(t *testing.T) {
 	expectNothing(t, e.listener)
 }
 
+// TestPeerSlots: the peer side holds four channels per allocation (an
+// array entry at the relay port). A fifth is refused, so the relay keeps
+// it in userspace, until one of the four goes; and a relay port belongs to
+// one allocation.
+func TestPeerSlots(t *testing.T) {
+	ns := netlab.New(t).Namespace("relay")
+	o := loadIn(t, ns, "lo")
+	e := loopbackEnds(t, ns)
+	var chans []fastpath.Channel
+	for i := range 5 {
+		e.peer = ns.ListenPacket("udp4", "127.0.0.3:0")
+		chans = append(chans, e.channel(0x4001+uint16(i), true))
+	}
+	for _, c := range chans[:4] {
+		if err := o.Put(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := o.Put(chans[4]); err == nil {
+		t.Fatal("a fifth channel of one allocation was taken")
+	}
+	if err := o.Delete(chans[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Put(chans[4]); err != nil {
+		t.Fatalf("the fifth channel after one of four went: %v", err)
+	}
+	send(t, e.peer, addr(e.relay), []byte("fifth"))
+	expect(t, e.client, addr(e.listener), channelData(0x4005, []byte("fifth")))
+
+	other := chans[0]
+	other.Client = addr(ns.ListenPacket("udp4", "127.0.0.4:0"))
+	if err := o.Put(other); err == nil {
+		t.Error("another client's channel was taken on a relay port in use")
+	}
+}
+
 // family is the addressing of a test network: the client's link and the
 // peer's link of the relay, each a /24 or /64 with .1/::1 on the relay.
 type family struct {
