@@ -20,7 +20,7 @@ import (
 // datagrams through it; they need root (netlab skips without, fails in CI).
 
 // loadIn loads the program in ns, attached to interfaces there.
-func loadIn(t *testing.T, ns *netlab.Namespace, interfaces ...string) *fastpath.Offload {
+func loadIn(t testing.TB, ns *netlab.Namespace, interfaces ...string) *fastpath.Offload {
 	t.Helper()
 	var o *fastpath.Offload
 	if err := ns.Do(func() (err error) { o, err = fastpath.Load(interfaces); return err }); err != nil {
@@ -230,7 +230,7 @@ func (f family) hostPort(ip string, port int) string {
 // pairs, with checksum offload off at the senders so every receiving kernel
 // checks the UDP checksums the program rewrote. The program is attached to
 // both of the relay's links.
-func hosts(t *testing.T, f family) (client, relay, peer *netlab.Namespace, o *fastpath.Offload) {
+func hosts(t testing.TB, f family) (client, relay, peer *netlab.Namespace, o *fastpath.Offload) {
 	lab := netlab.New(t)
 	client, relay, peer = lab.Namespace("client"), lab.Namespace("relay"), lab.Namespace("peer")
 	cIf, rcIf := lab.Link(client, f.clientNet+"2"+f.bits, relay, f.clientNet+"1"+f.bits)
@@ -353,7 +353,7 @@ func TestSameNodeCall(t *testing.T) {
 
 // greet sends a datagram from a to b, so that the hosts have resolved each
 // other's link-layer addresses, as a relay has after answering a client.
-func greet(t *testing.T, a, b net.PacketConn) {
+func greet(t testing.TB, a, b net.PacketConn) {
 	t.Helper()
 	send(t, a, addr(b), []byte("hello"))
 	expect(t, b, addr(a), []byte("hello"))
@@ -370,7 +370,7 @@ func channelData(number uint16, data []byte) []byte {
 	return append(b, data...)
 }
 
-func send(t *testing.T, from net.PacketConn, to netip.AddrPort, b []byte) {
+func send(t testing.TB, from net.PacketConn, to netip.AddrPort, b []byte) {
 	t.Helper()
 	if _, err := from.WriteTo(b, net.UDPAddrFromAddrPort(to)); err != nil {
 		t.Fatalf("send: %v", err)
@@ -378,7 +378,7 @@ func send(t *testing.T, from net.PacketConn, to netip.AddrPort, b []byte) {
 }
 
 // expect reads one datagram on c and checks its source and content.
-func expect(t *testing.T, c net.PacketConn, from netip.AddrPort, want []byte) {
+func expect(t testing.TB, c net.PacketConn, from netip.AddrPort, want []byte) {
 	t.Helper()
 	buf := make([]byte, 2048)
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -416,7 +416,7 @@ func drain(c net.PacketConn) int {
 	}
 }
 
-func counters(t *testing.T, o *fastpath.Offload) fastpath.Counters {
+func counters(t testing.TB, o *fastpath.Offload) fastpath.Counters {
 	t.Helper()
 	c, err := o.Counters()
 	if err != nil {
