@@ -208,6 +208,25 @@ func TestPeerSlots(t *testing.T) {
 	}
 }
 
+// TestLocalPeerSharingARelayPort: a local peer on another address but the
+// same port as an allocation's relay socket is that peer, not the
+// allocation: the kernel delivers to it.
+func TestLocalPeerSharingARelayPort(t *testing.T) {
+	ns := netlab.New(t).Namespace("relay")
+	o := loadIn(t, ns, "lo")
+	other := loopbackEnds(t, ns)
+	if err := o.Put(other.channel(0x4001, true)); err != nil {
+		t.Fatal(err)
+	}
+	e := loopbackEnds(t, ns)
+	e.peer = ns.ListenPacket("udp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.3"), addr(other.relay).Port()).String())
+	if err := o.Put(e.channel(0x4002, true)); err != nil {
+		t.Fatal(err)
+	}
+	send(t, e.client, addr(e.listener), channelData(0x4002, []byte("to the peer")))
+	expect(t, e.peer, addr(e.relay), []byte("to the peer"))
+}
+
 // family is the addressing of a test network: the client's link and the
 // peer's link of the relay, each a /24 or /64 with .1/::1 on the relay.
 type family struct {

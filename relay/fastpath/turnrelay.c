@@ -495,8 +495,6 @@ static __always_inline int same_node(struct __sk_buff *skb, const int v6, struct
 	__u32 ifindex = 0;
 	__be16 *chd;
 
-	if (!addr_zero(&b->relay_ip) && !addr_eq(&b->relay_ip, &ch->peer_ip))
-		return TC_ACT_UNSPEC;
 	s = find_peer(b, saddr, ch->relay_port, now);
 	if (!s || addr_zero(&b->listen_ip))
 		return TC_ACT_UNSPEC;
@@ -591,7 +589,9 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 		if (peer_port < ch->local_port_min || peer_port > ch->local_port_max)
 			return TC_ACT_UNSPEC;
 		b = lookup_alloc(v6, ch->peer_port);
-		if (b) {
+		// (An allocation on that port but another address is not the
+		// peer: a socket of its own, reached as below.)
+		if (b && (addr_zero(&b->relay_ip) || addr_eq(&b->relay_ip, &ch->peer_ip))) {
 			if (addr_zero(&ch->relay_ip))
 				saddr = ch->peer_ip; // the source the kernel picks for a local destination
 			return same_node(skb, v6, p, ch, b, &saddr, data_len, now);
