@@ -22,12 +22,13 @@
 // with `make generate-bpf` (clang); `go build` uses the committed objects.
 //
 // Map layout: the client side is a hash keyed by what a ChannelData datagram
-// carries (one lookup per datagram). The peer side is an array indexed by
-// the relay port, one entry per allocation with a few peer slots inline: a
-// datagram to a relay socket costs one array access and no hashing, so the
-// cost stays flat as allocations grow (hash lookups at 10,000 allocations
-// miss the CPU caches). Bandwidth buckets are an array by relay port too,
-// touched only when the channel has a quota.
+// carries, whose value holds all the client-to-peer direction needs (one
+// lookup per datagram). The peer side is an array indexed by the relay
+// port, one entry per allocation with a few peer slots inline: a datagram
+// to a relay socket costs one array access and no hashing. Bandwidth
+// buckets are an array by relay port too, read only when the channel has a
+// quota. (docs/performance.md has what this costs per packet at 100 and
+// 10,000 allocations, and the layouts tried.)
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
