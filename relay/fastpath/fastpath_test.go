@@ -169,6 +169,18 @@ func TestBandwidthQuota(t *testing.T) {
 		t.Errorf("counters = %+v, want %d relayed and %d dropped", c, got, sent-got)
 	}
 	expectNothing(t, e.listener)
+
+	// The allocation's end takes its buckets: no quota after that.
+	if err := o.DeleteQuota(addr(e.relay).Port()); err != nil {
+		t.Fatal(err)
+	}
+	const more = 50 // over what is left of the bucket; under what the peer's socket buffer holds
+	for range more {
+		send(t, e.client, addr(e.listener), channelData(0x4020, payload))
+	}
+	if got := drain(e.peer); got != more {
+		t.Errorf("peer got %d of %d datagrams after DeleteQuota, want all", got, more)
+	}
 }
 
 // TestPeerSlots: the peer side holds four channels per allocation (an
