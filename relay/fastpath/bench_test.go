@@ -3,8 +3,10 @@
 package fastpath_test
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
@@ -116,4 +118,94 @@ func kernelRunTime(b *testing.B, ns *netlab.Namespace) time.Duration {
 		b.Fatal(err)
 	}
 	return total
+}
+
+// BenchmarkKernelChannels measures the program alone as channels grow:
+// 100 or 10,000 channels (each its own client port and allocation), and
+// ChannelData for them round-robin from one raw socket, so that the sender
+// keeps no per-client state (in the loopback bench, 10,000 client sockets
+// cool every cache on the packet's way). kernel-ns/pkt is the program's
+// run time per datagram it relayed.
+func BenchmarkKernelChannels(b *testing.B) {
+	f := families[0]
+	for _, n := range []int{100, 10000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			client, relay, peer, o := hosts(b, f)
+			listener := relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478))
+			sink := peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0))
+			raw := rawUDPSocket(b, client)
+			clientIP, listenAP := netip.MustParseAddr(f.clientNet+"2"), addr(listener)
+			// Neighbours resolved both ways, as in real life.
+			greet(b, listener, client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)))
+			greet(b, relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)), sink)
+			for i := range n {
+				c := fastpath.Channel{
+					Client: netip.AddrPortFrom(clientIP, uint16(30000+i)), Listener: listenAP, Number: 0x4001,
+					Peer: addr(sink), Relay: netip.AddrPortFrom(netip.MustParseAddr(f.peerNet+"1"), uint16(20000+i)),
+					ChannelExpires: time.Now().Add(time.Hour), PermissionExpires: time.Now().Add(time.Hour),
+				}
+				if err := o.Put(c); err != nil {
+					b.Fatal(err)
+				}
+			}
+			go drainQuietly(sink)
+			datagrams := make([][]byte, n)
+			for i := range datagrams {
+				datagrams[i] = udpDatagram(uint16(30000+i), listenAP.Port(), channelData(0x4001, make([]byte, 100)))
+			}
+			stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+			netlab.Require(b, "BPF run-time statistics", err == nil)
+			defer stats.Close()
+			before, relayedBefore := kernelRunTime(b, relay), counters(b, o).ToPeer.Packets
+			dst := &unix.SockaddrInet4{Addr: listenAP.Addr().As4()}
+			b.ResetTimer()
+			for i := range b.N {
+				if err := unix.Sendto(raw, datagrams[i%n], 0, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			time.Sleep(100 * time.Millisecond)
+			relayed := counters(b, o).ToPeer.Packets - relayedBefore
+			if relayed < uint64(b.N)/2 {
+				b.Fatalf("the program relayed %d of %d datagrams", relayed, b.N)
+			}
+			b.ReportMetric(float64(kernelRunTime(b, relay)-before)/float64(relayed), "kernel-ns/pkt")
+		})
+	}
+}
+
+// rawUDPSocket is a raw IPv4 socket in ns for UDP datagrams whose header
+// the caller writes (the kernel adds the IP header).
+func rawUDPSocket(b *testing.B, ns *netlab.Namespace) int {
+	var fd int
+	err := ns.Do(func() (err error) {
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_UDP)
+		return err
+	})
+	if err != nil {
+		b.Fatalf("raw socket: %v", err)
+	}
+	b.Cleanup(func() { _ = unix.Close(fd) })
+	return fd
+}
+
+// udpDatagram is a UDP header and payload, without a checksum (allowed
+// over IPv4).
+func udpDatagram(src, dst uint16, payload []byte) []byte {
+	d := make([]byte, 8, 8+len(payload))
+	binary.BigEndian.PutUint16(d, src)
+	binary.BigEndian.PutUint16(d[2:], dst)
+	binary.BigEndian.PutUint16(d[4:], uint16(8+len(payload)))
+	return append(d, payload...)
+}
+
+func drainQuietly(c net.PacketConn) {
+	buf := make([]byte, 2048)
+	_ = c.SetReadDeadline(time.Time{})
+	for {
+		if _, _, err := c.ReadFrom(buf); err != nil {
+			return
+		}
+	}
 }
