@@ -7,10 +7,11 @@
 #   hack/bench.sh                 # the full matrix (about 15 minutes as root), then the one-core check
 #   hack/bench.sh -runs 5 -duration 3s -allocs 100 -sizes 100 -rates max
 #                                 # arguments replace the matrix run; no one-core check
+#   hack/bench.sh -family 6 -allocs 100,10000 -sizes 100 -rates max   # IPv6 only
 #   BASELINE=c7882c8 hack/bench.sh   # also measure turnpike built from that git
 #                                 # revision, as "before", in the same run
 #
-# The matrix: 1, 100 and 10,000 allocations; 100 and 1200-byte payloads;
+# The matrix (IPv4): 1, 100 and 10,000 allocations; 100 and 1200-byte payloads;
 # offered 100k and 200k packets/s, as fast as possible ("max") and twice
 # what the relay delivered at max ("2x", the overload check). For each it
 # prints delivered packets/s, loss, the relay process's CPU µs per packet,
@@ -20,6 +21,8 @@
 # cost, p50/p99 latency through the relay, the ratios to coturn, and for
 # turnpike-ebpf the share of packets its kernel program relayed; then
 # allocation set-up rate and RSS per idle allocation, and the goals.
+# Then IPv6 rows (-family 6: relays on ::1, the peer on a global IPv6
+# address of the machine) at 100 and 10,000 allocations, 200k/s and max.
 # The one-core check pins the relays to CPU 0 (taskset) at 200k packets/s;
 # turnpike-ebpf's kernel work runs on the sender's CPU, which is not pinned.
 #
@@ -54,6 +57,13 @@ if [ $# -gt 0 ]; then
 	exit
 fi
 bench -runs 3 -duration 2s -allocs 1,100,10000 -sizes 100,1200 -rates 100000,200000,max,2x
+echo
+if ip -6 addr show scope global 2>/dev/null | grep -q inet6; then
+	echo "IPv6: relays on ::1, peer on this machine's first global IPv6 address"
+	bench -family 6 -runs 3 -duration 2s -allocs 100,10000 -sizes 100,1200 -rates 200000,max
+else
+	echo "IPv6: skipped: this machine has no global IPv6 address for the peer"
+fi
 echo
 echo "one core: the relays pinned to CPU 0, 200k packets/s of 100 B (turnpike-ebpf: its process; the fast path runs on the sender's CPU)"
 bench -runs 3 -duration 2s -allocs 1,100 -sizes 100 -rates 200000,max -relay-cpus 0

@@ -186,11 +186,15 @@ func (r *Relay) channelCreated(k allocKey, listener, relayAddr, peer net.Addr, n
 		return
 	}
 	st := r.current()
-	bind, _, err := st.addrs.forNetwork("udp4")
+	relayNetwork := "udp4"
+	if !relayAP.Addr().Unmap().Is4() {
+		relayNetwork = "udp6"
+	}
+	bind, _, err := st.addrs.forNetwork(relayNetwork)
 	if err != nil {
 		return
 	}
-	if !listenAP.Addr().Is4() { // a dual-stack wildcard listener: "[::]"
+	if k.client.Addr().Unmap().Is4() && listenAP.Addr().IsUnspecified() { // a dual-stack wildcard listener: "[::]"
 		listenAP = netip.AddrPortFrom(netip.IPv4Unspecified(), listenAP.Port())
 	}
 	now := timeNow()
@@ -200,15 +204,16 @@ func (r *Relay) channelCreated(k allocKey, listener, relayAddr, peer net.Addr, n
 		ChannelExpires:    now.Add(channelLifetime),
 		PermissionExpires: now.Add(permissionLifetime),
 		BytesPerSecond:    st.quotas.BandwidthPerAllocation,
-	}
-	if !c.Offloadable() {
-		return
+		LocalPeerPorts:    st.policy.localPeerPorts(peerAP.Addr()),
 	}
 	if ok, _ := st.policy.checkPort(peerAP); !ok {
 		return // a node port peers may not use: userspace drops its packets
 	}
+	c.ClientLocal, c.PeerLocal = st.onHost(k.client.Addr()), st.onHost(peerAP.Addr())
+	if !c.Offloadable() {
+		return
+	}
 	r.withOffload(func(o *offloader) {
-		c.ClientLocal, c.PeerLocal = st.onHost(k.client.Addr()), st.onHost(peerAP.Addr())
 		if err := o.kernel.Put(*c); err != nil {
 			o.log.Warn("fast path: channel not offloaded", "error", err.Error(), "client", k.client.String(), "peer", peerAP.String())
 			return

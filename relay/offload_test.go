@@ -160,3 +160,83 @@ func TestDefaultFastPathInterfaces(t *testing.T) {
 		}
 	}
 }
+
+// TestFastPathOffloadsIPv6Channels: an IPv6 allocation's channel goes into
+// the kernel (the relay socket's bind address of its own family) and is
+// relayed there both ways.
+func TestFastPathOffloadsIPv6Channels(t *testing.T) {
+	needTool(t, "root (loading the fast path's BPF program)", os.Geteuid() == 0)
+	needTool(t, "IPv6", haveIPv6())
+	peerIP := localAddr(t, true, false)
+	cfg := baseConfig(t, t.TempDir())
+	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(peerIP, 128).String()}
+	cfg.FastPath = config.FastPath{Enabled: true, Interfaces: []string{"lo"}}
+	tr := startRelay(t, cfg, baseCredentials())
+	peer := startEchoPeer(t, peerIP)
+
+	c := dialRaw(t, "udp", net.JoinHostPort("::1", strconv.Itoa(tr.port)), testUser, testPassword)
+	if relayed := c.mustAllocate(true); !relayed.Addr().Is6() {
+		t.Fatalf("relayed address %s, want IPv6", relayed)
+	}
+	if code := c.channelBind(0x4001, peer.addr); code != 0 {
+		t.Fatalf("ChannelBind: %d", code)
+	}
+	wantChannels(t, tr, 1)
+	const n = 20
+	for i := range n {
+		if d := c.roundTrip(peer.addr, 0x4001, []byte("kernel six "+strconv.Itoa(i))); d.channel != 0x4001 {
+			t.Fatalf("echo came back as %+v, want ChannelData on 0x4001", d)
+		}
+	}
+	wantKernelPackets(t, tr, n, n)
+}
+
+// TestFastPathSameRelayCall: both clients of a call on this relay, each
+// with a channel to the other's relayed address (the node's address, a
+// relay port). The kernel hands each one's ChannelData to the other as
+// ChannelData on its own channel.
+func TestFastPathSameRelayCall(t *testing.T) {
+	needTool(t, "root (loading the fast path's BPF program)", os.Geteuid() == 0)
+	nodeIP := localAddr(t, false, false)
+	cfg := baseConfig(t, t.TempDir())
+	cfg.Addresses.Bind = []string{nodeIP.String()}
+	cfg.Internal.Address = nodeIP.String()
+	cfg.FastPath = config.FastPath{Enabled: true, Interfaces: []string{"lo"}}
+	tr := startRelay(t, cfg, baseCredentials())
+	addr := net.JoinHostPort(nodeIP.String(), strconv.Itoa(tr.port))
+
+	alice := dialRaw(t, "udp", addr, testUser, testPassword)
+	bob := dialRaw(t, "udp", addr, testUser, testPassword)
+	aliceRelayed, bobRelayed := alice.mustAllocate(false), bob.mustAllocate(false)
+	if code := alice.channelBind(0x4001, bobRelayed); code != 0 {
+		t.Fatalf("alice: ChannelBind to bob's allocation: %d", code)
+	}
+	if code := bob.channelBind(0x4002, aliceRelayed); code != 0 {
+		t.Fatalf("bob: ChannelBind to alice's allocation: %d", code)
+	}
+	wantChannels(t, tr, 2)
+	const n = 10
+	for i := range n {
+		alice.sendChannel(0x4001, []byte("to bob "+strconv.Itoa(i)))
+		if d, err := bob.receive(); err != nil || d.channel != 0x4002 || string(d.data) != "to bob "+strconv.Itoa(i) {
+			t.Fatalf("bob received %+v, %v; want ChannelData on 0x4002", d, err)
+		}
+		bob.sendChannel(0x4002, []byte("to alice "+strconv.Itoa(i)))
+		if d, err := alice.receive(); err != nil || d.channel != 0x4001 || string(d.data) != "to alice "+strconv.Itoa(i) {
+			t.Fatalf("alice received %+v, %v; want ChannelData on 0x4001", d, err)
+		}
+	}
+	// Each datagram is one allocation's client_to_peer and the other's
+	// peer_to_client, all in the kernel.
+	wantKernelPackets(t, tr, 2*n, 2*n)
+}
+
+// wantKernelPackets waits for the fast path's counters in the metrics
+// (they arrive with the next poll).
+func wantKernelPackets(t *testing.T, tr *testRelay, toPeer, fromPeer float64) {
+	t.Helper()
+	waitFor(t, "the fast path's counters in the metrics", func() bool {
+		return counterValue(t, tr.Relay, "turnpike_relay_fastpath_packets_total", "direction", dirToPeer) >= toPeer &&
+			counterValue(t, tr.Relay, "turnpike_relay_fastpath_packets_total", "direction", dirFromPeer) >= fromPeer
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/turnpike-dev/turnpike/relay/config"
+	"github.com/turnpike-dev/turnpike/relay/fastpath"
 )
 
 // Peer policy: which peer addresses a client may reach through the relay.
@@ -296,6 +297,16 @@ func (p *peerPolicy) checkPort(peer netip.AddrPort) (ok bool, reason string) {
 		return true, ""
 	}
 	return false, denyNode
+}
+
+// localPeerPorts are the ports of a node address a the fast path may relay
+// to (checkPort's rule, for the kernel to apply too): every port when an
+// allow entry names a exactly, else the relay port range.
+func (p *peerPolicy) localPeerPorts(a netip.Addr) fastpath.PortRange {
+	if p.allowsExactly(canonicalPeer(a)) {
+		return fastpath.AllPorts
+	}
+	return fastpath.PortRange{Min: uint16(p.relayPorts.Min), Max: uint16(p.relayPorts.Max)}
 }
 
 // relayPortOnly reports whether peer is a node address on a port outside

@@ -156,10 +156,12 @@ func connectAll(clients []*client, to func(*client) netip.AddrPort) error {
 			return err
 		}
 		a := to(c)
+		var sa syscall.Sockaddr = &syscall.SockaddrInet6{Port: int(a.Port()), Addr: a.Addr().As16()}
+		if a.Addr().Is4() {
+			sa = &syscall.SockaddrInet4{Port: int(a.Port()), Addr: a.Addr().As4()}
+		}
 		var cerr error
-		if err := rc.Control(func(fd uintptr) {
-			cerr = syscall.Connect(int(fd), &syscall.SockaddrInet4{Port: int(a.Port()), Addr: a.Addr().As4()})
-		}); err != nil {
+		if err := rc.Control(func(fd uintptr) { cerr = syscall.Connect(int(fd), sa) }); err != nil {
 			return err
 		}
 		if cerr != nil {
@@ -257,7 +259,7 @@ type sink struct {
 }
 
 func newSink(ip netip.Addr) (*sink, error) {
-	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
 	if err != nil {
 		return nil, err
 	}

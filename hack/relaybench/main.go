@@ -83,11 +83,14 @@ type options struct {
 	ebpf                 bool
 	setupWorkers         int
 	peerIP               netip.Addr
+	loopback             netip.Addr // the relays' listener and relay address: 127.0.0.1 or ::1
+	clientIP             netip.Addr // the load generator's client sockets
 }
 
 func main() {
 	var o options
 	var allocs, sizes, rates, peer string
+	var family int
 	flag.StringVar(&o.turnpike, "turnpike", "bin/turnpike", "turnpike binary")
 	flag.StringVar(&o.baseline, "baseline", "", "an older turnpike binary to measure too, as \"before\" (optional)")
 	flag.StringVar(&o.turnserver, "turnserver", "turnserver", "coturn turnserver binary (empty: skip coturn)")
@@ -99,7 +102,8 @@ func main() {
 	flag.StringVar(&o.relayCPUs, "relay-cpus", "", "pin the relays to these CPUs with taskset (e.g. 0)")
 	flag.BoolVar(&o.ebpf, "ebpf", true, "also measure turnpike with its eBPF fast path on lo (\"turnpike-ebpf\"; needs root)")
 	flag.IntVar(&o.setupWorkers, "setup-workers", 32, "allocations set up in parallel")
-	flag.StringVar(&peer, "peer", "", "peer address (default: first non-loopback IPv4 of this machine)")
+	flag.StringVar(&peer, "peer", "", "peer address (default: first non-loopback address of -family of this machine)")
+	flag.IntVar(&family, "family", 4, "IP version of every address in the test, 4 or 6: relays on 127.0.0.1 or ::1")
 	flag.Parse()
 	o.allocs = mustInts("-allocs", allocs)
 	o.sizes = mustInts("-sizes", sizes)
@@ -110,9 +114,10 @@ func main() {
 		}
 	}
 	var err error
-	if o.peerIP, err = pickPeer(peer); err != nil {
+	if o.peerIP, err = pickPeer(peer, family); err != nil {
 		log.Fatal(err)
 	}
+	o.loopback, o.clientIP = loopbackAddrs(o.peerIP)
 	raiseFileLimit()
 	if err := run(o); err != nil {
 		log.Fatal(err)
@@ -148,9 +153,10 @@ func raiseFileLimit() {
 
 // relayProc is a relay under test, or the direct baseline.
 type relayProc struct {
-	name string
-	addr string    // TURN UDP address
-	cmd  *exec.Cmd // nil for direct
+	name   string
+	addr   string     // TURN UDP address
+	client netip.Addr // the address its clients send from
+	cmd    *exec.Cmd  // nil for direct
 
 	metrics  string    // turnpike: its /metrics URL
 	log      *relayLog // turnpike: its log
@@ -379,7 +385,7 @@ func setUp(o options, r *relayProc, sink *sink, n int) (setupResult, []*client, 
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				c, err := openChannel(r.addr, sink.addr)
+				c, err := openChannel(r.client, r.addr, sink.addr)
 				if err != nil {
 					errs <- err
 					return
@@ -445,20 +451,35 @@ func contextSwitches(pid int) int64 {
 	return total
 }
 
-func pickPeer(flagValue string) (netip.Addr, error) {
+func pickPeer(flagValue string, family int) (netip.Addr, error) {
 	if flagValue != "" {
 		return netip.ParseAddr(flagValue)
+	}
+	if family != 4 && family != 6 {
+		return netip.Addr{}, fmt.Errorf("-family %d: 4 or 6", family)
 	}
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return netip.Addr{}, err
 	}
 	for _, a := range addrs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && p.Addr().IsGlobalUnicast() {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() == (family == 4) && p.Addr().IsGlobalUnicast() {
 			return p.Addr(), nil
 		}
 	}
-	return netip.Addr{}, errors.New("no non-loopback IPv4 address for the peer; pass -peer")
+	return netip.Addr{}, fmt.Errorf("no non-loopback IPv%d address for the peer; pass -peer", family)
+}
+
+// loopbackAddrs are the relays' address and the clients' for a peer's
+// family. IPv4 clients use 127.0.0.2: a socket bound there never holds a
+// port the relays want for a relay socket on 127.0.0.1, so 10,000 client
+// sockets do not make the relays' port allocation fail. IPv6 has one
+// loopback address, so its clients use the peer's address for that.
+func loopbackAddrs(peer netip.Addr) (relays, clients netip.Addr) {
+	if peer.Is4() {
+		return netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.AddrFrom4([4]byte{127, 0, 0, 2})
+	}
+	return netip.IPv6Loopback(), peer
 }
 
 func freePort() (int, error) {
@@ -509,12 +530,12 @@ func startTurnpike(o options, name, binary, dir string, fastPath bool) (*relayPr
 realm: %s
 listeners: [{name: udp, protocol: UDP, port: %d}]
 relayPortRange: {min: 10000, max: 29999}
-addresses: {bind: ["127.0.0.1"]}
-peerPolicy: {allow: ["%s/32"]}
+addresses: {bind: ["%s"]}
+peerPolicy: {allow: ["%s"]}
 internal: {address: 127.0.0.1, metricsPort: %d, healthPort: %d}
 drainGracePeriod: 1s
 log: {level: %s, format: text}
-%s`, realm, port, o.peerIP, internal, internal, level, extra)
+%s`, realm, port, o.loopback, netip.PrefixFrom(o.peerIP, o.peerIP.BitLen()), internal, internal, level, extra)
 	credsYAML := fmt.Sprintf("version: turnpike.dev/relay/v1\ngeneration: 1\nusers: [{username: %s, key: %x}]\n", user, []byte(key))
 	if err := os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(relayYAML), 0o600); err != nil {
 		return nil, err
@@ -529,7 +550,7 @@ log: {level: %s, format: text}
 		return nil, err
 	}
 	r := &relayProc{
-		name: name, addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd,
+		name: name, addr: netip.AddrPortFrom(o.loopback, uint16(port)).String(), cmd: cmd, client: o.clientIP,
 		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", internal), log: logs, fastPath: fastPath,
 	}
 	return r, waitUntilServing(r)
@@ -541,7 +562,7 @@ func startCoturn(o options, dir string) (*relayProc, error) {
 		return nil, err
 	}
 	cmd := command(o, o.turnserver, "-n", "--no-cli", "--no-tcp", "--no-tls", "--no-dtls", "--no-tcp-relay",
-		"--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--listening-port", strconv.Itoa(port),
+		"--listening-ip", o.loopback.String(), "--relay-ip", o.loopback.String(), "--listening-port", strconv.Itoa(port),
 		"--min-port", "40000", "--max-port", "59999", "--lt-cred-mech", "--realm", realm,
 		"--user", user+":"+password, "--userdb", filepath.Join(dir, "turndb"),
 		"--pidfile", filepath.Join(dir, "turnserver.pid"), "--log-file", "stdout", "--no-stdout-log", "--simple-log",
@@ -549,7 +570,7 @@ func startCoturn(o options, dir string) (*relayProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	r := &relayProc{name: coturnName, addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
+	r := &relayProc{name: coturnName, addr: netip.AddrPortFrom(o.loopback, uint16(port)).String(), cmd: cmd, client: o.clientIP}
 	return r, waitUntilServing(r)
 }
 
@@ -558,7 +579,7 @@ func waitUntilServing(r *relayProc) error {
 	var err error
 	for range 50 {
 		var c *client
-		if c, err = openChannel(r.addr, netip.AddrPort{}); err == nil {
+		if c, err = openChannel(r.client, r.addr, netip.AddrPort{}); err == nil {
 			c.release()
 			return nil
 		}

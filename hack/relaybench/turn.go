@@ -33,24 +33,27 @@ func (c *client) release() {
 	_ = c.Close()
 }
 
-// openChannel allocates on the relay at server and, when peer is valid,
-// binds the bench channel to it. It returns the connected client socket.
-func openChannel(server string, peer netip.AddrPort) (*client, error) {
-	raddr, err := net.ResolveUDPAddr("udp4", server)
+// openChannel allocates on the relay at server from a socket on from and,
+// when peer is valid, binds the bench channel to it. It returns the
+// connected client socket.
+func openChannel(from netip.Addr, server string, peer netip.AddrPort) (*client, error) {
+	raddr, err := net.ResolveUDPAddr("udp", server)
 	if err != nil {
 		return nil, err
 	}
-	// From 127.0.0.2: a socket bound there never holds a port the relays
-	// want for a relay socket on 127.0.0.1, so 10,000 client sockets do not
-	// make the relays' port allocation fail.
-	c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}, raddr)
+	c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(from, 0)), raddr)
 	if err != nil {
 		return nil, err
 	}
 	integrity := stun.NewLongTermIntegrity(user, realm, password)
-	transport := stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
+	allocate := []stun.Setter{stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}}
+	if from.Is6() {
+		// An IPv6 relay address (RFC 6156: IPv4 is the default, and
+		// coturn refuses that on an IPv6 listener).
+		allocate = append(allocate, stun.RawAttribute{Type: stun.AttrRequestedAddressFamily, Value: []byte{2, 0, 0, 0}})
+	}
 
-	res, err := roundTrip(c, stun.NewType(stun.MethodAllocate, stun.ClassRequest), transport)
+	res, err := roundTrip(c, stun.NewType(stun.MethodAllocate, stun.ClassRequest), allocate...)
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -61,7 +64,7 @@ func openChannel(server string, peer netip.AddrPort) (*client, error) {
 		return nil, fmt.Errorf("no nonce in the first answer: %w", err)
 	}
 	auth := []stun.Setter{stun.NewUsername(user), stun.NewRealm(realm), nonce, integrity}
-	if res, err = roundTrip(c, stun.NewType(stun.MethodAllocate, stun.ClassRequest), append([]stun.Setter{transport}, auth...)...); err != nil {
+	if res, err = roundTrip(c, stun.NewType(stun.MethodAllocate, stun.ClassRequest), append(allocate, auth...)...); err != nil {
 		c.Close()
 		return nil, err
 	}

@@ -8,9 +8,9 @@
 // quotas have admitted the peer, and it removes the Channel when pion says
 // the channel, its permission or the allocation is gone. Each entry also
 // carries its own expiry, so a missed event cannot keep a channel relaying
-// past its lifetime. Whatever the program does not handle (IPv6, TCP,
-// Send/Data indications, padding, fragments, GSO, a destination it cannot
-// route) passes on untouched to the userspace relay.
+// past its lifetime. Whatever the program does not handle (TCP, Send/Data
+// indications, padding, fragments, IPv6 extension headers, GSO, a
+// destination it cannot route) passes on untouched to the userspace relay.
 package fastpath
 
 import (
@@ -38,12 +38,41 @@ type Channel struct {
 	// BytesPerSecond is the allocation's bandwidth quota per direction;
 	// 0 is unlimited.
 	BytesPerSecond int64
+	// LocalPeerPorts are the ports a peer on this host (PeerLocal) may be
+	// relayed to: the TurnServer's relay port range, or every port when
+	// the peer policy allows that address exactly. The kernel checks it
+	// too, so that no other port of the node is reached through it. The
+	// zero value opens none: a local peer then stays in userspace.
+	LocalPeerPorts PortRange
 }
 
-// Offloadable says whether the kernel program handles c: IPv4 only.
+// PortRange is an inclusive range of ports.
+type PortRange struct {
+	Min, Max uint16
+}
+
+// AllPorts is every port.
+var AllPorts = PortRange{Min: 0, Max: 65535}
+
+// Contains says whether port lies in r.
+func (r PortRange) Contains(port uint16) bool {
+	return port >= r.Min && port <= r.Max
+}
+
+// Offloadable says whether the kernel program handles c: every address of
+// one family (IPv4 or IPv6; the program does not translate between them),
+// a ChannelData channel number, and a local peer only on LocalPeerPorts.
 func (c Channel) Offloadable() bool {
-	return c.Client.Addr().Is4() && c.Peer.Addr().Is4() && c.Relay.Addr().Is4() && c.Listener.Addr().Is4() &&
-		c.Number >= 0x4000 && c.Number <= 0x4fff
+	is4 := c.Client.Addr().Unmap().Is4()
+	for _, a := range []netip.AddrPort{c.Peer, c.Relay, c.Listener} {
+		if !a.Addr().IsValid() || a.Addr().Unmap().Is4() != is4 {
+			return false
+		}
+	}
+	if c.PeerLocal && !c.LocalPeerPorts.Contains(c.Peer.Port()) {
+		return false
+	}
+	return c.Client.Addr().IsValid() && c.Number >= 0x4000 && c.Number <= 0x4fff
 }
 
 // Attachable says whether the program can work on iface: it parses an

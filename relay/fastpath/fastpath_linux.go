@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -16,7 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Indexes of the counters map and flags of its entries (turnrelay.c).
+// Indexes of the counters map, flags of the map entries and directions of
+// the buckets (turnrelay.c).
 const (
 	statToPeer = iota
 	statFromPeer
@@ -24,7 +26,14 @@ const (
 	statDroppedFromPeer
 	statCount
 
-	destLocal = 1
+	chanPeerLocal = 1
+	chanListenAny = 2
+	chanQuota     = 4
+
+	allocUsed        = 1
+	allocV6          = 2
+	allocClientLocal = 4
+	allocQuota       = 8
 
 	dirToPeer   = 0
 	dirFromPeer = 1
@@ -32,6 +41,9 @@ const (
 
 // Offload is the loaded and attached program.
 type Offload struct {
+	// mu orders Put, Delete and DeleteQuota: they read, change and write
+	// back an allocation's entry.
+	mu         sync.Mutex
 	objs       turnrelayObjects
 	links      []link.Link
 	interfaces []string
@@ -91,49 +103,107 @@ func (o *Offload) Close() error {
 	return errors.Join(errs...)
 }
 
-// Put writes (or refreshes) a channel in both directions. A peer-side
-// listener address the program learnt is kept.
+// Put writes (or refreshes) a channel in both directions: its client-side
+// entry, and its peer slot in the allocation's entry at its relay port. An
+// address the program learnt for a listener on all addresses is kept, and
+// so are the tokens of a bandwidth bucket whose rate did not change.
 func (o *Offload) Put(c Channel) error {
 	if !c.Offloadable() {
-		return fmt.Errorf("channel %#x from %v to %v: only IPv4 channels are offloaded", c.Number, c.Client, c.Peer)
+		return fmt.Errorf("channel %#x from %v to %v: not offloadable (mixed address families, or a local peer outside %d-%d)",
+			c.Number, c.Client, c.Peer, c.LocalPeerPorts.Min, c.LocalPeerPorts.Max)
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	index := uint32(c.Relay.Port())
+	var a turnrelayAlloc
+	if err := o.objs.Allocs.Lookup(index, &a); err != nil {
+		return fmt.Errorf("allocs map: %w", err)
+	}
+	if !ownedBy(a, c) {
+		if a.Flags&allocUsed != 0 && !expired(a) {
+			return fmt.Errorf("channel %#x from %v: relay port %d holds another allocation's channels", c.Number, c.Client, c.Relay.Port())
+		}
+		a = newAlloc(c)
+	}
+	slot, ok := pickSlot(&a, c)
+	if !ok {
+		return fmt.Errorf("channel %#x from %v: the allocation on relay port %d has %d channels in the kernel already", c.Number, c.Client, c.Relay.Port(), len(a.Peers))
+	}
+	a.Peers[slot] = turnrelayPeerSlot{PeerIp: addr16(c.Peer.Addr()), PeerPort: port(c.Peer.Port()), Channel: c.Number, ExpiresNs: monotonicNs(c.PermissionExpires)}
 	ck, cv := channelEntry(c)
-	pk, pv := peerEntry(c)
-	var old turnrelayPeerVal
-	if pv.ListenIp == 0 && o.objs.Peers.Lookup(&pk, &old) == nil && old.ClientIp == pv.ClientIp && old.ClientPort == pv.ClientPort {
-		pv.ListenIp = old.ListenIp
+	var old turnrelayChanVal
+	if cv.Flags&chanListenAny != 0 && o.objs.Channels.Lookup(&ck, &old) == nil {
+		cv.ListenIp = old.ListenIp
+	}
+	if err := o.putQuota(c); err != nil {
+		return err
+	}
+	if err := o.objs.Allocs.Put(index, &a); err != nil {
+		return fmt.Errorf("allocs map: %w", err)
 	}
 	if err := o.objs.Channels.Put(&ck, &cv); err != nil {
 		return fmt.Errorf("channels map: %w", err)
 	}
-	if err := o.objs.Peers.Put(&pk, &pv); err != nil {
-		return fmt.Errorf("peers map: %w", err)
+	return nil
+}
+
+// putQuota starts the allocation's bandwidth buckets, full, unless they
+// already run at this rate.
+func (o *Offload) putQuota(c Channel) error {
+	if !hasQuota(c) {
+		return nil
 	}
-	if c.BytesPerSecond > 0 && c.BytesPerSecond <= maxRate {
-		for _, dir := range []uint16{dirToPeer, dirFromPeer} {
-			b := turnrelayBucket{Rate: uint64(c.BytesPerSecond), Burst: burstFor(c.BytesPerSecond), LastNs: monotonicNs(time.Now())}
-			b.Tokens = b.Burst
-			err := o.objs.Buckets.Update(&turnrelayBucketKey{RelayPort: c.Relay.Port(), Direction: dir}, &b, ebpf.UpdateNoExist)
-			if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
-				return fmt.Errorf("buckets map: %w", err)
-			}
+	for _, dir := range []uint32{dirToPeer, dirFromPeer} {
+		index := bucketIndex(c.Relay.Port(), dir)
+		var b turnrelayBucket
+		if err := o.objs.Buckets.Lookup(index, &b); err != nil {
+			return fmt.Errorf("buckets map: %w", err)
+		}
+		if b.Rate == uint64(c.BytesPerSecond) {
+			continue
+		}
+		b = turnrelayBucket{Rate: uint64(c.BytesPerSecond), Burst: burstFor(c.BytesPerSecond), LastNs: monotonicNs(time.Now())}
+		b.Tokens = b.Burst
+		if err := o.objs.Buckets.Update(index, &b, ebpf.UpdateLock); err != nil {
+			return fmt.Errorf("buckets map: %w", err)
 		}
 	}
 	return nil
 }
 
-// Delete removes a channel in both directions. Missing entries are fine.
+// Delete removes a channel in both directions; the allocation's entry goes
+// with its last channel. Missing entries are fine.
 func (o *Offload) Delete(c Channel) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	ck, _ := channelEntry(c)
-	pk, _ := peerEntry(c)
-	return errors.Join(ignoreMissing(o.objs.Channels.Delete(&ck)), ignoreMissing(o.objs.Peers.Delete(&pk)))
+	errs := []error{ignoreMissing(o.objs.Channels.Delete(&ck))}
+	index := uint32(c.Relay.Port())
+	var a turnrelayAlloc
+	if err := o.objs.Allocs.Lookup(index, &a); err != nil || !ownedBy(a, c) {
+		return errors.Join(append(errs, err)...)
+	}
+	used := 0
+	for i, s := range a.Peers {
+		if s.Channel == c.Number && s.PeerPort == port(c.Peer.Port()) && s.PeerIp == addr16(c.Peer.Addr()) {
+			a.Peers[i] = turnrelayPeerSlot{}
+		} else if a.Peers[i].Channel != 0 {
+			used++
+		}
+	}
+	if used == 0 {
+		a = turnrelayAlloc{}
+	}
+	return errors.Join(append(errs, o.objs.Allocs.Put(index, &a))...)
 }
 
 // DeleteQuota removes the bandwidth buckets of the allocation on relayPort.
 func (o *Offload) DeleteQuota(relayPort uint16) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	var errs []error
-	for _, dir := range []uint16{dirToPeer, dirFromPeer} {
-		errs = append(errs, ignoreMissing(o.objs.Buckets.Delete(&turnrelayBucketKey{RelayPort: relayPort, Direction: dir})))
+	for _, dir := range []uint32{dirToPeer, dirFromPeer} {
+		errs = append(errs, o.objs.Buckets.Update(bucketIndex(relayPort, dir), &turnrelayBucket{}, ebpf.UpdateLock))
 	}
 	return errors.Join(errs...)
 }
@@ -156,53 +226,117 @@ func (o *Offload) Counters() (Counters, error) {
 
 func channelEntry(c Channel) (turnrelayChanKey, turnrelayChanVal) {
 	k := turnrelayChanKey{
-		ClientIp:   ip4(c.Client.Addr()),
+		ClientIp:   addr16(c.Client.Addr()),
 		ClientPort: port(c.Client.Port()),
 		ListenPort: port(c.Listener.Port()),
 		Channel:    c.Number,
 	}
 	v := turnrelayChanVal{
-		PeerIp:    ip4(c.Peer.Addr()),
-		RelayIp:   ip4(c.Relay.Addr()),
-		ListenIp:  ip4(c.Listener.Addr()),
-		PeerPort:  port(c.Peer.Port()),
-		RelayPort: port(c.Relay.Port()),
-		ExpiresNs: monotonicNs(c.ChannelExpires),
+		PeerIp:       addr16(c.Peer.Addr()),
+		RelayIp:      addr16(c.Relay.Addr()),
+		ListenIp:     addr16(c.Listener.Addr()),
+		PeerPort:     port(c.Peer.Port()),
+		RelayPort:    port(c.Relay.Port()),
+		LocalPortMin: c.LocalPeerPorts.Min,
+		LocalPortMax: c.LocalPeerPorts.Max,
+		ExpiresNs:    monotonicNs(c.ChannelExpires),
 	}
 	if c.PeerLocal {
-		v.Flags |= destLocal
+		v.Flags |= chanPeerLocal
+	}
+	if c.Listener.Addr().IsUnspecified() {
+		v.Flags |= chanListenAny
+	}
+	if hasQuota(c) {
+		v.Flags |= chanQuota
 	}
 	return k, v
 }
 
-func peerEntry(c Channel) (turnrelayPeerKey, turnrelayPeerVal) {
-	k := turnrelayPeerKey{
-		PeerIp:    ip4(c.Peer.Addr()),
-		PeerPort:  port(c.Peer.Port()),
-		RelayPort: port(c.Relay.Port()),
-	}
-	v := turnrelayPeerVal{
-		ClientIp:   ip4(c.Client.Addr()),
-		RelayIp:    ip4(c.Relay.Addr()),
-		ListenIp:   ip4(c.Listener.Addr()),
+// newAlloc is the entry of c's allocation, without peers.
+func newAlloc(c Channel) turnrelayAlloc {
+	a := turnrelayAlloc{
+		ClientIp:   addr16(c.Client.Addr()),
+		RelayIp:    addr16(c.Relay.Addr()),
+		ListenIp:   addr16(c.Listener.Addr()), // unspecified: zero, until the program learns it
 		ClientPort: port(c.Client.Port()),
 		ListenPort: port(c.Listener.Port()),
-		Channel:    c.Number,
-		ExpiresNs:  monotonicNs(c.PermissionExpires),
+		Flags:      allocUsed,
+	}
+	if !c.Client.Addr().Unmap().Is4() {
+		a.Flags |= allocV6
 	}
 	if c.ClientLocal {
-		v.Flags |= destLocal
+		a.Flags |= allocClientLocal
 	}
-	return k, v
+	if hasQuota(c) {
+		a.Flags |= allocQuota
+	}
+	return a
 }
 
-// ip4 and port give an address and a port in network byte order, as the
-// program reads them from packets (the maps hold them as they are in memory).
-func ip4(a netip.Addr) uint32 {
-	b := a.Unmap().As4()
-	return binary.NativeEndian.Uint32(b[:])
+// ownedBy says whether a is the entry of c's allocation: the same client,
+// listener port and relay address.
+func ownedBy(a turnrelayAlloc, c Channel) bool {
+	n := newAlloc(c)
+	return a.Flags&allocUsed != 0 && a.ClientIp == n.ClientIp && a.ClientPort == n.ClientPort &&
+		a.ListenPort == n.ListenPort && a.RelayIp == n.RelayIp && a.Flags&allocV6 == n.Flags&allocV6
 }
 
+// expired says whether every peer of a has lost its permission: the entry
+// is left over (its allocation's end was missed) and its port may be reused.
+func expired(a turnrelayAlloc) bool {
+	now := monotonicNs(time.Now())
+	for _, s := range a.Peers {
+		if s.Channel != 0 && s.ExpiresNs >= now {
+			return false
+		}
+	}
+	return true
+}
+
+// pickSlot returns the slot of a for c: the one of its channel or peer, or
+// else a free or expired one.
+func pickSlot(a *turnrelayAlloc, c Channel) (int, bool) {
+	peerIP, peerPort := addr16(c.Peer.Addr()), port(c.Peer.Port())
+	for i, s := range a.Peers {
+		if s.Channel == c.Number || (s.PeerIp == peerIP && s.PeerPort == peerPort) {
+			return i, true
+		}
+	}
+	now := monotonicNs(time.Now())
+	for i, s := range a.Peers {
+		if s.Channel == 0 || s.ExpiresNs < now {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+func hasQuota(c Channel) bool {
+	return c.BytesPerSecond > 0 && c.BytesPerSecond <= maxRate
+}
+
+func bucketIndex(relayPort uint16, dir uint32) uint32 {
+	return uint32(relayPort)*2 + dir
+}
+
+// addr16 gives an address as the program reads it from packets: IPv6, or
+// IPv4-mapped IPv6, in network byte order (the maps hold it as it is in
+// memory); all zero when unspecified.
+func addr16(a netip.Addr) turnrelayAddr {
+	var out turnrelayAddr
+	if a.IsUnspecified() || !a.IsValid() {
+		return out
+	}
+	b := a.Unmap().As16() // an IPv4 address comes out IPv4-mapped
+	for i := range out.W {
+		out.W[i] = binary.NativeEndian.Uint32(b[4*i:])
+	}
+	return out
+}
+
+// port gives a port in network byte order, as the program reads it.
 func port(p uint16) uint16 {
 	var b [2]byte
 	binary.BigEndian.PutUint16(b[:], p)

@@ -20,7 +20,7 @@ import (
 // datagrams through it; they need root (netlab skips without, fails in CI).
 
 // loadIn loads the program in ns, attached to interfaces there.
-func loadIn(t *testing.T, ns *netlab.Namespace, interfaces ...string) *fastpath.Offload {
+func loadIn(t testing.TB, ns *netlab.Namespace, interfaces ...string) *fastpath.Offload {
 	t.Helper()
 	var o *fastpath.Offload
 	if err := ns.Do(func() (err error) { o, err = fastpath.Load(interfaces); return err }); err != nil {
@@ -41,7 +41,7 @@ func (e ends) channel(number uint16, local bool) fastpath.Channel {
 	return fastpath.Channel{
 		Client: addr(e.client), Listener: addr(e.listener), Number: number,
 		Peer: addr(e.peer), Relay: addr(e.relay),
-		ClientLocal: local, PeerLocal: local,
+		ClientLocal: local, PeerLocal: local, LocalPeerPorts: fastpath.AllPorts,
 		ChannelExpires:    time.Now().Add(time.Minute),
 		PermissionExpires: time.Now().Add(time.Minute),
 	}
@@ -56,7 +56,23 @@ func loopbackEnds(t *testing.T, ns *netlab.Namespace) ends {
 	}
 }
 
+// loopbackEnds6 are the four ends on ::1, IPv6's only loopback address.
+func loopbackEnds6(t *testing.T, ns *netlab.Namespace) ends {
+	return ends{
+		client:   ns.ListenPacket("udp6", "[::1]:0"),
+		listener: ns.ListenPacket("udp6", "[::1]:0"),
+		relay:    ns.ListenPacket("udp6", "[::1]:0"),
+		peer:     ns.ListenPacket("udp6", "[::1]:0"),
+	}
+}
+
 func TestLoopbackRelaysBothWays(t *testing.T) {
+	for name, ends := range map[string]func(*testing.T, *netlab.Namespace) ends{"IPv4": loopbackEnds, "IPv6": loopbackEnds6} {
+		t.Run(name, func(t *testing.T) { testLoopbackRelaysBothWays(t, ends) })
+	}
+}
+
+func testLoopbackRelaysBothWays(t *testing.T, loopbackEnds func(*testing.T, *netlab.Namespace) ends) {
 	ns := netlab.New(t).Namespace("relay")
 	o := loadIn(t, ns, "lo")
 	e := loopbackEnds(t, ns)
@@ -74,6 +90,16 @@ func TestLoopbackRelaysBothWays(t *testing.T) {
 	if c.ToPeer != (fastpath.Stat{Packets: 1, Bytes: 4}) || c.FromPeer != (fastpath.Stat{Packets: 1, Bytes: 5}) {
 		t.Errorf("counters = %+v, want one packet of 4 bytes to the peer and one of 5 from it", c)
 	}
+	// Odd and even lengths, across the 256-byte chunks in which the
+	// program sums an IPv6 payload for a local delivery.
+	for _, n := range []int{1, 255, 256, 257, 1000, 1201, 1536} {
+		data := []byte(strings.Repeat("x", n))
+		send(t, e.client, addr(e.listener), channelData(0x4001, data))
+		expect(t, e.peer, addr(e.relay), data)
+		send(t, e.peer, addr(e.relay), data)
+		expect(t, e.client, addr(e.listener), channelData(0x4001, data))
+	}
+	c = counters(t, o)
 
 	// What the program does not relay reaches the relay's sockets as
 	// before: an unbound channel, a STUN message, a deleted channel.
@@ -143,58 +169,225 @@ func TestBandwidthQuota(t *testing.T) {
 		t.Errorf("counters = %+v, want %d relayed and %d dropped", c, got, sent-got)
 	}
 	expectNothing(t, e.listener)
+
+	// The allocation's end takes its buckets: no quota after that.
+	if err := o.DeleteQuota(addr(e.relay).Port()); err != nil {
+		t.Fatal(err)
+	}
+	const more = 50 // over what is left of the bucket; under what the peer's socket buffer holds
+	for range more {
+		send(t, e.client, addr(e.listener), channelData(0x4020, payload))
+	}
+	if got := drain(e.peer); got != more {
+		t.Errorf("peer got %d of %d datagrams after DeleteQuota, want all", got, more)
+	}
 }
 
-// TestForwardsBetweenHosts puts client, relay and peer in three namespaces
-// joined by veth pairs, with checksum offload off at the senders so every
-// receiving kernel checks the UDP checksums the program rewrote.
-func TestForwardsBetweenHosts(t *testing.T) {
+// TestPeerSlots: the peer side holds four channels per allocation (an
+// array entry at the relay port). A fifth is refused, so the relay keeps
+// it in userspace, until one of the four goes; and a relay port belongs to
+// one allocation.
+func TestPeerSlots(t *testing.T) {
+	ns := netlab.New(t).Namespace("relay")
+	o := loadIn(t, ns, "lo")
+	e := loopbackEnds(t, ns)
+	var chans []fastpath.Channel
+	for i := range 5 {
+		e.peer = ns.ListenPacket("udp4", "127.0.0.3:0")
+		chans = append(chans, e.channel(0x4001+uint16(i), true))
+	}
+	for _, c := range chans[:4] {
+		if err := o.Put(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := o.Put(chans[4]); err == nil {
+		t.Fatal("a fifth channel of one allocation was taken")
+	}
+	if err := o.Delete(chans[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Put(chans[4]); err != nil {
+		t.Fatalf("the fifth channel after one of four went: %v", err)
+	}
+	send(t, e.peer, addr(e.relay), []byte("fifth"))
+	expect(t, e.client, addr(e.listener), channelData(0x4005, []byte("fifth")))
+
+	other := chans[0]
+	other.Client = addr(ns.ListenPacket("udp4", "127.0.0.4:0"))
+	if err := o.Put(other); err == nil {
+		t.Error("another client's channel was taken on a relay port in use")
+	}
+}
+
+// TestLocalPeerSharingARelayPort: a local peer on another address but the
+// same port as an allocation's relay socket is that peer, not the
+// allocation: the kernel delivers to it.
+func TestLocalPeerSharingARelayPort(t *testing.T) {
+	ns := netlab.New(t).Namespace("relay")
+	o := loadIn(t, ns, "lo")
+	other := loopbackEnds(t, ns)
+	if err := o.Put(other.channel(0x4001, true)); err != nil {
+		t.Fatal(err)
+	}
+	e := loopbackEnds(t, ns)
+	e.peer = ns.ListenPacket("udp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.3"), addr(other.relay).Port()).String())
+	if err := o.Put(e.channel(0x4002, true)); err != nil {
+		t.Fatal(err)
+	}
+	send(t, e.client, addr(e.listener), channelData(0x4002, []byte("to the peer")))
+	expect(t, e.peer, addr(e.relay), []byte("to the peer"))
+}
+
+// family is the addressing of a test network: the client's link and the
+// peer's link of the relay, each a /24 or /64 with .1/::1 on the relay.
+type family struct {
+	name, network string
+	clientNet     string // the relay's address is clientNet+"1", the client's clientNet+"2"
+	peerNet       string // the same on the peer's side
+	bits          string
+}
+
+var families = []family{
+	{name: "IPv4", network: "udp4", clientNet: "10.61.1.", peerNet: "10.61.2.", bits: "/24"},
+	{name: "IPv6", network: "udp6", clientNet: "fd61:1::", peerNet: "fd61:2::", bits: "/64"},
+}
+
+func (f family) hostPort(ip string, port int) string {
+	return net.JoinHostPort(ip, strconv.Itoa(port))
+}
+
+// hosts puts client, relay and peer in three namespaces joined by veth
+// pairs, with checksum offload off at the senders so every receiving kernel
+// checks the UDP checksums the program rewrote. The program is attached to
+// both of the relay's links.
+func hosts(t testing.TB, f family) (client, relay, peer *netlab.Namespace, o *fastpath.Offload) {
 	lab := netlab.New(t)
-	client, relay, peer := lab.Namespace("client"), lab.Namespace("relay"), lab.Namespace("peer")
-	cIf, rcIf := lab.Link(client, "10.61.1.2/24", relay, "10.61.1.1/24")
-	rpIf, pIf := lab.Link(relay, "10.61.2.1/24", peer, "10.61.2.2/24")
-	client.DefaultRoute("10.61.1.1")
-	peer.DefaultRoute("10.61.2.1")
+	client, relay, peer = lab.Namespace("client"), lab.Namespace("relay"), lab.Namespace("peer")
+	cIf, rcIf := lab.Link(client, f.clientNet+"2"+f.bits, relay, f.clientNet+"1"+f.bits)
+	rpIf, pIf := lab.Link(relay, f.peerNet+"1"+f.bits, peer, f.peerNet+"2"+f.bits)
+	client.DefaultRoute(f.clientNet + "1")
+	peer.DefaultRoute(f.peerNet + "1")
 	relay.EnableForwarding()
 	_, err := exec.LookPath("ethtool")
 	netlab.Require(t, "ethtool (Debian: ethtool)", err == nil)
 	client.Exec("ethtool", "-K", cIf, "tx", "off")
 	peer.Exec("ethtool", "-K", pIf, "tx", "off")
-	o := loadIn(t, relay, rcIf, rpIf)
+	return client, relay, peer, loadIn(t, relay, rcIf, rpIf)
+}
 
-	e := ends{
-		client:   client.ListenPacket("udp4", "10.61.1.2:0"),
-		listener: relay.ListenPacket("udp4", "10.61.1.1:3478"),
-		relay:    relay.ListenPacket("udp4", "10.61.2.1:0"),
-		peer:     peer.ListenPacket("udp4", "10.61.2.2:0"),
-	}
-	// The relay has talked to both before (neighbours resolved), as it has
-	// answered the client's Allocate and sent to the peer in real life.
-	send(t, e.listener, addr(e.client), []byte("hello client"))
-	expect(t, e.client, addr(e.listener), []byte("hello client"))
-	send(t, e.relay, addr(e.peer), []byte("hello peer"))
-	expect(t, e.peer, addr(e.relay), []byte("hello peer"))
-	if err := o.Put(e.channel(0x4abc, false)); err != nil {
-		t.Fatal(err)
-	}
+// TestForwardsBetweenHosts relays between a client and a peer on other
+// hosts, over IPv4 and IPv6 (where the UDP checksum is mandatory).
+func TestForwardsBetweenHosts(t *testing.T) {
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) {
+			client, relay, peer, o := hosts(t, f)
+			e := ends{
+				client:   client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)),
+				listener: relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478)),
+				relay:    relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)),
+				peer:     peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0)),
+			}
+			// The relay has talked to both before (neighbours resolved), as it
+			// has answered the client's Allocate and sent to the peer in real life.
+			greet(t, e.listener, e.client)
+			greet(t, e.relay, e.peer)
+			if err := o.Put(e.channel(0x4abc, false)); err != nil {
+				t.Fatal(err)
+			}
 
-	for i := range 20 {
-		up := []byte(strings.Repeat("u", 1+i*61)) // odd and even lengths
-		send(t, e.client, addr(e.listener), channelData(0x4abc, up))
-		expect(t, e.peer, addr(e.relay), up)
-		down := []byte(strings.Repeat("d", 1+i*67))
-		send(t, e.peer, addr(e.relay), down)
-		expect(t, e.client, addr(e.listener), channelData(0x4abc, down))
+			for i := range 20 {
+				up := []byte(strings.Repeat("u", 1+i*61)) // odd and even lengths
+				send(t, e.client, addr(e.listener), channelData(0x4abc, up))
+				expect(t, e.peer, addr(e.relay), up)
+				down := []byte(strings.Repeat("d", 1+i*67))
+				send(t, e.peer, addr(e.relay), down)
+				expect(t, e.client, addr(e.listener), channelData(0x4abc, down))
+			}
+			expectNothing(t, e.listener, e.relay)
+			if c := counters(t, o); c.ToPeer.Packets != 20 || c.FromPeer.Packets != 20 {
+				t.Errorf("counters = %+v, want 20 datagrams each way through the kernel", c)
+			}
+			for _, ns := range []*netlab.Namespace{client, peer} {
+				if n := udpInCsumErrors(t, ns, f); n != 0 {
+					t.Errorf("%s: %d UDP checksum errors", ns.Name, n)
+				}
+			}
+		})
 	}
-	expectNothing(t, e.listener, e.relay)
-	if c := counters(t, o); c.ToPeer.Packets != 20 || c.FromPeer.Packets != 20 {
-		t.Errorf("counters = %+v, want 20 datagrams each way through the kernel", c)
+}
+
+// TestSameNodeCall relays a call whose two clients use allocations on the
+// same relay: each client's peer is the other allocation's relay socket, an
+// address of the relay host on a relay port. The program hands A's
+// ChannelData straight to B's client as ChannelData on B's channel, and the
+// datagram never reaches a relay socket. A peer on another port of the
+// host is not relayed in the kernel.
+func TestSameNodeCall(t *testing.T) {
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) {
+			client, relay, _, o := hosts(t, f)
+			relayPorts := fastpath.PortRange{Min: 40000, Max: 40099}
+			clientA := client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0))
+			clientB := client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0))
+			listener := relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478))
+			relayA := relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 40001))
+			relayB := relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 40002))
+			other := relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 40200)) // a node port outside the range
+			greet(t, listener, clientA)
+			greet(t, listener, clientB)
+			ab := ends{client: clientA, listener: listener, relay: relayA, peer: relayB}.channel(0x4001, false)
+			ba := ends{client: clientB, listener: listener, relay: relayB, peer: relayA}.channel(0x4002, false)
+			toOther := ends{client: clientA, listener: listener, relay: relayA, peer: other}.channel(0x4003, false)
+			for _, c := range []*fastpath.Channel{&ab, &ba, &toOther} {
+				c.PeerLocal, c.LocalPeerPorts = true, relayPorts
+			}
+			for _, c := range []fastpath.Channel{ab, ba} {
+				if err := o.Put(c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := o.Put(toOther); err == nil {
+				t.Error("Put took a channel to a node port outside the relay port range")
+			}
+
+			for i := range 10 {
+				data := []byte(strings.Repeat("a", 1+i*101))
+				send(t, clientA, addr(listener), channelData(0x4001, data))
+				expect(t, clientB, addr(listener), channelData(0x4002, data))
+				data = []byte(strings.Repeat("b", 2+i*97))
+				send(t, clientB, addr(listener), channelData(0x4002, data))
+				expect(t, clientA, addr(listener), channelData(0x4001, data))
+			}
+			expectNothing(t, listener, relayA, relayB)
+			if c := counters(t, o); c.ToPeer.Packets != 20 || c.FromPeer.Packets != 20 {
+				t.Errorf("counters = %+v, want 20 datagrams each way, counted for both allocations", c)
+			}
+			if n := udpInCsumErrors(t, client, f); n != 0 {
+				t.Errorf("client: %d UDP checksum errors", n)
+			}
+
+			// The node port outside the range, and B once its channel is
+			// gone (a permission alone is userspace's, with Data
+			// indications): the relay's listener gets the datagrams.
+			send(t, clientA, addr(listener), channelData(0x4003, []byte("other port")))
+			expect(t, listener, addr(clientA), channelData(0x4003, []byte("other port")))
+			if err := o.Delete(ba); err != nil {
+				t.Fatal(err)
+			}
+			send(t, clientA, addr(listener), channelData(0x4001, []byte("B unbound")))
+			expect(t, listener, addr(clientA), channelData(0x4001, []byte("B unbound")))
+			expectNothing(t, other, relayB)
+		})
 	}
-	for _, ns := range []*netlab.Namespace{client, peer} {
-		if n := udpInCsumErrors(t, ns); n != 0 {
-			t.Errorf("%s: %d UDP checksum errors", ns.Name, n)
-		}
-	}
+}
+
+// greet sends a datagram from a to b, so that the hosts have resolved each
+// other's link-layer addresses, as a relay has after answering a client.
+func greet(t testing.TB, a, b net.PacketConn) {
+	t.Helper()
+	send(t, a, addr(b), []byte("hello"))
+	expect(t, b, addr(a), []byte("hello"))
 }
 
 func addr(c net.PacketConn) netip.AddrPort {
@@ -208,7 +401,7 @@ func channelData(number uint16, data []byte) []byte {
 	return append(b, data...)
 }
 
-func send(t *testing.T, from net.PacketConn, to netip.AddrPort, b []byte) {
+func send(t testing.TB, from net.PacketConn, to netip.AddrPort, b []byte) {
 	t.Helper()
 	if _, err := from.WriteTo(b, net.UDPAddrFromAddrPort(to)); err != nil {
 		t.Fatalf("send: %v", err)
@@ -216,7 +409,7 @@ func send(t *testing.T, from net.PacketConn, to netip.AddrPort, b []byte) {
 }
 
 // expect reads one datagram on c and checks its source and content.
-func expect(t *testing.T, c net.PacketConn, from netip.AddrPort, want []byte) {
+func expect(t testing.TB, c net.PacketConn, from netip.AddrPort, want []byte) {
 	t.Helper()
 	buf := make([]byte, 2048)
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -254,7 +447,7 @@ func drain(c net.PacketConn) int {
 	}
 }
 
-func counters(t *testing.T, o *fastpath.Offload) fastpath.Counters {
+func counters(t testing.TB, o *fastpath.Offload) fastpath.Counters {
 	t.Helper()
 	c, err := o.Counters()
 	if err != nil {
@@ -271,9 +464,21 @@ func abbrev(b []byte) string {
 }
 
 // udpInCsumErrors reads the namespace's count of UDP datagrams dropped for a
-// bad checksum (/proc/net/snmp).
-func udpInCsumErrors(t *testing.T, ns *netlab.Namespace) int {
+// bad checksum (/proc/net/snmp, or /proc/net/snmp6 for IPv6).
+func udpInCsumErrors(t *testing.T, ns *netlab.Namespace, f family) int {
 	t.Helper()
+	if f.network == "udp6" {
+		for _, line := range strings.Split(ns.Exec("cat", "/proc/net/snmp6"), "\n") {
+			if fields := strings.Fields(line); len(fields) == 2 && fields[0] == "Udp6InCsumErrors" {
+				n, err := strconv.Atoi(fields[1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+		}
+		t.Fatal("no Udp6InCsumErrors in /proc/net/snmp6")
+	}
 	var header []string
 	for _, line := range strings.Split(ns.Exec("cat", "/proc/net/snmp"), "\n") {
 		fields := strings.Fields(line)

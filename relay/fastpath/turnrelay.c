@@ -3,23 +3,38 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
 // turnrelay: the kernel half of turnpike's relay fast path. A TC ingress
-// program that relays TURN ChannelData over UDP/IPv4 once the relay (in
-// userspace) has bound the channel and written it into the maps below:
+// program that relays TURN ChannelData over UDP (IPv4 and IPv6) once the
+// relay (in userspace) has bound the channel and written it into the maps
+// below:
 //
 //   client -> relay listener, ChannelData(channel, data)
 //       becomes  relay socket -> peer, UDP(data)
 //   peer -> relay socket, UDP(data)
 //       becomes  relay listener -> client, ChannelData(channel, data)
+//   client A -> relay listener, ChannelData(channel, data), where the peer is
+//   the relay socket of allocation B on this host (both ends of a call on
+//   the same relay)
+//       becomes  relay listener -> client B, ChannelData(B's channel, data)
 //
 // Anything the program is not sure about passes on untouched (TC_ACT_UNSPEC),
 // and the userspace relay handles it as if the program were not there.
 // The relay regenerates turnrelay_bpfel.o and turnrelay_bpfeb.o from this file
 // with `make generate-bpf` (clang); `go build` uses the committed objects.
+//
+// Map layout: the client side is a hash keyed by what a ChannelData datagram
+// carries, whose value holds all the client-to-peer direction needs (one
+// lookup per datagram). The peer side is an array indexed by the relay
+// port, one entry per allocation with a few peer slots inline: a datagram
+// to a relay socket costs one array access and no hashing. Bandwidth
+// buckets are an array by relay port too, read only when the channel has a
+// quota. (docs/performance.md has what this costs per packet at 100 and
+// 10,000 allocations, and the layouts tried.)
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
@@ -31,60 +46,80 @@
 #define CHANNEL_HDR 4
 #define RELAY_TTL 64
 #define MAX_CHANNELS 65536
+#define PORTS 65536
+#define PEER_SLOTS 4
 #define NSEC_PER_SEC 1000000000ULL
+#define AF_INET 2
+#define AF_INET6 10
+
+// An address: IPv6, or IPv4 as an IPv4-mapped IPv6 address
+// (::ffff:a.b.c.d). All zero: unspecified (a socket on all addresses).
+struct addr {
+	__be32 w[4];
+};
 
 // A channel, seen from the client side: what a ChannelData datagram from the
 // client carries. Addresses and ports are in network byte order.
 struct chan_key {
-	__be32 client_ip;
+	struct addr client_ip;
 	__be16 client_port;
 	__be16 listen_port;
 	__u16 channel; // host byte order
 	__u16 pad;
 };
 
-// flags of chan_val and peer_val
-#define DEST_LOCAL 1 // the destination (peer or client) is an address of this host
+// flags of chan_val
+#define CHAN_PEER_LOCAL 1 // the peer is an address of this host
+#define CHAN_LISTEN_ANY 2 // the listener binds all addresses: learn the one the client uses
+#define CHAN_QUOTA 4      // the allocation has a bandwidth bucket
 
+// Everything the client-to-peer direction needs, so that it reads no
+// other map (but the bucket when there is a quota).
 struct chan_val {
-	__be32 peer_ip;
-	__be32 relay_ip;  // the relay socket's address; 0 when it binds all addresses
-	__be32 listen_ip; // the listener's address; 0 when it binds all addresses
+	struct addr peer_ip;
+	struct addr relay_ip;   // the relay socket's address; zero: all addresses
+	struct addr listen_ip;  // the listener's address; with CHAN_LISTEN_ANY the last one learnt
 	__be16 peer_port;
 	__be16 relay_port;
-	__u32 flags;
-	__u32 pad;
+	__u16 flags;
+	// A peer on this host is relayed only on these ports (host order,
+	// inclusive): the relay port range, unless the peer policy allows
+	// the address on every port.
+	__u16 local_port_min;
+	__u16 local_port_max;
+	__u16 pad[3];
 	__u64 expires_ns; // CLOCK_MONOTONIC (bpf_ktime_get_ns)
 };
 
-// The same channel, seen from the peer side: a datagram to the relay socket.
-struct peer_key {
-	__be32 peer_ip;
+// A peer of an allocation with a bound channel, seen from the peer side.
+struct peer_slot {
+	struct addr peer_ip;
 	__be16 peer_port;
-	__be16 relay_port;
+	__u16 channel; // host byte order; 0: a free slot
+	__u32 pad;
+	__u64 expires_ns; // the permission's end
 };
 
-struct peer_val {
-	__be32 client_ip;
-	__be32 relay_ip;
-	// listen_ip is the address the client sends to; learnt from the
-	// client's datagrams when the listener binds all addresses (0 until
-	// then, and the peer's datagrams go through userspace).
-	__be32 listen_ip;
+// flags of alloc
+#define ALLOC_USED 1
+#define ALLOC_V6 2           // the allocation's addresses are IPv6
+#define ALLOC_CLIENT_LOCAL 4 // the client is an address of this host
+#define ALLOC_QUOTA 8        // the allocation has a bandwidth bucket
+
+// An allocation, at the index of its relay port (host order).
+struct alloc {
+	struct addr client_ip;
+	struct addr relay_ip;  // zero: the relay socket binds all addresses
+	struct addr listen_ip; // the address the client sends to (zero until learnt)
 	__be16 client_port;
 	__be16 listen_port;
-	__u16 channel;
+	__u16 flags;
 	__u16 pad;
-	__u32 flags;
-	__u64 expires_ns;
+	struct peer_slot peers[PEER_SLOTS];
 };
 
-// The bandwidth quota of one allocation and direction: a token bucket.
-struct bucket_key {
-	__u16 relay_port; // host byte order
-	__u16 direction;
-};
-
+// The bandwidth quota of one allocation and direction: a token bucket, at
+// index relay port * 2 + direction. rate 0: none.
 struct bucket {
 	struct bpf_spin_lock lock;
 	__u32 pad;
@@ -121,16 +156,16 @@ struct {
 } channels SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_CHANNELS);
-	__type(key, struct peer_key);
-	__type(value, struct peer_val);
-} peers SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PORTS);
+	__type(key, __u32);
+	__type(value, struct alloc);
+} allocs SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_CHANNELS);
-	__type(key, struct bucket_key);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PORTS * 2);
+	__type(key, __u32);
 	__type(value, struct bucket);
 } buckets SEC(".maps");
 
@@ -151,16 +186,26 @@ static __always_inline void count(__u32 index, __u64 bytes)
 	}
 }
 
+static __always_inline int addr_eq(const struct addr *a, const struct addr *b)
+{
+	return a->w[0] == b->w[0] && a->w[1] == b->w[1] && a->w[2] == b->w[2] && a->w[3] == b->w[3];
+}
+
+static __always_inline int addr_zero(const struct addr *a)
+{
+	return !(a->w[0] | a->w[1] | a->w[2] | a->w[3]);
+}
+
 // over_quota takes bytes from the allocation's bucket for direction and says
 // whether there were not enough. No bucket: no quota.
-static __always_inline int over_quota(__be16 relay_port, __u16 direction, __u32 bytes)
+static __always_inline int over_quota(__be16 relay_port, __u32 direction, __u32 bytes)
 {
-	struct bucket_key key = { .relay_port = bpf_ntohs(relay_port), .direction = direction };
-	struct bucket *b = bpf_map_lookup_elem(&buckets, &key);
+	__u32 index = (__u32)bpf_ntohs(relay_port) * 2 + direction;
+	struct bucket *b = bpf_map_lookup_elem(&buckets, &index);
 	__u64 now, elapsed;
 	int over;
 
-	if (!b)
+	if (!b || !b->rate)
 		return 0;
 	now = bpf_ktime_get_ns();
 	bpf_spin_lock(&b->lock);
@@ -186,13 +231,20 @@ static __always_inline __u16 csum_fold(__u64 sum)
 	return (__u16)sum;
 }
 
-// The IPv4/UDP pseudo header.
-struct pseudo_hdr {
+// The UDP pseudo header's sum: the IPv6 layout, which sums to the same as
+// IPv4's when only the last word of each address counts.
+struct pseudo_hdr6 {
+	struct addr saddr;
+	struct addr daddr;
+	__be32 len;
+	__be32 protocol;
+};
+
+struct pseudo_hdr4 {
 	__be32 saddr;
 	__be32 daddr;
-	__u8 zero;
-	__u8 protocol;
-	__be16 len;
+	__be32 len;
+	__be32 protocol;
 };
 
 // looks_partial says whether a UDP checksum field holds only the pseudo
@@ -201,21 +253,26 @@ struct pseudo_hdr {
 // locally after the rewrite (the kernel would finish its checksum at the
 // wrong offset once the headers move). A real checksum equal to that value
 // (one in 65536) only sends the datagram through userspace.
-static __always_inline int looks_partial(struct iphdr *ip, struct udphdr *udp)
+static __always_inline int looks_partial(const int v6, const struct addr *saddr, const struct addr *daddr, struct udphdr *udp)
 {
-	struct pseudo_hdr ph = {
-		.saddr = ip->saddr,
-		.daddr = ip->daddr,
-		.protocol = IPPROTO_UDP,
-		.len = udp->len,
-	};
-	__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), 0);
+	__s64 sum;
 
+	if (v6) {
+		struct pseudo_hdr6 ph = { *saddr, *daddr, bpf_htonl(bpf_ntohs(udp->len)), bpf_htonl(IPPROTO_UDP) };
+
+		sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), 0);
+	} else {
+		struct pseudo_hdr4 ph = { saddr->w[3], daddr->w[3], bpf_htonl(bpf_ntohs(udp->len)), bpf_htonl(IPPROTO_UDP) };
+
+		sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), 0);
+	}
 	return sum >= 0 && udp->check == csum_fold(sum);
 }
 
 // udp_csum_update returns the UDP checksum after the words in from were
-// replaced by those in to (RFC 1624). A zero checksum (none) stays zero.
+// replaced by those in to (RFC 1624). A zero checksum (none: IPv4 only)
+// stays zero. The IPv4-mapped prefix of IPv4 addresses is the same in from
+// and to, so it cancels out.
 static __always_inline __sum16 udp_csum_update(__sum16 check, __be32 *from, __u32 from_size, __be32 *to, __u32 to_size)
 {
 	__s64 sum;
@@ -230,17 +287,38 @@ static __always_inline __sum16 udp_csum_update(__sum16 check, __be32 *from, __u3
 	return folded ? folded : 0xffff;
 }
 
-static __always_inline void ip_rewrite(struct iphdr *ip, __be32 saddr, __be32 daddr, __u16 tot_len)
-{
-	__s64 sum;
+#define IP_HLEN(v6) ((v6) ? sizeof(struct ipv6hdr) : sizeof(struct iphdr))
+#define L4_OFF(v6) (sizeof(struct ethhdr) + IP_HLEN(v6))
 
-	ip->saddr = saddr;
-	ip->daddr = daddr;
-	ip->tot_len = bpf_htons(tot_len);
-	ip->ttl = RELAY_TTL;
-	ip->check = 0;
-	sum = bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0);
-	ip->check = ~csum_fold(sum);
+// ip_finish writes the new addresses and length into the IP header after
+// the UDP header was rewritten: for IPv4 the header checksum too, IPv6 has
+// none.
+static __always_inline int ip_finish(struct __sk_buff *skb, const int v6, const struct addr *saddr, const struct addr *daddr, __u16 udp_len)
+{
+	void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+
+	if (data + L4_OFF(v6) + sizeof(struct udphdr) > data_end)
+		return -1;
+	if (v6) {
+		struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+
+		__builtin_memcpy(&ip6->saddr, saddr, sizeof(*saddr));
+		__builtin_memcpy(&ip6->daddr, daddr, sizeof(*daddr));
+		ip6->payload_len = bpf_htons(udp_len);
+		ip6->hop_limit = RELAY_TTL;
+	} else {
+		struct iphdr *ip = data + sizeof(struct ethhdr);
+		__s64 sum;
+
+		ip->saddr = saddr->w[3];
+		ip->daddr = daddr->w[3];
+		ip->tot_len = bpf_htons(sizeof(*ip) + udp_len);
+		ip->ttl = RELAY_TTL;
+		ip->check = 0;
+		sum = bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0);
+		ip->check = ~csum_fold(sum);
+	}
+	return 0;
 }
 
 // How a rewritten datagram leaves.
@@ -250,14 +328,23 @@ enum route {
 	ROUTE_REDIRECT,  // transmit on route_ifindex
 };
 
+// A parsed datagram: Ethernet, IPv4 or IPv6 without options or extension
+// headers, UDP.
+struct pkt {
+	struct addr saddr, daddr;
+	struct udphdr *udp;
+	struct ethhdr *eth;
+	__u16 udp_len;
+};
+
 // decide picks the route for a datagram that came in on ingress_ifindex and,
 // rewritten, goes from saddr to daddr. Both ends on this host (arriving on
 // lo): deliver locally. Both ends elsewhere: forward by the kernel's routing
 // table, as the relay's own socket would send it. A mix passes to userspace:
 // a local source arriving from outside is a martian, and a datagram from a
 // local sender may carry a checksum the device has yet to finish.
-static __always_inline enum route decide(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip, struct udphdr *udp,
-					 int dest_local, __be32 saddr, __be32 daddr, __u16 tot_len, __u32 *ifindex)
+static __always_inline enum route decide(struct __sk_buff *skb, const int v6, struct pkt *p, int dest_local,
+					 const struct addr *saddr, const struct addr *daddr, __u16 udp_len, __u32 *ifindex)
 {
 	int from_lo = skb->ingress_ifindex == LOOPBACK_IFINDEX;
 	struct bpf_fib_lookup fib = {};
@@ -265,46 +352,200 @@ static __always_inline enum route decide(struct __sk_buff *skb, struct ethhdr *e
 
 	if (dest_local)
 		return from_lo ? ROUTE_LOCAL : ROUTE_PASS;
-	if (from_lo || looks_partial(ip, udp))
+	if (from_lo || looks_partial(v6, &p->saddr, &p->daddr, p->udp))
 		return ROUTE_PASS;
-	fib.family = 2; // AF_INET
 	fib.l4_protocol = IPPROTO_UDP;
-	fib.tot_len = tot_len;
-	fib.ipv4_src = saddr;
-	fib.ipv4_dst = daddr;
+	fib.tot_len = IP_HLEN(v6) + udp_len;
 	fib.ifindex = skb->ingress_ifindex;
+	if (v6) {
+		fib.family = AF_INET6;
+		__builtin_memcpy(fib.ipv6_src, saddr, sizeof(*saddr));
+		__builtin_memcpy(fib.ipv6_dst, daddr, sizeof(*daddr));
+	} else {
+		fib.family = AF_INET;
+		fib.ipv4_src = saddr->w[3];
+		fib.ipv4_dst = daddr->w[3];
+	}
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return ROUTE_PASS; // no neighbour yet, forwarding off, needs fragmenting, ...: userspace
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
 	*ifindex = fib.ifindex;
 	return ROUTE_REDIRECT;
 }
 
+// leave ends a rewritten datagram's run. bpf_redirect without flags always
+// returns TC_ACT_REDIRECT; saying so lets the compiler see that no rewritten
+// datagram goes on to the next parse with stale packet pointers.
 static __always_inline int leave(enum route route, __u32 ifindex)
 {
-	if (route == ROUTE_REDIRECT)
-		return bpf_redirect(ifindex, 0);
+	if (route == ROUTE_REDIRECT) {
+		bpf_redirect(ifindex, 0);
+		return TC_ACT_REDIRECT;
+	}
 	return TC_ACT_OK;
 }
 
-#define HDRS (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr))
+// A scratch buffer for summing payloads (the stack is too small).
+#define CSUM_CHUNK 256
+#define CSUM_CHUNKS 6 // payloads up to 1536 bytes
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8[2 * CSUM_CHUNK]); // room for the verifier's view of a rounded-up chunk
+} csum_scratch SEC(".maps");
+
+// payload_sum returns the ones' complement sum (unfolded) of len bytes of
+// the packet from off, or -1.
+static __always_inline __s64 payload_sum(struct __sk_buff *skb, __u32 off, __u32 len)
+{
+	__u32 zero = 0;
+	__u8 *buf = bpf_map_lookup_elem(&csum_scratch, &zero);
+	__s64 sum = 0;
+
+	if (!buf || len > CSUM_CHUNK * CSUM_CHUNKS)
+		return -1;
+	for (int i = 0; i < CSUM_CHUNKS; i++) {
+		__u32 done = i * CSUM_CHUNK, n;
+
+		if (done >= len)
+			break;
+		n = len - done;
+		if (n > CSUM_CHUNK)
+			n = CSUM_CHUNK;
+		n = ((n - 1) & (CSUM_CHUNK - 1)) + 1; // 1..CSUM_CHUNK, as the verifier sees it too
+		// An odd tail is summed as if padded with zeros (RFC 768).
+		*(__u32 *)(buf + ((n - 1) & (CSUM_CHUNK - 4))) = 0;
+		if (bpf_skb_load_bytes(skb, off + done, buf, n))
+			return -1;
+		sum = bpf_csum_diff(0, 0, (__be32 *)buf, (n + 3) & ~3, sum);
+		if (sum < 0)
+			return -1;
+	}
+	return sum;
+}
+
+// full_udp6_csum computes the UDP checksum of a rewritten IPv6 datagram
+// from scratch: pseudo header, the new UDP header, and the payload, which
+// is at payload_off in the packet now. For a local delivery of a datagram
+// from a local sender: the kernel left its checksum for the device to
+// finish (CHECKSUM_PARTIAL, the rule on lo), so the checksum field holds
+// only the pseudo header's sum, and once the program has moved the UDP
+// header the receiver checks the datagram in full. (IPv4 local deliveries
+// carry no checksum at all; IPv6 requires one.) 0: cannot.
+static __always_inline __sum16 full_udp6_csum(struct __sk_buff *skb, const struct addr *saddr, const struct addr *daddr,
+					      struct udphdr *nu, __u32 payload_off)
+{
+	__u16 udp_len = bpf_ntohs(nu->len);
+	struct {
+		struct pseudo_hdr6 ph;
+		__be16 sport, dport, len, check;
+	} hdr = { { *saddr, *daddr, bpf_htonl(udp_len), bpf_htonl(IPPROTO_UDP) }, nu->source, nu->dest, nu->len, 0 };
+	__s64 sum = payload_sum(skb, payload_off, udp_len - sizeof(*nu));
+	__u16 folded;
+
+	if (sum < 0)
+		return 0;
+	sum = bpf_csum_diff(0, 0, (__be32 *)&hdr, sizeof(hdr), sum);
+	if (sum < 0)
+		return 0;
+	folded = ~csum_fold(sum);
+	return folded ? folded : 0xffff;
+}
+
+// find_peer returns the slot of allocation a bound to peer ip:port whose
+// permission is current, or NULL.
+static __always_inline struct peer_slot *find_peer(struct alloc *a, const struct addr *ip, __be16 port, __u64 now)
+{
+#pragma unroll
+	for (int i = 0; i < PEER_SLOTS; i++) {
+		struct peer_slot *s = &a->peers[i];
+
+		if (s->channel && s->peer_port == port && addr_eq(&s->peer_ip, ip) && now <= s->expires_ns)
+			return s;
+	}
+	return 0;
+}
+
+// lookup_alloc returns the allocation on relay port (network order) of the
+// datagram's family, or NULL.
+static __always_inline struct alloc *lookup_alloc(const int v6, __be16 relay_port)
+{
+	__u32 index = bpf_ntohs(relay_port);
+	struct alloc *a = bpf_map_lookup_elem(&allocs, &index);
+
+	if (!a || !(a->flags & ALLOC_USED) || !(a->flags & ALLOC_V6) != !v6)
+		return 0;
+	return a;
+}
+
+// same_node relays ChannelData from client A whose peer is allocation b's
+// relay socket on this host (relay address saddr, port sport: A's) straight
+// to b's client, as ChannelData on b's channel: what B's relay socket would
+// have received and sent on. Same length: only addresses, ports and the
+// channel number change. Without a channel of b bound to A: userspace.
+static __always_inline int same_node(struct __sk_buff *skb, const int v6, struct pkt *p, struct chan_val *ch,
+				     struct alloc *b, const struct addr *saddr, __u16 data_len, __u64 now)
+{
+	struct peer_slot *s;
+	struct addr from_ip, to_ip;
+	enum route route;
+	__u32 ifindex = 0;
+	__be16 *chd;
+
+	s = find_peer(b, saddr, ch->relay_port, now);
+	if (!s || addr_zero(&b->listen_ip))
+		return TC_ACT_UNSPEC;
+	from_ip = b->listen_ip;
+	to_ip = b->client_ip;
+	route = decide(skb, v6, p, b->flags & ALLOC_CLIENT_LOCAL, &from_ip, &to_ip, p->udp_len, &ifindex);
+	if (route == ROUTE_PASS)
+		return TC_ACT_UNSPEC;
+	if ((ch->flags & CHAN_QUOTA) && over_quota(ch->relay_port, DIR_TO_PEER, data_len)) {
+		count(STAT_DROPPED_TO_PEER, data_len);
+		return TC_ACT_SHOT;
+	}
+	if ((b->flags & ALLOC_QUOTA) && over_quota(ch->peer_port, DIR_FROM_PEER, data_len)) {
+		count(STAT_DROPPED_FROM_PEER, data_len);
+		return TC_ACT_SHOT;
+	}
+
+	chd = (void *)(p->udp + 1);
+	{
+		struct {
+			struct addr saddr, daddr;
+			__be16 sport, dport;
+			__be16 channel, pad;
+		} from = { p->saddr, p->daddr, p->udp->source, p->udp->dest, chd[0], 0 },
+		  to = { from_ip, to_ip, b->listen_port, b->client_port, bpf_htons(s->channel), 0 };
+		__sum16 check = (route == ROUTE_LOCAL && !v6) ? 0 :
+			udp_csum_update(p->udp->check, (__be32 *)&from, sizeof(from), (__be32 *)&to, sizeof(to));
+
+		p->udp->source = to.sport;
+		p->udp->dest = to.dport;
+		p->udp->check = check;
+		chd[0] = to.channel;
+	}
+	if (ip_finish(skb, v6, &from_ip, &to_ip, p->udp_len))
+		return TC_ACT_SHOT;
+	count(STAT_TO_PEER, data_len);
+	count(STAT_FROM_PEER, data_len);
+	return leave(route, ifindex);
+}
 
 // client_to_peer relays one ChannelData datagram from a client.
-static __always_inline int client_to_peer(struct __sk_buff *skb)
+static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, struct pkt *p)
 {
-	void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = data + sizeof(*eth);
-	struct udphdr *udp = (void *)ip + sizeof(*ip);
-	__be16 *chd = (void *)udp + sizeof(*udp);
+	void *data_end = (void *)(long)skb->data_end;
+	__be16 *chd = (void *)(p->udp + 1);
 	struct chan_key key = {};
 	struct chan_val *ch;
-	struct peer_key pk;
-	struct peer_val *pv;
-	__u16 udp_len, data_len, channel;
-	__be32 saddr;
+	struct addr saddr, daddr;
+	__u16 data_len, channel, udp_len = p->udp_len, peer_port;
+	__u64 now;
 	enum route route;
 	__u32 ifindex = 0;
 
@@ -312,40 +553,55 @@ static __always_inline int client_to_peer(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	channel = bpf_ntohs(chd[0]);
 	data_len = bpf_ntohs(chd[1]);
-	udp_len = bpf_ntohs(udp->len);
 	// Over UDP a ChannelData message is not padded: the datagram is exactly
 	// the header and the data.
-	if (channel < CHANNEL_MIN || channel > CHANNEL_MAX || udp_len != sizeof(*udp) + CHANNEL_HDR + data_len)
+	if (channel < CHANNEL_MIN || channel > CHANNEL_MAX || udp_len != sizeof(struct udphdr) + CHANNEL_HDR + data_len)
 		return TC_ACT_UNSPEC;
 
-	key.client_ip = ip->saddr;
-	key.client_port = udp->source;
-	key.listen_port = udp->dest;
+	key.client_ip = p->saddr;
+	key.client_port = p->udp->source;
+	key.listen_port = p->udp->dest;
 	key.channel = channel;
 	ch = bpf_map_lookup_elem(&channels, &key);
-	if (!ch || bpf_ktime_get_ns() > ch->expires_ns)
+	now = bpf_ktime_get_ns();
+	if (!ch || now > ch->expires_ns)
 		return TC_ACT_UNSPEC;
-	if (ch->listen_ip && ch->listen_ip != ip->daddr)
-		return TC_ACT_UNSPEC;
+	if (!addr_eq(&ch->listen_ip, &p->daddr)) {
+		if (!(ch->flags & CHAN_LISTEN_ANY))
+			return TC_ACT_UNSPEC;
+		// A listener on all addresses: teach the peer side which of our
+		// addresses the client talks to.
+		struct alloc *a = lookup_alloc(v6, ch->relay_port);
 
-	// A listener on all addresses: teach the peer side which of our
-	// addresses the client talks to. (A listener on one address has it
-	// from the relay, and this lookup is saved.)
-	if (!ch->listen_ip) {
-		pk.peer_ip = ch->peer_ip;
-		pk.peer_port = ch->peer_port;
-		pk.relay_port = ch->relay_port;
-		pv = bpf_map_lookup_elem(&peers, &pk);
-		if (pv && pv->listen_ip != ip->daddr && pv->client_ip == key.client_ip && pv->client_port == key.client_port)
-			pv->listen_ip = ip->daddr;
+		if (a && a->client_port == key.client_port && addr_eq(&a->client_ip, &key.client_ip))
+			a->listen_ip = p->daddr;
+		ch->listen_ip = p->daddr;
 	}
 
-	saddr = ch->relay_ip ? ch->relay_ip : ip->daddr;
-	route = decide(skb, eth, ip, udp, ch->flags & DEST_LOCAL, saddr, ch->peer_ip,
-		       sizeof(*ip) + udp_len - CHANNEL_HDR, &ifindex);
+	saddr = addr_zero(&ch->relay_ip) ? p->daddr : ch->relay_ip;
+	daddr = ch->peer_ip;
+	if (ch->flags & CHAN_PEER_LOCAL) {
+		// A peer on this host: only on the ports the peer policy opens
+		// there, and when it is another allocation's relay socket, to
+		// that allocation's client directly.
+		struct alloc *b;
+
+		peer_port = bpf_ntohs(ch->peer_port);
+		if (peer_port < ch->local_port_min || peer_port > ch->local_port_max)
+			return TC_ACT_UNSPEC;
+		b = lookup_alloc(v6, ch->peer_port);
+		// (An allocation on that port but another address is not the
+		// peer: a socket of its own, reached as below.)
+		if (b && (addr_zero(&b->relay_ip) || addr_eq(&b->relay_ip, &ch->peer_ip))) {
+			if (addr_zero(&ch->relay_ip))
+				saddr = ch->peer_ip; // the source the kernel picks for a local destination
+			return same_node(skb, v6, p, ch, b, &saddr, data_len, now);
+		}
+	}
+	route = decide(skb, v6, p, ch->flags & CHAN_PEER_LOCAL, &saddr, &daddr, udp_len - CHANNEL_HDR, &ifindex);
 	if (route == ROUTE_PASS)
 		return TC_ACT_UNSPEC;
-	if (over_quota(ch->relay_port, DIR_TO_PEER, data_len)) {
+	if ((ch->flags & CHAN_QUOTA) && over_quota(ch->relay_port, DIR_TO_PEER, data_len)) {
 		count(STAT_DROPPED_TO_PEER, data_len);
 		return TC_ACT_SHOT;
 	}
@@ -353,95 +609,90 @@ static __always_inline int client_to_peer(struct __sk_buff *skb)
 	// The new UDP header takes the place of the old one's second half and
 	// the ChannelData header; then the old first half goes.
 	{
-		__be16 old_len = udp->len;
+		__be16 old_len = p->udp->len;
 		struct {
-			__be32 saddr, daddr;
+			struct addr saddr, daddr;
 			__be16 sport, dport;
 			__be16 pseudo_len, len;
 			__be16 channel, data_len;
-		} from = { ip->saddr, ip->daddr, udp->source, udp->dest, old_len, old_len, chd[0], chd[1] };
+		} from = { p->saddr, p->daddr, p->udp->source, p->udp->dest, old_len, old_len, chd[0], chd[1] };
 		struct {
-			__be32 saddr, daddr;
+			struct addr saddr, daddr;
 			__be16 sport, dport;
 			__be16 pseudo_len, len;
-		} to = { saddr, ch->peer_ip, ch->relay_port, ch->peer_port, bpf_htons(udp_len - CHANNEL_HDR),
+		} to = { saddr, daddr, ch->relay_port, ch->peer_port, bpf_htons(udp_len - CHANNEL_HDR),
 			 bpf_htons(udp_len - CHANNEL_HDR) };
 		struct udphdr nu = {
 			.source = to.sport,
 			.dest = to.dport,
 			.len = to.len,
-			// Local delivery: no checksum (allowed for IPv4), so the
-			// moved headers need no checksum offsets fixed.
-			.check = route == ROUTE_LOCAL ? 0 : udp_csum_update(udp->check, (__be32 *)&from, sizeof(from), (__be32 *)&to, sizeof(to)),
 		};
-		__be32 daddr = ch->peer_ip;
 
-		if (bpf_skb_store_bytes(skb, sizeof(*eth) + sizeof(*ip) + CHANNEL_HDR, &nu, sizeof(nu), 0))
+		// Local delivery: over IPv4 no checksum (allowed there), so the
+		// moved headers need no checksum offsets fixed; over IPv6 one
+		// computed in full (see full_udp6_csum). Elsewhere: updated.
+		if (route != ROUTE_LOCAL)
+			nu.check = udp_csum_update(p->udp->check, (__be32 *)&from, sizeof(from), (__be32 *)&to, sizeof(to));
+		else if (v6 && !(nu.check = full_udp6_csum(skb, &saddr, &daddr, &nu, L4_OFF(1) + sizeof(nu) + CHANNEL_HDR)))
+			return TC_ACT_UNSPEC;
+
+		if (bpf_skb_store_bytes(skb, L4_OFF(v6) + CHANNEL_HDR, &nu, sizeof(nu), 0))
 			return TC_ACT_SHOT;
 		if (bpf_skb_adjust_room(skb, -CHANNEL_HDR, BPF_ADJ_ROOM_NET, 0))
 			return TC_ACT_SHOT;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-		if (data + HDRS > data_end)
+		if (ip_finish(skb, v6, &saddr, &daddr, udp_len - CHANNEL_HDR))
 			return TC_ACT_SHOT;
-		ip = data + sizeof(struct ethhdr);
-		ip_rewrite(ip, saddr, daddr, sizeof(*ip) + udp_len - CHANNEL_HDR);
 	}
 	count(STAT_TO_PEER, data_len);
 	return leave(route, ifindex);
 }
 
 // peer_to_client relays one datagram from a peer to a bound channel.
-static __always_inline int peer_to_client(struct __sk_buff *skb)
+static __always_inline int peer_to_client(struct __sk_buff *skb, const int v6, struct pkt *p)
 {
-	void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = data + sizeof(*eth);
-	struct udphdr *udp = (void *)ip + sizeof(*ip);
-	struct peer_key key;
-	struct peer_val *pv;
-	__u16 udp_len, data_len;
+	struct alloc *a;
+	struct peer_slot *s;
+	struct addr saddr, daddr;
+	__u16 udp_len = p->udp_len, data_len;
 	enum route route;
 	__u32 ifindex = 0;
 
-	if ((void *)udp + sizeof(*udp) > data_end)
+	a = lookup_alloc(v6, p->udp->dest);
+	if (!a)
 		return TC_ACT_UNSPEC;
-	key.peer_ip = ip->saddr;
-	key.peer_port = udp->source;
-	key.relay_port = udp->dest;
-	pv = bpf_map_lookup_elem(&peers, &key);
-	if (!pv || bpf_ktime_get_ns() > pv->expires_ns || !pv->listen_ip)
+	s = find_peer(a, &p->saddr, p->udp->source, bpf_ktime_get_ns());
+	if (!s || addr_zero(&a->listen_ip))
 		return TC_ACT_UNSPEC;
-	if (pv->relay_ip && pv->relay_ip != ip->daddr)
+	if (!addr_zero(&a->relay_ip) && !addr_eq(&a->relay_ip, &p->daddr))
 		return TC_ACT_UNSPEC;
-	udp_len = bpf_ntohs(udp->len);
-	if (udp_len < sizeof(*udp) || udp_len > 0xffff - CHANNEL_HDR - sizeof(*ip))
+	if (udp_len < sizeof(struct udphdr) || udp_len > 0xffff - CHANNEL_HDR - IP_HLEN(v6))
 		return TC_ACT_UNSPEC;
-	data_len = udp_len - sizeof(*udp);
+	data_len = udp_len - sizeof(struct udphdr);
+	saddr = a->listen_ip;
+	daddr = a->client_ip;
 
-	route = decide(skb, eth, ip, udp, pv->flags & DEST_LOCAL, pv->listen_ip, pv->client_ip,
-		       sizeof(*ip) + udp_len + CHANNEL_HDR, &ifindex);
+	route = decide(skb, v6, p, a->flags & ALLOC_CLIENT_LOCAL, &saddr, &daddr, udp_len + CHANNEL_HDR, &ifindex);
 	if (route == ROUTE_PASS)
 		return TC_ACT_UNSPEC;
-	if (over_quota(udp->dest, DIR_FROM_PEER, data_len)) {
+	if ((a->flags & ALLOC_QUOTA) && over_quota(p->udp->dest, DIR_FROM_PEER, data_len)) {
 		count(STAT_DROPPED_FROM_PEER, data_len);
 		return TC_ACT_SHOT;
 	}
 
 	{
 		struct {
-			__be32 saddr, daddr;
+			struct addr saddr, daddr;
 			__be16 sport, dport;
 			__be16 pseudo_len, len;
-		} from = { ip->saddr, ip->daddr, udp->source, udp->dest, udp->len, udp->len };
+		} from = { p->saddr, p->daddr, p->udp->source, p->udp->dest, p->udp->len, p->udp->len };
 		struct {
-			__be32 saddr, daddr;
+			struct addr saddr, daddr;
 			__be16 sport, dport;
 			__be16 pseudo_len, len;
 			__be16 channel, data_len;
-		} to = { pv->listen_ip, pv->client_ip, pv->listen_port, pv->client_port,
+		} to = { saddr, daddr, a->listen_port, a->client_port,
 			 bpf_htons(udp_len + CHANNEL_HDR), bpf_htons(udp_len + CHANNEL_HDR),
-			 bpf_htons(pv->channel), bpf_htons(data_len) };
+			 bpf_htons(s->channel), bpf_htons(data_len) };
 		struct {
 			struct udphdr udp;
 			__be16 channel, data_len;
@@ -450,26 +701,78 @@ static __always_inline int peer_to_client(struct __sk_buff *skb)
 				.source = to.sport,
 				.dest = to.dport,
 				.len = to.len,
-				.check = route == ROUTE_LOCAL ? 0 : udp_csum_update(udp->check, (__be32 *)&from, sizeof(from), (__be32 *)&to, sizeof(to)),
+				.check = (route == ROUTE_LOCAL && !v6) ? 0 :
+					udp_csum_update(p->udp->check, (__be32 *)&from, sizeof(from), (__be32 *)&to, sizeof(to)),
 			},
 			.channel = to.channel,
 			.data_len = to.data_len,
 		};
-		__be32 saddr = to.saddr, daddr = to.daddr;
 
 		if (bpf_skb_adjust_room(skb, CHANNEL_HDR, BPF_ADJ_ROOM_NET, 0))
 			return TC_ACT_SHOT;
-		if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + sizeof(struct iphdr), &hdr, sizeof(hdr), 0))
+		if (bpf_skb_store_bytes(skb, L4_OFF(v6), &hdr, sizeof(hdr), 0))
 			return TC_ACT_SHOT;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-		if (data + HDRS > data_end)
+		if (ip_finish(skb, v6, &saddr, &daddr, udp_len + CHANNEL_HDR))
 			return TC_ACT_SHOT;
-		ip = data + sizeof(struct ethhdr);
-		ip_rewrite(ip, saddr, daddr, sizeof(*ip) + udp_len + CHANNEL_HDR);
 	}
 	count(STAT_FROM_PEER, data_len);
 	return leave(route, ifindex);
+}
+
+// relay handles a UDP datagram of one family; parse has checked its headers.
+static __always_inline int relay(struct __sk_buff *skb, const int v6, struct pkt *p)
+{
+	int ret = client_to_peer(skb, v6, p);
+
+	if (ret != TC_ACT_UNSPEC)
+		return ret;
+	return peer_to_client(skb, v6, p);
+}
+
+static __always_inline int relay4(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	struct udphdr *udp = (void *)(ip + 1);
+	struct pkt p = {};
+
+	if ((void *)(udp + 1) > data_end)
+		return TC_ACT_UNSPEC;
+	if (ip->ihl != 5 || ip->protocol != IPPROTO_UDP || (ip->frag_off & bpf_htons(0x3fff)) ||
+	    bpf_ntohs(ip->tot_len) != skb->len - sizeof(struct ethhdr))
+		return TC_ACT_UNSPEC;
+	p.udp_len = bpf_ntohs(udp->len);
+	if (p.udp_len != skb->len - sizeof(struct ethhdr) - sizeof(*ip))
+		return TC_ACT_UNSPEC;
+	p.saddr.w[2] = p.daddr.w[2] = bpf_htonl(0xffff);
+	p.saddr.w[3] = ip->saddr;
+	p.daddr.w[3] = ip->daddr;
+	p.udp = udp;
+	p.eth = data;
+	return relay(skb, 0, &p);
+}
+
+static __always_inline int relay6(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	struct udphdr *udp = (void *)(ip6 + 1);
+	struct pkt p = {};
+
+	if ((void *)(udp + 1) > data_end)
+		return TC_ACT_UNSPEC;
+	// No extension headers (fragments among them); a checksum, which IPv6
+	// requires (zero is invalid: userspace drops it).
+	if (ip6->nexthdr != IPPROTO_UDP || bpf_ntohs(ip6->payload_len) != skb->len - sizeof(struct ethhdr) - sizeof(*ip6))
+		return TC_ACT_UNSPEC;
+	p.udp_len = bpf_ntohs(udp->len);
+	if (p.udp_len != bpf_ntohs(ip6->payload_len) || !udp->check)
+		return TC_ACT_UNSPEC;
+	__builtin_memcpy(&p.saddr, &ip6->saddr, sizeof(p.saddr));
+	__builtin_memcpy(&p.daddr, &ip6->daddr, sizeof(p.daddr));
+	p.udp = udp;
+	p.eth = data;
+	return relay(skb, 1, &p);
 }
 
 SEC("tc")
@@ -477,29 +780,27 @@ int turnrelay(struct __sk_buff *skb)
 {
 	void *data, *data_end;
 	struct ethhdr *eth;
-	struct iphdr *ip;
-	int ret;
+	__u32 hdrs;
+	int v6;
 
-	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->vlan_present || skb->gso_segs > 1 || skb->gso_size)
+	if (skb->vlan_present || skb->gso_segs > 1 || skb->gso_size)
+		return TC_ACT_UNSPEC;
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		v6 = 0;
+	else if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		v6 = 1;
+	else
 		return TC_ACT_UNSPEC;
 	// Headers must be in the linear part; 4 more bytes for ChannelData.
-	if (bpf_skb_pull_data(skb, HDRS + CHANNEL_HDR) && bpf_skb_pull_data(skb, HDRS))
+	hdrs = v6 ? L4_OFF(1) + sizeof(struct udphdr) : L4_OFF(0) + sizeof(struct udphdr);
+	if (bpf_skb_pull_data(skb, hdrs + CHANNEL_HDR) && bpf_skb_pull_data(skb, hdrs))
 		return TC_ACT_UNSPEC;
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	eth = data;
-	ip = data + sizeof(*eth);
-	if (data + HDRS > data_end)
+	if (data + sizeof(*eth) > data_end || eth->h_proto != skb->protocol)
 		return TC_ACT_UNSPEC;
-	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 || ip->protocol != IPPROTO_UDP ||
-	    (ip->frag_off & bpf_htons(0x3fff)) || bpf_ntohs(ip->tot_len) != skb->len - sizeof(*eth))
-		return TC_ACT_UNSPEC;
-	if (bpf_ntohs(((struct udphdr *)(ip + 1))->len) != skb->len - sizeof(*eth) - sizeof(*ip))
-		return TC_ACT_UNSPEC;
-	ret = client_to_peer(skb);
-	if (ret != TC_ACT_UNSPEC)
-		return ret;
-	return peer_to_client(skb);
+	return v6 ? relay6(skb) : relay4(skb);
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

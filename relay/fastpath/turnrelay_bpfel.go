@@ -13,6 +13,23 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type turnrelayAddr struct {
+	_ structs.HostLayout
+	W [4]uint32
+}
+
+type turnrelayAlloc struct {
+	_          structs.HostLayout
+	ClientIp   turnrelayAddr
+	RelayIp    turnrelayAddr
+	ListenIp   turnrelayAddr
+	ClientPort uint16
+	ListenPort uint16
+	Flags      uint16
+	Pad        uint16
+	Peers      [4]turnrelayPeerSlot
+}
+
 type turnrelayBucket struct {
 	_    structs.HostLayout
 	Lock struct {
@@ -26,15 +43,9 @@ type turnrelayBucket struct {
 	LastNs uint64
 }
 
-type turnrelayBucketKey struct {
-	_         structs.HostLayout
-	RelayPort uint16
-	Direction uint16
-}
-
 type turnrelayChanKey struct {
 	_          structs.HostLayout
-	ClientIp   uint32
+	ClientIp   turnrelayAddr
 	ClientPort uint16
 	ListenPort uint16
 	Channel    uint16
@@ -42,35 +53,26 @@ type turnrelayChanKey struct {
 }
 
 type turnrelayChanVal struct {
+	_            structs.HostLayout
+	PeerIp       turnrelayAddr
+	RelayIp      turnrelayAddr
+	ListenIp     turnrelayAddr
+	PeerPort     uint16
+	RelayPort    uint16
+	Flags        uint16
+	LocalPortMin uint16
+	LocalPortMax uint16
+	Pad          [3]uint16
+	ExpiresNs    uint64
+}
+
+type turnrelayPeerSlot struct {
 	_         structs.HostLayout
-	PeerIp    uint32
-	RelayIp   uint32
-	ListenIp  uint32
+	PeerIp    turnrelayAddr
 	PeerPort  uint16
-	RelayPort uint16
-	Flags     uint32
+	Channel   uint16
 	Pad       uint32
 	ExpiresNs uint64
-}
-
-type turnrelayPeerKey struct {
-	_         structs.HostLayout
-	PeerIp    uint32
-	PeerPort  uint16
-	RelayPort uint16
-}
-
-type turnrelayPeerVal struct {
-	_          structs.HostLayout
-	ClientIp   uint32
-	RelayIp    uint32
-	ListenIp   uint32
-	ClientPort uint16
-	ListenPort uint16
-	Channel    uint16
-	Pad        uint16
-	Flags      uint32
-	ExpiresNs  uint64
 }
 
 type turnrelayStats struct {
@@ -83,11 +85,12 @@ type turnrelayStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	turnrelayMapBuckets    = "buckets"
-	turnrelayMapChannels   = "channels"
-	turnrelayMapCounters   = "counters"
-	turnrelayMapPeers      = "peers"
-	turnrelayProgTurnrelay = "turnrelay"
+	turnrelayMapAllocs      = "allocs"
+	turnrelayMapBuckets     = "buckets"
+	turnrelayMapChannels    = "channels"
+	turnrelayMapCounters    = "counters"
+	turnrelayMapCsumScratch = "csum_scratch"
+	turnrelayProgTurnrelay  = "turnrelay"
 )
 
 // loadTurnrelay returns the embedded CollectionSpec for turnrelay.
@@ -139,10 +142,11 @@ type turnrelayProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type turnrelayMapSpecs struct {
-	Buckets  *ebpf.MapSpec `ebpf:"buckets"`
-	Channels *ebpf.MapSpec `ebpf:"channels"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Peers    *ebpf.MapSpec `ebpf:"peers"`
+	Allocs      *ebpf.MapSpec `ebpf:"allocs"`
+	Buckets     *ebpf.MapSpec `ebpf:"buckets"`
+	Channels    *ebpf.MapSpec `ebpf:"channels"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	CsumScratch *ebpf.MapSpec `ebpf:"csum_scratch"`
 }
 
 // turnrelayVariableSpecs contains global variables before they are loaded into the kernel.
@@ -171,18 +175,20 @@ func (o *turnrelayObjects) Close() error {
 //
 // It can be passed to loadTurnrelayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type turnrelayMaps struct {
-	Buckets  *ebpf.Map `ebpf:"buckets"`
-	Channels *ebpf.Map `ebpf:"channels"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Peers    *ebpf.Map `ebpf:"peers"`
+	Allocs      *ebpf.Map `ebpf:"allocs"`
+	Buckets     *ebpf.Map `ebpf:"buckets"`
+	Channels    *ebpf.Map `ebpf:"channels"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	CsumScratch *ebpf.Map `ebpf:"csum_scratch"`
 }
 
 func (m *turnrelayMaps) Close() error {
 	return _TurnrelayClose(
+		m.Allocs,
 		m.Buckets,
 		m.Channels,
 		m.Counters,
-		m.Peers,
+		m.CsumScratch,
 	)
 }
 

@@ -1,0 +1,211 @@
+//go:build linux
+
+package fastpath_test
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/turnpike-dev/turnpike/relay/fastpath"
+	"github.com/turnpike-dev/turnpike/test/netlab"
+)
+
+// BenchmarkKernel reports the program's own run time per relayed datagram
+// (kernel-ns/pkt, from the kernel's BPF statistics) on the two ways a
+// client's ChannelData can leave the relay host: to a peer on another host
+// (forward), and to the client of another allocation on the same relay
+// (same-node), for IPv4 and IPv6, with 100-byte payloads. ns/op includes
+// the benchmark's own sending and receiving.
+func BenchmarkKernel(b *testing.B) {
+	payload := make([]byte, 100)
+	for _, f := range families {
+		b.Run(f.name+"/forward", func(b *testing.B) {
+			client, relay, peer, o := hosts(b, f)
+			e := ends{
+				client:   client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)),
+				listener: relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478)),
+				relay:    relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)),
+				peer:     peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0)),
+			}
+			greet(b, e.listener, e.client)
+			greet(b, e.relay, e.peer)
+			if err := o.Put(e.channel(0x4001, false)); err != nil {
+				b.Fatal(err)
+			}
+			measureKernel(b, relay, e.client, addr(e.listener), e.peer, channelData(0x4001, payload))
+		})
+		b.Run(f.name+"/same-node", func(b *testing.B) {
+			client, relay, _, o := hosts(b, f)
+			clientA := client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0))
+			clientB := client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0))
+			listener := relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478))
+			relayA := relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 40001))
+			relayB := relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 40002))
+			greet(b, listener, clientA)
+			greet(b, listener, clientB)
+			for _, c := range []fastpath.Channel{
+				ends{client: clientA, listener: listener, relay: relayA, peer: relayB}.channel(0x4001, false),
+				ends{client: clientB, listener: listener, relay: relayB, peer: relayA}.channel(0x4002, false),
+			} {
+				c.PeerLocal, c.LocalPeerPorts = true, fastpath.PortRange{Min: 40000, Max: 40099}
+				if err := o.Put(c); err != nil {
+					b.Fatal(err)
+				}
+			}
+			measureKernel(b, relay, clientA, addr(listener), clientB, channelData(0x4001, payload))
+		})
+	}
+}
+
+// measureKernel sends b.N datagrams from c to dst, each received at out,
+// and reports the run time of the programs attached in relay per datagram.
+func measureKernel(b *testing.B, relay *netlab.Namespace, c net.PacketConn, dst netip.AddrPort, out net.PacketConn, datagram []byte) {
+	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	netlab.Require(b, "BPF run-time statistics", err == nil)
+	defer stats.Close()
+	before := kernelRunTime(b, relay)
+	buf := make([]byte, 2048)
+	b.ResetTimer()
+	for range b.N {
+		send(b, c, dst, datagram)
+		_ = out.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, _, err := out.ReadFrom(buf); err != nil {
+			b.Fatalf("datagram not relayed: %v", err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(kernelRunTime(b, relay)-before)/float64(b.N), "kernel-ns/pkt")
+}
+
+// kernelRunTime is the total run time of the TC ingress programs attached
+// to the interfaces of ns.
+func kernelRunTime(b *testing.B, ns *netlab.Namespace) time.Duration {
+	var total time.Duration
+	err := ns.Do(func() error {
+		ifaces, err := net.Interfaces()
+		if err != nil {
+			return err
+		}
+		for _, iface := range ifaces {
+			res, err := link.QueryPrograms(link.QueryOptions{Target: iface.Index, Attach: ebpf.AttachTCXIngress})
+			if err != nil {
+				continue // no TCX programs there
+			}
+			for _, ap := range res.Programs {
+				p, err := ebpf.NewProgramFromID(ap.ID)
+				if err != nil {
+					return err
+				}
+				st, err := p.Stats()
+				_ = p.Close()
+				if err != nil {
+					return err
+				}
+				total += st.Runtime
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return total
+}
+
+// BenchmarkKernelChannels measures the program alone as channels grow:
+// 100 or 10,000 channels (each its own client port and allocation), and
+// ChannelData for them round-robin from one raw socket, so that the sender
+// keeps no per-client state (in the loopback bench, 10,000 client sockets
+// cool every cache on the packet's way). kernel-ns/pkt is the program's
+// run time per datagram it relayed.
+func BenchmarkKernelChannels(b *testing.B) {
+	f := families[0]
+	for _, n := range []int{100, 10000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			client, relay, peer, o := hosts(b, f)
+			listener := relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478))
+			sink := peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0))
+			raw := rawUDPSocket(b, client)
+			clientIP, listenAP := netip.MustParseAddr(f.clientNet+"2"), addr(listener)
+			// Neighbours resolved both ways, as in real life.
+			greet(b, listener, client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)))
+			greet(b, relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)), sink)
+			for i := range n {
+				c := fastpath.Channel{
+					Client: netip.AddrPortFrom(clientIP, uint16(30000+i)), Listener: listenAP, Number: 0x4001,
+					Peer: addr(sink), Relay: netip.AddrPortFrom(netip.MustParseAddr(f.peerNet+"1"), uint16(20000+i)),
+					ChannelExpires: time.Now().Add(time.Hour), PermissionExpires: time.Now().Add(time.Hour),
+				}
+				if err := o.Put(c); err != nil {
+					b.Fatal(err)
+				}
+			}
+			go drainQuietly(sink)
+			datagrams := make([][]byte, n)
+			for i := range datagrams {
+				datagrams[i] = udpDatagram(uint16(30000+i), listenAP.Port(), channelData(0x4001, make([]byte, 100)))
+			}
+			stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+			netlab.Require(b, "BPF run-time statistics", err == nil)
+			defer stats.Close()
+			before, relayedBefore := kernelRunTime(b, relay), counters(b, o).ToPeer.Packets
+			dst := &unix.SockaddrInet4{Addr: listenAP.Addr().As4()}
+			b.ResetTimer()
+			for i := range b.N {
+				if err := unix.Sendto(raw, datagrams[i%n], 0, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			time.Sleep(100 * time.Millisecond)
+			relayed := counters(b, o).ToPeer.Packets - relayedBefore
+			if relayed < uint64(b.N)/2 {
+				b.Fatalf("the program relayed %d of %d datagrams", relayed, b.N)
+			}
+			b.ReportMetric(float64(kernelRunTime(b, relay)-before)/float64(relayed), "kernel-ns/pkt")
+		})
+	}
+}
+
+// rawUDPSocket is a raw IPv4 socket in ns for UDP datagrams whose header
+// the caller writes (the kernel adds the IP header).
+func rawUDPSocket(b *testing.B, ns *netlab.Namespace) int {
+	var fd int
+	err := ns.Do(func() (err error) {
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_UDP)
+		return err
+	})
+	if err != nil {
+		b.Fatalf("raw socket: %v", err)
+	}
+	b.Cleanup(func() { _ = unix.Close(fd) })
+	return fd
+}
+
+// udpDatagram is a UDP header and payload, without a checksum (allowed
+// over IPv4).
+func udpDatagram(src, dst uint16, payload []byte) []byte {
+	d := make([]byte, 8, 8+len(payload))
+	binary.BigEndian.PutUint16(d, src)
+	binary.BigEndian.PutUint16(d[2:], dst)
+	binary.BigEndian.PutUint16(d[4:], uint16(8+len(payload)))
+	return append(d, payload...)
+}
+
+func drainQuietly(c net.PacketConn) {
+	buf := make([]byte, 2048)
+	_ = c.SetReadDeadline(time.Time{})
+	for {
+		if _, _, err := c.ReadFrom(buf); err != nil {
+			return
+		}
+	}
+}
