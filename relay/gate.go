@@ -217,13 +217,29 @@ func checkAllocate(m *stun.Message, network string) (stun.ErrorCode, string) {
 }
 
 // ADDITIONAL-ADDRESS-FAMILY and ADDRESS-ERROR-CODE (RFC 8656 section 18).
-// coturn and its clients still use the drafts' 0x8032 and 0x8033, which
-// RFC 8656 left unassigned: the relay ignores those, as any unknown
-// comprehension-optional attribute.
+// coturn up to 4.6 and its turnutils_uclient -Z still use the drafts' 0x8032
+// and 0x8033. RFC 8656 left those unassigned, in the comprehension-optional
+// range no other attribute uses, so the relay takes 0x8032 as an alias and
+// answers it with 0x8033: the client reads the answer it asked for.
 const (
-	attrAdditionalAddressFamily = stun.AttrType(0x8000)
-	attrAddressErrorCode        = stun.AttrType(0x8001)
+	attrAdditionalAddressFamily      = stun.AttrType(0x8000)
+	attrAddressErrorCode             = stun.AttrType(0x8001)
+	attrAdditionalAddressFamilyDraft = stun.AttrType(0x8032)
+	attrAddressErrorCodeDraft        = stun.AttrType(0x8033)
 )
+
+// additionalFamily returns the ADDITIONAL-ADDRESS-FAMILY of the Allocate m,
+// under either code point, and the ADDRESS-ERROR-CODE type that goes with
+// it in the answer; found is false when m has none.
+func additionalFamily(m *stun.Message) (value []byte, errorType stun.AttrType, found bool) {
+	if v, err := m.Get(attrAdditionalAddressFamily); err == nil {
+		return v, attrAddressErrorCode, true
+	}
+	if v, err := m.Get(attrAdditionalAddressFamilyDraft); err == nil {
+		return v, attrAddressErrorCodeDraft, true
+	}
+	return nil, 0, false
+}
 
 // The values of the address family attributes.
 const (
@@ -235,8 +251,8 @@ const (
 // Allocate's ADDITIONAL-ADDRESS-FAMILY: IPv6 is its only valid value, and
 // it excludes REQUESTED-ADDRESS-FAMILY and RESERVATION-TOKEN.
 func validDualAllocate(m *stun.Message) bool {
-	v, err := m.Get(attrAdditionalAddressFamily)
-	if err != nil {
+	v, _, found := additionalFamily(m)
+	if !found {
 		return true
 	}
 	return len(v) == 4 && v[0] == familyIPv6 &&
