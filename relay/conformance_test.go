@@ -664,11 +664,10 @@ func TestUclientModes(t *testing.T) {
 		{"ipv4 rtcp pair", static, ip4, 4, true},
 		{"ipv6 relay with rtcp pair -x", append([]string{"-x"}, static...), ip6, 4, true},
 		{"tcp control with rtcp pair -t", append([]string{"-t"}, static...), ip4, 4, true},
-		// No dual allocation: turnpike answers RFC 8656's
-		// ADDITIONAL-ADDRESS-FAMILY with IPv4 and 440 for IPv6
-		// (docs/pion-upstream.md, 9), and turnutils_uclient -Z sends the
-		// drafts' code point, which it ignores.
-		{"dual allocation -Z", append([]string{"-Z"}, static...), ip6, 0, false},
+		// Dual allocation: -Z sends the drafts' code point (0x8032) and
+		// relays to the IPv6 peer through the allocation's IPv6 half
+		// (dual.go).
+		{"dual allocation -Z", append([]string{"-Z"}, static...), ip6, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := relayWith(tc.sockets)

@@ -53,21 +53,22 @@ var requestRefusedReasons = []string{refusedBadFingerprint, refusedUnknownMethod
 // gate is the request gate without an address generator to steer: what
 // tests call. Listeners use gateFor.
 func (r *Relay) gate(msg []byte, client, local net.Addr, reply func([]byte)) (forward bool) {
-	return r.gateOn(nil, msg, client, local, reply)
+	return r.gateOn(nil, nil, msg, client, local, reply)
 }
 
 // gateFor is the gateFunc of a listener whose allocations gen opens the
 // relay sockets of: the gate tells it which reserved socket an Allocate
 // redeems (reservations.go).
-func (r *Relay) gateFor(gen *relayAddressGenerator) gateFunc {
+func (r *Relay) gateFor(gen *relayAddressGenerator, duals *dualTable) gateFunc {
 	return func(msg []byte, client, local net.Addr, reply func([]byte)) bool {
-		return r.gateOn(gen, msg, client, local, reply)
+		return r.gateOn(gen, duals, msg, client, local, reply)
 	}
 }
 
 // gateOn is the gate. It may rewrite msg in place, growing it into its
-// spare capacity (see hideIntegrity and requestEdits).
-func (r *Relay) gateOn(gen *relayAddressGenerator, msg []byte, client, local net.Addr, reply func([]byte)) (forward bool) {
+// spare capacity (see hideIntegrity and requestEdits). duals is set on a
+// UDP listener socket, where a dual Allocate gets both families (dual.go).
+func (r *Relay) gateOn(gen *relayAddressGenerator, duals *dualTable, msg []byte, client, local net.Addr, reply func([]byte)) (forward bool) {
 	if r.throttled(msg, client) {
 		return false
 	}
@@ -118,6 +119,11 @@ func (r *Relay) gateOn(gen *relayAddressGenerator, msg []byte, client, local net
 		r.refuseRequest(reason, client)
 		reply(errorAnswer(m, code, cred.key))
 		return false
+	}
+	if duals != nil && m.Type.Method == stun.MethodAllocate {
+		if request, ok := dualRequest(m, cred.key, edits); ok {
+			duals.prepare(k, m, cred.key, request)
+		}
 	}
 	rewrite(msg, m, cred.key, edits)
 	r.rememberSigner(client, m, cred.key)
@@ -176,7 +182,7 @@ func (r *Relay) checkRequest(m *stun.Message, k allocKey, username string) (stun
 	case stun.MethodConnectionBind:
 		return 0, "" // arrives on a new connection, which has no allocation
 	}
-	alloc, exists := r.allocs.lookup(k)
+	alloc, exists := r.allocs.lookup(r.duals.half(k, m))
 	switch {
 	case !exists:
 		return stun.CodeAllocMismatch, refusedNoAllocation

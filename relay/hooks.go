@@ -237,6 +237,7 @@ func (r *Relay) eventHandler() turn.EventHandler {
 			// pion has deleted the allocation's channels first (and so the
 			// fast path's entries).
 			withKey(src, dst, r.allocs.remove)
+			withKey(src, dst, r.duals.forget)
 			r.log.Debug("allocation deleted", "user", userID, "client", addrString(src))
 		},
 		OnPermissionCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {

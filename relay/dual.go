@@ -1,0 +1,318 @@
+package relay
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/stun/v4"
+)
+
+// Dual allocations (RFC 8656 section 7.2, ADDITIONAL-ADDRESS-FAMILY): pion
+// allocates one relay socket of one family per client 5-tuple
+// (docs/pion-upstream.md, 9), so on a UDP listener socket turnpike makes a
+// dual allocation out of two pion allocations:
+//
+//   - the IPv4 half is the client's own allocation, on its real 5-tuple;
+//   - the IPv6 half is pion's allocation for a stand-in client address, an
+//     address of the discard-only prefix 100::/64 (RFC 6666) that no
+//     packet ever comes from or goes to. The listener wrapper hands pion
+//     the client's requests for the IPv6 half as coming from the stand-in,
+//     and sends what pion writes to the stand-in to the real client.
+//
+// The gate prepares the IPv6 half's Allocate (the client's request with
+// REQUESTED-ADDRESS-FAMILY IPv6 in place of ADDITIONAL-ADDRESS-FAMILY,
+// re-signed with the client's key, same transaction). When pion grants the
+// IPv4 half, the wrapper holds that answer and hands pion the prepared
+// request from the stand-in; pion's answer to it adds the IPv6
+// XOR-RELAYED-ADDRESS to the held answer, in place of the ADDRESS-ERROR-CODE
+// the gate's answer edits put there, and the client gets one answer. If the
+// IPv6 half is refused (no IPv6 relay address, a quota), the client gets
+// the held answer as it is: IPv4 and 440 for IPv6, RFC 8656's fallback.
+//
+// Requests are routed to a half by the family of their XOR-PEER-ADDRESS
+// (CreatePermission, ChannelBind, Send; a request naming peers of both
+// families goes by its first and gets 443 for the other); a Refresh by its
+// REQUESTED-ADDRESS-FAMILY, or to both halves without one (the stand-in's
+// answer is dropped); ChannelData by the half that bound the channel.
+//
+// The halves are two allocations for quotas and metrics: each holds a
+// relay socket and a port. Stream listeners (TCP, TLS, DTLS) keep the
+// fallback answer: their wrapper has no read loop of pion's to hand a
+// second request to.
+
+// standInPrefix is where stand-in client addresses come from: 100::/64,
+// RFC 6666's discard-only prefix, never a peer (the peer policy refuses
+// it as a special-purpose range) and never routed.
+var standInPrefix = netip.MustParsePrefix("100::/64")
+
+// isStandIn reports whether a is a stand-in client address.
+func isStandIn(a netip.Addr) bool { return standInPrefix.Contains(a) }
+
+// dualAlloc is one dual allocation.
+type dualAlloc struct {
+	client  allocKey       // the IPv4 half: the client's 5-tuple
+	standIn netip.AddrPort // the IPv6 half's client address
+	id      [stun.TransactionIDSize]byte
+	key     []byte // the client's key, to re-sign the answer
+	// request is the IPv6 half's Allocate, until pion grants the IPv4 half.
+	request []byte
+	// held is pion's answer granting the IPv4 half, until the IPv6 half's
+	// answer completes it; answer is the complete one, for retransmissions.
+	held, answer []byte
+	// channels are the channel numbers bound on the IPv6 half.
+	channels map[uint16]bool
+	// refreshCopy is the transaction of a Refresh handed to both halves:
+	// the stand-in's answer to it is dropped.
+	refreshCopy [stun.TransactionIDSize]byte
+}
+
+// dualTable holds the relay's dual allocations.
+type dualTable struct {
+	count     atomic.Int64 // entries: ChannelData skips the lock while none
+	next      atomic.Uint64
+	mu        sync.Mutex
+	byClient  map[allocKey]*dualAlloc
+	byStandIn map[netip.AddrPort]*dualAlloc
+}
+
+func newDualTable() *dualTable {
+	return &dualTable{byClient: map[allocKey]*dualAlloc{}, byStandIn: map[netip.AddrPort]*dualAlloc{}}
+}
+
+// prepare starts a dual allocation for the client of k: the gate calls it
+// for a valid dual Allocate with the IPv6 half's request. A client that has
+// one already (a retransmission) keeps it.
+func (t *dualTable) prepare(k allocKey, m *stun.Message, key, request []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.byClient[k]; ok {
+		return
+	}
+	var b [16]byte
+	copy(b[:], standInPrefix.Addr().AsSlice())
+	binary.BigEndian.PutUint64(b[8:], t.next.Add(1))
+	d := &dualAlloc{client: k, standIn: netip.AddrPortFrom(netip.AddrFrom16(b), k.client.Port()),
+		id: m.TransactionID, key: key, request: request, channels: map[uint16]bool{}}
+	t.byClient[k] = d
+	t.byStandIn[d.standIn] = d
+	t.count.Add(1)
+}
+
+// forget drops the half of a dual allocation pion has deleted: the entry
+// goes when both halves are gone, so that late writes to the stand-in
+// still reach the client.
+func (t *dualTable) forget(k allocKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if d, ok := t.byClient[k]; ok {
+		delete(t.byClient, k)
+		if _, live := t.byStandIn[d.standIn]; !live {
+			t.count.Add(-1)
+		}
+		return
+	}
+	if d, ok := t.byStandIn[k.client]; ok && isStandIn(k.client.Addr()) {
+		delete(t.byStandIn, k.client)
+		if _, live := t.byClient[d.client]; !live {
+			t.count.Add(-1)
+		}
+	}
+}
+
+// half returns the allocation key of the half that serves the request m
+// of the client of k: the stand-in's for an IPv6 peer or family, else k.
+func (t *dualTable) half(k allocKey, m *stun.Message) allocKey {
+	if t.count.Load() == 0 {
+		return k
+	}
+	t.mu.Lock()
+	d, ok := t.byClient[k]
+	t.mu.Unlock()
+	if !ok || d.request != nil || !wantsIPv6Half(m) {
+		return k
+	}
+	return allocKey{network: k.network, port: k.port, client: d.standIn}
+}
+
+// wantsIPv6Half reports whether the request m names the IPv6 half: its
+// first XOR-PEER-ADDRESS is IPv6, or (a Refresh) its REQUESTED-ADDRESS-FAMILY.
+func wantsIPv6Half(m *stun.Message) bool {
+	if v, err := m.Get(stun.AttrRequestedAddressFamily); err == nil && m.Type.Method == stun.MethodRefresh {
+		return len(v) > 0 && v[0] == familyIPv6
+	}
+	v, err := m.Get(stun.AttrXORPeerAddress)
+	return err == nil && len(v) > 1 && v[1] == familyIPv6
+}
+
+// inbound returns the client address pion should see for msg (a STUN
+// message the gate let through, or ChannelData) from client on local, and
+// a copy to hand pion from the stand-in as well (a Refresh for both halves).
+func (t *dualTable) inbound(msg []byte, client, local net.Addr) (from net.Addr, alsoFromStandIn []byte, standIn net.Addr) {
+	if t == nil || t.count.Load() == 0 {
+		return client, nil, nil
+	}
+	k, ok := keyFor(client, local)
+	if !ok {
+		return client, nil, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d, ok := t.byClient[k]
+	if !ok || d.request != nil || d.held != nil {
+		return client, nil, nil
+	}
+	standIn = net.UDPAddrFromAddrPort(d.standIn)
+	if msg[0]>>6 == 0b01 { // ChannelData
+		if d.channels[binary.BigEndian.Uint16(msg)] {
+			return standIn, nil, nil
+		}
+		return client, nil, nil
+	}
+	m := &stun.Message{Raw: append([]byte(nil), msg...)}
+	if m.Decode() != nil {
+		return client, nil, nil
+	}
+	switch {
+	case m.Type.Method == stun.MethodRefresh && !m.Contains(stun.AttrRequestedAddressFamily):
+		d.refreshCopy = m.TransactionID
+		return client, msg, standIn
+	case !wantsIPv6Half(m):
+		return client, nil, nil
+	}
+	if m.Type == stun.NewType(stun.MethodChannelBind, stun.ClassRequest) {
+		if v, err := m.Get(stun.AttrChannelNumber); err == nil && len(v) >= 2 {
+			d.channels[binary.BigEndian.Uint16(v)] = true
+		}
+	}
+	return standIn, nil, nil
+}
+
+// clientOf is the real client behind addr: the client of a stand-in,
+// else addr itself.
+func (t *dualTable) clientOf(addr net.Addr) net.Addr {
+	if t == nil || t.count.Load() == 0 || !isStandInAddr(addr) {
+		return addr
+	}
+	_, ap, _ := addrPort(addr)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if d, ok := t.byStandIn[ap]; ok {
+		return net.UDPAddrFromAddrPort(d.client.client)
+	}
+	return addr
+}
+
+// outbound is what the wrapper does with pion's write b to addr, answered
+// (answer()) for the real client: send it (maybe replaced), or nothing
+// (send false). inject, when set, is a request to hand pion from the
+// stand-in injectFrom next: the IPv6 half's Allocate once pion granted the
+// IPv4 half.
+func (t *dualTable) outbound(b []byte, addr, local net.Addr) (out []byte, send bool, inject []byte, injectFrom net.Addr) {
+	if t == nil || t.count.Load() == 0 || !isSTUNResponse(b) {
+		return b, true, nil, nil
+	}
+	_, ap, ok := addrPort(addr)
+	if !ok {
+		return b, true, nil, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if d, ok := t.byStandIn[ap]; ok && isStandIn(ap.Addr()) {
+		out, send = t.fromStandIn(d, b)
+		return out, send, nil, nil
+	}
+	k, ok := keyFor(addr, local)
+	d, dual := t.byClient[k]
+	if !ok || !dual || [stun.TransactionIDSize]byte(b[8:stunHeaderSize]) != d.id || d.held != nil {
+		return b, true, nil, nil
+	}
+	switch {
+	case binary.BigEndian.Uint16(b) != allocateSuccessType:
+		if d.request != nil { // pion refused the IPv4 half: no dual allocation
+			t.drop(d)
+		}
+	case d.answer != nil: // a retransmission pion answered from its cache
+		return d.answer, true, nil, nil
+	case d.request != nil:
+		d.held = append([]byte(nil), b...)
+		inject, d.request = d.request, nil
+		return nil, false, inject, net.UDPAddrFromAddrPort(d.standIn)
+	}
+	return b, true, nil, nil
+}
+
+// drop forgets d at once (locked): it has no IPv6 half.
+func (t *dualTable) drop(d *dualAlloc) {
+	delete(t.byStandIn, d.standIn)
+	delete(t.byClient, d.client)
+	t.count.Add(-1)
+}
+
+// fromStandIn handles pion's write b, a STUN response, to the stand-in of
+// d (locked): the IPv6 half's Allocate answer completes the held one; the
+// answer to a Refresh copy is dropped.
+func (t *dualTable) fromStandIn(d *dualAlloc, b []byte) (out []byte, send bool) {
+	id := [stun.TransactionIDSize]byte(b[8:stunHeaderSize])
+	switch {
+	case d.held != nil && id == d.id:
+		d.answer = completeDualAnswer(d.held, b, d.key)
+		d.held = nil
+		if binary.BigEndian.Uint16(b) != allocateSuccessType {
+			t.drop(d)
+		}
+		return d.answer, true
+	case id == d.refreshCopy:
+		return nil, false
+	}
+	return b, true
+}
+
+// completeDualAnswer is the answer to a dual Allocate: held (the IPv4
+// half's, with an ADDRESS-ERROR-CODE 440 for IPv6) with the IPv6 half's
+// XOR-RELAYED-ADDRESS from v6answer in place of the ADDRESS-ERROR-CODE,
+// re-signed with key. When the IPv6 half failed, held is the answer.
+func completeDualAnswer(held, v6answer, key []byte) []byte {
+	if binary.BigEndian.Uint16(v6answer) != allocateSuccessType {
+		return held
+	}
+	relayed, ok := findAttribute(v6answer, stun.AttrXORRelayedAddress)
+	m := &stun.Message{Raw: append([]byte(nil), held...)}
+	if !ok || m.Decode() != nil {
+		return held
+	}
+	errorType := attrAddressErrorCode
+	if m.Contains(attrAddressErrorCodeDraft) {
+		errorType = attrAddressErrorCodeDraft
+	}
+	to := stun.RawAttribute{Type: stun.AttrXORRelayedAddress, Value: append([]byte(nil), relayed...)}
+	out, ok := resigned(m, key, []attrEdit{{from: errorType, to: to}})
+	if !ok {
+		return held
+	}
+	return out
+}
+
+// isStandInAddr reports whether addr is a stand-in client address.
+func isStandInAddr(addr net.Addr) bool {
+	_, ap, ok := addrPort(addr)
+	return ok && isStandIn(ap.Addr())
+}
+
+// dualRequest is the IPv6 half's Allocate for the dual Allocate m: m with
+// REQUESTED-ADDRESS-FAMILY IPv6 in place of ADDITIONAL-ADDRESS-FAMILY, the
+// gate's edits applied, signed with key.
+func dualRequest(m *stun.Message, key []byte, edits []attrEdit) ([]byte, bool) {
+	_, errorType, found := additionalFamily(m)
+	if !found {
+		return nil, false
+	}
+	from := attrAdditionalAddressFamily
+	if errorType == attrAddressErrorCodeDraft {
+		from = attrAdditionalAddressFamilyDraft
+	}
+	family := stun.RawAttribute{Type: stun.AttrRequestedAddressFamily, Value: []byte{familyIPv6, 0, 0, 0}}
+	return resigned(m, key, append([]attrEdit{{from: from, to: family}}, edits...))
+}
