@@ -39,7 +39,9 @@ import (
 // answer is dropped); ChannelData by the half that bound the channel.
 //
 // The halves are two allocations for quotas and metrics: each holds a
-// relay socket and a port. Stream listeners (TCP, TLS, DTLS) keep the
+// relay socket and a port. The fast path never takes the IPv6 half's
+// channels: it offloads IPv4 clients and peers only, and the stand-in is
+// an IPv6 address. Stream listeners (TCP, TLS, DTLS) keep the
 // fallback answer: their wrapper has no read loop of pion's to hand a
 // second request to.
 

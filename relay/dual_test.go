@@ -1,0 +1,160 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"testing"
+
+	"github.com/pion/stun/v4"
+)
+
+// startDualRelay starts a relay on this machine's non-loopback IPv4 and
+// IPv6 addresses, which are also the peers it allows, with quota
+// allocations per user (0: none).
+func startDualRelay(t *testing.T, quota int) (tr *testRelay, ip4, ip6 netip.Addr) {
+	t.Helper()
+	if !haveIPv6() {
+		needTool(t, "IPv6 loopback", false)
+	}
+	ip4, ip6 = localAddr(t, false, false), localAddr(t, true, false)
+	cfg := baseConfig(t, t.TempDir())
+	cfg.Addresses.Bind = []string{ip4.String(), ip6.String()}
+	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(ip4, 32).String(), netip.PrefixFrom(ip6, 128).String()}
+	cfg.Quotas.AllocationsPerUser = quota
+	return startRelay(t, cfg, baseCredentials()), ip4, ip6
+}
+
+// dualAllocate sends a dual Allocate (ADDITIONAL-ADDRESS-FAMILY IPv6 under
+// code point attr) twice with one transaction ID, as a client retransmits,
+// and returns both answers.
+func dualAllocate(t *testing.T, c *rawClient, attr stun.AttrType) (first, again *stun.Message) {
+	t.Helper()
+	c.fetchNonce()
+	req := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
+		requestedTransport(protoUDP), rawAttr(attr, []byte{familyIPv6, 0, 0, 0}),
+		stun.NewUsername(c.username), stun.NewRealm(c.realm), c.nonce, c.integrity, stun.Fingerprint)
+	for _, res := range []**stun.Message{&first, &again} {
+		if _, err := c.conn.Write(req.Raw); err != nil {
+			t.Fatal(err)
+		}
+		*res = c.awaitResponse(req.TransactionID)
+	}
+	return first, again
+}
+
+// relayedAddresses returns every XOR-RELAYED-ADDRESS of an Allocate answer.
+func relayedAddresses(t *testing.T, res *stun.Message) []netip.AddrPort {
+	t.Helper()
+	var out []netip.AddrPort
+	for _, a := range res.Attributes {
+		if a.Type != stun.AttrXORRelayedAddress {
+			continue
+		}
+		p, ok := decodeXORAddress(a.Value, res.TransactionID)
+		if !ok {
+			t.Fatalf("malformed XOR-RELAYED-ADDRESS %x", a.Value)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// TestDualAllocation relays through both halves of a dual allocation over
+// UDP: Send and ChannelData to an IPv4 and an IPv6 peer, Refresh with and
+// without REQUESTED-ADDRESS-FAMILY, and a Refresh to 0 that deletes both.
+// Before dual.go the allocation had no IPv6 half: the answer carried 440
+// for IPv6 and every IPv6 peer got 443.
+func TestDualAllocation(t *testing.T) {
+	tr, ip4, ip6 := startDualRelay(t, 0)
+	peer4, peer6 := startEchoPeer(t, ip4), startEchoPeer(t, ip6)
+	c := dialRaw(t, "udp", net.JoinHostPort(ip4.String(), strconv.Itoa(tr.port)), testUser, testPassword)
+	res, again := dualAllocate(t, c, attrAdditionalAddressFamily)
+	relayed := relayedAddresses(t, res)
+	if errorCode(res) != 0 || len(relayed) != 2 || !relayed[0].Addr().Is4() || !relayed[1].Addr().Is6() || res.Contains(attrAddressErrorCode) {
+		t.Fatalf("dual Allocate: answer %d, relayed %v, ADDRESS-ERROR-CODE %v: want an IPv4 and an IPv6 address", errorCode(res), relayed, res.Contains(attrAddressErrorCode))
+	}
+	c.wantSigned("dual Allocate", res)
+	if err := stun.Fingerprint.Check(res); err != nil {
+		t.Errorf("dual Allocate: FINGERPRINT: %v", err)
+	}
+	if got := relayedAddresses(t, again); len(got) != 2 || got[0] != relayed[0] || got[1] != relayed[1] {
+		t.Errorf("retransmitted dual Allocate: relayed %v, want %v", got, relayed)
+	}
+
+	for _, peer := range []netip.AddrPort{peer4.addr, peer6.addr} {
+		if code := c.createPermission(peer.Addr()); code != 0 {
+			t.Fatalf("CreatePermission %v: %d", peer, code)
+		}
+		if d := c.roundTrip(peer, 0, []byte("send to "+peer.String())); d.from != peer {
+			t.Errorf("echo through a Send to %v came from %v", peer, d.from)
+		}
+	}
+	for i, peer := range []netip.AddrPort{peer6.addr, peer4.addr} {
+		number := uint16(0x4001 + i)
+		if code := c.channelBind(number, peer); code != 0 {
+			t.Fatalf("ChannelBind %#x to %v: %d", number, peer, code)
+		}
+		if d := c.roundTrip(peer, number, []byte("channel to "+peer.String())); d.channel != number {
+			t.Errorf("echo on channel %#x came on %#x", number, d.channel)
+		}
+	}
+
+	if code := c.refresh(600); code != 0 {
+		t.Errorf("Refresh of both halves: %d", code)
+	}
+	for _, family := range []byte{familyIPv4, familyIPv6} {
+		res := c.request(stun.MethodRefresh, lifetimeAttr(600), rawAttr(stun.AttrRequestedAddressFamily, []byte{family, 0, 0, 0}))
+		if code := errorCode(res); code != 0 {
+			t.Errorf("Refresh with REQUESTED-ADDRESS-FAMILY %d: %d", family, code)
+		}
+	}
+	if total, _ := tr.Relay.allocs.counts(testUser); total != 2 {
+		t.Errorf("the relay tracks %d allocations, want 2 (one per half)", total)
+	}
+
+	if code := c.refresh(0); code != 0 {
+		t.Fatalf("Refresh to 0: %d", code)
+	}
+	waitFor(t, "both halves to be deleted", func() bool {
+		total, _ := tr.Relay.allocs.counts(testUser)
+		return total == 0 && tr.Relay.duals.count.Load() == 0
+	})
+	for _, a := range relayed {
+		if !canBindUDP(a) {
+			t.Errorf("relayed address %v is still held after the Refresh to 0", a)
+		}
+	}
+}
+
+// TestDualAllocationFallback: where the IPv6 half cannot be had (here the
+// user's allocation quota is 1; on a stream connection the wrapper cannot
+// add it), a dual Allocate gets RFC 8656's other answer, IPv4 and an
+// ADDRESS-ERROR-CODE 440 for IPv6, and the allocation is a plain IPv4 one.
+func TestDualAllocationFallback(t *testing.T) {
+	tr, ip4, ip6 := startDualRelay(t, 1)
+	addr := net.JoinHostPort(ip4.String(), strconv.Itoa(tr.port))
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			c := dialRaw(t, network, addr, testUser, testPassword)
+			res, _ := dualAllocate(t, c, attrAdditionalAddressFamilyDraft)
+			relayed := relayedAddresses(t, res)
+			addressError, _ := res.Get(attrAddressErrorCodeDraft)
+			if errorCode(res) != 0 || len(relayed) != 1 || !relayed[0].Addr().Is4() ||
+				len(addressError) < 4 || addressError[0] != familyIPv6 || int(addressError[2]&7)*100+int(addressError[3]) != 440 {
+				t.Fatalf("dual Allocate: answer %d, relayed %v, 0x8033 %x: want IPv4 and 440 for IPv6", errorCode(res), relayed, addressError)
+			}
+			c.wantSigned("dual Allocate", res)
+			if code := c.createPermission(ip6); code != int(stun.CodePeerAddrFamilyMismatch) {
+				t.Errorf("CreatePermission to an IPv6 peer: %d, want 443", code)
+			}
+			if code := c.refresh(0); code != 0 {
+				t.Fatalf("Refresh to 0: %d", code)
+			}
+			waitFor(t, "the allocation to be deleted", func() bool {
+				total, _ := tr.Relay.allocs.counts(testUser)
+				return total == 0 && tr.Relay.duals.count.Load() == 0
+			})
+		})
+	}
+}
