@@ -180,6 +180,9 @@ func (c *clientPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			return n, addr, err
 		}
 		kind, reason := checkDatagram(p[:n])
+		if isStandInAddr(addr) {
+			reason = frameStandInSource // would reach a dual allocation's IPv6 half
+		}
 		if reason != "" {
 			c.edge.rejectFrame(reason)
 			continue

@@ -64,7 +64,8 @@ type dualAlloc struct {
 	// held is pion's answer granting the IPv4 half, until the IPv6 half's
 	// answer completes it; answer is the complete one, for retransmissions.
 	held, answer []byte
-	// channels are the channel numbers bound on the IPv6 half.
+	// channels are the channel numbers bound on the IPv6 half (pion's
+	// channel events), which route the client's ChannelData there.
 	channels map[uint16]bool
 	// refreshCopy is the transaction of a Refresh handed to both halves:
 	// the stand-in's answer to it is dropped.
@@ -75,7 +76,7 @@ type dualAlloc struct {
 type dualTable struct {
 	count     atomic.Int64 // entries: ChannelData skips the lock while none
 	next      atomic.Uint64
-	mu        sync.Mutex
+	mu        sync.RWMutex // the maps and the entries' fields
 	byClient  map[allocKey]*dualAlloc
 	byStandIn map[netip.AddrPort]*dualAlloc
 }
@@ -124,19 +125,50 @@ func (t *dualTable) forget(k allocKey) {
 	}
 }
 
-// half returns the allocation key of the half that serves the request m
-// of the client of k: the stand-in's for an IPv6 peer or family, else k.
-func (t *dualTable) half(k allocKey, m *stun.Message) allocKey {
+// ipv6Half returns the allocation key of the IPv6 half of the dual
+// allocation of the client of k, once both halves are granted.
+func (t *dualTable) ipv6Half(k allocKey) (allocKey, bool) {
 	if t.count.Load() == 0 {
-		return k
+		return allocKey{}, false
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	d, ok := t.byClient[k]
+	if !ok || d.request != nil || d.held != nil {
+		return allocKey{}, false
+	}
+	return allocKey{network: k.network, port: k.port, client: d.standIn}, true
+}
+
+// halves returns the key of the half of k's allocation that serves the
+// request m (the IPv6 half for an IPv6 peer or family), and the other
+// half's key; other is false for a plain allocation.
+func (t *dualTable) halves(k allocKey, m *stun.Message) (serving, otherHalf allocKey, other bool) {
+	v6, ok := t.ipv6Half(k)
+	switch {
+	case !ok:
+		return k, allocKey{}, false
+	case wantsIPv6Half(m):
+		return v6, k, true
+	}
+	return k, v6, true
+}
+
+// channelEvent records a channel pion bound (or deleted) on the allocation
+// of k, when that is an IPv6 half.
+func (t *dualTable) channelEvent(k allocKey, number uint16, bound bool) {
+	if t.count.Load() == 0 || !isStandIn(k.client.Addr()) {
+		return
 	}
 	t.mu.Lock()
-	d, ok := t.byClient[k]
-	t.mu.Unlock()
-	if !ok || d.request != nil || !wantsIPv6Half(m) {
-		return k
+	defer t.mu.Unlock()
+	if d, ok := t.byStandIn[k.client]; ok {
+		if bound {
+			d.channels[number] = true
+		} else {
+			delete(d.channels, number)
+		}
 	}
-	return allocKey{network: k.network, port: k.port, client: d.standIn}
 }
 
 // wantsIPv6Half reports whether the request m names the IPv6 half: its
@@ -160,6 +192,14 @@ func (t *dualTable) inbound(msg []byte, client, local net.Addr) (from net.Addr, 
 	if !ok {
 		return client, nil, nil
 	}
+	if msg[0]>>6 == 0b01 { // ChannelData: the hot path takes the read lock only
+		t.mu.RLock()
+		defer t.mu.RUnlock()
+		if d, ok := t.byClient[k]; ok && d.channels[binary.BigEndian.Uint16(msg)] {
+			return net.UDPAddrFromAddrPort(d.standIn), nil, nil
+		}
+		return client, nil, nil
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	d, ok := t.byClient[k]
@@ -167,12 +207,6 @@ func (t *dualTable) inbound(msg []byte, client, local net.Addr) (from net.Addr, 
 		return client, nil, nil
 	}
 	standIn = net.UDPAddrFromAddrPort(d.standIn)
-	if msg[0]>>6 == 0b01 { // ChannelData
-		if d.channels[binary.BigEndian.Uint16(msg)] {
-			return standIn, nil, nil
-		}
-		return client, nil, nil
-	}
 	m := &stun.Message{Raw: append([]byte(nil), msg...)}
 	if m.Decode() != nil {
 		return client, nil, nil
@@ -181,15 +215,10 @@ func (t *dualTable) inbound(msg []byte, client, local net.Addr) (from net.Addr, 
 	case m.Type.Method == stun.MethodRefresh && !m.Contains(stun.AttrRequestedAddressFamily):
 		d.refreshCopy = m.TransactionID
 		return client, msg, standIn
-	case !wantsIPv6Half(m):
-		return client, nil, nil
+	case wantsIPv6Half(m):
+		return standIn, nil, nil
 	}
-	if m.Type == stun.NewType(stun.MethodChannelBind, stun.ClassRequest) {
-		if v, err := m.Get(stun.AttrChannelNumber); err == nil && len(v) >= 2 {
-			d.channels[binary.BigEndian.Uint16(v)] = true
-		}
-	}
-	return standIn, nil, nil
+	return client, nil, nil
 }
 
 // clientOf is the real client behind addr: the client of a stand-in,
@@ -199,8 +228,8 @@ func (t *dualTable) clientOf(addr net.Addr) net.Addr {
 		return addr
 	}
 	_, ap, _ := addrPort(addr)
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	if d, ok := t.byStandIn[ap]; ok {
 		return net.UDPAddrFromAddrPort(d.client.client)
 	}
@@ -297,10 +326,15 @@ func completeDualAnswer(held, v6answer, key []byte) []byte {
 	return out
 }
 
-// isStandInAddr reports whether addr is a stand-in client address.
+// isStandInAddr reports whether addr is a stand-in client address. It
+// runs on every datagram: the first bytes decide before any conversion.
 func isStandInAddr(addr net.Addr) bool {
-	_, ap, ok := addrPort(addr)
-	return ok && isStandIn(ap.Addr())
+	u, ok := addr.(*net.UDPAddr)
+	if !ok || len(u.IP) != net.IPv6len || u.IP[0] != 0x01 || u.IP[1] != 0 {
+		return false
+	}
+	a, _ := netip.AddrFromSlice(u.IP)
+	return isStandIn(a)
 }
 
 // dualRequest is the IPv6 half's Allocate for the dual Allocate m: m with

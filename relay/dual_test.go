@@ -61,8 +61,9 @@ func relayedAddresses(t *testing.T, res *stun.Message) []netip.AddrPort {
 }
 
 // TestDualAllocation relays through both halves of a dual allocation over
-// UDP: Send and ChannelData to an IPv4 and an IPv6 peer, Refresh with and
-// without REQUESTED-ADDRESS-FAMILY, and a Refresh to 0 that deletes both.
+// UDP: Send and ChannelData to an IPv4 and an IPv6 peer, one channel
+// number space, Refresh with and without REQUESTED-ADDRESS-FAMILY, and a
+// Refresh to 0 that deletes both.
 // Before dual.go the allocation had no IPv6 half: the answer carried 440
 // for IPv6 and every IPv6 peer got 443.
 func TestDualAllocation(t *testing.T) {
@@ -97,6 +98,14 @@ func TestDualAllocation(t *testing.T) {
 		}
 		if d := c.roundTrip(peer, number, []byte("channel to "+peer.String())); d.channel != number {
 			t.Errorf("echo on channel %#x came on %#x", number, d.channel)
+		}
+	}
+
+	// One allocation to the client: a channel number is bound to one peer
+	// (pion checks that within each half only).
+	for i, peer := range []netip.AddrPort{netip.AddrPortFrom(ip4, 9), netip.AddrPortFrom(ip6, 9)} {
+		if code := c.channelBind(uint16(0x4001+i), peer); code != int(stun.CodeBadRequest) {
+			t.Errorf("ChannelBind %#x, bound to a peer of the other family, to %v: %d, want 400", 0x4001+i, peer, code)
 		}
 	}
 
@@ -156,5 +165,31 @@ func TestDualAllocationFallback(t *testing.T) {
 				return total == 0 && tr.Relay.duals.count.Load() == 0
 			})
 		})
+	}
+}
+
+// sourcesConn returns one ChannelData datagram from each of its sources.
+type sourcesConn struct {
+	fakePacketConn
+	sources []net.Addr
+}
+
+func (s *sourcesConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	from := s.sources[0]
+	s.sources = s.sources[1:]
+	return copy(p, []byte{0x40, 0x01, 0x00, 0x00}), from, nil
+}
+
+// TestStandInSourceDropped: a datagram that claims a stand-in client
+// address as its source is forged (100::/64 is discard-only); pion never
+// sees it, so it cannot reach a dual allocation's IPv6 half.
+func TestStandInSourceDropped(t *testing.T) {
+	standIn := &net.UDPAddr{IP: net.ParseIP("100::1"), Port: 4000}
+	real := &net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 4000}
+	e, rejected := testEdge(nil)
+	c := &clientPacketConn{PacketConn: &sourcesConn{fakePacketConn: fakePacketConn{from: real}, sources: []net.Addr{standIn, real}}, edge: e}
+	_, from, err := c.ReadFrom(make([]byte, 1600))
+	if err != nil || from != real || len(*rejected) != 1 || (*rejected)[0] != frameStandInSource {
+		t.Fatalf("pion read from %v (%v), rejected %v; want the datagram from %v only, %s rejected", from, err, *rejected, real, frameStandInSource)
 	}
 }

@@ -182,18 +182,33 @@ func (r *Relay) checkRequest(m *stun.Message, k allocKey, username string) (stun
 	case stun.MethodConnectionBind:
 		return 0, "" // arrives on a new connection, which has no allocation
 	}
-	alloc, exists := r.allocs.lookup(r.duals.half(k, m))
+	serving, otherHalf, dual := r.duals.halves(k, m)
+	alloc, exists := r.allocs.lookup(serving)
 	switch {
 	case !exists:
 		return stun.CodeAllocMismatch, refusedNoAllocation
 	case alloc.user != userIDOf(username):
 		return stun.CodeWrongCredentials, refusedWrongUser
+	case dual && m.Type.Method == stun.MethodChannelBind && r.allocs.hasChannel(otherHalf, channelNumber(m)):
+		// One allocation to the client: a number bound to a peer of the
+		// other family may not be bound again (RFC 8656 section 11.2).
+		return stun.CodeBadRequest, refusedBadRequest
 	}
 	switch m.Type.Method {
 	case stun.MethodCreatePermission, stun.MethodChannelBind, stun.MethodConnect:
 		return r.checkPeers(m, alloc.v6)
 	}
 	return 0, ""
+}
+
+// channelNumber is the CHANNEL-NUMBER of the ChannelBind m (0 without a
+// valid one, which checkPeers refuses).
+func channelNumber(m *stun.Message) uint16 {
+	v, err := m.Get(stun.AttrChannelNumber)
+	if err != nil || len(v) != 4 {
+		return 0
+	}
+	return binary.BigEndian.Uint16(v)
 }
 
 // Transport protocol numbers of REQUESTED-TRANSPORT.

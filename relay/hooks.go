@@ -252,12 +252,14 @@ func (r *Relay) eventHandler() turn.EventHandler {
 		OnChannelCreated: func(src, dst net.Addr, _, _, _ string, relayAddr, peer net.Addr, number uint16) {
 			withKey(src, dst, func(k allocKey) {
 				r.allocs.channelAdded(k, number)
+				r.duals.channelEvent(k, number, true)
 				r.channelCreated(k, dst, relayAddr, peer, number)
 			})
 		},
 		OnChannelDeleted: func(src, dst net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
 			withKey(src, dst, func(k allocKey) {
 				r.allocs.channelRemoved(k, number)
+				r.duals.channelEvent(k, number, false)
 				r.channelDeleted(k, number)
 			})
 		},
