@@ -668,6 +668,9 @@ func TestUclientModes(t *testing.T) {
 		// relays to the IPv6 peer through the allocation's IPv6 half
 		// (dual.go).
 		{"dual allocation -Z", append([]string{"-Z"}, static...), ip6, 0, true},
+		// With an IPv4 peer, -Z refreshes with REQUESTED-ADDRESS-FAMILY
+		// IPv6 one time in three: 443 without an IPv6 half.
+		{"dual allocation -Z, ipv4 peer", append([]string{"-Z"}, static...), ip4, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := relayWith(tc.sockets)
