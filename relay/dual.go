@@ -34,7 +34,7 @@ import (
 //
 // Requests are routed to a half by the family of their XOR-PEER-ADDRESS
 // (CreatePermission, ChannelBind, Send; a request naming peers of both
-// families goes by its first and gets 443 for the other); a Refresh by its
+// families goes by its first and is answered 443); a Refresh by its
 // REQUESTED-ADDRESS-FAMILY, or to both halves without one (the stand-in's
 // answer is dropped); ChannelData by the half that bound the channel.
 //

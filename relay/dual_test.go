@@ -101,6 +101,13 @@ func TestDualAllocation(t *testing.T) {
 		}
 	}
 
+	// Peers of both families in one CreatePermission: the halves are two
+	// pion allocations, so the request is answered 443 and installs nothing.
+	res = c.request(stun.MethodCreatePermission, xorPeer(netip.AddrPortFrom(ip6, 9)), xorPeer(netip.AddrPortFrom(ip4, 9)))
+	if code := errorCode(res); code != int(stun.CodePeerAddrFamilyMismatch) {
+		t.Errorf("CreatePermission with an IPv6 and an IPv4 peer: %d, want 443", code)
+	}
+
 	// One allocation to the client: a channel number is bound to one peer
 	// (pion checks that within each half only).
 	for i, peer := range []netip.AddrPort{netip.AddrPortFrom(ip4, 9), netip.AddrPortFrom(ip6, 9)} {
