@@ -7,12 +7,13 @@ import (
 	"testing"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/turnpike-dev/turnpike/relay/config"
 )
 
 // startDualRelay starts a relay on this machine's non-loopback IPv4 and
-// IPv6 addresses, which are also the peers it allows, with quota
-// allocations per user (0: none).
-func startDualRelay(t *testing.T, quota int) (tr *testRelay, ip4, ip6 netip.Addr) {
+// IPv6 addresses, which are also the peers it allows, with quotas.
+func startDualRelay(t *testing.T, quotas config.Quotas) (tr *testRelay, ip4, ip6 netip.Addr) {
 	t.Helper()
 	if !haveIPv6() {
 		needTool(t, "IPv6 loopback", false)
@@ -21,7 +22,7 @@ func startDualRelay(t *testing.T, quota int) (tr *testRelay, ip4, ip6 netip.Addr
 	cfg := baseConfig(t, t.TempDir())
 	cfg.Addresses.Bind = []string{ip4.String(), ip6.String()}
 	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(ip4, 32).String(), netip.PrefixFrom(ip6, 128).String()}
-	cfg.Quotas.AllocationsPerUser = quota
+	cfg.Quotas = quotas
 	return startRelay(t, cfg, baseCredentials()), ip4, ip6
 }
 
@@ -67,7 +68,7 @@ func relayedAddresses(t *testing.T, res *stun.Message) []netip.AddrPort {
 // Before dual.go the allocation had no IPv6 half: the answer carried 440
 // for IPv6 and every IPv6 peer got 443.
 func TestDualAllocation(t *testing.T) {
-	tr, ip4, ip6 := startDualRelay(t, 0)
+	tr, ip4, ip6 := startDualRelay(t, config.Quotas{})
 	peer4, peer6 := startEchoPeer(t, ip4), startEchoPeer(t, ip6)
 	c := dialRaw(t, "udp", net.JoinHostPort(ip4.String(), strconv.Itoa(tr.port)), testUser, testPassword)
 	res, again := dualAllocate(t, c, attrAdditionalAddressFamily)
@@ -148,7 +149,7 @@ func TestDualAllocation(t *testing.T) {
 // add it), a dual Allocate gets RFC 8656's other answer, IPv4 and an
 // ADDRESS-ERROR-CODE 440 for IPv6, and the allocation is a plain IPv4 one.
 func TestDualAllocationFallback(t *testing.T) {
-	tr, ip4, ip6 := startDualRelay(t, 1)
+	tr, ip4, ip6 := startDualRelay(t, config.Quotas{AllocationsPerUser: 1})
 	addr := net.JoinHostPort(ip4.String(), strconv.Itoa(tr.port))
 	for _, network := range []string{"udp", "tcp"} {
 		t.Run(network, func(t *testing.T) {
@@ -172,6 +173,32 @@ func TestDualAllocationFallback(t *testing.T) {
 				return total == 0 && tr.Relay.duals.count.Load() == 0
 			})
 		})
+	}
+}
+
+// TestDualAllocationChannelQuota: each half is an allocation for the
+// per-allocation limits, and the channel limit holds on the IPv6 half
+// (pion asks the PermissionHandler about the stand-in's allocation, so the
+// gate marks the pending ChannelBind there).
+func TestDualAllocationChannelQuota(t *testing.T) {
+	tr, ip4, ip6 := startDualRelay(t, config.Quotas{ChannelsPerAllocation: 1})
+	c := dialRaw(t, "udp", net.JoinHostPort(ip4.String(), strconv.Itoa(tr.port)), testUser, testPassword)
+	if res, _ := dualAllocate(t, c, attrAdditionalAddressFamily); len(relayedAddresses(t, res)) != 2 {
+		t.Fatalf("dual Allocate: answer %d, relayed %v", errorCode(res), relayedAddresses(t, res))
+	}
+	for _, tc := range []struct {
+		number uint16
+		peer   netip.AddrPort
+		want   int
+	}{
+		{0x4001, netip.AddrPortFrom(ip6, 9), 0},
+		{0x4002, netip.AddrPortFrom(ip6, 10), int(stun.CodeForbidden)},
+		{0x4003, netip.AddrPortFrom(ip4, 9), 0},
+		{0x4004, netip.AddrPortFrom(ip4, 10), int(stun.CodeForbidden)},
+	} {
+		if code := c.channelBind(tc.number, tc.peer); code != tc.want {
+			t.Errorf("ChannelBind %#x to %v: %d, want %d", tc.number, tc.peer, code, tc.want)
+		}
 	}
 }
 

@@ -99,7 +99,8 @@ func (r *Relay) gateOn(gen *relayAddressGenerator, duals *dualTable, msg []byte,
 	}
 	k, haveKey := keyFor(client, local)
 	if haveKey {
-		r.inspectRequest(m, k)
+		serving, _, _ := r.duals.halves(k, m) // pion asks about the half it serves
+		r.inspectRequest(m, serving)
 	}
 	cred := r.verifyIntegrity(m, client)
 	switch {
