@@ -57,8 +57,11 @@ func isStandIn(a netip.Addr) bool { return standInPrefix.Contains(a) }
 type dualAlloc struct {
 	client  allocKey       // the IPv4 half: the client's 5-tuple
 	standIn netip.AddrPort // the IPv6 half's client address
-	id      [stun.TransactionIDSize]byte
-	key     []byte // the client's key, to re-sign the answer
+	// clientAddr and standInAddr are the same as net.Addrs, made once: the
+	// wrapper hands them over per datagram.
+	clientAddr, standInAddr *net.UDPAddr
+	id                      [stun.TransactionIDSize]byte
+	key                     []byte // the client's key, to re-sign the answer
 	// request is the IPv6 half's Allocate, until pion grants the IPv4 half.
 	request []byte
 	// held is pion's answer granting the IPv4 half, until the IPv6 half's
@@ -79,6 +82,17 @@ type dualTable struct {
 	mu        sync.RWMutex // the maps and the entries' fields
 	byClient  map[allocKey]*dualAlloc
 	byStandIn map[netip.AddrPort]*dualAlloc
+	// channels routes the client's ChannelData on a channel bound on an
+	// IPv6 half to its stand-in. It is read for every datagram of every
+	// client while any dual allocation exists, without the lock: the
+	// read loops of all cores would contend for it.
+	channels sync.Map // channelRoute -> *net.UDPAddr (the stand-in)
+}
+
+// channelRoute is one channel of one client.
+type channelRoute struct {
+	client allocKey
+	number uint16
 }
 
 func newDualTable() *dualTable {
@@ -97,8 +111,10 @@ func (t *dualTable) prepare(k allocKey, m *stun.Message, key, request []byte) {
 	var b [16]byte
 	copy(b[:], standInPrefix.Addr().AsSlice())
 	binary.BigEndian.PutUint64(b[8:], t.next.Add(1))
-	d := &dualAlloc{client: k, standIn: netip.AddrPortFrom(netip.AddrFrom16(b), k.client.Port()),
-		id: m.TransactionID, key: key, request: request, channels: map[uint16]bool{}}
+	standIn := netip.AddrPortFrom(netip.AddrFrom16(b), k.client.Port())
+	d := &dualAlloc{client: k, standIn: standIn, clientAddr: net.UDPAddrFromAddrPort(k.client),
+		standInAddr: net.UDPAddrFromAddrPort(standIn), id: m.TransactionID, key: key, request: request,
+		channels: map[uint16]bool{}}
 	t.byClient[k] = d
 	t.byStandIn[d.standIn] = d
 	t.count.Add(1)
@@ -118,6 +134,9 @@ func (t *dualTable) forget(k allocKey) {
 		return
 	}
 	if d, ok := t.byStandIn[k.client]; ok && isStandIn(k.client.Addr()) {
+		for number := range d.channels {
+			t.channels.Delete(channelRoute{client: d.client, number: number})
+		}
 		delete(t.byStandIn, k.client)
 		if _, live := t.byClient[d.client]; !live {
 			t.count.Add(-1)
@@ -163,10 +182,13 @@ func (t *dualTable) channelEvent(k allocKey, number uint16, bound bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if d, ok := t.byStandIn[k.client]; ok {
+		route := channelRoute{client: d.client, number: number}
 		if bound {
 			d.channels[number] = true
+			t.channels.Store(route, d.standInAddr)
 		} else {
 			delete(d.channels, number)
+			t.channels.Delete(route)
 		}
 	}
 }
@@ -192,11 +214,9 @@ func (t *dualTable) inbound(msg []byte, client, local net.Addr) (from net.Addr, 
 	if !ok {
 		return client, nil, nil
 	}
-	if msg[0]>>6 == 0b01 { // ChannelData: the hot path takes the read lock only
-		t.mu.RLock()
-		defer t.mu.RUnlock()
-		if d, ok := t.byClient[k]; ok && d.channels[binary.BigEndian.Uint16(msg)] {
-			return net.UDPAddrFromAddrPort(d.standIn), nil, nil
+	if msg[0]>>6 == 0b01 { // ChannelData
+		if standIn, ok := t.channels.Load(channelRoute{client: k, number: binary.BigEndian.Uint16(msg)}); ok {
+			return standIn.(*net.UDPAddr), nil, nil
 		}
 		return client, nil, nil
 	}
@@ -206,7 +226,7 @@ func (t *dualTable) inbound(msg []byte, client, local net.Addr) (from net.Addr, 
 	if !ok || d.request != nil || d.held != nil {
 		return client, nil, nil
 	}
-	standIn = net.UDPAddrFromAddrPort(d.standIn)
+	standIn = d.standInAddr
 	m := &stun.Message{Raw: append([]byte(nil), msg...)}
 	if m.Decode() != nil {
 		return client, nil, nil
@@ -231,7 +251,7 @@ func (t *dualTable) clientOf(addr net.Addr) net.Addr {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if d, ok := t.byStandIn[ap]; ok {
-		return net.UDPAddrFromAddrPort(d.client.client)
+		return d.clientAddr
 	}
 	return addr
 }
@@ -270,7 +290,7 @@ func (t *dualTable) outbound(b []byte, addr, local net.Addr) (out []byte, send b
 	case d.request != nil:
 		d.held = append([]byte(nil), b...)
 		inject, d.request = d.request, nil
-		return nil, false, inject, net.UDPAddrFromAddrPort(d.standIn)
+		return nil, false, inject, d.standInAddr
 	}
 	return b, true, nil, nil
 }
