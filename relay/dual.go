@@ -89,10 +89,23 @@ type dualTable struct {
 	channels sync.Map // channelRoute -> *net.UDPAddr (the stand-in)
 }
 
-// channelRoute is one channel of one client.
+// channelRoute is one channel of one client of a UDP listener port.
 type channelRoute struct {
-	client allocKey
+	client netip.AddrPort
+	port   uint16 // the listener's
 	number uint16
+}
+
+// routeOf is the channelRoute of the ChannelData msg from client on local.
+func routeOf(msg []byte, client, local net.Addr) (channelRoute, bool) {
+	c, ok1 := client.(*net.UDPAddr)
+	l, ok2 := local.(*net.UDPAddr)
+	if !ok1 || !ok2 {
+		return channelRoute{}, false
+	}
+	ap := c.AddrPort()
+	return channelRoute{client: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), port: uint16(l.Port),
+		number: binary.BigEndian.Uint16(msg)}, true
 }
 
 func newDualTable() *dualTable {
@@ -135,7 +148,7 @@ func (t *dualTable) forget(k allocKey) {
 	}
 	if d, ok := t.byStandIn[k.client]; ok && isStandIn(k.client.Addr()) {
 		for number := range d.channels {
-			t.channels.Delete(channelRoute{client: d.client, number: number})
+			t.channels.Delete(channelRoute{client: d.client.client, port: d.client.port, number: number})
 		}
 		delete(t.byStandIn, k.client)
 		if _, live := t.byClient[d.client]; !live {
@@ -182,7 +195,7 @@ func (t *dualTable) channelEvent(k allocKey, number uint16, bound bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if d, ok := t.byStandIn[k.client]; ok {
-		route := channelRoute{client: d.client, number: number}
+		route := channelRoute{client: d.client.client, port: d.client.port, number: number}
 		if bound {
 			d.channels[number] = true
 			t.channels.Store(route, d.standInAddr)
@@ -210,14 +223,16 @@ func (t *dualTable) inbound(msg []byte, client, local net.Addr) (from net.Addr, 
 	if t == nil || t.count.Load() == 0 {
 		return client, nil, nil
 	}
-	k, ok := keyFor(client, local)
-	if !ok {
+	if msg[0]>>6 == 0b01 { // ChannelData
+		if route, ok := routeOf(msg, client, local); ok {
+			if standIn, ok := t.channels.Load(route); ok {
+				return standIn.(*net.UDPAddr), nil, nil
+			}
+		}
 		return client, nil, nil
 	}
-	if msg[0]>>6 == 0b01 { // ChannelData
-		if standIn, ok := t.channels.Load(channelRoute{client: k, number: binary.BigEndian.Uint16(msg)}); ok {
-			return standIn.(*net.UDPAddr), nil, nil
-		}
+	k, ok := keyFor(client, local)
+	if !ok {
 		return client, nil, nil
 	}
 	t.mu.Lock()
