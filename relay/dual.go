@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/stun/v4"
 )
@@ -73,7 +74,15 @@ type dualAlloc struct {
 	// refreshCopy is the transaction of a Refresh handed to both halves:
 	// the stand-in's answer to it is dropped.
 	refreshCopy [stun.TransactionIDSize]byte
+	// gone is when pion deleted the IPv6 half (zero while it lives). The
+	// stand-in still leads to the client for a while: pion deletes the
+	// allocation before it answers the Refresh that deleted it.
+	gone time.Time
 }
+
+// standInLinger is how long a deleted IPv6 half's stand-in still leads to
+// its client, for pion's answer to the Refresh that deleted it.
+const standInLinger = time.Minute
 
 // dualTable holds the relay's dual allocations.
 type dualTable struct {
@@ -133,25 +142,29 @@ func (t *dualTable) prepare(k allocKey, m *stun.Message, key, request []byte) {
 	t.count.Add(1)
 }
 
-// forget drops the half of a dual allocation pion has deleted: the entry
-// goes when both halves are gone, so that late writes to the stand-in
-// still reach the client.
+// forget sees pion delete the allocation of k. When that is an IPv6 half,
+// the client is left with a plain IPv4 allocation. When it is an IPv4 half
+// (a Refresh with REQUESTED-ADDRESS-FAMILY IPv4 and LIFETIME 0), the IPv6
+// half keeps being served until pion deletes it too.
 func (t *dualTable) forget(k allocKey) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if d, ok := t.byClient[k]; ok {
-		delete(t.byClient, k)
-		if _, live := t.byStandIn[d.standIn]; !live {
-			t.count.Add(-1)
-		}
+	if t.count.Load() == 0 || !isStandIn(k.client.Addr()) {
 		return
 	}
-	if d, ok := t.byStandIn[k.client]; ok && isStandIn(k.client.Addr()) {
-		for number := range d.channels {
-			t.channels.Delete(channelRoute{client: d.client.client, port: d.client.port, number: number})
-		}
-		delete(t.byStandIn, k.client)
-		if _, live := t.byClient[d.client]; !live {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if d, ok := t.byStandIn[k.client]; ok && d.gone.IsZero() {
+		t.unroute(d)
+		d.gone = timeNow()
+	}
+}
+
+// sweep forgets the stand-ins of IPv6 halves deleted standInLinger ago.
+func (t *dualTable) sweep(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, d := range t.byStandIn {
+		if !d.gone.IsZero() && now.Sub(d.gone) > standInLinger {
+			delete(t.byStandIn, d.standIn)
 			t.count.Add(-1)
 		}
 	}
@@ -310,11 +323,23 @@ func (t *dualTable) outbound(b []byte, addr, local net.Addr) (out []byte, send b
 	return b, true, nil, nil
 }
 
-// drop forgets d at once (locked): it has no IPv6 half.
+// drop forgets d at once (locked): pion refused one of its halves.
 func (t *dualTable) drop(d *dualAlloc) {
+	t.unroute(d)
 	delete(t.byStandIn, d.standIn)
-	delete(t.byClient, d.client)
 	t.count.Add(-1)
+}
+
+// unroute stops routing the client's requests and ChannelData to the IPv6
+// half of d (locked): the client is left with a plain allocation.
+func (t *dualTable) unroute(d *dualAlloc) {
+	for number := range d.channels {
+		t.channels.Delete(channelRoute{client: d.client.client, port: d.client.port, number: number})
+	}
+	clear(d.channels)
+	if t.byClient[d.client] == d {
+		delete(t.byClient, d.client)
+	}
 }
 
 // fromStandIn handles pion's write b, a STUN response, to the stand-in of

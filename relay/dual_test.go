@@ -26,6 +26,13 @@ func startDualRelay(t *testing.T, quotas config.Quotas) (tr *testRelay, ip4, ip6
 	return startRelay(t, cfg, baseCredentials()), ip4, ip6
 }
 
+// routedDuals is the number of clients whose requests go to an IPv6 half.
+func routedDuals(r *Relay) int {
+	r.duals.mu.RLock()
+	defer r.duals.mu.RUnlock()
+	return len(r.duals.byClient)
+}
+
 // dualAllocate sends a dual Allocate (ADDITIONAL-ADDRESS-FAMILY IPv6 under
 // code point attr) twice with one transaction ID, as a client retransmits,
 // and returns both answers.
@@ -135,7 +142,7 @@ func TestDualAllocation(t *testing.T) {
 	}
 	waitFor(t, "both halves to be deleted", func() bool {
 		total, _ := tr.Relay.allocs.counts(testUser)
-		return total == 0 && tr.Relay.duals.count.Load() == 0
+		return total == 0 && routedDuals(tr.Relay) == 0
 	})
 	for _, a := range relayed {
 		if !canBindUDP(a) {
@@ -170,7 +177,7 @@ func TestDualAllocationFallback(t *testing.T) {
 			}
 			waitFor(t, "the allocation to be deleted", func() bool {
 				total, _ := tr.Relay.allocs.counts(testUser)
-				return total == 0 && tr.Relay.duals.count.Load() == 0
+				return total == 0 && routedDuals(tr.Relay) == 0
 			})
 		})
 	}
@@ -225,5 +232,72 @@ func TestStandInSourceDropped(t *testing.T) {
 	_, from, err := c.ReadFrom(make([]byte, 1600))
 	if err != nil || from != real || len(*rejected) != 1 || (*rejected)[0] != frameStandInSource {
 		t.Fatalf("pion read from %v (%v), rejected %v; want the datagram from %v only, %s rejected", from, err, *rejected, real, frameStandInSource)
+	}
+}
+
+// TestDualAllocationDeleteOneFamily: a Refresh with LIFETIME 0 and
+// REQUESTED-ADDRESS-FAMILY deletes that family's half only. Without the
+// IPv6 half the client has a plain IPv4 allocation (443 for IPv6 peers);
+// without the IPv4 half, the IPv6 one is still served.
+func TestDualAllocationDeleteOneFamily(t *testing.T) {
+	tr, ip4, ip6 := startDualRelay(t, config.Quotas{})
+	addr := net.JoinHostPort(ip4.String(), strconv.Itoa(tr.port))
+	deleteFamily := func(c *rawClient, family byte) int {
+		return errorCode(c.request(stun.MethodRefresh, lifetimeAttr(0), rawAttr(stun.AttrRequestedAddressFamily, []byte{family, 0, 0, 0})))
+	}
+
+	c := dialRaw(t, "udp", addr, testUser, testPassword)
+	res, _ := dualAllocate(t, c, attrAdditionalAddressFamily)
+	relayed := relayedAddresses(t, res)
+	if len(relayed) != 2 {
+		t.Fatalf("dual Allocate: answer %d, relayed %v", errorCode(res), relayed)
+	}
+	if code := deleteFamily(c, familyIPv6); code != 0 {
+		t.Fatalf("Refresh deleting IPv6: %d", code)
+	}
+	waitFor(t, "the IPv6 half to be deleted", func() bool { return canBindUDP(relayed[1]) })
+	if code := c.createPermission(ip6); code != int(stun.CodePeerAddrFamilyMismatch) {
+		t.Errorf("CreatePermission to an IPv6 peer without the IPv6 half: %d, want 443", code)
+	}
+	if code := c.createPermission(ip4); code != 0 {
+		t.Errorf("CreatePermission to an IPv4 peer: %d", code)
+	}
+
+	c = dialRaw(t, "udp", addr, testUser, testPassword)
+	res, _ = dualAllocate(t, c, attrAdditionalAddressFamily)
+	if relayed = relayedAddresses(t, res); len(relayed) != 2 {
+		t.Fatalf("dual Allocate: answer %d, relayed %v", errorCode(res), relayed)
+	}
+	if code := deleteFamily(c, familyIPv4); code != 0 {
+		t.Fatalf("Refresh deleting IPv4: %d", code)
+	}
+	waitFor(t, "the IPv4 half to be deleted", func() bool { return canBindUDP(relayed[0]) })
+	if code := c.createPermission(ip6); code != 0 {
+		t.Errorf("CreatePermission to an IPv6 peer without the IPv4 half: %d, want 0", code)
+	}
+	if code := deleteFamily(c, familyIPv6); code != 0 {
+		t.Fatalf("Refresh deleting IPv6: %d", code)
+	}
+	waitFor(t, "both halves to be deleted", func() bool {
+		total, _ := tr.Relay.allocs.counts(testUser)
+		return total == 1 && routedDuals(tr.Relay) == 0 // the first client's IPv4 allocation is left
+	})
+}
+
+// TestStandInLingers: pion deletes an IPv6 half before it answers the
+// Refresh that deleted it, so the stand-in leads to the client for a while
+// after; the sweep forgets it.
+func TestStandInLingers(t *testing.T) {
+	table := newDualTable()
+	client := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000}
+	standIn := grantDual(t, table, client, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 9), Port: 3478}, 0x4000)
+	_, ap, _ := addrPort(standIn)
+	table.forget(allocKey{network: "udp", port: 3478, client: ap})
+	if got := table.clientOf(standIn); got.String() != client.String() {
+		t.Fatalf("right after the IPv6 half's deletion the stand-in leads to %v, want %v", got, client)
+	}
+	table.sweep(timeNow().Add(2 * standInLinger))
+	if got := table.clientOf(standIn); got != standIn || table.count.Load() != 0 {
+		t.Errorf("after the sweep the stand-in leads to %v (%d entries), want nowhere", got, table.count.Load())
 	}
 }

@@ -148,6 +148,7 @@ const rotationKeyTTL = time.Minute
 func (r *Relay) sweepRotationKeys(now time.Time) {
 	r.sweepSigners(now)
 	r.reservations.sweep(now)
+	r.duals.sweep(now)
 	r.rotationKeys.Range(func(k, v any) bool {
 		if now.Sub(v.(matchedKey).at) > rotationKeyTTL {
 			r.rotationKeys.Delete(k)
