@@ -301,3 +301,27 @@ func TestStandInLingers(t *testing.T) {
 		t.Errorf("after the sweep the stand-in leads to %v (%d entries), want nowhere", got, table.count.Load())
 	}
 }
+
+// FuzzDualTable hands the dual table what a client of a dual allocation
+// may send and what pion may write back: it must not panic.
+func FuzzDualTable(f *testing.F) {
+	refresh := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest), lifetimeAttr(600))
+	bind := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodChannelBind, stun.ClassRequest),
+		rawAttr(stun.AttrChannelNumber, []byte{0x40, 0x01, 0, 0}), xorPeer(netip.MustParseAddrPort("[2001:db8::1]:9")))
+	answer := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassSuccessResponse))
+	for _, seed := range [][]byte{refresh.Raw, bind.Raw, answer.Raw, {0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4}} {
+		f.Add(seed)
+	}
+	client := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000}
+	local := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 9), Port: 3478}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		if _, reason := checkDatagram(msg); reason != "" {
+			return // the wrapper drops it before
+		}
+		table := newDualTable()
+		standIn := grantDual(t, table, client, local, 0x4000)
+		table.inbound(msg, client, local)
+		table.outbound(msg, client, local)
+		table.outbound(msg, standIn, local)
+	})
+}
