@@ -74,6 +74,8 @@ type dualAlloc struct {
 	// refreshCopy is the transaction of a Refresh handed to both halves:
 	// the stand-in's answer to it is dropped.
 	refreshCopy [stun.TransactionIDSize]byte
+	// ipv4Gone is set once pion deleted the IPv4 half.
+	ipv4Gone bool
 	// gone is when pion deleted the IPv6 half (zero while it lives). The
 	// stand-in still leads to the client for a while: pion deletes the
 	// allocation before it answers the Refresh that deleted it.
@@ -145,14 +147,17 @@ func (t *dualTable) prepare(k allocKey, m *stun.Message, key, request []byte) {
 // forget sees pion delete the allocation of k. When that is an IPv6 half,
 // the client is left with a plain IPv4 allocation. When it is an IPv4 half
 // (a Refresh with REQUESTED-ADDRESS-FAMILY IPv4 and LIFETIME 0), the IPv6
-// half keeps being served until pion deletes it too.
+// half serves all the client's requests until pion deletes it too.
 func (t *dualTable) forget(k allocKey) {
-	if t.count.Load() == 0 || !isStandIn(k.client.Addr()) {
+	if t.count.Load() == 0 {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if d, ok := t.byStandIn[k.client]; ok && d.gone.IsZero() {
+	if d, ok := t.byClient[k]; ok && d.request == nil && d.held == nil {
+		d.ipv4Gone = true
+	}
+	if d, ok := t.byStandIn[k.client]; ok && isStandIn(k.client.Addr()) && d.gone.IsZero() {
 		t.unroute(d)
 		d.gone = timeNow()
 	}
@@ -171,29 +176,31 @@ func (t *dualTable) sweep(now time.Time) {
 }
 
 // ipv6Half returns the allocation key of the IPv6 half of the dual
-// allocation of the client of k, once both halves are granted.
-func (t *dualTable) ipv6Half(k allocKey) (allocKey, bool) {
+// allocation of the client of k, once both halves are granted, and
+// whether it is the only half left.
+func (t *dualTable) ipv6Half(k allocKey) (v6 allocKey, only, ok bool) {
 	if t.count.Load() == 0 {
-		return allocKey{}, false
+		return allocKey{}, false, false
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	d, ok := t.byClient[k]
 	if !ok || d.request != nil || d.held != nil {
-		return allocKey{}, false
+		return allocKey{}, false, false
 	}
-	return allocKey{network: k.network, port: k.port, client: d.standIn}, true
+	return allocKey{network: k.network, port: k.port, client: d.standIn}, d.ipv4Gone, true
 }
 
 // halves returns the key of the half of k's allocation that serves the
-// request m (the IPv6 half for an IPv6 peer or family), and the other
-// half's key; other is false for a plain allocation.
+// request m (the IPv6 half for an IPv6 peer or family, or when it is the
+// only half left), and the other half's key; other is false for a plain
+// allocation.
 func (t *dualTable) halves(k allocKey, m *stun.Message) (serving, otherHalf allocKey, other bool) {
-	v6, ok := t.ipv6Half(k)
+	v6, only, ok := t.ipv6Half(k)
 	switch {
 	case !ok:
 		return k, allocKey{}, false
-	case wantsIPv6Half(m):
+	case only || wantsIPv6Half(m):
 		return v6, k, true
 	}
 	return k, v6, true
@@ -260,11 +267,11 @@ func (t *dualTable) inbound(msg []byte, client, local net.Addr) (from net.Addr, 
 		return client, nil, nil
 	}
 	switch {
+	case d.ipv4Gone || wantsIPv6Half(m):
+		return standIn, nil, nil
 	case m.Type.Method == stun.MethodRefresh && !m.Contains(stun.AttrRequestedAddressFamily):
 		d.refreshCopy = m.TransactionID
 		return client, msg, standIn
-	case wantsIPv6Half(m):
-		return standIn, nil, nil
 	}
 	return client, nil, nil
 }

@@ -238,7 +238,8 @@ func TestStandInSourceDropped(t *testing.T) {
 // TestDualAllocationDeleteOneFamily: a Refresh with LIFETIME 0 and
 // REQUESTED-ADDRESS-FAMILY deletes that family's half only. Without the
 // IPv6 half the client has a plain IPv4 allocation (443 for IPv6 peers);
-// without the IPv4 half, the IPv6 one is still served.
+// without the IPv4 half, the IPv6 one serves every request (443 for IPv4
+// peers).
 func TestDualAllocationDeleteOneFamily(t *testing.T) {
 	tr, ip4, ip6 := startDualRelay(t, config.Quotas{})
 	addr := net.JoinHostPort(ip4.String(), strconv.Itoa(tr.port))
@@ -274,6 +275,12 @@ func TestDualAllocationDeleteOneFamily(t *testing.T) {
 	waitFor(t, "the IPv4 half to be deleted", func() bool { return canBindUDP(relayed[0]) })
 	if code := c.createPermission(ip6); code != 0 {
 		t.Errorf("CreatePermission to an IPv6 peer without the IPv4 half: %d, want 0", code)
+	}
+	if code := c.createPermission(ip4); code != int(stun.CodePeerAddrFamilyMismatch) {
+		t.Errorf("CreatePermission to an IPv4 peer without the IPv4 half: %d, want 443", code)
+	}
+	if code := c.refresh(600); code != 0 {
+		t.Errorf("Refresh without the IPv4 half: %d, want 0", code)
 	}
 	if code := deleteFamily(c, familyIPv6); code != 0 {
 		t.Fatalf("Refresh deleting IPv6: %d", code)
