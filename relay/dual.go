@@ -36,8 +36,10 @@ import (
 // Requests are routed to a half by the family of their XOR-PEER-ADDRESS
 // (CreatePermission, ChannelBind, Send; a request naming peers of both
 // families goes by its first and is answered 443); a Refresh by its
-// REQUESTED-ADDRESS-FAMILY, or to both halves without one (the stand-in's
-// answer is dropped); ChannelData by the half that bound the channel.
+// REQUESTED-ADDRESS-FAMILY (with LIFETIME 0 it deletes that half only), or
+// to both halves without one (the stand-in's answer is dropped);
+// ChannelData by the half that bound the channel. Once the IPv4 half is
+// deleted, the IPv6 half serves every request.
 //
 // The halves are two allocations for quotas and metrics: each holds a
 // relay socket and a port. The fast path never takes the IPv6 half's
