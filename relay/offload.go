@@ -176,7 +176,7 @@ func (r *Relay) withOffload(fn func(o *offloader)) {
 // channelCreated offloads a channel pion has just bound.
 func (r *Relay) channelCreated(k allocKey, listener, relayAddr, peer net.Addr, number uint16) {
 	o := r.offload
-	if o == nil || k.network != "udp" || !o.udpPorts[k.port] || isStandIn(k.client.Addr()) { // a dual allocation's IPv6 half (dual.go)
+	if o == nil || k.network != "udp" || !o.udpPorts[k.port] {
 		return
 	}
 	_, peerAP, ok1 := addrPort(peer)
