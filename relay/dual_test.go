@@ -3,6 +3,7 @@ package relay
 import (
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"testing"
 
@@ -13,7 +14,7 @@ import (
 
 // startDualRelay starts a relay on this machine's non-loopback IPv4 and
 // IPv6 addresses, which are also the peers it allows, with quotas.
-func startDualRelay(t *testing.T, quotas config.Quotas) (tr *testRelay, ip4, ip6 netip.Addr) {
+func startDualRelay(t *testing.T, quotas config.Quotas, tweaks ...func(*config.Relay)) (tr *testRelay, ip4, ip6 netip.Addr) {
 	t.Helper()
 	if !haveIPv6() {
 		needTool(t, "IPv6 loopback", false)
@@ -23,6 +24,9 @@ func startDualRelay(t *testing.T, quotas config.Quotas) (tr *testRelay, ip4, ip6
 	cfg.Addresses.Bind = []string{ip4.String(), ip6.String()}
 	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(ip4, 32).String(), netip.PrefixFrom(ip6, 128).String()}
 	cfg.Quotas = quotas
+	for _, tweak := range tweaks {
+		tweak(cfg)
+	}
 	return startRelay(t, cfg, baseCredentials()), ip4, ip6
 }
 
@@ -331,4 +335,37 @@ func FuzzDualTable(f *testing.F) {
 		table.outbound(msg, client, local)
 		table.outbound(msg, standIn, local)
 	})
+}
+
+// TestDualAllocationFastPath: with the fast path on, the IPv4 half's
+// channel goes into the kernel and the IPv6 half's stays in userspace
+// (the kernel would send its data to the stand-in); both relay. Loading
+// BPF programs needs root.
+func TestDualAllocationFastPath(t *testing.T) {
+	needTool(t, "root (loading the fast path's BPF program)", os.Geteuid() == 0)
+	tr, ip4, ip6 := startDualRelay(t, config.Quotas{}, func(cfg *config.Relay) {
+		cfg.FastPath = config.FastPath{Enabled: true, Interfaces: []string{"lo"}}
+	})
+	if st := relayStatus(t, tr).FastPath; st == nil || !st.Active {
+		t.Fatalf("/status fastPath = %+v, want active\n%s", st, tr.logs)
+	}
+	peer4, peer6 := startEchoPeer(t, ip4), startEchoPeer(t, ip6)
+	c := dialRaw(t, "udp", net.JoinHostPort(ip4.String(), strconv.Itoa(tr.port)), testUser, testPassword)
+	if res, _ := dualAllocate(t, c, attrAdditionalAddressFamily); len(relayedAddresses(t, res)) != 2 {
+		t.Fatalf("dual Allocate: answer %d, relayed %v", errorCode(res), relayedAddresses(t, res))
+	}
+	for i, peer := range []netip.AddrPort{peer4.addr, peer6.addr} {
+		if code := c.channelBind(uint16(0x4001+i), peer); code != 0 {
+			t.Fatalf("ChannelBind %#x to %v: %d", 0x4001+i, peer, code)
+		}
+	}
+	wantChannels(t, tr, 1)
+	for i, peer := range []netip.AddrPort{peer4.addr, peer6.addr} {
+		number := uint16(0x4001 + i)
+		for j := range 5 {
+			if d := c.roundTrip(peer, number, []byte("fast path "+strconv.Itoa(j))); d.channel != number {
+				t.Fatalf("echo from %v came as %+v, want ChannelData on %#x", peer, d, number)
+			}
+		}
+	}
 }
