@@ -48,7 +48,7 @@ const (
 )
 
 var requestRefusedReasons = []string{refusedBadFingerprint, refusedUnknownMethod, refusedBadRequest,
-	refusedNoAllocation, refusedWrongUser, refusedTransport, refusedFamily, refusedPeer, refusedNoReservation}
+	refusedNoAllocation, refusedWrongUser, refusedTransport, refusedFamily, refusedPeer, refusedNoReservation, refusedNotBinding}
 
 // gate is the request gate without an address generator to steer: what
 // tests call. Listeners use gateFor.
@@ -435,10 +435,12 @@ func (r *Relay) refuseRequest(reason string, client net.Addr) {
 
 // errorAnswer is the gate's own error response to m: signed with key when
 // the request was authenticated (RFC 8489 section 9.2.4), with FINGERPRINT
-// when the request had one.
-func errorAnswer(m *stun.Message, code stun.ErrorCode, key []byte) []byte {
+// when the request had one. extra are attributes to add after ERROR-CODE
+// (UNKNOWN-ATTRIBUTES).
+func errorAnswer(m *stun.Message, code stun.ErrorCode, key []byte, extra ...stun.Setter) []byte {
 	setters := []stun.Setter{&stun.Message{TransactionID: m.TransactionID},
 		stun.NewType(m.Type.Method, stun.ClassErrorResponse), code}
+	setters = append(setters, extra...)
 	if key != nil {
 		setters = append(setters, stun.MessageIntegrity(key))
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -34,6 +35,8 @@ func (r *Relay) openListeners() (pcs []turn.PacketConnConfig, ls []turn.Listener
 			hosts = append(hosts, a.String())
 		}
 	}
+	discoveryListener, _ := r.cfg.BehaviorDiscoveryListener()
+	primaries := map[netip.AddrPort]*net.UDPConn{} // behaviour discovery's, by bind address
 	for _, l := range r.cfg.Listeners {
 		perm := r.permissionHandler(l.Protocol.Transport(), uint16(l.Port))
 		for _, host := range hosts {
@@ -47,6 +50,9 @@ func (r *Relay) openListeners() (pcs []turn.PacketConnConfig, ls []turn.Listener
 				for i, c := range conns {
 					pcs = append(pcs, turn.PacketConnConfig{PacketConn: c, RelayAddressGenerator: gens[i], PermissionHandler: perm})
 				}
+				if ap, err := netip.ParseAddrPort(addr); err == nil && l.Name == discoveryListener.Name {
+					primaries[ap] = conns[0].(*clientPacketConn).PacketConn.(*net.UDPConn)
+				}
 			default:
 				gen := newAddressGenerator(r)
 				ln, err := r.listenStream(l, addr, r.edgeFor(gen, nil))
@@ -57,6 +63,16 @@ func (r *Relay) openListeners() (pcs []turn.PacketConnConfig, ls []turn.Listener
 			}
 			r.log.Info("listening", "listener", l.Name, "protocol", string(l.Protocol), "address", addr)
 		}
+	}
+	alternates, err := r.openDiscovery(primaries)
+	if err != nil {
+		return pcs, ls, err
+	}
+	// pion owns the alternates' lifetime only: they hand it no message, so
+	// their generator never opens a relay socket.
+	perm := r.permissionHandler("udp", uint16(discoveryListener.Port))
+	for _, c := range alternates {
+		pcs = append(pcs, turn.PacketConnConfig{PacketConn: c, RelayAddressGenerator: newAddressGenerator(r), PermissionHandler: perm})
 	}
 	return pcs, ls, nil
 }

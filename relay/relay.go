@@ -79,6 +79,12 @@ type Relay struct {
 	duals *dualTable
 
 	stun *stunDiscovery // addresses.stun (stun.go)
+	// discovery maps each behaviour discovery socket's address to its place
+	// in its set (behavior.go); built before the sockets are read, then
+	// only read. Empty when stun.behaviorDiscovery is off.
+	discovery map[netip.AddrPort]discoveryPoint
+	// discoveryStatus is the /status view of discovery, set once with it.
+	discoveryStatus atomic.Pointer[config.BehaviorDiscoveryStatus]
 	// offload is the fast path when it is active (offload.go), else nil;
 	// fastPathReason says why an enabled one is not.
 	offload        *offloader
