@@ -76,6 +76,9 @@ type dualAlloc struct {
 	// refreshCopy is the transaction of a Refresh handed to both halves:
 	// the stand-in's answer to it is dropped.
 	refreshCopy [stun.TransactionIDSize]byte
+	// prepared is when the gate prepared the IPv6 half: an entry pion never
+	// answered (a socket closed in between) is swept after standInLinger.
+	prepared time.Time
 	// ipv4Gone is set once pion deleted the IPv4 half.
 	ipv4Gone bool
 	// gone is when pion deleted the IPv6 half (zero while it lives). The
@@ -140,7 +143,7 @@ func (t *dualTable) prepare(k allocKey, m *stun.Message, key, request []byte) {
 	standIn := netip.AddrPortFrom(netip.AddrFrom16(b), k.client.Port())
 	d := &dualAlloc{client: k, standIn: standIn, clientAddr: net.UDPAddrFromAddrPort(k.client),
 		standInAddr: net.UDPAddrFromAddrPort(standIn), id: m.TransactionID, key: key, request: request,
-		channels: map[uint16]bool{}}
+		channels: map[uint16]bool{}, prepared: timeNow()}
 	t.byClient[k] = d
 	t.byStandIn[d.standIn] = d
 	t.count.Add(1)
@@ -165,14 +168,18 @@ func (t *dualTable) forget(k allocKey) {
 	}
 }
 
-// sweep forgets the stand-ins of IPv6 halves deleted standInLinger ago.
+// sweep forgets the stand-ins of IPv6 halves deleted standInLinger ago,
+// and dual Allocates pion left unanswered as long.
 func (t *dualTable) sweep(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, d := range t.byStandIn {
-		if !d.gone.IsZero() && now.Sub(d.gone) > standInLinger {
+		switch {
+		case !d.gone.IsZero() && now.Sub(d.gone) > standInLinger:
 			delete(t.byStandIn, d.standIn)
 			t.count.Add(-1)
+		case (d.request != nil || d.held != nil) && now.Sub(d.prepared) > standInLinger:
+			t.drop(d)
 		}
 	}
 }

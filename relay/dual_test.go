@@ -313,6 +313,22 @@ func TestStandInLingers(t *testing.T) {
 	}
 }
 
+// TestUnansweredDualAllocateSwept: a dual Allocate pion never answered
+// (its socket closed in between) does not stay in the table.
+func TestUnansweredDualAllocateSwept(t *testing.T) {
+	table := newDualTable()
+	k, _ := keyFor(&net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000}, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 9), Port: 3478})
+	table.prepare(k, &stun.Message{}, nil, []byte{1})
+	table.sweep(timeNow())
+	if table.count.Load() != 1 {
+		t.Fatal("a dual Allocate just prepared was swept")
+	}
+	table.sweep(timeNow().Add(2 * standInLinger))
+	if n := table.count.Load(); n != 0 || len(table.byClient) != 0 || len(table.byStandIn) != 0 {
+		t.Errorf("after the sweep %d entries (%d, %d), want none", n, len(table.byClient), len(table.byStandIn))
+	}
+}
+
 // FuzzDualTable hands the dual table what a client of a dual allocation
 // may send and what pion may write back: it must not panic.
 func FuzzDualTable(f *testing.F) {
