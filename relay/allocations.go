@@ -184,6 +184,14 @@ func (t *allocTracker) channelRemoved(k allocKey, number uint16) {
 	}
 }
 
+// hasChannel reports whether channel number is bound on allocation k.
+func (t *allocTracker) hasChannel(k allocKey, number uint16) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a, ok := t.allocs[k]
+	return ok && a.channels[number]
+}
+
 // setPendingChannel records which ChannelBind (or -1: not a ChannelBind) the
 // allocation's client is sending now. Unknown allocations are ignored, so
 // unauthenticated traffic cannot grow the tracker.

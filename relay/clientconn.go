@@ -61,6 +61,9 @@ type edge struct {
 	// allocation, which exempts it from the idle timeout.
 	holdsAllocation func(client, local net.Addr) bool
 	conns           *connLimiter
+	// duals are the relay's dual allocations on a UDP listener socket's
+	// edge; nil elsewhere (dual.go).
+	duals *dualTable
 }
 
 // connLimits are the stream connection limits of the current config.
@@ -124,12 +127,44 @@ type clientPacketConn struct {
 	net.PacketConn
 	batch *recvBatch
 	edge  *edge
+	// injected are requests to hand pion as if a stand-in client had sent
+	// them (dual.go); pion's read loop takes them before the socket.
+	injectMu sync.Mutex
+	injected []injectedRequest
+}
+
+// injectedRequest is a request pion reads from a stand-in client.
+type injectedRequest struct {
+	msg  []byte
+	from net.Addr
+}
+
+// inject queues msg (copied) for pion's next read, as coming from from.
+func (c *clientPacketConn) inject(msg []byte, from net.Addr) {
+	c.injectMu.Lock()
+	defer c.injectMu.Unlock()
+	c.injected = append(c.injected, injectedRequest{msg: append([]byte(nil), msg...), from: from})
+}
+
+// nextInjected copies the first queued request into p.
+func (c *clientPacketConn) nextInjected(p []byte) (int, net.Addr, bool) {
+	c.injectMu.Lock()
+	defer c.injectMu.Unlock()
+	if len(c.injected) == 0 {
+		return 0, nil, false
+	}
+	in := c.injected[0]
+	c.injected = c.injected[1:]
+	return copy(p, in.msg), in.from, true
 }
 
 // ReadFrom returns the next datagram pion should handle: invalid datagrams
 // are counted and dropped, and STUN messages pass the gate first.
 func (c *clientPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
+		if n, from, ok := c.nextInjected(p); ok {
+			return n, from, nil
+		}
 		var n int
 		var addr net.Addr
 		var err error
@@ -145,22 +180,39 @@ func (c *clientPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			return n, addr, err
 		}
 		kind, reason := checkDatagram(p[:n])
+		if isStandInAddr(addr) {
+			reason = frameStandInSource // would reach a dual allocation's IPv6 half
+		}
 		if reason != "" {
 			c.edge.rejectFrame(reason)
 			continue
 		}
-		if kind != frameSTUN {
-			return n, addr, nil
+		if kind == frameSTUN {
+			if !c.edge.gate(p[:n], addr, c.LocalAddr(), func(b []byte) { _, _ = c.PacketConn.WriteTo(b, addr) }) {
+				continue
+			}
+			n = forwardedLength(p)
 		}
-		if !c.edge.gate(p[:n], addr, c.LocalAddr(), func(b []byte) { _, _ = c.PacketConn.WriteTo(b, addr) }) {
-			continue
+		from, copyForStandIn, standIn := c.edge.duals.inbound(p[:n], addr, c.LocalAddr())
+		if copyForStandIn != nil {
+			c.inject(copyForStandIn, standIn)
 		}
-		return forwardedLength(p), addr, nil
+		return n, from, nil
 	}
 }
 
+// WriteTo sends pion's write to the client, answered (answer()); a write to
+// a dual allocation's stand-in goes to its real client (dual.go).
 func (c *clientPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if _, err := c.PacketConn.WriteTo(c.edge.answer(p, addr), addr); err != nil {
+	client := c.edge.duals.clientOf(addr)
+	out, send, inject, injectFrom := c.edge.duals.outbound(c.edge.answer(p, client), addr, c.LocalAddr())
+	if inject != nil {
+		c.inject(inject, injectFrom)
+	}
+	if !send {
+		return len(p), nil
+	}
+	if _, err := c.PacketConn.WriteTo(out, client); err != nil {
 		return 0, err
 	}
 	return len(p), nil

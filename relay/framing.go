@@ -32,9 +32,12 @@ const (
 	frameTooLarge  = "too_large"  // more than maxFrameSize
 	frameBadCookie = "bad_cookie" // a STUN header without the magic cookie (other than a classic Binding request)
 	frameTruncated = "truncated"  // a datagram shorter than its header says
+	// frameStandInSource: a datagram from a stand-in client address
+	// (dual.go), which only a forged source can carry.
+	frameStandInSource = "stand_in_source"
 )
 
-var frameRejectReasons = []string{frameBadType, frameBadLength, frameTooLarge, frameBadCookie, frameTruncated}
+var frameRejectReasons = []string{frameBadType, frameBadLength, frameTooLarge, frameBadCookie, frameTruncated, frameStandInSource}
 
 const channelDataHeaderSize = 4
 

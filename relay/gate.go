@@ -53,21 +53,22 @@ var requestRefusedReasons = []string{refusedBadFingerprint, refusedUnknownMethod
 // gate is the request gate without an address generator to steer: what
 // tests call. Listeners use gateFor.
 func (r *Relay) gate(msg []byte, client, local net.Addr, reply func([]byte)) (forward bool) {
-	return r.gateOn(nil, msg, client, local, reply)
+	return r.gateOn(nil, nil, msg, client, local, reply)
 }
 
 // gateFor is the gateFunc of a listener whose allocations gen opens the
 // relay sockets of: the gate tells it which reserved socket an Allocate
 // redeems (reservations.go).
-func (r *Relay) gateFor(gen *relayAddressGenerator) gateFunc {
+func (r *Relay) gateFor(gen *relayAddressGenerator, duals *dualTable) gateFunc {
 	return func(msg []byte, client, local net.Addr, reply func([]byte)) bool {
-		return r.gateOn(gen, msg, client, local, reply)
+		return r.gateOn(gen, duals, msg, client, local, reply)
 	}
 }
 
 // gateOn is the gate. It may rewrite msg in place, growing it into its
-// spare capacity (see hideIntegrity and requestEdits).
-func (r *Relay) gateOn(gen *relayAddressGenerator, msg []byte, client, local net.Addr, reply func([]byte)) (forward bool) {
+// spare capacity (see hideIntegrity and requestEdits). duals is set on a
+// UDP listener socket, where a dual Allocate gets both families (dual.go).
+func (r *Relay) gateOn(gen *relayAddressGenerator, duals *dualTable, msg []byte, client, local net.Addr, reply func([]byte)) (forward bool) {
 	if r.throttled(msg, client) {
 		return false
 	}
@@ -98,7 +99,8 @@ func (r *Relay) gateOn(gen *relayAddressGenerator, msg []byte, client, local net
 	}
 	k, haveKey := keyFor(client, local)
 	if haveKey {
-		r.inspectRequest(m, k)
+		serving, _, _ := r.duals.halves(k, m) // pion asks about the half it serves
+		r.inspectRequest(m, serving)
 	}
 	cred := r.verifyIntegrity(m, client)
 	switch {
@@ -118,6 +120,11 @@ func (r *Relay) gateOn(gen *relayAddressGenerator, msg []byte, client, local net
 		r.refuseRequest(reason, client)
 		reply(errorAnswer(m, code, cred.key))
 		return false
+	}
+	if duals != nil && m.Type.Method == stun.MethodAllocate {
+		if request, ok := dualRequest(m, cred.key, edits); ok {
+			duals.prepare(k, m, cred.key, request)
+		}
 	}
 	rewrite(msg, m, cred.key, edits)
 	r.rememberSigner(client, m, cred.key)
@@ -176,18 +183,33 @@ func (r *Relay) checkRequest(m *stun.Message, k allocKey, username string) (stun
 	case stun.MethodConnectionBind:
 		return 0, "" // arrives on a new connection, which has no allocation
 	}
-	alloc, exists := r.allocs.lookup(k)
+	serving, otherHalf, dual := r.duals.halves(k, m)
+	alloc, exists := r.allocs.lookup(serving)
 	switch {
 	case !exists:
 		return stun.CodeAllocMismatch, refusedNoAllocation
 	case alloc.user != userIDOf(username):
 		return stun.CodeWrongCredentials, refusedWrongUser
+	case dual && m.Type.Method == stun.MethodChannelBind && r.allocs.hasChannel(otherHalf, channelNumber(m)):
+		// One allocation to the client: a number bound to a peer of the
+		// other family may not be bound again (RFC 8656 section 11.2).
+		return stun.CodeBadRequest, refusedBadRequest
 	}
 	switch m.Type.Method {
 	case stun.MethodCreatePermission, stun.MethodChannelBind, stun.MethodConnect:
 		return r.checkPeers(m, alloc.v6)
 	}
 	return 0, ""
+}
+
+// channelNumber is the CHANNEL-NUMBER of the ChannelBind m (0 without a
+// valid one, which checkPeers refuses).
+func channelNumber(m *stun.Message) uint16 {
+	v, err := m.Get(stun.AttrChannelNumber)
+	if err != nil || len(v) != 4 {
+		return 0
+	}
+	return binary.BigEndian.Uint16(v)
 }
 
 // Transport protocol numbers of REQUESTED-TRANSPORT.
@@ -217,13 +239,29 @@ func checkAllocate(m *stun.Message, network string) (stun.ErrorCode, string) {
 }
 
 // ADDITIONAL-ADDRESS-FAMILY and ADDRESS-ERROR-CODE (RFC 8656 section 18).
-// coturn and its clients still use the drafts' 0x8032 and 0x8033, which
-// RFC 8656 left unassigned: the relay ignores those, as any unknown
-// comprehension-optional attribute.
+// coturn up to 4.6 and its turnutils_uclient -Z still use the drafts' 0x8032
+// and 0x8033. RFC 8656 left those unassigned, in the comprehension-optional
+// range no other attribute uses, so the relay takes 0x8032 as an alias and
+// answers it with 0x8033: the client reads the answer it asked for.
 const (
-	attrAdditionalAddressFamily = stun.AttrType(0x8000)
-	attrAddressErrorCode        = stun.AttrType(0x8001)
+	attrAdditionalAddressFamily      = stun.AttrType(0x8000)
+	attrAddressErrorCode             = stun.AttrType(0x8001)
+	attrAdditionalAddressFamilyDraft = stun.AttrType(0x8032)
+	attrAddressErrorCodeDraft        = stun.AttrType(0x8033)
 )
+
+// additionalFamily returns the ADDITIONAL-ADDRESS-FAMILY of the Allocate m,
+// under either code point, and the ADDRESS-ERROR-CODE type that goes with
+// it in the answer; found is false when m has none.
+func additionalFamily(m *stun.Message) (value []byte, errorType stun.AttrType, found bool) {
+	if v, err := m.Get(attrAdditionalAddressFamily); err == nil {
+		return v, attrAddressErrorCode, true
+	}
+	if v, err := m.Get(attrAdditionalAddressFamilyDraft); err == nil {
+		return v, attrAddressErrorCodeDraft, true
+	}
+	return nil, 0, false
+}
 
 // The values of the address family attributes.
 const (
@@ -235,8 +273,8 @@ const (
 // Allocate's ADDITIONAL-ADDRESS-FAMILY: IPv6 is its only valid value, and
 // it excludes REQUESTED-ADDRESS-FAMILY and RESERVATION-TOKEN.
 func validDualAllocate(m *stun.Message) bool {
-	v, err := m.Get(attrAdditionalAddressFamily)
-	if err != nil {
+	v, _, found := additionalFamily(m)
+	if !found {
 		return true
 	}
 	return len(v) == 4 && v[0] == familyIPv6 &&

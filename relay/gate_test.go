@@ -102,6 +102,10 @@ func TestCheckAllocate(t *testing.T) {
 			rawAttr(attrAdditionalAddressFamily, []byte{2, 0, 0, 0}), rawAttr(stun.AttrRequestedAddressFamily, []byte{2, 0, 0, 0})}, stun.CodeBadRequest},
 		{"dual with RESERVATION-TOKEN", "udp", []stun.Setter{transport(protoUDP),
 			rawAttr(attrAdditionalAddressFamily, []byte{2, 0, 0, 0}), rawAttr(stun.AttrReservationToken, make([]byte, 8))}, stun.CodeBadRequest},
+		{"dual, drafts' code point", "udp", []stun.Setter{transport(protoUDP), rawAttr(attrAdditionalAddressFamilyDraft, []byte{2, 0, 0, 0})}, 0},
+		{"dual, drafts' code point, asking IPv4", "udp", []stun.Setter{transport(protoUDP), rawAttr(attrAdditionalAddressFamilyDraft, []byte{1, 0, 0, 0})}, stun.CodeBadRequest},
+		{"dual, drafts' code point, with REQUESTED-ADDRESS-FAMILY", "udp", []stun.Setter{transport(protoUDP),
+			rawAttr(attrAdditionalAddressFamilyDraft, []byte{2, 0, 0, 0}), rawAttr(stun.AttrRequestedAddressFamily, []byte{2, 0, 0, 0})}, stun.CodeBadRequest},
 	} {
 		m := stun.MustBuild(append([]stun.Setter{stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest)}, tc.attrs...)...)
 		if got, _ := checkAllocate(m, tc.network); got != tc.want {

@@ -148,6 +148,7 @@ const rotationKeyTTL = time.Minute
 func (r *Relay) sweepRotationKeys(now time.Time) {
 	r.sweepSigners(now)
 	r.reservations.sweep(now)
+	r.duals.sweep(now)
 	r.rotationKeys.Range(func(k, v any) bool {
 		if now.Sub(v.(matchedKey).at) > rotationKeyTTL {
 			r.rotationKeys.Delete(k)
@@ -237,6 +238,7 @@ func (r *Relay) eventHandler() turn.EventHandler {
 			// pion has deleted the allocation's channels first (and so the
 			// fast path's entries).
 			withKey(src, dst, r.allocs.remove)
+			withKey(src, dst, r.duals.forget)
 			r.log.Debug("allocation deleted", "user", userID, "client", addrString(src))
 		},
 		OnPermissionCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
@@ -251,12 +253,14 @@ func (r *Relay) eventHandler() turn.EventHandler {
 		OnChannelCreated: func(src, dst net.Addr, _, _, _ string, relayAddr, peer net.Addr, number uint16) {
 			withKey(src, dst, func(k allocKey) {
 				r.allocs.channelAdded(k, number)
+				r.duals.channelEvent(k, number, true)
 				r.channelCreated(k, dst, relayAddr, peer, number)
 			})
 		},
 		OnChannelDeleted: func(src, dst net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
 			withKey(src, dst, func(k allocKey) {
 				r.allocs.channelRemoved(k, number)
+				r.duals.channelEvent(k, number, false)
 				r.channelDeleted(k, number)
 			})
 		},

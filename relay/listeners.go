@@ -55,7 +55,7 @@ func (r *Relay) openListeners() (pcs []turn.PacketConnConfig, ls []turn.Listener
 				}
 			default:
 				gen := newAddressGenerator(r)
-				ln, err := r.listenStream(l, addr, r.edgeFor(gen))
+				ln, err := r.listenStream(l, addr, r.edgeFor(gen, nil))
 				if err != nil {
 					return pcs, ls, fmt.Errorf("listener %s: %w", l.Name, err)
 				}
@@ -127,10 +127,12 @@ func (r *Relay) newEdge() *edge {
 }
 
 // edgeFor is the relay's edge with the gate of the listener socket whose
-// relay sockets gen opens.
-func (r *Relay) edgeFor(gen *relayAddressGenerator) *edge {
+// relay sockets gen opens; duals is set for a UDP listener socket, which
+// serves dual allocations (dual.go).
+func (r *Relay) edgeFor(gen *relayAddressGenerator, duals *dualTable) *edge {
 	e := *r.edge
-	e.gate = r.bindingGate(r.gateFor(gen))
+	e.gate = r.bindingGate(r.gateFor(gen, duals))
+	e.duals = duals
 	return &e
 }
 
@@ -156,7 +158,7 @@ func (r *Relay) listenUDP(addr string) ([]net.PacketConn, []*relayAddressGenerat
 			return nil, nil, err
 		}
 		gen := newAddressGenerator(r)
-		cc, err := newClientPacketConn(c.(*net.UDPConn), r.edgeFor(gen))
+		cc, err := newClientPacketConn(c.(*net.UDPConn), r.edgeFor(gen, r.duals))
 		if err != nil {
 			_ = c.Close()
 			for _, c := range conns {

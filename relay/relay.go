@@ -75,6 +75,8 @@ type Relay struct {
 	// reservations holds the sockets RESERVATION-TOKENs reserve
 	// (reservations.go).
 	reservations *reservations
+	// duals are the dual allocations of the UDP listeners (dual.go).
+	duals *dualTable
 
 	stun *stunDiscovery // addresses.stun (stun.go)
 	// discovery maps each behaviour discovery socket's address to its place
@@ -162,7 +164,7 @@ func newRelay(opts Options) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), reservations: newReservations(), stun: newSTUNDiscovery(), lastFiles: files,
+	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), reservations: newReservations(), duals: newDualTable(), stun: newSTUNDiscovery(), lastFiles: files,
 		conns: newConnLimiter(), defaultConnections: defaultConnectionLimit(), rlog: newRateLog(log),
 		throttle: newAuthThrottle()}
 	r.lastNode, _ = readOptional(cfg.Addresses.NodeFile)

@@ -42,11 +42,22 @@ func TestPerPacketPathDoesNotAllocate(t *testing.T) {
 	client := &clientPacketConn{PacketConn: &fakePacketConn{datagram: channelData, from: peer}, edge: gateFatal(t)}
 	buf := make([]byte, 1600)
 	payload := make([]byte, 1200)
+	// With dual allocations (dual.go): ChannelData of another client, and
+	// of a client's IPv6 half both ways.
+	otherDual := &clientPacketConn{PacketConn: &fakePacketConn{datagram: channelData, from: peer}, edge: gateFatal(t)}
+	otherDual.edge.duals = newDualTable()
+	grantDual(t, otherDual.edge.duals, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 7}, peer, 0x4000)
+	ownDual := &clientPacketConn{PacketConn: &fakePacketConn{datagram: channelData, from: peer}, edge: gateFatal(t)}
+	ownDual.edge.duals = newDualTable()
+	standIn := grantDual(t, ownDual.edge.duals, peer, peer, 0x4000)
 	for name, fn := range map[string]func(){
 		"relay WriteTo":               func() { _, _ = relay.WriteTo(payload, peer) },
 		"relay ReadFrom":              func() { _, _, _ = relay.ReadFrom(buf) },
 		"client ReadFrom ChannelData": func() { _, _, _ = client.ReadFrom(buf) },
 		"client WriteTo ChannelData":  func() { _, _ = client.WriteTo(channelData, peer) },
+		"client ReadFrom ChannelData, another's dual allocation": func() { _, _, _ = otherDual.ReadFrom(buf) },
+		"client ReadFrom ChannelData, IPv6 half":                 func() { _, _, _ = ownDual.ReadFrom(buf) },
+		"client WriteTo ChannelData, IPv6 half":                  func() { _, _ = ownDual.WriteTo(channelData, standIn) },
 	} {
 		if n := testing.AllocsPerRun(1000, fn); n != 0 {
 			t.Errorf("%s: %v allocations per packet, want 0", name, n)
@@ -73,6 +84,49 @@ func TestBandwidthQuota(t *testing.T) {
 	frozen = frozen.Add(time.Second) // one second refills 100 kB, capped at the burst
 	if !m.admit(1000) {
 		t.Error("no packet admitted after the bucket refilled")
+	}
+}
+
+// grantDual enters a granted dual allocation of client (on local) into
+// table, with channel bound on its IPv6 half, and returns the stand-in.
+func grantDual(t testing.TB, table *dualTable, client, local *net.UDPAddr, channel uint16) net.Addr {
+	k, ok := keyFor(client, local)
+	if !ok {
+		t.Fatal("no allocation key")
+	}
+	table.prepare(k, &stun.Message{}, nil, []byte{1})
+	d := table.byClient[k]
+	d.request = nil
+	table.channelEvent(allocKey{network: k.network, port: k.port, client: d.standIn}, channel, true)
+	return d.standInAddr
+}
+
+// BenchmarkClientReadFromChannelData is what dual allocations cost the
+// client-to-peer path: nothing while there are none, a table lookup under
+// a read lock while there are.
+func BenchmarkClientReadFromChannelData(b *testing.B) {
+	client := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000}
+	channelData := append([]byte{0x40, 0x00, 0x04, 0xb0}, make([]byte, 1200)...)
+	for _, tc := range []struct {
+		name    string
+		dualFor *net.UDPAddr // nil: no dual allocation
+	}{
+		{"no dual allocation", nil},
+		{"another's dual allocation", &net.UDPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 7}},
+		{"IPv6 half", client},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := &clientPacketConn{PacketConn: &fakePacketConn{datagram: channelData, from: client}, edge: &edge{}}
+			if tc.dualFor != nil {
+				c.edge.duals = newDualTable()
+				grantDual(b, c.edge.duals, tc.dualFor, client, 0x4000)
+			}
+			buf := make([]byte, 1600)
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _, _ = c.ReadFrom(buf)
+			}
+		})
 	}
 }
 

@@ -89,9 +89,9 @@ func allocateAnswerEdits(m *stun.Message) []attrEdit {
 		return nil
 	}
 	var edits []attrEdit
-	if m.Contains(attrAdditionalAddressFamily) {
+	if _, errorType, found := additionalFamily(m); found {
 		value := append([]byte{familyIPv6, 0, 4, 40}, "Address Family not Supported"...)
-		edits = append(edits, attrEdit{from: attrAddressErrorCode, to: stun.RawAttribute{Type: attrAddressErrorCode, Value: value}})
+		edits = append(edits, attrEdit{from: errorType, to: stun.RawAttribute{Type: errorType, Value: value}})
 	}
 	if v, err := m.Get(stun.AttrEvenPort); err == nil && len(v) > 0 && v[0]&evenPortReserve == 0 {
 		edits = append(edits, attrEdit{from: stun.AttrReservationToken}) // removed
