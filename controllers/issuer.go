@@ -190,7 +190,8 @@ func (i *Issuer) uris(ctx context.Context, ns, name, seed string) ([]string, err
 			return nil, err
 		}
 	}
-	return render.URIsFor(ts, nodes, seed), nil
+	uris, _ := render.URIsFor(ts, nodes, seed)
+	return uris, nil
 }
 
 // staticTTL is how long a static password is sure to keep working: until

@@ -5,6 +5,10 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/turnpike-dev/turnpike/controllers/render/rendertest"
+
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 )
 
 func TestPickAddresses(t *testing.T) {
@@ -80,6 +84,118 @@ func TestPickAddresses(t *testing.T) {
 		// 100 users over 100 nodes reach ~63 distinct ones; all on a few means no spreading.
 		if len(seen) < 40 {
 			t.Fatalf("100 users were sent to only %d of 100 nodes", len(seen))
+		}
+	})
+}
+
+// TestURLChoice checks, for 100 credentials of one TurnServer on 200 nodes,
+// that every single-node change changes the URIs of only the credentials
+// whose choice said the change matters (no credential is left with stale
+// URIs), and that the choice says so for only a few of them (the point: one
+// node's change wakes and rewrites O(1) credentials, not all).
+func TestURLChoice(t *testing.T) {
+	ts := rendertest.TurnServer("relay", func(ts *turnpikev1.TurnServer) { ts.Spec.URLNodesPerFamily = 4 })
+	v4 := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}) }
+	cluster := func(count int) []RelayNode {
+		var nodes []RelayNode
+		for i := range count {
+			nodes = append(nodes, RelayNode{name: fmt.Sprintf("node-%03d", i), addresses: []netip.Addr{v4(i)}, serving: true})
+		}
+		return nodes
+	}
+	const credentials = 100
+	seed := func(c int) string { return fmt.Sprintf("TurnCredential ns/app-%d", c) }
+	same := func(nodes []RelayNode, i int) []RelayNode { return nodes }
+	notServing := func(nodes []RelayNode, i int) []RelayNode { nodes[i].serving = false; return nodes }
+	changes := []struct {
+		name          string
+		before, after func(nodes []RelayNode, i int) []RelayNode
+	}{
+		{"stops serving", same, notServing},
+		{"starts serving", notServing, same},
+		{"new address", same, func(nodes []RelayNode, i int) []RelayNode {
+			nodes[i].addresses = []netip.Addr{v4(1000 + i)}
+			return nodes
+		}},
+		{"deleted", same, func(nodes []RelayNode, i int) []RelayNode { return slices.Delete(nodes, i, i+1) }},
+	}
+	// Expected: credentials x 4 / 200 = 2 credentials name a given node,
+	// and about as many would take it in when it starts serving.
+	const atMost = 12
+	for _, tt := range changes {
+		t.Run(tt.name, func(t *testing.T) {
+			for i := 0; i < 200; i += 7 {
+				before, after := tt.before(cluster(200), i), tt.after(cluster(200), i)
+				name, addrs := before[i].name, before[i].addresses
+				if j := slices.IndexFunc(after, func(n RelayNode) bool { return n.name == name }); j >= 0 {
+					addrs = append(slices.Clone(addrs), after[j].addresses...)
+				}
+				matters := 0
+				for c := range credentials {
+					uris, choice := URIsFor(ts, before, seed(c))
+					got, _ := URIsFor(ts, after, seed(c))
+					m := choice.NodeMatters(name, addrs)
+					if m {
+						matters++
+					}
+					if !slices.Equal(uris, got) && !m {
+						t.Fatalf("%s %s: credential %d's URIs changed from %v to %v, but its choice said the node did not matter", name, tt.name, c, uris, got)
+					}
+				}
+				if matters > atMost {
+					t.Fatalf("%s %s: the choice of %d of %d credentials says it matters, want at most %d", name, tt.name, matters, credentials, atMost)
+				}
+			}
+		})
+	}
+	t.Run("credentials spread over the nodes", func(t *testing.T) {
+		seen := map[string]bool{}
+		for c := range credentials {
+			uris, _ := URIsFor(ts, cluster(200), seed(c))
+			if len(uris) != 4 {
+				t.Fatalf("credential %d got %v, want 4 URIs", c, uris)
+			}
+			for _, u := range uris {
+				seen[u] = true
+			}
+		}
+		// 400 picks of 200 nodes reach ~173 distinct ones.
+		if len(seen) < 120 {
+			t.Fatalf("100 credentials name only %d of 200 nodes", len(seen))
+		}
+	})
+	t.Run("an IPv4-only cluster: the empty IPv6 family lets no node in", func(t *testing.T) {
+		_, choice := URIsFor(ts, cluster(200), seed(0))
+		matters := 0
+		for _, n := range cluster(200) {
+			if choice.NodeMatters(n.name, n.addresses) {
+				matters++
+			}
+		}
+		if matters != 4 { // the four chosen ones; nobody outranks them
+			t.Fatalf("%d of 200 nodes matter, want the 4 chosen", matters)
+		}
+	})
+	t.Run("hostname: the URIs are status.urls, which no node changes directly", func(t *testing.T) {
+		named := rendertest.TurnServer("relay", func(ts *turnpikev1.TurnServer) {
+			ts.Spec.Hostname = "turn.example.org"
+			ts.Status.URLs = []string{"turn:turn.example.org:3478?transport=udp"}
+		})
+		uris, choice := URIsFor(named, cluster(10), seed(0))
+		if !slices.Equal(uris, named.Status.URLs) || !choice.FromStatus || choice.NodeMatters("node-001", []netip.Addr{v4(1)}) {
+			t.Fatalf("URIs %v, choice %+v", uris, choice)
+		}
+	})
+	t.Run("no address known yet: status.urls, and any node with an address matters", func(t *testing.T) {
+		nodes := []RelayNode{{name: "stun-a", serving: true}, {name: "b", addresses: []netip.Addr{v4(2)}}}
+		uris, choice := URIsFor(ts, nodes, seed(0))
+		if len(uris) != 0 || !choice.FromStatus || !choice.NodeMatters("b", []netip.Addr{v4(2)}) || choice.NodeMatters("stun-a", nil) {
+			t.Fatalf("URIs %v, choice %+v", uris, choice)
+		}
+	})
+	t.Run("the zero choice (nothing published yet) depends on no node", func(t *testing.T) {
+		if (URLChoice{}).NodeMatters("node-001", []netip.Addr{v4(1)}) {
+			t.Fatal("the zero URLChoice says a node matters")
 		}
 	})
 }
