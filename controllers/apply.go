@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -67,7 +68,7 @@ func sameJSON(a, b any) bool {
 // event that made the cache newer brings another reconcile anyway), so there
 // is no loop of 409s, each carrying the full status. Fields the operator
 // applied before and leaves out now are removed.
-func applyStatus(ctx context.Context, c client.Client, written *statusMemory, obj client.Object, current, status any) error {
+func applyStatus(ctx context.Context, c client.Client, written *writeMemory, obj client.Object, current, status any) error {
 	want, err := json.Marshal(status)
 	if err != nil {
 		return err
@@ -93,51 +94,76 @@ func applyStatus(ctx context.Context, c client.Client, written *statusMemory, ob
 	if err := c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		return err
 	}
-	written.remember(obj, want)
+	written.remember(obj, want, u.GetResourceVersion()) // u holds the response
 	return nil
 }
 
-// statusMemory remembers, per object, the status the operator last applied
-// and the resourceVersion the object had in the cache when it did. A
-// reconcile that runs before the cache has seen that write still sees the
-// old object, at that very resourceVersion, and would apply the same status
-// again: a patch that changes nothing. While the cache shows the object as
-// it was before the write, the status is compared with what was applied;
-// once the cache shows any other version (the write itself, or someone
-// else's newer one, such as an older operator's during an upgrade), with
-// the cache. The zero value is ready to use.
-type statusMemory struct {
+// writeMemory remembers, per object, the status (or other part, such as a
+// relay pod's annotation) the operator last wrote,
+// the resourceVersion that write produced, and the resourceVersions the
+// object had before it since the operator's run of writes began: those it
+// applied on top of and those its own earlier applies produced. A reconcile
+// that runs before the cache has seen the last write still sees the object
+// at one of those older versions, and would apply the same status again: a
+// patch that changes nothing. While the cache shows one of them, the status
+// is compared with what was last applied; once it shows the last write, or
+// a version the operator did not write (someone else's newer one, such as
+// an older operator's during an upgrade), with the cache. The zero value is
+// ready to use.
+//
+// Two writes in flight, as in a rollout where every relay pod turning ready
+// wakes the TurnServer: the operator applies S1 on top of version 10
+// (making 11), then, the cache still at 10, S2 (making 12); the cache then
+// shows 11, whose status is S1, while the object holds S2. Compared with
+// the cache, S2 would be applied a second time.
+type writeMemory struct {
 	mu      sync.Mutex
 	applied map[types.UID]appliedStatus
 }
 
 type appliedStatus struct {
-	status  []byte
-	onTopOf string // the cached resourceVersion the status was applied on top of
+	status []byte
+	wrote  string   // the resourceVersion the last apply produced
+	before []string // versions older than wrote in this run of writes
 }
 
 // maxRemembered bounds the memory; past it, the cache alone decides again.
 const maxRemembered = 10000
 
+// maxVersionsBehind bounds one object's older versions: a cache more writes
+// behind than that is compared with itself, and may get one empty patch.
+const maxVersionsBehind = 16
+
 // needsWrite reports whether status (JSON) differs from what obj holds.
-func (m *statusMemory) needsWrite(obj client.Object, current any, status []byte) bool {
+func (m *writeMemory) needsWrite(obj client.Object, current any, status []byte) bool {
 	m.mu.Lock()
 	last, ok := m.applied[obj.GetUID()]
 	m.mu.Unlock()
-	if ok && last.onTopOf == obj.GetResourceVersion() {
+	if ok && slices.Contains(last.before, obj.GetResourceVersion()) {
 		return !bytes.Equal(last.status, status)
 	}
 	cur, err := json.Marshal(current)
 	return err != nil || !bytes.Equal(cur, status)
 }
 
-func (m *statusMemory) remember(obj client.Object, status []byte) {
+// remember records that status was applied on top of obj as the cache
+// showed it, producing resourceVersion wrote.
+func (m *writeMemory) remember(obj client.Object, status []byte, wrote string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.applied == nil || len(m.applied) >= maxRemembered {
 		m.applied = map[types.UID]appliedStatus{}
 	}
-	m.applied[obj.GetUID()] = appliedStatus{status: status, onTopOf: obj.GetResourceVersion()}
+	rv, last := obj.GetResourceVersion(), m.applied[obj.GetUID()]
+	before := []string{rv}
+	if rv == last.wrote || slices.Contains(last.before, rv) { // the same run of writes
+		before = append(slices.Clone(last.before), last.wrote)
+		if !slices.Contains(before, rv) {
+			before = append(before, rv)
+		}
+		before = before[max(0, len(before)-maxVersionsBehind):]
+	}
+	m.applied[obj.GetUID()] = appliedStatus{status: status, wrote: wrote, before: before}
 }
 
 // takeOverStatus makes the operator's field manager the owner of the status

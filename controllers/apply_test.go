@@ -39,22 +39,61 @@ func TestStatusMemory(t *testing.T) {
 		{"someone wrote after us", true, "3", old, applied, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var m statusMemory
+			var m writeMemory
 			if tc.remembered {
-				m.remember(at("1"), js(applied))
+				m.remember(at("1"), js(applied), "2")
 			}
 			if got := m.needsWrite(at(tc.cacheRV), tc.cache, js(tc.wanted)); got != tc.write {
 				t.Errorf("needsWrite = %v, want %v", got, tc.write)
 			}
 		})
 	}
-	var m statusMemory
+	var m writeMemory
 	for i := range maxRemembered + 1 {
 		ts := at("1")
 		ts.UID = types.UID(strconv.Itoa(i))
-		m.remember(ts, js(applied))
+		m.remember(ts, js(applied), "2")
 	}
 	if len(m.applied) > maxRemembered {
 		t.Errorf("remembers %d statuses, bound is %d", len(m.applied), maxRemembered)
+	}
+}
+
+// TestStatusMemoryTwoWritesInFlight: the operator applies S1 on top of
+// version 1 (making 2) and, the cache still at 1, S2 (making 3). When the
+// cache shows 2, whose status is S1, S2 is not applied again; when it shows
+// 3, or a version someone else wrote, the cache decides.
+func TestStatusMemoryTwoWritesInFlight(t *testing.T) {
+	type status struct{ Ready int }
+	js := func(s status) []byte { b, _ := json.Marshal(s); return b }
+	at := func(rv string) *turnpikev1.TurnServer {
+		return &turnpikev1.TurnServer{ObjectMeta: metav1.ObjectMeta{UID: types.UID("ts-1"), ResourceVersion: rv}}
+	}
+	var m writeMemory
+	m.remember(at("1"), js(status{1}), "2")
+	m.remember(at("1"), js(status{2}), "3")
+	for _, tc := range []struct {
+		name    string
+		cacheRV string
+		cache   status
+		wanted  status
+		write   bool
+	}{
+		{"cache at the first write, S2 again", "2", status{1}, status{2}, false},
+		{"cache at the first write, S3", "2", status{1}, status{3}, true},
+		{"cache still before both, S2 again", "1", status{0}, status{2}, false},
+		{"cache caught up", "3", status{2}, status{2}, false},
+		{"someone else wrote", "4", status{9}, status{2}, true},
+	} {
+		if got := m.needsWrite(at(tc.cacheRV), tc.cache, js(tc.wanted)); got != tc.write {
+			t.Errorf("%s: needsWrite = %v, want %v", tc.name, got, tc.write)
+		}
+	}
+	// A third write on top of the first one's version continues the run.
+	m.remember(at("2"), js(status{3}), "5")
+	for _, rv := range []string{"1", "2", "3"} {
+		if m.needsWrite(at(rv), status{}, js(status{3})) {
+			t.Errorf("cache at %s: S3 applied again", rv)
+		}
 	}
 }

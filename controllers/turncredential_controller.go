@@ -40,7 +40,7 @@ type TurnCredentialReconciler struct {
 	// Recorder records Events on TurnCredentials; nil records none.
 	Recorder events.EventRecorder
 	// written is the status last applied to each object (applyStatus).
-	written statusMemory
+	written writeMemory
 	// choices is what each credential's URLs were last chosen from.
 	choices urlChoices
 }
