@@ -21,6 +21,7 @@ type RelayNode struct {
 	// serving: its relay pod is ready and the node is not being drained
 	// (cordoned, or its relay pod terminating).
 	serving bool
+	zone    string // its topology.kubernetes.io/zone label
 }
 
 // pickAddresses chooses up to n serving nodes per IP family and returns
@@ -36,7 +37,7 @@ type RelayNode struct {
 // spread over all nodes.
 func pickAddresses(seed string, nodes []RelayNode, n int) []netip.Addr {
 	var out []netip.Addr
-	for _, family := range pick(seed, nodes, n) {
+	for _, family := range pick(seed, "", nodes, n) {
 		for _, c := range family {
 			out = append(out, c.addr)
 		}
@@ -44,8 +45,10 @@ func pickAddresses(seed string, nodes []RelayNode, n int) []netip.Addr {
 	return out
 }
 
-// pick is pickAddresses' choice, per family (IPv4, IPv6), best first.
-func pick(seed string, nodes []RelayNode, n int) [2][]candidate {
+// pick is pickAddresses' choice, per family (IPv4, IPv6), best first. With
+// a zone, the nodes in it come first: the n best of them per family, and
+// the best of the others only to fill a family the zone has too few for.
+func pick(seed, zone string, nodes []RelayNode, n int) [2][]candidate {
 	var best [2][]candidate
 	buf := make([]byte, 0, 128)
 	for _, node := range nodes {
@@ -54,9 +57,10 @@ func pick(seed string, nodes []RelayNode, n int) [2][]candidate {
 		}
 		var r uint64
 		r, buf = rank(buf, seed, node.name)
+		near := zone != "" && node.zone == zone
 		for _, a := range node.addresses {
 			f := family(a)
-			best[f] = keepBest(best[f], candidate{r, node.name, a}, n)
+			best[f] = keepBest(best[f], candidate{near, r, node.name, a}, n)
 		}
 	}
 	return best
@@ -81,13 +85,18 @@ func family(a netip.Addr) int {
 
 // candidate is one node's address and its rank for a seed.
 type candidate struct {
+	near bool // in the client's zone
 	rank uint64
 	name string
 	addr netip.Addr
 }
 
-// better orders candidates: higher rank first, then by name.
+// better orders candidates: in the client's zone first, then higher rank,
+// then by name.
 func (c candidate) better(o candidate) bool {
+	if c.near != o.near {
+		return c.near
+	}
 	return cmp.Or(cmp.Compare(o.rank, c.rank), cmp.Compare(c.name, o.name)) < 0
 }
 
@@ -113,9 +122,24 @@ func keepBest(best []candidate, c candidate, n int) []candidate {
 // STUN), it falls back to status.urls. The URLChoice says which later
 // changes can change the URIs.
 func URIsFor(ts *turnpikev1.TurnServer, nodes []RelayNode, seed string) ([]string, URLChoice) {
+	return chooseURIs(ts, nodes, seed, "")
+}
+
+// URIsNear is URIsFor for a client in a topology zone: the serving nodes
+// in that zone first, so its relayed media stays in the zone (no
+// cross-zone transfer charges, shorter paths), and nodes of other zones
+// only where the zone has fewer than spec.urlNodesPerFamily of a family.
+// An empty or unknown zone is URIsFor's choice.
+func URIsNear(ts *turnpikev1.TurnServer, nodes []RelayNode, seed, zone string) []string {
+	uris, _ := chooseURIs(ts, nodes, seed, zone)
+	return uris
+}
+
+// chooseURIs is URIsFor and URIsNear. The URLChoice is only right for no zone.
+func chooseURIs(ts *turnpikev1.TurnServer, nodes []RelayNode, seed, zone string) ([]string, URLChoice) {
 	if ts.Spec.Hostname == "" {
 		n := urlNodesPerFamily(ts)
-		best := pick(seed, nodes, n)
+		best := pick(seed, zone, nodes, n)
 		if len(best[0])+len(best[1]) > 0 {
 			choice := URLChoice{nodes: true, seed: seed}
 			var picked []netip.Addr

@@ -200,6 +200,62 @@ func TestURLChoice(t *testing.T) {
 	})
 }
 
+func TestURIsNear(t *testing.T) {
+	ts := rendertest.TurnServer("relay", func(ts *turnpikev1.TurnServer) { ts.Spec.URLNodesPerFamily = 4 })
+	zones := []string{"zone-a", "zone-b", "zone-c"}
+	var nodes []RelayNode
+	zoneOf := map[string]string{} // URI -> zone
+	for i := range 30 {
+		n := RelayNode{name: fmt.Sprintf("node-%02d", i), addresses: []netip.Addr{netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})}, serving: true, zone: zones[i%3]}
+		if n.zone == "zone-c" && i > 6 { // zone-c serves on two nodes only
+			n.serving = false
+		}
+		nodes = append(nodes, n)
+		zoneOf[turnURLs(ts, urlHosts(n.addresses))[0]] = n.zone
+	}
+	zonesOf := func(uris []string) map[string]int {
+		count := map[string]int{}
+		for _, u := range uris {
+			count[zoneOf[u]]++
+		}
+		return count
+	}
+	tests := []struct {
+		name, zone string
+		want       func(map[string]int) bool
+	}{
+		{"a zone with enough nodes: only its own", "zone-b", func(c map[string]int) bool { return c["zone-b"] == 4 }},
+		{"a zone with two serving nodes: both, and two of other zones", "zone-c", func(c map[string]int) bool {
+			return c["zone-c"] == 2 && c["zone-a"]+c["zone-b"] == 2
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			seen := map[string]bool{}
+			for u := range 20 {
+				uris := URIsNear(ts, nodes, fmt.Sprintf("user-%d", u), tt.zone)
+				if len(uris) != 4 || !tt.want(zonesOf(uris)) {
+					t.Fatalf("user-%d in %s got %v (zones %v)", u, tt.zone, uris, zonesOf(uris))
+				}
+				for _, uri := range uris {
+					seen[uri] = true
+				}
+			}
+			if tt.zone == "zone-b" && len(seen) < 8 {
+				t.Fatalf("20 users in zone-b were sent to %d of its 10 nodes", len(seen))
+			}
+		})
+	}
+	t.Run("no zone, or one without nodes: the same as without zones", func(t *testing.T) {
+		for _, zone := range []string{"", "zone-z"} {
+			want, _ := URIsFor(ts, nodes, "user-1")
+			if got := URIsNear(ts, nodes, "user-1", zone); !slices.Equal(got, want) {
+				t.Fatalf("zone %q: %v, want %v", zone, got, want)
+			}
+		}
+	})
+}
+
 // BenchmarkPickAddresses is the issuing endpoint's choice for one request
 // among 10,000 serving dual-stack nodes.
 func BenchmarkPickAddresses(b *testing.B) {
