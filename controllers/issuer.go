@@ -16,6 +16,7 @@ import (
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -48,6 +49,9 @@ type Issuer struct {
 	Client client.Client
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// loads is what the relays report of their load; nil chooses by rank
+	// and zone alone.
+	loads *relayLoads
 }
 
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
@@ -224,7 +228,11 @@ func (i *Issuer) uris(ctx context.Context, ns, name string, who requester) ([]st
 			return nil, err
 		}
 	}
-	return render.URIsNear(ts, nodes, who.seed, who.zone), nil
+	var loads map[string]int
+	if i.loads != nil {
+		loads = i.loads.of(types.NamespacedName{Namespace: ns, Name: name})
+	}
+	return render.URIsNear(ts, nodes, who.seed, who.zone, loads), nil
 }
 
 // staticTTL is how long a static password is sure to keep working: until

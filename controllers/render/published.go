@@ -122,24 +122,33 @@ func keepBest(best []candidate, c candidate, n int) []candidate {
 // STUN), it falls back to status.urls. The URLChoice says which later
 // changes can change the URIs.
 func URIsFor(ts *turnpikev1.TurnServer, nodes []RelayNode, seed string) ([]string, URLChoice) {
-	return chooseURIs(ts, nodes, seed, "")
+	return chooseURIs(ts, nodes, seed, "", nil)
 }
 
-// URIsNear is URIsFor for a client in a topology zone: the serving nodes
-// in that zone first, so its relayed media stays in the zone (no
-// cross-zone transfer charges, shorter paths), and nodes of other zones
-// only where the zone has fewer than spec.urlNodesPerFamily of a family.
-// An empty or unknown zone is URIsFor's choice.
-func URIsNear(ts *turnpikev1.TurnServer, nodes []RelayNode, seed, zone string) []string {
-	uris, _ := chooseURIs(ts, nodes, seed, zone)
+// URIsNear is URIsFor for one request of the issuing endpoint: the
+// serving nodes in the client's topology zone first, so its relayed media
+// stays in the zone (no cross-zone transfer charges, shorter paths), and
+// nodes of other zones only where the zone has fewer than
+// spec.urlNodesPerFamily of a family; and, with loads (allocations by node
+// name, as the relays report them), the least loaded of twice as many
+// candidates (see leastLoaded). An empty or unknown zone and nil loads are
+// URIsFor's choice.
+func URIsNear(ts *turnpikev1.TurnServer, nodes []RelayNode, seed, zone string, loads map[string]int) []string {
+	uris, _ := chooseURIs(ts, nodes, seed, zone, loads)
 	return uris
 }
 
-// chooseURIs is URIsFor and URIsNear. The URLChoice is only right for no zone.
-func chooseURIs(ts *turnpikev1.TurnServer, nodes []RelayNode, seed, zone string) ([]string, URLChoice) {
+// chooseURIs is URIsFor and URIsNear. The URLChoice is only right for no
+// zone and no loads.
+func chooseURIs(ts *turnpikev1.TurnServer, nodes []RelayNode, seed, zone string, loads map[string]int) ([]string, URLChoice) {
 	if ts.Spec.Hostname == "" {
 		n := urlNodesPerFamily(ts)
-		best := pick(seed, zone, nodes, n)
+		var best [2][]candidate
+		if loads == nil {
+			best = pick(seed, zone, nodes, n)
+		} else {
+			best = leastLoaded(pick(seed, zone, nodes, 2*n), loads, n)
+		}
 		if len(best[0])+len(best[1]) > 0 {
 			choice := URLChoice{nodes: true, seed: seed}
 			var picked []netip.Addr
@@ -159,6 +168,28 @@ func chooseURIs(ts *turnpikev1.TurnServer, nodes []RelayNode, seed, zone string)
 	}
 	// With no node chosen, a node that starts serving can change them too.
 	return append([]string{}, ts.Status.URLs...), URLChoice{FromStatus: true, nodes: ts.Spec.Hostname == ""}
+}
+
+// leastLoaded keeps, of each family's candidates (best first), the n whose
+// relays report the fewest allocations: "two choices" over the user's 2n
+// best-ranked nodes, so a busy node is passed over for the next in the
+// user's order, load evens out across nodes, and a user still lands on a
+// small set of nodes. Equal loads keep the rank order; the client's zone
+// still comes first. A node that reported nothing counts as idle.
+func leastLoaded(best [2][]candidate, loads map[string]int, n int) [2][]candidate {
+	for f := range best {
+		slices.SortStableFunc(best[f], func(a, b candidate) int {
+			if a.near != b.near {
+				if a.near {
+					return -1
+				}
+				return 1
+			}
+			return cmp.Compare(loads[a.name], loads[b.name])
+		})
+		best[f] = best[f][:min(n, len(best[f]))]
+	}
+	return best
 }
 
 // URLChoice is what a client's URIs were chosen from: enough to tell

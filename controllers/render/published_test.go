@@ -233,7 +233,7 @@ func TestURIsNear(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			seen := map[string]bool{}
 			for u := range 20 {
-				uris := URIsNear(ts, nodes, fmt.Sprintf("user-%d", u), tt.zone)
+				uris := URIsNear(ts, nodes, fmt.Sprintf("user-%d", u), tt.zone, nil)
 				if len(uris) != 4 || !tt.want(zonesOf(uris)) {
 					t.Fatalf("user-%d in %s got %v (zones %v)", u, tt.zone, uris, zonesOf(uris))
 				}
@@ -249,8 +249,67 @@ func TestURIsNear(t *testing.T) {
 	t.Run("no zone, or one without nodes: the same as without zones", func(t *testing.T) {
 		for _, zone := range []string{"", "zone-z"} {
 			want, _ := URIsFor(ts, nodes, "user-1")
-			if got := URIsNear(ts, nodes, "user-1", zone); !slices.Equal(got, want) {
+			if got := URIsNear(ts, nodes, "user-1", zone, nil); !slices.Equal(got, want) {
 				t.Fatalf("zone %q: %v, want %v", zone, got, want)
+			}
+		}
+	})
+}
+
+func TestURIsNearLeastLoaded(t *testing.T) {
+	two := rendertest.TurnServer("relay", func(ts *turnpikev1.TurnServer) { ts.Spec.URLNodesPerFamily = 2 })
+	four := rendertest.TurnServer("relay", func(ts *turnpikev1.TurnServer) { ts.Spec.URLNodesPerFamily = 4 })
+	var nodes []RelayNode
+	nodeOf := map[string]string{} // URI -> node
+	for i := range 20 {
+		n := RelayNode{name: fmt.Sprintf("node-%02d", i), addresses: []netip.Addr{netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})}, serving: true, zone: []string{"zone-a", "zone-b"}[i%2]}
+		nodes = append(nodes, n)
+		nodeOf[turnURLs(two, urlHosts(n.addresses))[0]] = n.name
+	}
+	t.Run("equal loads: the user's own nodes", func(t *testing.T) {
+		for u := range 20 {
+			user := fmt.Sprintf("user-%d", u)
+			want, _ := URIsFor(two, nodes, user)
+			if got := URIsNear(two, nodes, user, "", map[string]int{}); !slices.Equal(got, want) {
+				t.Fatalf("%s: %v, want %v", user, got, want)
+			}
+		}
+	})
+	t.Run("its two nodes busy: the next two of the user's order", func(t *testing.T) {
+		for u := range 20 {
+			user := fmt.Sprintf("user-%d", u)
+			own, _ := URIsFor(two, nodes, user)
+			next, _ := URIsFor(four, nodes, user) // own and the next two
+			loads := map[string]int{nodeOf[own[0]]: 500, nodeOf[own[1]]: 80}
+			got := URIsNear(two, nodes, user, "", loads)
+			want := slices.DeleteFunc(slices.Clone(next), func(u string) bool { return slices.Contains(own, u) })
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s: %v, want %v (own %v busy)", user, got, want, own)
+			}
+		}
+	})
+	t.Run("one busy node: no user is sent to it", func(t *testing.T) {
+		loads := map[string]int{"node-07": 1000}
+		for u := range 100 {
+			for _, uri := range URIsNear(two, nodes, fmt.Sprintf("user-%d", u), "", loads) {
+				if nodeOf[uri] == "node-07" {
+					t.Fatalf("user-%d sent to the busy node-07", u)
+				}
+			}
+		}
+	})
+	t.Run("the zone comes before the load", func(t *testing.T) {
+		loads := map[string]int{}
+		for _, n := range nodes {
+			if n.zone == "zone-a" {
+				loads[n.name] = 100
+			}
+		}
+		for u := range 20 {
+			for _, uri := range URIsNear(two, nodes, fmt.Sprintf("user-%d", u), "zone-a", loads) {
+				if i := slices.IndexFunc(nodes, func(n RelayNode) bool { return n.name == nodeOf[uri] }); nodes[i].zone != "zone-a" {
+					t.Fatalf("user-%d in zone-a sent to %s of another zone", u, nodeOf[uri])
+				}
 			}
 		}
 	})
