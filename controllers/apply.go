@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -13,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/util/csaupgrade"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,11 +27,16 @@ const FieldOwner = "turnpike-operator"
 // holds exactly the fields this operator owns with the same values. extract
 // is client-go's Extract<Kind>, which reads those fields from managedFields.
 // So a resync of an unchanged TurnServer writes nothing, while a field that
-// someone else changed or took over is put back.
+// someone else changed or took over is put back. written keeps a pass that
+// runs before the cache has seen the last apply from applying it again.
 func applyIfChanged[O client.Object, A runtime.ApplyConfiguration](
-	ctx context.Context, c client.Client, key client.ObjectKey, live O, desired A,
+	ctx context.Context, c client.Client, written *writeMemory, key client.ObjectKey, live O, desired A,
 	extract func(O, string) (A, error),
 ) (applied bool, err error) {
+	want, err := json.Marshal(desired)
+	if err != nil {
+		return false, err
+	}
 	err = c.Get(ctx, key, live)
 	switch {
 	case apierrors.IsNotFound(err):
@@ -39,11 +44,32 @@ func applyIfChanged[O client.Object, A runtime.ApplyConfiguration](
 		return false, err
 	default:
 		current, err := extract(live, FieldOwner)
-		if err == nil && sameJSON(current, desired) {
+		if err == nil && !written.needsWrite(live, current, want) {
 			return false, nil
 		}
 	}
-	return true, c.Apply(ctx, desired, client.FieldOwner(FieldOwner), client.ForceOwnership)
+	if err := c.Apply(ctx, desired, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return true, err
+	}
+	if live.GetUID() != "" {
+		written.remember(live, want, resourceVersionOf(desired)) // desired holds the response
+	}
+	return true, nil
+}
+
+// resourceVersionOf reads metadata.resourceVersion of an apply
+// configuration, which client-go's apply configurations have no getter for.
+func resourceVersionOf(ac any) string {
+	var o struct {
+		Metadata struct {
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+	}
+	b, err := json.Marshal(ac)
+	if err == nil {
+		_ = json.Unmarshal(b, &o)
+	}
+	return o.Metadata.ResourceVersion
 }
 
 // sameJSON reports whether a and b serialize to the same JSON, which is
@@ -99,71 +125,60 @@ func applyStatus(ctx context.Context, c client.Client, written *writeMemory, obj
 }
 
 // writeMemory remembers, per object, the status (or other part, such as a
-// relay pod's annotation) the operator last wrote,
-// the resourceVersion that write produced, and the resourceVersions the
-// object had before it since the operator's run of writes began: those it
-// applied on top of and those its own earlier applies produced. A reconcile
-// that runs before the cache has seen the last write still sees the object
-// at one of those older versions, and would apply the same status again: a
-// patch that changes nothing. While the cache shows one of them, the status
-// is compared with what was last applied; once it shows the last write, or
-// a version the operator did not write (someone else's newer one, such as
-// an older operator's during an upgrade), with the cache. The zero value is
-// ready to use.
+// relay pod's annotation) the operator last wrote and the resourceVersion
+// that write produced. A reconcile that runs before the cache has seen that
+// write sees the object at an older version, and would write the same
+// again: a patch that changes nothing. While the cache shows a version
+// older than the write, what is wanted is compared with what was written;
+// once it shows the write or a newer version (someone else's, such as an
+// older operator's during an upgrade, or a user's), with the cache. The
+// zero value is ready to use.
 //
-// Two writes in flight, as in a rollout where every relay pod turning ready
-// wakes the TurnServer: the operator applies S1 on top of version 10
-// (making 11), then, the cache still at 10, S2 (making 12); the cache then
-// shows 11, whose status is S1, while the object holds S2. Compared with
-// the cache, S2 would be applied a second time.
+// The cache can be behind in more ways than showing the version the write
+// was made on: with two writes in flight (the status applied on top of
+// version 10, making 11, then again on 10, making 12, the cache then
+// showing 11), or with someone else's write in between (a relay pod turns
+// ready at 11 while the operator annotates the pod it saw at 10, making 12;
+// the cache then shows 11, without the annotation). resourceVersions of
+// one resource are ordered (KEP-5504, resourceversion.CompareResourceVersion);
+// one that does not parse is compared with the cache.
 type writeMemory struct {
 	mu      sync.Mutex
-	applied map[types.UID]appliedStatus
+	applied map[types.UID]lastWrite
 }
 
-type appliedStatus struct {
-	status []byte
-	wrote  string   // the resourceVersion the last apply produced
-	before []string // versions older than wrote in this run of writes
+type lastWrite struct {
+	value []byte
+	wrote string // the resourceVersion the write produced
 }
 
 // maxRemembered bounds the memory; past it, the cache alone decides again.
 const maxRemembered = 10000
 
-// maxVersionsBehind bounds one object's older versions: a cache more writes
-// behind than that is compared with itself, and may get one empty patch.
-const maxVersionsBehind = 16
-
-// needsWrite reports whether status (JSON) differs from what obj holds.
-func (m *writeMemory) needsWrite(obj client.Object, current any, status []byte) bool {
+// needsWrite reports whether value (JSON) differs from what obj holds;
+// current is obj's value as the cache shows it.
+func (m *writeMemory) needsWrite(obj client.Object, current any, value []byte) bool {
 	m.mu.Lock()
 	last, ok := m.applied[obj.GetUID()]
 	m.mu.Unlock()
-	if ok && slices.Contains(last.before, obj.GetResourceVersion()) {
-		return !bytes.Equal(last.status, status)
+	if ok {
+		if order, err := resourceversion.CompareResourceVersion(obj.GetResourceVersion(), last.wrote); err == nil && order < 0 {
+			return !bytes.Equal(last.value, value)
+		}
 	}
 	cur, err := json.Marshal(current)
-	return err != nil || !bytes.Equal(cur, status)
+	return err != nil || !bytes.Equal(cur, value)
 }
 
-// remember records that status was applied on top of obj as the cache
-// showed it, producing resourceVersion wrote.
-func (m *writeMemory) remember(obj client.Object, status []byte, wrote string) {
+// remember records that value was written to obj, producing
+// resourceVersion wrote.
+func (m *writeMemory) remember(obj client.Object, value []byte, wrote string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.applied == nil || len(m.applied) >= maxRemembered {
-		m.applied = map[types.UID]appliedStatus{}
+		m.applied = map[types.UID]lastWrite{}
 	}
-	rv, last := obj.GetResourceVersion(), m.applied[obj.GetUID()]
-	before := []string{rv}
-	if rv == last.wrote || slices.Contains(last.before, rv) { // the same run of writes
-		before = append(slices.Clone(last.before), last.wrote)
-		if !slices.Contains(before, rv) {
-			before = append(before, rv)
-		}
-		before = before[max(0, len(before)-maxVersionsBehind):]
-	}
-	m.applied[obj.GetUID()] = appliedStatus{status: status, wrote: wrote, before: before}
+	m.applied[obj.GetUID()] = lastWrite{value: value, wrote: wrote}
 }
 
 // takeOverStatus makes the operator's field manager the owner of the status

@@ -39,7 +39,8 @@ type TurnCredentialReconciler struct {
 	NewSecret func() string
 	// Recorder records Events on TurnCredentials; nil records none.
 	Recorder events.EventRecorder
-	// written is the status last applied to each object (applyStatus).
+	// written is what the operator last wrote to each object: its status
+	// (applyStatus) or a generated object (applyIfChanged).
 	written writeMemory
 	// choices is what each credential's URLs were last chosen from.
 	choices urlChoices
@@ -128,7 +129,7 @@ func (r *TurnCredentialReconciler) applyCredential(ctx context.Context, tc *turn
 		return st, nil
 	}
 	key := client.ObjectKey{Namespace: tc.Namespace, Name: render.OutputSecretName(tc)}
-	if _, err := applyIfChanged(ctx, r.Client, key, &corev1.Secret{}, objs.Output, corev1ac.ExtractSecret); err != nil {
+	if _, err := applyIfChanged(ctx, r.Client, &r.written, key, &corev1.Secret{}, objs.Output, corev1ac.ExtractSecret); err != nil {
 		return st, fmt.Errorf("writing Secret %s: %w", render.OutputSecretName(tc), err)
 	}
 	return st, nil

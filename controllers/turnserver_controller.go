@@ -41,7 +41,8 @@ type TurnServerReconciler struct {
 	tls *tlsSecrets
 	// Recorder records Events on TurnServers; nil records none.
 	Recorder events.EventRecorder
-	// written is the status last applied to each object (applyStatus).
+	// written is what the operator last wrote to each object: its status
+	// (applyStatus) or a generated object (applyIfChanged).
 	written writeMemory
 	// annotated is the node-addresses annotation last written to each
 	// relay pod (annotateRelayPods).
@@ -235,21 +236,21 @@ func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpi
 	}
 	steps := []step{
 		{"ServiceAccount", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.ServiceAccount{}, objs.ServiceAccount, corev1ac.ExtractServiceAccount)
+			return applyIfChanged(ctx, r.Client, &r.written, key, &corev1.ServiceAccount{}, objs.ServiceAccount, corev1ac.ExtractServiceAccount)
 		}},
 		{"ConfigMap", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.ConfigMap{}, objs.ConfigMap, corev1ac.ExtractConfigMap)
+			return applyIfChanged(ctx, r.Client, &r.written, key, &corev1.ConfigMap{}, objs.ConfigMap, corev1ac.ExtractConfigMap)
 		}},
 		{"Secret", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, secretKey, &corev1.Secret{}, objs.Credentials, corev1ac.ExtractSecret)
+			return applyIfChanged(ctx, r.Client, &r.written, secretKey, &corev1.Secret{}, objs.Credentials, corev1ac.ExtractSecret)
 		}},
 		{"Service", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.Service{}, objs.Service, corev1ac.ExtractService)
+			return applyIfChanged(ctx, r.Client, &r.written, key, &corev1.Service{}, objs.Service, corev1ac.ExtractService)
 		}},
 	}
 	if objs.DaemonSet != nil {
 		steps = append(steps, step{"DaemonSet", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &appsv1.DaemonSet{}, objs.DaemonSet, appsv1ac.ExtractDaemonSet)
+			return applyIfChanged(ctx, r.Client, &r.written, key, &appsv1.DaemonSet{}, objs.DaemonSet, appsv1ac.ExtractDaemonSet)
 		}})
 	}
 	for _, s := range steps {
