@@ -60,6 +60,54 @@ func (u *urlChoices) wakes(key types.NamespacedName, matters func(render.URLChoi
 	return !ok || matters(c)
 }
 
+// relayNodesMemo keeps a TurnServer's relay nodes from one TurnCredential
+// pass for the next while no node or relay pod changed in between: listing
+// every node and relay pod copies each struct out of the cache, several MB
+// at 5,000 nodes, and a rollout runs hundreds of credential passes. The
+// event handlers count the changes (changed) after the cache has them; a
+// pass reads the count before it lists, so a change it may have missed
+// makes its entry stale.
+type relayNodesMemo struct {
+	mu      sync.Mutex
+	changes uint64
+	entries map[types.UID]relayNodesEntry
+}
+
+type relayNodesEntry struct {
+	generation int64  // of the TurnServer: its spec selects and addresses nodes
+	changes    uint64 // the count when the nodes were listed
+	nodes      []render.RelayNode
+}
+
+func (m *relayNodesMemo) changed() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.changes++
+}
+
+// of returns ts's relay nodes, listing them unless nothing changed since
+// the last time.
+func (m *relayNodesMemo) of(ctx context.Context, c client.Reader, ts *turnpikev1.TurnServer) ([]render.RelayNode, error) {
+	m.mu.Lock()
+	e, ok := m.entries[ts.UID]
+	changes := m.changes
+	m.mu.Unlock()
+	if ok && e.changes == changes && e.generation == ts.Generation {
+		return e.nodes, nil
+	}
+	nodes, err := observeRelayNodes(ctx, c, ts)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.entries == nil {
+		m.entries = map[types.UID]relayNodesEntry{}
+	}
+	m.entries[ts.UID] = relayNodesEntry{ts.Generation, changes, nodes}
+	return nodes, nil
+}
+
 // enqueueCredentials adds the credentials of TurnServer ts whose remembered
 // choice matters says can change (all of them for a nil matters).
 func (r *TurnCredentialReconciler) enqueueCredentials(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], ts client.ObjectKey, matters func(render.URLChoice) bool) {
@@ -134,6 +182,7 @@ func (r *TurnCredentialReconciler) nodeChanges() handler.EventHandler {
 // enqueueForNode wakes the credentials whose URLs can change with a node,
 // given as it was and is.
 func (r *TurnCredentialReconciler) enqueueForNode(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], versions ...*corev1.Node) {
+	r.relayNodes.changed()
 	var list turnpikev1.TurnServerList
 	if err := r.Client.List(ctx, &list); err != nil {
 		log.FromContext(ctx).Error(err, "listing TurnServers that select a node")
@@ -186,6 +235,7 @@ func (r *TurnCredentialReconciler) relayPodChanges() handler.EventHandler {
 // enqueueForRelayPod wakes the credentials whose URLs can change when the
 // relay on a pod's node starts or stops serving.
 func (r *TurnCredentialReconciler) enqueueForRelayPod(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], p *corev1.Pod) {
+	r.relayNodes.changed()
 	reqs := turnServerOfPod(ctx, p)
 	if len(reqs) == 0 || p.Spec.NodeName == "" {
 		return

@@ -44,6 +44,8 @@ type TurnCredentialReconciler struct {
 	written writeMemory
 	// choices is what each credential's URLs were last chosen from.
 	choices urlChoices
+	// relayNodes is the last pass's relay nodes of each TurnServer.
+	relayNodes relayNodesMemo
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turncredentials,verbs=get;list;watch
@@ -104,7 +106,7 @@ func (r *TurnCredentialReconciler) observeCredential(ctx context.Context, tc *tu
 		return nil, err
 	}
 	if obs.TurnServer != nil && obs.TurnServer.Spec.Hostname == "" {
-		if obs.RelayNodes, err = observeRelayNodes(ctx, r.Client, obs.TurnServer); err != nil {
+		if obs.RelayNodes, err = r.relayNodes.of(ctx, r.Client, obs.TurnServer); err != nil {
 			return nil, err
 		}
 	}
