@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/util/csaupgrade"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -26,11 +27,16 @@ const FieldOwner = "turnpike-operator"
 // holds exactly the fields this operator owns with the same values. extract
 // is client-go's Extract<Kind>, which reads those fields from managedFields.
 // So a resync of an unchanged TurnServer writes nothing, while a field that
-// someone else changed or took over is put back.
+// someone else changed or took over is put back. written keeps a pass that
+// runs before the cache has seen the last apply from applying it again.
 func applyIfChanged[O client.Object, A runtime.ApplyConfiguration](
-	ctx context.Context, c client.Client, key client.ObjectKey, live O, desired A,
+	ctx context.Context, c client.Client, written *writeMemory, key client.ObjectKey, live O, desired A,
 	extract func(O, string) (A, error),
 ) (applied bool, err error) {
+	want, err := json.Marshal(desired)
+	if err != nil {
+		return false, err
+	}
 	err = c.Get(ctx, key, live)
 	switch {
 	case apierrors.IsNotFound(err):
@@ -38,11 +44,32 @@ func applyIfChanged[O client.Object, A runtime.ApplyConfiguration](
 		return false, err
 	default:
 		current, err := extract(live, FieldOwner)
-		if err == nil && sameJSON(current, desired) {
+		if err == nil && !written.needsWrite(live, current, want) {
 			return false, nil
 		}
 	}
-	return true, c.Apply(ctx, desired, client.FieldOwner(FieldOwner), client.ForceOwnership)
+	if err := c.Apply(ctx, desired, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return true, err
+	}
+	if live.GetUID() != "" {
+		written.remember(live, want, resourceVersionOf(desired)) // desired holds the response
+	}
+	return true, nil
+}
+
+// resourceVersionOf reads metadata.resourceVersion of an apply
+// configuration, which client-go's apply configurations have no getter for.
+func resourceVersionOf(ac any) string {
+	var o struct {
+		Metadata struct {
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+	}
+	b, err := json.Marshal(ac)
+	if err == nil {
+		_ = json.Unmarshal(b, &o)
+	}
+	return o.Metadata.ResourceVersion
 }
 
 // sameJSON reports whether a and b serialize to the same JSON, which is
@@ -67,7 +94,7 @@ func sameJSON(a, b any) bool {
 // event that made the cache newer brings another reconcile anyway), so there
 // is no loop of 409s, each carrying the full status. Fields the operator
 // applied before and leaves out now are removed.
-func applyStatus(ctx context.Context, c client.Client, written *statusMemory, obj client.Object, current, status any) error {
+func applyStatus(ctx context.Context, c client.Client, written *writeMemory, obj client.Object, current, status any) error {
 	want, err := json.Marshal(status)
 	if err != nil {
 		return err
@@ -93,51 +120,65 @@ func applyStatus(ctx context.Context, c client.Client, written *statusMemory, ob
 	if err := c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		return err
 	}
-	written.remember(obj, want)
+	written.remember(obj, want, u.GetResourceVersion()) // u holds the response
 	return nil
 }
 
-// statusMemory remembers, per object, the status the operator last applied
-// and the resourceVersion the object had in the cache when it did. A
-// reconcile that runs before the cache has seen that write still sees the
-// old object, at that very resourceVersion, and would apply the same status
-// again: a patch that changes nothing. While the cache shows the object as
-// it was before the write, the status is compared with what was applied;
-// once the cache shows any other version (the write itself, or someone
-// else's newer one, such as an older operator's during an upgrade), with
-// the cache. The zero value is ready to use.
-type statusMemory struct {
+// writeMemory remembers, per object, the status (or other part, such as a
+// relay pod's annotation) the operator last wrote and the resourceVersion
+// that write produced. A reconcile that runs before the cache has seen that
+// write sees the object at an older version, and would write the same
+// again: a patch that changes nothing. While the cache shows a version
+// older than the write, what is wanted is compared with what was written;
+// once it shows the write or a newer version (someone else's, such as an
+// older operator's during an upgrade, or a user's), with the cache. The
+// zero value is ready to use.
+//
+// The cache can be behind in more ways than showing the version the write
+// was made on: with two writes in flight (the status applied on top of
+// version 10, making 11, then again on 10, making 12, the cache then
+// showing 11), or with someone else's write in between (a relay pod turns
+// ready at 11 while the operator annotates the pod it saw at 10, making 12;
+// the cache then shows 11, without the annotation). resourceVersions of
+// one resource are ordered (KEP-5504, resourceversion.CompareResourceVersion);
+// one that does not parse is compared with the cache.
+type writeMemory struct {
 	mu      sync.Mutex
-	applied map[types.UID]appliedStatus
+	applied map[types.UID]lastWrite
 }
 
-type appliedStatus struct {
-	status  []byte
-	onTopOf string // the cached resourceVersion the status was applied on top of
+type lastWrite struct {
+	value []byte
+	wrote string // the resourceVersion the write produced
 }
 
 // maxRemembered bounds the memory; past it, the cache alone decides again.
 const maxRemembered = 10000
 
-// needsWrite reports whether status (JSON) differs from what obj holds.
-func (m *statusMemory) needsWrite(obj client.Object, current any, status []byte) bool {
+// needsWrite reports whether value (JSON) differs from what obj holds;
+// current is obj's value as the cache shows it.
+func (m *writeMemory) needsWrite(obj client.Object, current any, value []byte) bool {
 	m.mu.Lock()
 	last, ok := m.applied[obj.GetUID()]
 	m.mu.Unlock()
-	if ok && last.onTopOf == obj.GetResourceVersion() {
-		return !bytes.Equal(last.status, status)
+	if ok {
+		if order, err := resourceversion.CompareResourceVersion(obj.GetResourceVersion(), last.wrote); err == nil && order < 0 {
+			return !bytes.Equal(last.value, value)
+		}
 	}
 	cur, err := json.Marshal(current)
-	return err != nil || !bytes.Equal(cur, status)
+	return err != nil || !bytes.Equal(cur, value)
 }
 
-func (m *statusMemory) remember(obj client.Object, status []byte) {
+// remember records that value was written to obj, producing
+// resourceVersion wrote.
+func (m *writeMemory) remember(obj client.Object, value []byte, wrote string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.applied == nil || len(m.applied) >= maxRemembered {
-		m.applied = map[types.UID]appliedStatus{}
+		m.applied = map[types.UID]lastWrite{}
 	}
-	m.applied[obj.GetUID()] = appliedStatus{status: status, onTopOf: obj.GetResourceVersion()}
+	m.applied[obj.GetUID()] = lastWrite{value: value, wrote: wrote}
 }
 
 // takeOverStatus makes the operator's field manager the owner of the status

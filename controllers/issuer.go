@@ -16,6 +16,7 @@ import (
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -48,6 +49,9 @@ type Issuer struct {
 	Client client.Client
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// loads is what the relays report of their load; nil chooses by rank
+	// and zone alone.
+	loads *relayLoads
 }
 
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
@@ -89,7 +93,15 @@ func (i *Issuer) issue(w http.ResponseWriter, r *http.Request) {
 	if seed == "" {
 		seed = caller.Username
 	}
-	resp, status, err := i.credentials(ctx, ns, name, user, seed)
+	zone := r.URL.Query().Get("zone")
+	if len(zone) > 63 {
+		i.fail(w, "bad_request", http.StatusBadRequest, "zone must have at most 63 characters (a label value)")
+		return
+	}
+	if zone == "" {
+		zone = i.callerZone(ctx, caller)
+	}
+	resp, status, err := i.credentials(ctx, ns, name, user, requester{seed: seed, zone: zone})
 	if err != nil {
 		i.fail(w, strings.ToLower(strings.ReplaceAll(http.StatusText(status), " ", "_")), status, err.Error())
 		return
@@ -140,9 +152,35 @@ func (i *Issuer) authorize(ctx context.Context, u authnv1.UserInfo, ns, name str
 	return sar.Status.Allowed, nil
 }
 
-// credentials builds the response for an authorized caller. seed chooses
-// the relay nodes in it (see render.URIsFor).
-func (i *Issuer) credentials(ctx context.Context, ns, name, user, seed string) (*issueResponse, int, error) {
+// requester is who the relay nodes of a response are chosen for.
+type requester struct {
+	seed string // the user, or the caller: the same one keeps its nodes
+	zone string // its topology zone, "" when unknown
+}
+
+// nodeNameExtra is the key of a bound service-account token's user extra
+// that names the node of the pod the token was issued to.
+const nodeNameExtra = "authentication.kubernetes.io/node-name"
+
+// callerZone is the topology zone of the node the caller's pod runs on,
+// when its token names that node (a pod's projected token does), else "".
+// It is a preference: a node that cannot be read leaves it unknown.
+func (i *Issuer) callerZone(ctx context.Context, caller authnv1.UserInfo) string {
+	names := caller.Extra[nodeNameExtra]
+	if len(names) != 1 {
+		return ""
+	}
+	node := &corev1.Node{}
+	if err := i.Client.Get(ctx, client.ObjectKey{Name: names[0]}, node); err != nil {
+		log.FromContext(ctx).V(1).Info("caller's node unreadable; no zone", "node", names[0], "error", err.Error())
+		return ""
+	}
+	return node.Labels[corev1.LabelTopologyZone]
+}
+
+// credentials builds the response for an authorized caller, with relay
+// nodes chosen for who (see render.URIsNear).
+func (i *Issuer) credentials(ctx context.Context, ns, name, user string, who requester) (*issueResponse, int, error) {
 	tc := &turnpikev1.TurnCredential{}
 	if err := i.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, tc); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -158,7 +196,7 @@ func (i *Issuer) credentials(ctx context.Context, ns, name, user, seed string) (
 	if err != nil || st.Current == "" {
 		return nil, http.StatusServiceUnavailable, fmt.Errorf("TurnCredential %s/%s has no usable secret", ns, name)
 	}
-	uris, err := i.uris(ctx, ns, tc.Spec.TurnServerRef.Name, seed)
+	uris, err := i.uris(ctx, ns, tc.Spec.TurnServerRef.Name, who)
 	if err != nil {
 		return nil, http.StatusInternalServerError, err
 	}
@@ -174,9 +212,9 @@ func (i *Issuer) credentials(ctx context.Context, ns, name, user, seed string) (
 	return &issueResponse{Username: username, Password: password, TTL: int64(ttl.Seconds()), URIs: uris}, 0, nil
 }
 
-// uris is the URIs of TurnServer ns/name for one client, none when the
+// uris is the URIs of TurnServer ns/name for one requester, none when the
 // TurnServer does not exist.
-func (i *Issuer) uris(ctx context.Context, ns, name, seed string) ([]string, error) {
+func (i *Issuer) uris(ctx context.Context, ns, name string, who requester) ([]string, error) {
 	ts := &turnpikev1.TurnServer{}
 	if err := i.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, ts); apierrors.IsNotFound(err) {
 		return []string{}, nil
@@ -190,7 +228,11 @@ func (i *Issuer) uris(ctx context.Context, ns, name, seed string) ([]string, err
 			return nil, err
 		}
 	}
-	return render.URIsFor(ts, nodes, seed), nil
+	var loads map[string]int
+	if i.loads != nil {
+		loads = i.loads.of(types.NamespacedName{Namespace: ns, Name: name})
+	}
+	return render.URIsNear(ts, nodes, who.seed, who.zone, loads), nil
 }
 
 // staticTTL is how long a static password is sure to keep working: until

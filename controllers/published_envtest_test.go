@@ -96,27 +96,27 @@ func TestBoundedURLs(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishFirstSecret(t, tc)
+	var mine []string
 	var version string
-	eventually(t, "apps get the two nodes", func() (err error) {
-		var got []string
-		if got, version, err = iceURLs(ns, "sfu"); err != nil {
+	eventually(t, "apps get two serving nodes of their own", func() (err error) {
+		if mine, version, err = iceURLs(ns, "sfu"); err != nil {
 			return err
 		}
-		if !slices.Equal(got, urls) {
-			return fmt.Errorf("iceServers.json %v, status %v", got, urls)
+		if len(mine) != 2 {
+			return fmt.Errorf("iceServers.json %v, want 2 URLs", mine)
 		}
 		return nil
 	})
 
-	// A node apps are not given stops serving: nothing they read changes.
+	// A node neither the status nor apps name stops serving: nothing they read changes.
 	nodeOf := func(url string) string { // turn:203.0.113.1xx:3478?... -> bounded-xx
 		var n int
 		fmt.Sscanf(strings.TrimPrefix(url, "turn:203.0.113."), "%d", &n)
 		return fmt.Sprintf("bounded-%02d", n-100)
 	}
-	chosen := []string{nodeOf(urls[0]), nodeOf(urls[1])}
+	named := []string{nodeOf(urls[0]), nodeOf(urls[1]), nodeOf(mine[0]), nodeOf(mine[1])}
 	other := "bounded-00"
-	for i := 1; slices.Contains(chosen, other); i++ {
+	for i := 1; slices.Contains(named, other); i++ {
 		other = fmt.Sprintf("bounded-%02d", i)
 	}
 	setPodReady(t, ts, other, false)
@@ -133,15 +133,16 @@ func TestBoundedURLs(t *testing.T) {
 		t.Fatalf("the apps' Secret was written (%v)", err)
 	}
 
-	// A chosen node stops serving: another takes its place, the other stays.
+	// A node apps are given stops serving: another takes its place, the other stays.
+	chosen := []string{nodeOf(mine[0]), nodeOf(mine[1])}
 	setPodReady(t, ts, chosen[0], false)
 	eventually(t, "apps get a replacement", func() error {
 		got, _, err := iceURLs(ns, "sfu")
 		if err != nil {
 			return err
 		}
-		if len(got) != 2 || slices.Contains(got, urls[0]) || !slices.Contains(got, urls[1]) {
-			return fmt.Errorf("iceServers.json %v after %s stopped, was %v", got, chosen[0], urls)
+		if len(got) != 2 || slices.Contains(got, mine[0]) || !slices.Contains(got, mine[1]) {
+			return fmt.Errorf("iceServers.json %v after %s stopped, was %v", got, chosen[0], mine)
 		}
 		return nil
 	})
@@ -241,9 +242,16 @@ func TestOneNodeChangeIsSmall(t *testing.T) {
 		}
 		return nil
 	})
-	before := settle(t, ns)
+	for i := range 5 {
+		mine, _, err := iceURLs(ns, fmt.Sprintf("app-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		urls = append(urls, mine...)
+	}
+	before, passes := settle(t, ns), writes.credentialPasses(ns)
 
-	// A node apps are not given gets a new address.
+	// A node neither the status nor any app names gets a new address.
 	changed := all[0]
 	for i := 1; slices.ContainsFunc(urls, func(u string) bool { return strings.Contains(u, changed.Status.Addresses[0].Address+":") }); i++ {
 		changed = all[i]
@@ -265,5 +273,135 @@ func TestOneNodeChangeIsSmall(t *testing.T) {
 	// it is one small patch of the node's relay pod, and nothing else.
 	if n != 1 || size > 1<<10 {
 		t.Fatalf("one node's new address cost %d writes and %d bytes, want 1 write of its relay pod's annotation", n, size)
+	}
+	if woken := writes.credentialPasses(ns) - passes; woken != 0 {
+		t.Fatalf("a node no credential names woke credentials %d times", woken)
+	}
+}
+
+// TestCredentialsNameTheirOwnNodes gives 10 credentials of a TurnServer on
+// 20 nodes 2 nodes each, and stops the relay of a node the TurnServer's
+// status.urls name: only the credentials whose iceServers.json names it are
+// woken and rewritten. When every credential carried status.urls, such a
+// change rewrote every credential's Secret.
+func TestCredentialsNameTheirOwnNodes(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "own-nodes")
+	const nodes, credentials = 20, 10
+	for i := range nodes {
+		newNode(t, fmt.Sprintf("own-nodes-%02d", i), map[string]string{"suite": "own-nodes"}, externalIP(fmt.Sprintf("203.0.113.%d", 160+i)))
+	}
+	ts := minimalTurnServer(ns, "relay", "own-nodes", 3478)
+	ts.Spec.URLNodesPerFamily = 2
+	if err := env.Client.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "relay DaemonSet", func() error { _, err := getRelayObjects(ts); return err })
+	for i := range nodes {
+		createRelayPod(t, ts, fmt.Sprintf("own-nodes-%02d", i), true)
+	}
+	for i := range credentials {
+		tc := &turnpikev1.TurnCredential{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%d", i), Namespace: ns},
+			Spec: turnpikev1.TurnCredentialSpec{TurnServerRef: turnpikev1.LocalObjectReference{Name: "relay"},
+				Type: turnpikev1.CredentialStatic, Username: fmt.Sprintf("app-%d", i)},
+		}
+		if err := env.Client.Create(ctx, tc); err != nil {
+			t.Fatal(err)
+		}
+		publishFirstSecret(t, tc)
+	}
+	var urls []string
+	eventually(t, "every node serving, URLs of two", func() error {
+		st := getTurnServer(t, ts).Status
+		if urls = st.URLs; len(urls) != 2 || st.NodesNeedingAttention != 0 {
+			return fmt.Errorf("urls %v, %d nodes needing attention", urls, st.NodesNeedingAttention)
+		}
+		return nil
+	})
+	perCredential := map[string][]string{}
+	eventually(t, "every credential issued", func() error {
+		for i := range credentials {
+			name := fmt.Sprintf("app-%d", i)
+			got, _, err := iceURLs(ns, name)
+			if err != nil || len(got) != 2 {
+				return fmt.Errorf("%s: %v (%v)", name, got, err)
+			}
+			perCredential[name] = got
+		}
+		return nil
+	})
+	distinct := map[string]bool{}
+	for _, u := range perCredential {
+		distinct[strings.Join(u, " ")] = true
+	}
+	if len(distinct) < 4 {
+		t.Fatalf("10 credentials share %d sets of URLs, want them spread: %v", len(distinct), perCredential)
+	}
+
+	nodeOf := func(url string) string { // turn:203.0.113.1xx:3478?... -> own-nodes-xx
+		var n int
+		fmt.Sscanf(strings.TrimPrefix(url, "turn:203.0.113."), "%d", &n)
+		return fmt.Sprintf("own-nodes-%02d", n-160)
+	}
+	// stop stops the relay on the node of url, checks that only the
+	// credentials naming it got other URLs, and returns what that cost.
+	stop := func(url string) (affected []string, n int64, woken int) {
+		t.Helper()
+		for name, u := range perCredential {
+			if slices.Contains(u, url) {
+				affected = append(affected, name)
+			}
+		}
+		before, passes := settle(t, ns), writes.credentialPasses(ns)
+		setPodReady(t, ts, nodeOf(url), false)
+		eventually(t, "credentials drop the node", func() error {
+			for _, name := range affected {
+				if got, _, err := iceURLs(ns, name); err != nil || slices.Contains(got, url) {
+					return fmt.Errorf("%s: iceServers.json %v (%v)", name, got, err)
+				}
+			}
+			return nil
+		})
+		after := settle(t, ns)
+		for name, was := range perCredential {
+			got, _, err := iceURLs(ns, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 2 || (!slices.Contains(affected, name) && !slices.Equal(got, was)) {
+				t.Fatalf("%s: iceServers.json %v, was %v, after %s stopped serving", name, got, was, nodeOf(url))
+			}
+			perCredential[name] = got
+		}
+		n, woken = after.writes-before.writes, writes.credentialPasses(ns)-passes
+		t.Logf("%s stopped serving, named by %d credentials: %d writes, %d bytes, %d credential passes", nodeOf(url), len(affected), n, after.bytes-before.bytes, woken)
+		return affected, n, woken
+	}
+
+	// A node of status.urls: the status is written once, and the Secrets of
+	// the credentials naming that node (none, or a few), not all.
+	affected, n, woken := stop(urls[0])
+	if slices.Contains(getTurnServer(t, ts).Status.URLs, urls[0]) {
+		t.Fatalf("status.urls still name %s", nodeOf(urls[0]))
+	}
+	if n > int64(1+len(affected)) || woken > len(affected) {
+		t.Fatalf("%d writes and %d credential passes, want at most %d and %d", n, woken, 1+len(affected), len(affected))
+	}
+
+	// A node some credential names, and status.urls do not.
+	var named string
+	for _, u := range perCredential {
+		if !slices.Contains(getTurnServer(t, ts).Status.URLs, u[0]) {
+			named = u[0]
+		}
+	}
+	// The status is written too (the node needs attention). Each affected
+	// credential's pass wakes it once more: its own Secret write is an
+	// event of a Secret it owns.
+	affected, n, woken = stop(named)
+	if len(affected) == 0 || n != int64(1+len(affected)) || woken > 2*len(affected) {
+		t.Fatalf("%d writes and %d credential passes for %d credentials naming the node, want %d and at most %d",
+			n, woken, len(affected), 1+len(affected), 2*len(affected))
 	}
 }

@@ -119,18 +119,24 @@ func (p *relayStatusPoller) pollOnce(ctx context.Context) {
 	}
 	p.mu.Unlock()
 
+	readRelays(all, func(t relayTarget) { p.read(ctx, t) })
+}
+
+// readRelays calls read for every target, relayStatusWorkers at a time,
+// and returns when all are done.
+func readRelays(targets []relayTarget, read func(relayTarget)) {
 	work := make(chan relayTarget)
 	var wg sync.WaitGroup
-	for range min(relayStatusWorkers, len(all)) {
+	for range min(relayStatusWorkers, len(targets)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for t := range work {
-				p.read(ctx, t)
+				read(t)
 			}
 		}()
 	}
-	for _, t := range all {
+	for _, t := range targets {
 		work <- t
 	}
 	close(work)

@@ -38,7 +38,8 @@ type Options struct {
 	// RelayStatus reads a relay's /status; nil means HTTPRelayStatus.
 	RelayStatus RelayStatusFunc
 	// RelayStatusInterval is how often relays that discover their address
-	// with STUN are asked; 0 means DefaultRelayStatusInterval.
+	// with STUN are asked, and, with the issuing endpoint on, every ready
+	// relay for its load; 0 means DefaultRelayStatusInterval.
 	RelayStatusInterval time.Duration
 }
 
@@ -84,7 +85,11 @@ func Setup(mgr ctrl.Manager, c client.Client, o Options) (*Reconcilers, error) {
 		return nil, err
 	}
 	if o.IssuerAddr != "" {
-		issuer := &Issuer{Client: c, Now: o.Now}
+		loads := newRelayLoads(mgr.GetClient(), o.RelayStatus, o.RelayStatusInterval)
+		if err := mgr.Add(loads); err != nil {
+			return nil, err
+		}
+		issuer := &Issuer{Client: c, Now: o.Now, loads: loads}
 		if err := mgr.Add(&IssuerServer{Addr: o.IssuerAddr, Handler: issuer.Handler()}); err != nil {
 			return nil, err
 		}

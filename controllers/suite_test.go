@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 	relayconfig "github.com/turnpike-dev/turnpike/relay/config"
 	"github.com/turnpike-dev/turnpike/test/testenv"
 	"go.uber.org/zap/zapcore"
@@ -126,6 +127,29 @@ type writeCounter struct {
 
 	mu          sync.Mutex
 	byNamespace map[string]writeTotals
+	// credentialReads counts Gets of TurnCredentials per namespace: each
+	// TurnCredential pass starts with one, and nothing else the operator
+	// runs in this suite gets one, so it counts the passes.
+	credentialReads map[string]int
+}
+
+func (w *writeCounter) Get(ctx context.Context, key client.ObjectKey, o client.Object, opts ...client.GetOption) error {
+	if _, ok := o.(*turnpikev1.TurnCredential); ok {
+		w.mu.Lock()
+		if w.credentialReads == nil {
+			w.credentialReads = map[string]int{}
+		}
+		w.credentialReads[key.Namespace]++
+		w.mu.Unlock()
+	}
+	return w.Client.Get(ctx, key, o, opts...)
+}
+
+// credentialPasses is how many TurnCredential passes have run in ns so far.
+func (w *writeCounter) credentialPasses(ns string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.credentialReads[ns]
 }
 
 // writeTotals is how many writes went to one namespace and their bytes.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/turnpike-dev/turnpike/controllers/render"
@@ -16,11 +15,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
 )
@@ -43,8 +39,13 @@ type TurnCredentialReconciler struct {
 	NewSecret func() string
 	// Recorder records Events on TurnCredentials; nil records none.
 	Recorder events.EventRecorder
-	// written is the status last applied to each object (applyStatus).
-	written statusMemory
+	// written is what the operator last wrote to each object: its status
+	// (applyStatus) or a generated object (applyIfChanged).
+	written writeMemory
+	// choices is what each credential's URLs were last chosen from.
+	choices urlChoices
+	// relayNodes is the last pass's relay nodes of each TurnServer.
+	relayNodes relayNodesMemo
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turncredentials,verbs=get;list;watch
@@ -57,6 +58,7 @@ type TurnCredentialReconciler struct {
 // alone; applyCredential writes them; and the status is written on every
 // pass, failures included.
 func (r *TurnCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	r.choices.forget(req.NamespacedName) // before reading: see urlChoices
 	tc := &turnpikev1.TurnCredential{}
 	if err := r.Client.Get(ctx, req.NamespacedName, tc); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -77,6 +79,7 @@ func (r *TurnCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	objs, err := render.Credential(tc, obs, now, r.StagingDelay, r.newSecret)
 	stored := obs.State
 	if err == nil {
+		r.choices.remember(req.NamespacedName, objs.URLs)
 		stored, err = r.applyCredential(ctx, tc, obs.State, objs)
 	}
 	// A failed write is shown in the status (Ready=False, SecretWriteFailed)
@@ -90,9 +93,10 @@ func (r *TurnCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	return ctrl.Result{RequeueAfter: render.NextCredentialEvent(tc, stored, now)}, nil
 }
 
-// observeCredential reads the TurnServer a credential is for and the
-// credential's stored state. A state that cannot be read is reported in
-// StateErr, for the status; other failed reads are returned.
+// observeCredential reads the TurnServer a credential is for, its relay
+// nodes (unless it names a hostname) and the credential's stored state. A
+// state that cannot be read is reported in StateErr, for the status; other
+// failed reads are returned.
 func (r *TurnCredentialReconciler) observeCredential(ctx context.Context, tc *turnpikev1.TurnCredential) (*render.CredentialObservation, error) {
 	obs := &render.CredentialObservation{TurnServer: &turnpikev1.TurnServer{}}
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: tc.Spec.TurnServerRef.Name}, obs.TurnServer)
@@ -100,6 +104,11 @@ func (r *TurnCredentialReconciler) observeCredential(ctx context.Context, tc *tu
 		obs.TurnServer = nil
 	} else if err != nil {
 		return nil, err
+	}
+	if obs.TurnServer != nil && obs.TurnServer.Spec.Hostname == "" {
+		if obs.RelayNodes, err = r.relayNodes.of(ctx, r.Client, obs.TurnServer); err != nil {
+			return nil, err
+		}
 	}
 	obs.State, obs.StateErr = r.loadState(ctx, tc)
 	return obs, nil
@@ -122,7 +131,7 @@ func (r *TurnCredentialReconciler) applyCredential(ctx context.Context, tc *turn
 		return st, nil
 	}
 	key := client.ObjectKey{Namespace: tc.Namespace, Name: render.OutputSecretName(tc)}
-	if _, err := applyIfChanged(ctx, r.Client, key, &corev1.Secret{}, objs.Output, corev1ac.ExtractSecret); err != nil {
+	if _, err := applyIfChanged(ctx, r.Client, &r.written, key, &corev1.Secret{}, objs.Output, corev1ac.ExtractSecret); err != nil {
 		return st, fmt.Errorf("writing Secret %s: %w", render.OutputSecretName(tc), err)
 	}
 	return st, nil
@@ -187,33 +196,10 @@ func (r *TurnCredentialReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&turnpikev1.TurnCredential{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Secret{}).
-		// A TurnServer appearing, going, or publishing other URLs; not its
-		// other status changes, which would wake every credential of it.
-		Watches(&turnpikev1.TurnServer{}, handler.EnqueueRequestsFromMapFunc(r.credentialsOfTurnServer),
-			builder.WithPredicates(urlsChanged)).
+		// Each credential names its own relay nodes (render.CredentialSeed):
+		// a change wakes only the credentials whose URLs it can change.
+		Watches(&turnpikev1.TurnServer{}, r.turnServerChanges()).
+		Watches(&corev1.Node{}, r.nodeChanges()).
+		Watches(&corev1.Pod{}, r.relayPodChanges()).
 		Complete(r)
-}
-
-// urlsChanged lets through the TurnServer events that change what a
-// TurnCredential renders: creation, deletion, and other status.urls.
-var urlsChanged = predicate.Funcs{
-	UpdateFunc: func(e event.UpdateEvent) bool {
-		old, okOld := e.ObjectOld.(*turnpikev1.TurnServer)
-		cur, okCur := e.ObjectNew.(*turnpikev1.TurnServer)
-		return !okOld || !okCur || !slices.Equal(old.Status.URLs, cur.Status.URLs)
-	},
-}
-
-func (r *TurnCredentialReconciler) credentialsOfTurnServer(ctx context.Context, o client.Object) []reconcile.Request {
-	var list turnpikev1.TurnCredentialList
-	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
-		client.MatchingFields{turnServerRefIndex: o.GetName()}); err != nil {
-		log.FromContext(ctx).Error(err, "listing the TurnCredentials of a TurnServer", "turnServer", o.GetName())
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for i := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
-	}
-	return reqs
 }

@@ -41,8 +41,12 @@ type TurnServerReconciler struct {
 	tls *tlsSecrets
 	// Recorder records Events on TurnServers; nil records none.
 	Recorder events.EventRecorder
-	// written is the status last applied to each object (applyStatus).
-	written statusMemory
+	// written is what the operator last wrote to each object: its status
+	// (applyStatus) or a generated object (applyIfChanged).
+	written writeMemory
+	// annotated is the node-addresses annotation last written to each
+	// relay pod (annotateRelayPods).
+	annotated writeMemory
 }
 
 // +kubebuilder:rbac:groups=turnpike.dev,resources=turnservers,verbs=get;list;watch
@@ -232,21 +236,21 @@ func (r *TurnServerReconciler) applyRelayObjects(ctx context.Context, ts *turnpi
 	}
 	steps := []step{
 		{"ServiceAccount", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.ServiceAccount{}, objs.ServiceAccount, corev1ac.ExtractServiceAccount)
+			return applyIfChanged(ctx, r.Client, &r.written, key, &corev1.ServiceAccount{}, objs.ServiceAccount, corev1ac.ExtractServiceAccount)
 		}},
 		{"ConfigMap", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.ConfigMap{}, objs.ConfigMap, corev1ac.ExtractConfigMap)
+			return applyIfChanged(ctx, r.Client, &r.written, key, &corev1.ConfigMap{}, objs.ConfigMap, corev1ac.ExtractConfigMap)
 		}},
 		{"Secret", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, secretKey, &corev1.Secret{}, objs.Credentials, corev1ac.ExtractSecret)
+			return applyIfChanged(ctx, r.Client, &r.written, secretKey, &corev1.Secret{}, objs.Credentials, corev1ac.ExtractSecret)
 		}},
 		{"Service", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &corev1.Service{}, objs.Service, corev1ac.ExtractService)
+			return applyIfChanged(ctx, r.Client, &r.written, key, &corev1.Service{}, objs.Service, corev1ac.ExtractService)
 		}},
 	}
 	if objs.DaemonSet != nil {
 		steps = append(steps, step{"DaemonSet", func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, &appsv1.DaemonSet{}, objs.DaemonSet, appsv1ac.ExtractDaemonSet)
+			return applyIfChanged(ctx, r.Client, &r.written, key, &appsv1.DaemonSet{}, objs.DaemonSet, appsv1ac.ExtractDaemonSet)
 		}})
 	}
 	for _, s := range steps {
@@ -299,16 +303,29 @@ func relayPods(ctx context.Context, c client.Reader, ts *turnpikev1.TurnServer) 
 // downward-API file. So one node's new address is one small write to one
 // pod, which only that node's kubelet syncs. The merge patch carries no
 // resourceVersion: the pod's other changes (status) cannot make it conflict.
+// A pod annotated by a pass whose write the cache has not shown yet is not
+// patched again with the same value (see writeMemory).
 func (r *TurnServerReconciler) annotateRelayPods(ctx context.Context, annotations []render.PodAnnotation) error {
 	for _, a := range annotations {
+		value, err := json.Marshal(a.Value) // as writeMemory compares
+		if err != nil {
+			return err
+		}
+		if !r.annotated.needsWrite(a.Pod, a.Pod.Annotations[turnpikev1.AnnotationNodeAddresses], value) {
+			continue
+		}
 		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
 			"annotations": map[string]string{turnpikev1.AnnotationNodeAddresses: a.Value}}})
 		if err != nil {
 			return err
 		}
-		err = r.Client.Patch(ctx, a.Pod.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldOwner))
+		pod := a.Pod.DeepCopy()
+		err = r.Client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldOwner))
 		if client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("annotating relay pod %s: %w", a.Pod.Name, err)
+		}
+		if err == nil {
+			r.annotated.remember(a.Pod, value, pod.ResourceVersion)
 		}
 	}
 	return nil

@@ -106,7 +106,7 @@ func (r *TurnServerReconciler) turnServersUsingTLSSecret(ctx context.Context, o 
 
 // nodeHandler re-reconciles only the TurnServers that select a node before
 // or after a change, and only for changes that matter to relays: labels,
-// taints, addresses and the external-ip annotation. Kubelet heartbeats, which
+// taints, cordoning, addresses and the external-ip annotation. Kubelet heartbeats, which
 // update every node every few seconds, are ignored.
 type nodeHandler struct{ client client.Client }
 
@@ -151,9 +151,10 @@ func (h *nodeHandler) enqueueSelecting(ctx context.Context, q workqueue.TypedRat
 }
 
 // nodeChangeMatters reports whether a node update can change placement,
-// addresses or port conflicts.
+// addresses, port conflicts or whether its relay is published (a cordoned
+// node's is not).
 func nodeChangeMatters(old, cur *corev1.Node) bool {
-	return !maps.Equal(old.Labels, cur.Labels) ||
+	return !maps.Equal(old.Labels, cur.Labels) || old.Spec.Unschedulable != cur.Spec.Unschedulable ||
 		!slices.EqualFunc(old.Spec.Taints, cur.Spec.Taints, sameTaint) ||
 		!slices.Equal(old.Status.Addresses, cur.Status.Addresses) ||
 		old.Annotations[turnpikev1.AnnotationExternalIP] != cur.Annotations[turnpikev1.AnnotationExternalIP]

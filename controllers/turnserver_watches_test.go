@@ -38,6 +38,7 @@ func TestNodeChangeMatters(t *testing.T) {
 		{"a taint's effect", func(n *corev1.Node) { n.Spec.Taints[0].Effect = corev1.TaintEffectNoExecute }, true},
 		{"a taint more", func(n *corev1.Node) { n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: "k"}) }, true},
 		{"an address", func(n *corev1.Node) { n.Status.Addresses[0].Address = "198.51.100.2" }, true},
+		{"cordoned", func(n *corev1.Node) { n.Spec.Unschedulable = true }, true},
 		{"the external-ip annotation", func(n *corev1.Node) { n.Annotations[turnpikev1.AnnotationExternalIP] = "192.0.2.1" }, true},
 	}
 	for _, tt := range tests {

@@ -27,6 +27,9 @@ type CredentialObservation struct {
 	TurnServer *turnpikev1.TurnServer // nil when it does not exist
 	State      CredentialState        // as stored; zero before the first
 	StateErr   error                  // why the stored state could not be read
+	// RelayNodes are the TurnServer's nodes, to choose the credential's
+	// URLs from; unread when spec.hostname is set.
+	RelayNodes []RelayNode
 }
 
 // CredentialObjects are what a pass writes for a TurnCredential.
@@ -36,6 +39,8 @@ type CredentialObjects struct {
 	StateSecret *corev1ac.SecretApplyConfiguration
 	// output is the Secret apps read, nil until the first secret is published.
 	Output *corev1ac.SecretApplyConfiguration
+	// URLs is what Output's URLs were chosen from; zero when there is no Output.
+	URLs URLChoice
 }
 
 // Credential advances the stored state to now and builds the Secrets
@@ -51,11 +56,20 @@ func Credential(tc *turnpikev1.TurnCredential, obs *CredentialObservation, now t
 	}
 	var urls []string
 	if obs.TurnServer != nil {
-		urls = obs.TurnServer.Status.URLs
+		urls, objs.URLs = URIsFor(obs.TurnServer, obs.RelayNodes, CredentialSeed(tc))
 	}
 	var err error
 	objs.Output, err = desiredOutputSecret(tc, st, urls)
 	return objs, err
+}
+
+// CredentialSeed orders the relay nodes for a credential's iceServers.json:
+// each credential gets its own spec.urlNodesPerFamily nodes, so the apps of
+// many credentials spread over every node, and one node's change rewrites
+// only the Secrets of the credentials that name it (about credentials x
+// urlNodesPerFamily / nodes of them), not every credential's.
+func CredentialSeed(tc *turnpikev1.TurnCredential) string {
+	return "TurnCredential " + tc.Namespace + "/" + tc.Name
 }
 
 // problems are what went wrong in a reconcile of a TurnCredential.

@@ -222,7 +222,8 @@ func RelayNodes(obs *Observation, publicOnly bool) []RelayNode {
 	nodes := make([]RelayNode, 0, len(obs.Nodes))
 	for _, n := range obs.Nodes {
 		a := obs.Addresses[n.Name]
-		rn := RelayNode{name: n.Name, addresses: a.Addresses, serving: obs.ReadyPods[n.Name] && !n.Spec.Unschedulable}
+		rn := RelayNode{name: n.Name, addresses: a.Addresses, serving: obs.ReadyPods[n.Name] && !n.Spec.Unschedulable,
+			zone: n.Labels[corev1.LabelTopologyZone]}
 		if publicOnly && !a.Public {
 			rn.addresses = nil
 		}
