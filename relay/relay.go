@@ -74,8 +74,8 @@ type Relay struct {
 	signers sync.Map // signerKey -> signer
 
 	stun *stunDiscovery // addresses.stun (stun.go)
-	// offload is the fast path when it is active (offload.go), else nil;
-	// fastPathReason says why an enabled one is not.
+	// offload is the fast path (offload.go): nil when it is disabled or the
+	// relay could not load the program itself, and fastPathReason says why.
 	offload        *offloader
 	fastPathReason string
 	server         *turn.Server
@@ -188,7 +188,10 @@ func (r *Relay) run(ctx context.Context) error {
 	}
 	defer closeInternal()
 
-	r.startFastPath(ctx) // before pion, so that no channel is missed
+	// Before pion, so that no channel is missed.
+	if err := r.startFastPath(ctx); err != nil {
+		return err
+	}
 	server, err := r.startTURN()
 	if err != nil {
 		r.stopFastPath()
