@@ -167,7 +167,7 @@ func TestDesiredDaemonSet(t *testing.T) {
 		ts.Spec.Listeners = append(ts.Spec.Listeners, turnpikev1.Listener{
 			Name: "turns", Protocol: turnpikev1.ProtocolDTLS, Port: 443, TLSSecretRef: &turnpikev1.LocalObjectReference{Name: "cert"}})
 	}
-	fastPath := func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = true }
+	fastPathDisabled := func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Mode = turnpikev1.FastPathDisabled }
 	tests := []struct {
 		name  string
 		ts    *turnpikev1.TurnServer
@@ -187,15 +187,33 @@ func TestDesiredDaemonSet(t *testing.T) {
 			if sc.RunAsNonRoot == nil || *sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
 				t.Errorf("runAsNonRoot %v runAsUser %v, want false and 0", sc.RunAsNonRoot, sc.RunAsUser)
 			}
-		}},
-		{"without fastPath the relay runs as non-root", rendertest.TurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
-			sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
-			if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser != nil {
-				t.Errorf("runAsNonRoot %v runAsUser %v, want true and the pod's", sc.RunAsNonRoot, sc.RunAsUser)
+			// The agent serves the relay's user, root here.
+			if cmd := ds.Spec.Template.Spec.Containers[1].Command; !slices.Equal(cmd[len(cmd)-2:], []string{"--relay-uid", "0"}) {
+				t.Errorf("fastpath command %q, want --relay-uid 0", cmd)
 			}
 		}},
-		{"fastPath runs as root with BPF, NET_ADMIN and PERFMON only", rendertest.TurnServer("ts", fastPath), func(t *testing.T, ds *appsv1.DaemonSet) {
-			sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
+		{"the fast path (Auto by default) leaves the relay non-root with no capability", rendertest.TurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
+			relay := ds.Spec.Template.Spec.Containers[0]
+			sc := relay.SecurityContext
+			if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser != nil || len(sc.Capabilities.Add) != 0 ||
+				!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+				t.Errorf("relay runAsNonRoot %v runAsUser %v capabilities %+v, want the pod's UID 65532 and none", sc.RunAsNonRoot, sc.RunAsUser, sc.Capabilities)
+			}
+			if !slices.ContainsFunc(relay.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "fastpath" && m.MountPath == "/run/turnpike" }) {
+				t.Errorf("relay mounts %+v, want the fastpath emptyDir", relay.VolumeMounts)
+			}
+		}},
+		{"the fastpath container holds BPF, NET_ADMIN and PERFMON only, and no credentials or port", rendertest.TurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
+			spec := ds.Spec.Template.Spec
+			if len(spec.Containers) != 2 || spec.Containers[1].Name != "fastpath" {
+				t.Fatalf("containers %d, want relay and fastpath", len(spec.Containers))
+			}
+			fp := spec.Containers[1]
+			want := []string{"/turnpike", "fastpath", "--config", "/etc/turnpike/config/relay.yaml", "--socket", "/run/turnpike/fastpath.sock", "--relay-uid", "65532"}
+			if !slices.Equal(fp.Command, want) || fp.Image != spec.Containers[0].Image {
+				t.Errorf("fastpath %q image %q, want %q and the relay's image", fp.Command, fp.Image, want)
+			}
+			sc := fp.SecurityContext
 			if sc.RunAsNonRoot == nil || *sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
 				t.Errorf("runAsNonRoot %v runAsUser %v, want false and 0", sc.RunAsNonRoot, sc.RunAsUser)
 			}
@@ -205,11 +223,17 @@ func TestDesiredDaemonSet(t *testing.T) {
 			if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
 				t.Errorf("readOnlyRootFilesystem %v allowPrivilegeEscalation %v", sc.ReadOnlyRootFilesystem, sc.AllowPrivilegeEscalation)
 			}
+			if len(fp.Ports) != 0 || slices.ContainsFunc(fp.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "credentials" }) {
+				t.Errorf("fastpath ports %v mounts %+v: want no port and no credentials", fp.Ports, fp.VolumeMounts)
+			}
+			if !slices.ContainsFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == "fastpath" && v.EmptyDir != nil }) {
+				t.Error("no fastpath emptyDir")
+			}
 		}},
-		{"fastPath on port 443 keeps NET_BIND_SERVICE", rendertest.TurnServer("ts", tls, fastPath), func(t *testing.T, ds *appsv1.DaemonSet) {
-			caps := ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities
-			if !slices.Equal(caps.Add, []corev1.Capability{"BPF", "NET_ADMIN", "PERFMON", "NET_BIND_SERVICE"}) {
-				t.Errorf("capabilities %+v", caps)
+		{"Disabled: no fastpath container, no emptyDir", rendertest.TurnServer("ts", fastPathDisabled), func(t *testing.T, ds *appsv1.DaemonSet) {
+			spec := ds.Spec.Template.Spec
+			if len(spec.Containers) != 1 || slices.ContainsFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == "fastpath" }) {
+				t.Errorf("%d containers, volumes %+v", len(spec.Containers), spec.Volumes)
 			}
 		}},
 		{"DTLS is a UDP hostPort with a certificate volume", rendertest.TurnServer("ts", tls), func(t *testing.T, ds *appsv1.DaemonSet) {
@@ -266,23 +290,26 @@ func TestDesiredDaemonSet(t *testing.T) {
 }
 
 func TestRenderRelayConfigFastPath(t *testing.T) {
+	const socket = "/run/turnpike/fastpath.sock"
 	tests := []struct {
 		name string
 		fp   turnpikev1.RelayFastPath
 		want config.FastPath
 	}{
-		{"off by default", turnpikev1.RelayFastPath{}, config.FastPath{}},
-		{"enabled on the bind interfaces", turnpikev1.RelayFastPath{Enabled: true}, config.FastPath{Enabled: true}},
-		{"enabled on named interfaces", turnpikev1.RelayFastPath{Enabled: true, Interfaces: []string{"eth0", "bond0.100"}},
-			config.FastPath{Enabled: true, Interfaces: []string{"eth0", "bond0.100"}}},
-		{"interfaces of a disabled fast path are left out", turnpikev1.RelayFastPath{Interfaces: []string{"eth0"}}, config.FastPath{}},
+		{"Auto by default, through the agent", turnpikev1.RelayFastPath{}, config.FastPath{Mode: config.FastPathAuto, Socket: socket}},
+		{"Enabled on named interfaces", turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathEnabled, Interfaces: []string{"eth0", "bond0.100"}},
+			config.FastPath{Mode: config.FastPathEnabled, Interfaces: []string{"eth0", "bond0.100"}, Socket: socket}},
+		{"the older enabled: true is Enabled", turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathAuto, Enabled: true},
+			config.FastPath{Mode: config.FastPathEnabled, Socket: socket}},
+		{"interfaces of a disabled fast path are left out", turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathDisabled, Interfaces: []string{"eth0"}}, config.FastPath{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath = tt.fp })
 			cfg := renderRelayConfig(ts, nil)
-			if cfg.FastPath.Enabled != tt.want.Enabled || !slices.Equal(cfg.FastPath.Interfaces, tt.want.Interfaces) {
-				t.Fatalf("fastPath %+v, want %+v", cfg.FastPath, tt.want)
+			got := cfg.FastPath
+			if got.Mode != tt.want.Mode || got.Enabled || got.Socket != tt.want.Socket || !slices.Equal(got.Interfaces, tt.want.Interfaces) {
+				t.Fatalf("fastPath %+v, want %+v", got, tt.want)
 			}
 			// What the operator renders, the relay must accept.
 			data, err := config.Marshal(cfg)
@@ -295,9 +322,14 @@ func TestRenderRelayConfigFastPath(t *testing.T) {
 		})
 	}
 	// A disabled fast path's interfaces do not restart the relays.
-	off := renderRelayConfig(rendertest.TurnServer("ts"), nil)
-	leftover := renderRelayConfig(rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Interfaces = []string{"eth0"} }), nil)
-	on := renderRelayConfig(rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = true }), nil)
+	disabled := func(interfaces ...string) func(ts *turnpikev1.TurnServer) {
+		return func(ts *turnpikev1.TurnServer) {
+			ts.Spec.Relay.FastPath = turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathDisabled, Interfaces: interfaces}
+		}
+	}
+	off := renderRelayConfig(rendertest.TurnServer("ts", disabled()), nil)
+	leftover := renderRelayConfig(rendertest.TurnServer("ts", disabled("eth0")), nil)
+	on := renderRelayConfig(rendertest.TurnServer("ts"), nil)
 	if off.SocketHash() != leftover.SocketHash() || off.SocketHash() == on.SocketHash() {
 		t.Errorf("socket hashes off %s, disabled with interfaces %s, on %s", off.SocketHash(), leftover.SocketHash(), on.SocketHash())
 	}

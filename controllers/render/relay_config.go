@@ -55,10 +55,11 @@ func renderRelayConfig(ts *turnpikev1.TurnServer, legacyNodes map[string]NodeAdd
 		DrainGracePeriod: config.Duration{Duration: drainGracePeriod(ts)},
 		Log:              config.Log{Level: string(spec.Relay.LogLevel), Format: "json"},
 	}
-	// Only when enabled: interfaces left in a disabled fastPath must not
-	// change relay.yaml's socket hash and so restart the relays for nothing.
-	if fp := spec.Relay.FastPath; fp.Enabled {
-		cfg.FastPath = config.FastPath{Enabled: true, Interfaces: append([]string(nil), fp.Interfaces...)}
+	// Only when on: interfaces left in a disabled fastPath must not change
+	// relay.yaml's socket hash and so restart the relays for nothing.
+	if fp := spec.Relay.FastPath; fp.EffectiveMode() != turnpikev1.FastPathDisabled {
+		cfg.FastPath = config.FastPath{Mode: config.FastPathMode(fp.EffectiveMode()),
+			Interfaces: append([]string(nil), fp.Interfaces...), Socket: fastPathSocket}
 	}
 	if q := spec.Quotas.BandwidthPerAllocation; q != nil {
 		cfg.Quotas.BandwidthPerAllocation = q.Value()
