@@ -259,7 +259,7 @@ func TestSampleTurnServer(t *testing.T) {
 			t.Errorf("mount %s: subPath %q readOnly %v", m.Name, m.SubPath, m.ReadOnly)
 		}
 	}
-	if !slices.Equal(mounts, []string{"/etc/turnpike/config", "/etc/turnpike/credentials", "/etc/turnpike/node", "/etc/turnpike/tls/tls"}) {
+	if !slices.Equal(mounts, []string{"/etc/turnpike/config", "/etc/turnpike/credentials", "/etc/turnpike/node", "/etc/turnpike/tls/tls", "/run/turnpike"}) {
 		t.Errorf("mounts %v", mounts)
 	}
 

@@ -199,7 +199,7 @@ func TestDesiredDaemonSet(t *testing.T) {
 				!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
 				t.Errorf("relay runAsNonRoot %v runAsUser %v capabilities %+v, want the pod's UID 65532 and none", sc.RunAsNonRoot, sc.RunAsUser, sc.Capabilities)
 			}
-			if !slices.ContainsFunc(relay.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "fastpath" && m.MountPath == "/run/turnpike" }) {
+			if !slices.ContainsFunc(relay.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "fastpath" && m.MountPath == "/run/turnpike" && m.ReadOnly }) {
 				t.Errorf("relay mounts %+v, want the fastpath emptyDir", relay.VolumeMounts)
 			}
 		}},

@@ -155,7 +155,9 @@ func desiredDaemonSet(ts *turnpikev1.TurnServer, image, socketHash string) *apps
 		container.WithResources(res)
 	}
 	if fastPathOn(ts) {
-		container.WithVolumeMounts(fastPathMount())
+		// Read-only: connecting to a socket needs no write access to its
+		// file system, and the relay must not replace the agent's socket.
+		container.WithVolumeMounts(fastPathMount().WithReadOnly(true))
 	}
 
 	podSpec := corev1ac.PodSpec().
