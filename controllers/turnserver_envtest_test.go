@@ -408,10 +408,13 @@ func TestFastPathToggles(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if o.relay.FastPath.EffectiveMode() != mode || !slices.Equal(o.relay.FastPath.Interfaces, interfaces) {
+			if o.relay.FastPath.Mode != "" || o.relay.FastPath.Socket != "" || !slices.Equal(o.relay.FastPath.Interfaces, interfaces) {
 				return fmt.Errorf("relay.yaml fastPath %+v", o.relay.FastPath)
 			}
 			containers := o.ds.Spec.Template.Spec.Containers
+			if slices.Contains(containers[0].Command, string(mode)) != (mode != config.FastPathDisabled) {
+				return fmt.Errorf("relay command %q, want the fast path %s", containers[0].Command, mode)
+			}
 			sc := containers[0].SecurityContext
 			if sc.RunAsUser != nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || len(sc.Capabilities.Add) != 0 {
 				return fmt.Errorf("relay runAsUser %v runAsNonRoot %v add %v", sc.RunAsUser, sc.RunAsNonRoot, sc.Capabilities.Add)

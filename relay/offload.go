@@ -71,7 +71,7 @@ type offloader struct {
 // nothing; Auto relays in userspace, and says why, wherever the program
 // cannot be had; Enabled fails the relay instead.
 func (r *Relay) startFastPath(ctx context.Context) error {
-	fp := r.cfg.FastPath
+	fp := r.fastPath
 	mode := fp.EffectiveMode()
 	if mode == config.FastPathDisabled {
 		return nil
@@ -113,7 +113,7 @@ func (r *Relay) startFastPath(ctx context.Context) error {
 // agentWaitEnabled.
 func (r *Relay) startFastPathAgent(ctx context.Context, o *offloader, enabled bool) error {
 	o.agent, o.reason = true, "connecting to the fast-path agent"
-	socket := r.cfg.FastPath.Socket
+	socket := r.fastPath.Socket
 	var first *wire.Client
 	if enabled {
 		wait, cancel := context.WithTimeout(ctx, agentWaitEnabled)
@@ -486,11 +486,11 @@ func (r *Relay) recheckPeers(policy *peerPolicy) {
 
 // fastPathStatus is the fast path's part of /status; nil when disabled.
 func (r *Relay) fastPathStatus() *config.FastPathStatus {
-	mode := r.cfg.FastPath.EffectiveMode()
+	mode := r.fastPath.EffectiveMode()
 	if mode == config.FastPathDisabled {
 		return nil
 	}
-	st := &config.FastPathStatus{Mode: string(mode), Agent: r.cfg.FastPath.Socket != ""}
+	st := &config.FastPathStatus{Mode: string(mode), Agent: r.fastPath.Socket != ""}
 	o := r.offload
 	if o == nil {
 		st.Reason = r.fastPathReason

@@ -279,3 +279,25 @@ func TestFastPathThroughAgent(t *testing.T) {
 		return counterValue(t, tr.Relay, "turnpike_relay_fastpath_packets_total", "direction", dirToPeer) >= inKernel+n
 	})
 }
+
+// TestFastPathFlagsOverrideRelayYAML: the operator passes the mode and the
+// agent's socket as flags; they win over relay.yaml and leave its socket
+// hash alone (no restart warning on the next reload).
+func TestFastPathFlagsOverrideRelayYAML(t *testing.T) {
+	cfg := baseConfig(t, t.TempDir())
+	cfg.FastPath = config.FastPath{Enabled: true, Interfaces: []string{"eth0"}}
+	dir := filepath.Dir(cfg.Listeners[2].CertFile)
+	writeYAML(t, filepath.Join(dir, config.RelayFile), cfg)
+	r, err := newRelay(Options{ConfigPath: filepath.Join(dir, config.RelayFile), LogOutput: io.Discard, NodeName: "-",
+		FastPathMode: config.FastPathAuto, FastPathSocket: "/run/turnpike/fastpath.sock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.FastPath{Mode: config.FastPathAuto, Interfaces: []string{"eth0"}, Socket: "/run/turnpike/fastpath.sock"}
+	if got := r.fastPath; got.EffectiveMode() != want.Mode || got.Socket != want.Socket || !slices.Equal(got.Interfaces, want.Interfaces) {
+		t.Errorf("fast path %+v, want %+v", got, want)
+	}
+	if !r.cfg.FastPath.Enabled || r.cfg.FastPath.Socket != "" {
+		t.Errorf("relay.yaml's own fastPath changed: %+v", r.cfg.FastPath)
+	}
+}

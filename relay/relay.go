@@ -45,6 +45,13 @@ type Options struct {
 	// NodeName and HostIP default to the environment variables NODE_NAME
 	// and HOST_IP (set from the downward API in the relay pod).
 	NodeName, HostIP string
+	// FastPathMode and FastPathSocket override relay.yaml's fastPath.mode
+	// and fastPath.socket when set. The operator passes them as flags: they
+	// come with the pod template that adds the fastpath container, while a
+	// relay.yaml field would be refused by relays of an earlier release
+	// that read the same ConfigMap until they are replaced.
+	FastPathMode   config.FastPathMode
+	FastPathSocket string
 	// Started, when set, is called once every listener is bound and the
 	// relay is ready (tests use it to find the Relay).
 	Started func(*Relay)
@@ -57,7 +64,9 @@ type Relay struct {
 	// cfg is the config the sockets were opened with. Socket settings never
 	// change while running; hot-reloadable settings live in state.
 	cfg   *config.Relay
-	env   environment
+	// fastPath is cfg.FastPath with the command line's overrides.
+	fastPath config.FastPath
+	env      environment
 	state atomic.Pointer[state]
 
 	allocs        *allocTracker
@@ -157,6 +166,13 @@ func newRelay(opts Options) (*Relay, error) {
 		conns: newConnLimiter(), defaultConnections: defaultConnectionLimit(), rlog: newRateLog(log),
 		throttle: newAuthThrottle()}
 	r.lastNode, _ = readOptional(cfg.Addresses.NodeFile)
+	r.fastPath = cfg.FastPath
+	if opts.FastPathMode != "" {
+		r.fastPath.Mode, r.fastPath.Enabled = opts.FastPathMode, false
+	}
+	if opts.FastPathSocket != "" {
+		r.fastPath.Socket = opts.FastPathSocket
+	}
 	if opts.HostIP != "" {
 		if r.env.hostIP, err = netip.ParseAddr(opts.HostIP); err != nil {
 			return nil, fmt.Errorf("HOST_IP: %w", err)

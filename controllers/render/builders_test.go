@@ -199,6 +199,9 @@ func TestDesiredDaemonSet(t *testing.T) {
 				!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
 				t.Errorf("relay runAsNonRoot %v runAsUser %v capabilities %+v, want the pod's UID 65532 and none", sc.RunAsNonRoot, sc.RunAsUser, sc.Capabilities)
 			}
+			if cmd := relay.Command; !slices.Equal(cmd[len(cmd)-4:], []string{"--fast-path", "Auto", "--fast-path-socket", "/run/turnpike/fastpath.sock"}) {
+				t.Errorf("relay command %q, want the fast-path flags", cmd)
+			}
 			if !slices.ContainsFunc(relay.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "fastpath" && m.MountPath == "/run/turnpike" && m.ReadOnly }) {
 				t.Errorf("relay mounts %+v, want the fastpath emptyDir", relay.VolumeMounts)
 			}
@@ -290,26 +293,31 @@ func TestDesiredDaemonSet(t *testing.T) {
 }
 
 func TestRenderRelayConfigFastPath(t *testing.T) {
-	const socket = "/run/turnpike/fastpath.sock"
+	on := []string{"--fast-path-socket", "/run/turnpike/fastpath.sock"}
 	tests := []struct {
 		name string
 		fp   turnpikev1.RelayFastPath
 		want config.FastPath
+		args []string // the relay's fast-path flags
 	}{
-		{"Auto by default, through the agent", turnpikev1.RelayFastPath{}, config.FastPath{Mode: config.FastPathAuto, Socket: socket}},
+		{"Auto by default, through the agent", turnpikev1.RelayFastPath{}, config.FastPath{}, append([]string{"--fast-path", "Auto"}, on...)},
 		{"Enabled on named interfaces", turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathEnabled, Interfaces: []string{"eth0", "bond0.100"}},
-			config.FastPath{Mode: config.FastPathEnabled, Interfaces: []string{"eth0", "bond0.100"}, Socket: socket}},
+			config.FastPath{Interfaces: []string{"eth0", "bond0.100"}}, append([]string{"--fast-path", "Enabled"}, on...)},
 		{"the older enabled: true is Enabled", turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathAuto, Enabled: true},
-			config.FastPath{Mode: config.FastPathEnabled, Socket: socket}},
-		{"interfaces of a disabled fast path are left out", turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathDisabled, Interfaces: []string{"eth0"}}, config.FastPath{}},
+			config.FastPath{}, append([]string{"--fast-path", "Enabled"}, on...)},
+		{"interfaces of a disabled fast path are left out", turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathDisabled, Interfaces: []string{"eth0"}}, config.FastPath{}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath = tt.fp })
 			cfg := renderRelayConfig(ts, nil)
+			// No field a relay of the previous release would refuse.
 			got := cfg.FastPath
-			if got.Mode != tt.want.Mode || got.Enabled || got.Socket != tt.want.Socket || !slices.Equal(got.Interfaces, tt.want.Interfaces) {
+			if got.Mode != "" || got.Enabled || got.Socket != "" || !slices.Equal(got.Interfaces, tt.want.Interfaces) {
 				t.Fatalf("fastPath %+v, want %+v", got, tt.want)
+			}
+			if args := fastPathArgs(ts); !slices.Equal(args, tt.args) {
+				t.Errorf("relay flags %q, want %q", args, tt.args)
 			}
 			// What the operator renders, the relay must accept.
 			data, err := config.Marshal(cfg)
@@ -329,9 +337,9 @@ func TestRenderRelayConfigFastPath(t *testing.T) {
 	}
 	off := renderRelayConfig(rendertest.TurnServer("ts", disabled()), nil)
 	leftover := renderRelayConfig(rendertest.TurnServer("ts", disabled("eth0")), nil)
-	on := renderRelayConfig(rendertest.TurnServer("ts"), nil)
-	if off.SocketHash() != leftover.SocketHash() || off.SocketHash() == on.SocketHash() {
-		t.Errorf("socket hashes off %s, disabled with interfaces %s, on %s", off.SocketHash(), leftover.SocketHash(), on.SocketHash())
+	onEth0 := renderRelayConfig(rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Interfaces = []string{"eth0"} }), nil)
+	if off.SocketHash() != leftover.SocketHash() || off.SocketHash() == onEth0.SocketHash() {
+		t.Errorf("socket hashes off %s, disabled with interfaces %s, on eth0 %s", off.SocketHash(), leftover.SocketHash(), onEth0.SocketHash())
 	}
 }
 

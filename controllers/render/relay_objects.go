@@ -130,9 +130,9 @@ func desiredDaemonSet(ts *turnpikev1.TurnServer, image, socketHash string) *apps
 	container := corev1ac.Container().
 		WithName("relay").
 		WithImage(image).
-		WithCommand(relayBinary, "relay",
+		WithCommand(append([]string{relayBinary, "relay",
 			"--config", path.Join(configMountPath, config.RelayFile),
-			"--credentials", credentialsMountPath).
+			"--credentials", credentialsMountPath}, fastPathArgs(ts)...)...).
 		WithEnv(nodeEnv()...).
 		WithPorts(containerPorts(ts)...).
 		WithReadinessProbe(httpProbe("/readyz", spec.HealthPort, 1)).
@@ -214,6 +214,15 @@ func nodeEnv() []*corev1ac.EnvVarApplyConfiguration {
 		corev1ac.EnvVar().WithName("HOST_IP").WithValueFrom(corev1ac.EnvVarSource().
 			WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("status.hostIP"))),
 	}
+}
+
+// fastPathArgs tell the relay the fast path's mode and where the agent
+// listens.
+func fastPathArgs(ts *turnpikev1.TurnServer) []string {
+	if !fastPathOn(ts) {
+		return nil
+	}
+	return []string{"--fast-path", string(ts.Spec.Relay.FastPath.EffectiveMode()), "--fast-path-socket", fastPathSocket}
 }
 
 func fastPathOn(ts *turnpikev1.TurnServer) bool {
