@@ -181,16 +181,17 @@ func Condition(pod *corev1.Pod, t corev1.PodConditionType) corev1.ConditionStatu
 
 // WriteIfChanged replaces a file through a rename when its content differs,
 // as the kubelet updates mounted volumes, so a reader never sees half a file
-// and an unchanged file keeps its modification time.
+// and an unchanged file keeps its modification time. Modes are the
+// kubelet's defaults (0644 files), so a container's non-root user reads them.
 func WriteIfChanged(path string, data []byte) error {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)

@@ -1,0 +1,113 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/turnpike-dev/turnpike/relay/config"
+)
+
+// testFastPath: with the fast path's default mode (Auto) every relay pod
+// runs the fastpath container as root; the relay runs as UID 65532 with no
+// capability in effect while its fast path is active. Killing the agent
+// leaves the relay relaying in userspace and saying why; the restarted
+// agent (restartPolicy Always) gets the relay's channels back.
+func testFastPath(t *testing.T, w *world) {
+	for _, n := range w.lab.nodes() {
+		t.Logf("%s: turnpike_relay_fastpath_packets_total client_to_peer %v, peer_to_client %v after the calls", n.name,
+			relayMetric(t, n, `turnpike_relay_fastpath_packets_total{direction="client_to_peer"}`),
+			relayMetric(t, n, `turnpike_relay_fastpath_packets_total{direction="peer_to_client"}`))
+		waitFastPath(t, n, true)
+		r := w.agent.podOn(n.name)
+		if r == nil || r.fastPath == nil {
+			t.Fatalf("%s: no relay pod with a fastpath container", n.name)
+		}
+		uid, capEff := procStatus(t, r.cmd.Process.Pid)
+		if uid != "65532" || capEff != "0000000000000000" {
+			t.Errorf("%s: relay process Uid %s CapEff %s, want 65532 and none while the fast path is active", n.name, uid, capEff)
+		}
+		if _, capEff := procStatus(t, r.fastPath.cmd.Process.Pid); capEff == "0000000000000000" {
+			t.Errorf("%s: the fastpath container holds no capability", n.name)
+		}
+	}
+
+	n := w.lab.nodes()[0]
+	r := w.agent.podOn(n.name)
+	w.agent.mu.Lock()
+	agentPid, restarts := r.fastPath.cmd.Process.Pid, r.fastPath.restarts
+	w.agent.mu.Unlock()
+	if err := syscall.Kill(-agentPid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, r.logPath, "fast path inactive, relaying in userspace")
+	// A call through the relay while its agent restarts or is back: the
+	// relay's channels are pion's, whichever path carries them.
+	testPion(t, w)
+	waitFastPath(t, n, true)
+	w.agent.mu.Lock()
+	defer w.agent.mu.Unlock()
+	if r.fastPath.restarts == restarts {
+		t.Errorf("%s: the fastpath container was not restarted", n.name)
+	}
+}
+
+// waitFastPath waits until the relay's /status says its fast path is
+// active through the agent (or not).
+func waitFastPath(t *testing.T, n labNode, active bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	var last *config.FastPathStatus
+	for time.Now().Before(deadline) {
+		res, err := n.ns.HTTPClient().Get(fmt.Sprintf("http://%s:%d/status", n.hostIP, healthPort))
+		if err == nil {
+			var st config.Status
+			err = json.NewDecoder(res.Body).Decode(&st)
+			res.Body.Close()
+			last = st.FastPath
+			if err == nil && last != nil && last.Agent && last.Active == active {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: /status fastPath %+v, want agent and active %v", n.name, last, active)
+}
+
+// procStatus is a process's real user and effective capabilities.
+func procStatus(t *testing.T, pid int) (uid, capEff string) {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		switch k {
+		case "Uid":
+			uid = strings.Fields(v)[0]
+		case "CapEff":
+			capEff = strings.TrimSpace(v)
+		}
+	}
+	return uid, capEff
+}
+
+// waitLog waits for text in a log file.
+func waitLog(t *testing.T, path, text string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if data, _ := os.ReadFile(path); strings.Contains(string(data), text) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%q not in %s", text, path)
+}
