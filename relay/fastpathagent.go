@@ -157,7 +157,7 @@ func newFastPathAgent(opts AgentOptions) (*fastPathAgent, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.log, err = NewLogger(opts.LogOutput, opts.LogLevel, firstNonEmpty(opts.LogFormat, cfg.Log.Format)); err != nil {
+	if a.log, err = NewLogger(opts.LogOutput, firstNonEmpty(opts.LogLevel, cfg.Log.Level), firstNonEmpty(opts.LogFormat, cfg.Log.Format)); err != nil {
 		return nil, err
 	}
 	if a.rules, err = a.buildRules(cfg); err != nil {

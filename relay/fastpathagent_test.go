@@ -77,7 +77,7 @@ func startAgentAt(t *testing.T, cfg *config.Relay, socket string, load func([]st
 	go func() {
 		done <- RunFastPathAgent(ctx, AgentOptions{
 			ConfigPath: filepath.Join(dir, config.RelayFile), Socket: socket, RelayUID: os.Getuid(),
-			LogOutput: logs, LogLevel: "debug", ReloadInterval: time.Hour, load: load,
+			LogOutput: logs, ReloadInterval: time.Hour, load: load, // log level and format: relay.yaml's
 		})
 	}()
 	waitFor(t, "the agent listening", func() bool { return strings.Contains(logs.String(), "fast-path agent listening") })
