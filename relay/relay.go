@@ -63,11 +63,11 @@ type Relay struct {
 	log  *slog.Logger
 	// cfg is the config the sockets were opened with. Socket settings never
 	// change while running; hot-reloadable settings live in state.
-	cfg   *config.Relay
+	cfg *config.Relay
 	// fastPath is cfg.FastPath with the command line's overrides.
 	fastPath config.FastPath
 	env      environment
-	state atomic.Pointer[state]
+	state    atomic.Pointer[state]
 
 	allocs        *allocTracker
 	metrics       *metrics

@@ -202,7 +202,9 @@ func TestDesiredDaemonSet(t *testing.T) {
 			if cmd := relay.Command; !slices.Equal(cmd[len(cmd)-4:], []string{"--fast-path", "Auto", "--fast-path-socket", "/run/turnpike/fastpath.sock"}) {
 				t.Errorf("relay command %q, want the fast-path flags", cmd)
 			}
-			if !slices.ContainsFunc(relay.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "fastpath" && m.MountPath == "/run/turnpike" && m.ReadOnly }) {
+			if !slices.ContainsFunc(relay.VolumeMounts, func(m corev1.VolumeMount) bool {
+				return m.Name == "fastpath" && m.MountPath == "/run/turnpike" && m.ReadOnly
+			}) {
 				t.Errorf("relay mounts %+v, want the fastpath emptyDir", relay.VolumeMounts)
 			}
 		}},
