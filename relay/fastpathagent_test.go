@@ -80,7 +80,14 @@ func startAgentAt(t *testing.T, cfg *config.Relay, socket string, load func([]st
 			LogOutput: logs, ReloadInterval: time.Hour, load: load, // log level and format: relay.yaml's
 		})
 	}()
-	waitFor(t, "the agent listening", func() bool { return strings.Contains(logs.String(), "fast-path agent listening") })
+	waitFor(t, "the agent listening", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("the agent returned %v before listening\n%s", err, logs)
+		default:
+		}
+		return strings.Contains(logs.String(), "fast-path agent listening")
+	})
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
