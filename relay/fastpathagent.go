@@ -352,6 +352,8 @@ func (a *fastPathAgent) put(c fastpath.Channel) error {
 		return err
 	}
 	a.entries[k] = c
+	a.log.Debug("fast-path agent: channel admitted", "client", c.Client.String(), "channel", c.Number, "peer", c.Peer.String(),
+		"clientLocal", c.ClientLocal, "peerLocal", c.PeerLocal, "refresh", refresh)
 	return nil
 }
 

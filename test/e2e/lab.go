@@ -84,6 +84,10 @@ func buildLab(t *testing.T) *lab {
 	// node-a: public on its own interface, internal network behind it.
 	nl.Link(l.inet, "198.18.1.1/24", l.nodeA, nodeAPublic+"/24")
 	l.nodeA.DefaultRoute("198.18.1.1")
+	// Nodes forward, as every Kubernetes node does (the fast path's
+	// kernel route lookup asks for it); inet knows no route to the
+	// internal network, so nothing reaches lan-a through node-a.
+	l.nodeA.EnableForwarding()
 	nl.Link(l.nodeA, "10.10.0.2/24", l.lanA, lanA+"/24")
 	l.lanA.AddAddress("lo", metadataIP+"/32")
 	l.lanA.DefaultRoute("10.10.0.2")
@@ -93,6 +97,7 @@ func buildLab(t *testing.T) *lab {
 	natBOut, _ := nl.Link(l.natB, nodeBPublic+"/24", l.inet, "198.18.2.1/24")
 	_, natBIn := nl.Link(l.nodeB, nodeBInternal+"/24", l.natB, "10.20.0.1/24")
 	l.nodeB.DefaultRoute("10.20.0.1")
+	l.nodeB.EnableForwarding()
 	l.natB.DefaultRoute("198.18.2.1")
 	l.natB.EnableForwarding()
 	l.natB.Masquerade(natBOut)
