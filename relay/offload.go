@@ -55,6 +55,8 @@ type offloader struct {
 	// while it is away and written again when it is back.
 	agent bool
 	stop  chan struct{} // closed by stopFastPath
+	// connDone is closed when keepConnected returns (agent only).
+	connDone chan struct{}
 
 	mu sync.Mutex
 	// kernel is nil while the agent is not connected; reason says why.
@@ -126,6 +128,7 @@ func (r *Relay) startFastPathAgent(ctx context.Context, o *offloader, enabled bo
 		}
 	}
 	r.offload = o
+	o.connDone = make(chan struct{})
 	go o.keepConnected(socket, first)
 	go r.pollFastPath(ctx)
 	return nil
@@ -134,6 +137,7 @@ func (r *Relay) startFastPathAgent(ctx context.Context, o *offloader, enabled bo
 // keepConnected connects to the agent, hands it the channels, waits for the
 // connection to end, and starts again, until stopFastPath.
 func (o *offloader) keepConnected(socket string, cl *wire.Client) {
+	defer close(o.connDone)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { <-o.stop; cancel() }()
@@ -202,8 +206,8 @@ func (o *offloader) attach(cl *wire.Client) {
 // relay's entries when its connection ends, or is gone itself). o.mu is
 // held.
 func (o *offloader) detachLocked(cl *wire.Client) {
-	if o.kernel != kernelTable(cl) {
-		return
+	if o.closed || o.kernel != kernelTable(cl) {
+		return // stopFastPath closed it: nothing to fall back from
 	}
 	cl.Close()
 	o.kernel = nil
@@ -253,8 +257,8 @@ func (r *Relay) stopFastPath() {
 	r.addFastPathCounters()
 	o := r.offload
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	if o.closed {
+		o.mu.Unlock()
 		return
 	}
 	o.closed = true
@@ -265,6 +269,10 @@ func (r *Relay) stopFastPath() {
 		}
 	}
 	r.metrics.fastPathActive.Set(0)
+	o.mu.Unlock()
+	if o.connDone != nil {
+		<-o.connDone // nothing of the fast path outlives the relay
+	}
 }
 
 // defaultFastPathInterfaces are lo and the interfaces holding a bind

@@ -278,6 +278,15 @@ func TestFastPathThroughAgent(t *testing.T) {
 	waitFor(t, "the new agent's packets in the metrics", func() bool {
 		return counterValue(t, tr.Relay, "turnpike_relay_fastpath_packets_total", "direction", dirToPeer) >= inKernel+n
 	})
+
+	// Stopping closes the connection on purpose: no fallback to report.
+	before := len(tr.logs.String())
+	tr.stop(t)
+	for _, line := range strings.Split(tr.logs.String()[before:], "\n") {
+		if strings.Contains(line, "level=WARN") && strings.Contains(line, "fast path") {
+			t.Errorf("a fast-path warning while stopping: %s", line)
+		}
+	}
 }
 
 // TestFastPathFlagsOverrideRelayYAML: the operator passes the mode and the
