@@ -13,6 +13,7 @@ import (
 )
 
 const probeUsage = `usage: turnpike probe URL [--username U --password P | --secret S] [flags]
+       turnpike probe --nat stun:HOST[:PORT] [--timeout D]
 
 Allocates a relayed address on a TURN server, pings an echo peer through it,
 and reports the allocation time, median round-trip time, loss and relayed
@@ -21,6 +22,11 @@ authentication failed (401), peer refused (403), quota reached (486), no echo).
 
 URL is turn:HOST[:PORT][?transport=udp|tcp] (default 3478, udp) or
 turns:HOST[:PORT][?transport=tcp|udp] (TLS, or DTLS for udp; default 5349).
+
+--nat runs NAT behaviour discovery (RFC 5780) instead, against a STUN server
+with an alternate address (a turnpike relay with spec.behaviorDiscovery, or
+coturn with two listening addresses), and says in plain words what this
+machine's NAT does to UDP and what that means for WebRTC calls.
 
 Credentials: --username and --password (or $TURNPIKE_PASSWORD), or --secret
 (or $TURNPIKE_SECRET), a TURN REST shared secret from which the probe mints
@@ -38,6 +44,9 @@ flags:
 
 // runProbe is `turnpike probe`.
 func runProbe(ctx context.Context, args []string) error {
+	if len(args) > 0 && (args[0] == "--nat" || args[0] == "-nat") {
+		return runNATProbe(ctx, args[1:])
+	}
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 	var o probe.Options
 	var secret string
@@ -104,4 +113,50 @@ func printResult(r *probe.Result) {
 	fmt.Printf("rtt median       %s (%d pings)\n", r.MedianRTT().Round(time.Microsecond), r.Received())
 	fmt.Printf("loss             %.0f%% (%d/%d lost)\n", 100*r.Loss(), r.Sent-r.Received(), r.Sent)
 	fmt.Println("OK")
+}
+
+// runNATProbe is `turnpike probe --nat stun:HOST[:PORT]`.
+func runNATProbe(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("probe --nat", flag.ContinueOnError)
+	var o probe.NATOptions
+	fs.DurationVar(&o.Timeout, "timeout", 3*time.Second, "how long each test waits for an answer; a filtering test that gets none takes this long")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), probeUsage)
+		fs.PrintDefaults()
+	}
+	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
+		fs.Usage()
+		return errors.New("--nat needs a STUN URL: stun:HOST[:PORT]")
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q: flags go after the URL", fs.Args())
+	}
+	server, err := probe.ParseSTUNURL(args[0])
+	if err != nil {
+		return err
+	}
+	o.Server = server
+	fmt.Printf("NAT behaviour discovery (RFC 5780) against %s\n", server)
+	res, err := probe.DiscoverNAT(ctx, o)
+	if err != nil {
+		return fmt.Errorf("FAILED: %w", err)
+	}
+	printNATResult(res)
+	return nil
+}
+
+func printNATResult(r *probe.NATResult) {
+	fmt.Printf("server           %s (alternate %s)\n", r.Server, r.Other)
+	fmt.Printf("local address    %s\n", r.Local)
+	fmt.Printf("public address   %s\n", r.Mapped)
+	if r.NoNAT {
+		fmt.Println("mapping          none: this machine's address is public")
+	} else {
+		fmt.Printf("mapping          %s mapping: %s\n", r.Mapping, r.Mapping.MappingMeaning())
+	}
+	fmt.Printf("filtering        %s filtering: %s\n", r.Filtering, r.Filtering.FilteringMeaning())
+	fmt.Printf("verdict          %s\n", r.Verdict())
 }

@@ -29,6 +29,10 @@ func TestProbeCommandErrors(t *testing.T) {
 		{[]string{"turn:127.0.0.1", "--username", "u", "--password", "p", "--secret", "s"}, "not both"},
 		{[]string{"turn:127.0.0.1", "extra"}, "unexpected arguments"},
 		{[]string{"turn:127.0.0.1:" + closedPort + "?transport=tcp", "--username", "u", "--password", "p", "--timeout", "2s"}, "FAILED (unreachable)"},
+		{[]string{"--nat"}, "--nat needs a STUN URL"},
+		{[]string{"--nat", "turn:127.0.0.1"}, "is not a STUN URL"},
+		{[]string{"--nat", "stun:127.0.0.1", "extra"}, "unexpected arguments"},
+		{[]string{"--nat", "stun:127.0.0.1:" + closedPort, "--timeout", "300ms"}, "FAILED: test I"},
 	}
 	for _, c := range cases {
 		t.Setenv("TURNPIKE_PASSWORD", "")

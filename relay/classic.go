@@ -83,7 +83,8 @@ func isBindingRequest(msg []byte) bool {
 }
 
 // bindingGate puts the Binding answers in front of the request gate next:
-// classic requests are answered (or dropped) here, and RFC 5389 ones are
+// classic requests are answered (or dropped) here, RFC 5389 ones that use
+// behaviour discovery (behavior.go) too, and the other RFC 5389 ones are
 // counted by what next decides; pion answers every one it is handed.
 func (r *Relay) bindingGate(next gateFunc) gateFunc {
 	return func(msg []byte, client, local net.Addr, reply func([]byte)) bool {
@@ -91,14 +92,18 @@ func (r *Relay) bindingGate(next gateFunc) gateFunc {
 			r.answerClassic(msg, client, local, reply)
 			return false
 		}
-		forward := next(msg, client, local, reply)
-		if isBindingRequest(msg) {
-			result := bindingAnswered
-			if !forward {
-				result = bindingDropped
-			}
-			r.metrics.stunBindings.WithLabelValues(stunRFC5389, result).Inc()
+		if !isBindingRequest(msg) {
+			return next(msg, client, local, reply)
 		}
+		if r.answerBinding(msg, client, local, reply) {
+			return false
+		}
+		forward := next(msg, client, local, reply)
+		result := bindingAnswered
+		if !forward {
+			result = bindingDropped
+		}
+		r.metrics.stunBindings.WithLabelValues(stunRFC5389, result).Inc()
 		return forward
 	}
 }
@@ -106,19 +111,21 @@ func (r *Relay) bindingGate(next gateFunc) gateFunc {
 // answerClassic answers one classic Binding request, unless relay.yaml's
 // stun.classic is off.
 func (r *Relay) answerClassic(msg []byte, client, local net.Addr, reply func([]byte)) {
-	result := bindingDropped
-	defer func() { r.metrics.stunBindings.WithLabelValues(stunRFC3489, result).Inc() }()
+	dropped := func() { r.metrics.stunBindings.WithLabelValues(stunRFC3489, bindingDropped).Inc() }
 	if !r.current().cfg.STUN.ClassicEnabled() {
+		dropped()
 		r.rlog.info("classic-off", "RFC 3489 Binding request dropped: stun.classic is off", "client", addrString(client))
 		return
 	}
 	_, from, ok := addrPort(client)
 	if !ok {
+		dropped()
 		return
 	}
 	_, to, _ := addrPort(local)
-	var answer []byte
-	answer, result = classicAnswer(msg, from, to)
+	answer, result := classicAnswer(msg, from, to)
+	// Counted before it is sent, so that whoever sees the answer sees the count.
+	r.metrics.stunBindings.WithLabelValues(stunRFC3489, result).Inc()
 	if answer != nil {
 		reply(answer)
 	}

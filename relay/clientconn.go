@@ -35,8 +35,10 @@ const (
 // gateFunc sees one whole STUN message from client (arrived on local)
 // before pion does. It returns whether pion should handle it; reply sends
 // an answer of the gate's own on the same socket or connection. msg is only
-// valid during the call; the gate may rewrite it in place, keeping its
-// length, and pion then handles the rewritten message.
+// valid during the call; the gate may rewrite it in place, and pion then
+// handles the rewritten message. The capacity of msg past its length is
+// scratch space the gate may grow the message into: the length in the
+// STUN header is the length pion is handed (forwardedLength).
 type gateFunc func(msg []byte, client, local net.Addr, reply func([]byte)) (forward bool)
 
 // edge is what every client-facing wrapper shares: the gate, the counters
@@ -45,7 +47,10 @@ type edge struct {
 	gate gateFunc
 	// signAnswer signs an answer to client whose request the gate verified
 	// (signing.go); nil in wrapper tests.
-	signAnswer   func(b []byte, client net.Addr) []byte
+	signAnswer func(b []byte, client net.Addr) []byte
+	// noteAnswer sees each of pion's answers first (reservations.go); nil
+	// in wrapper tests.
+	noteAnswer   func(b []byte)
 	rejectFrame  func(reason string)
 	closeConn    func(reason string)
 	refuseConn   func(reason string, err error)
@@ -103,6 +108,9 @@ func (e *edge) answer(b []byte, client net.Addr) []byte {
 	if fixed, changed := fixChannelBindForbidden(b); changed {
 		b = fixed
 	}
+	if e.noteAnswer != nil {
+		e.noteAnswer(b)
+	}
 	if e.signAnswer != nil {
 		b = e.signAnswer(b, client)
 	}
@@ -141,10 +149,13 @@ func (c *clientPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			c.edge.rejectFrame(reason)
 			continue
 		}
-		if kind == frameSTUN && !c.edge.gate(p[:n], addr, c.LocalAddr(), func(b []byte) { _, _ = c.PacketConn.WriteTo(b, addr) }) {
+		if kind != frameSTUN {
+			return n, addr, nil
+		}
+		if !c.edge.gate(p[:n], addr, c.LocalAddr(), func(b []byte) { _, _ = c.PacketConn.WriteTo(b, addr) }) {
 			continue
 		}
-		return n, addr, nil
+		return forwardedLength(p), addr, nil
 	}
 }
 
@@ -245,11 +256,23 @@ func (c *clientStreamConn) Read(p []byte) (int, error) {
 		if msg == nil {
 			continue // dropped
 		}
-		if msg[0]>>6 == 0 && !c.edge.gate(msg, c.RemoteAddr(), c.LocalAddr(), c.reply) {
+		n := copy(p, msg)
+		if msg[0]>>6 != 0 {
+			return n, nil
+		}
+		// The gate works on pion's buffer, not on the framer's: past the
+		// message in the framer's lies the next frame.
+		if !c.edge.gate(p[:n], c.RemoteAddr(), c.LocalAddr(), c.reply) {
 			continue
 		}
-		return copy(p, msg), nil
+		return forwardedLength(p), nil
 	}
+}
+
+// forwardedLength is the length of the STUN message at the start of p as
+// the gate left it (it may have grown it).
+func forwardedLength(p []byte) int {
+	return min(len(p), stunHeaderSize+int(binary.BigEndian.Uint16(p[2:4])))
 }
 
 // nextMessage reads one message: a frame of the stream, or for DTLS one

@@ -40,9 +40,9 @@ func (s conformanceServer) coturn() bool { return s.relay == nil }
 // serverOptions are the settings a row needs beyond the common config.
 type serverOptions struct {
 	allocationsPerUser int // 0: no quota
-	// oneUDPSocket runs turnpike with one UDP socket per listener (coturn
-	// has one anyway): pion keeps reservations per socket.
-	oneUDPSocket bool
+	// udpSockets is turnpike's UDP sockets per listener (0: baseConfig's);
+	// coturn has its own threading.
+	udpSockets int
 }
 
 // forEachServer runs fn against turnpike and against coturn.
@@ -68,8 +68,8 @@ func startConformanceRelay(t *testing.T, peerIP netip.Addr, opts serverOptions) 
 	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(peerIP, peerIP.BitLen()).String()}
 	cfg.TCPRelay = true
 	cfg.Quotas.AllocationsPerUser = opts.allocationsPerUser
-	if opts.oneUDPSocket {
-		cfg.UDPSocketsPerListener = 1
+	if opts.udpSockets > 0 {
+		cfg.UDPSocketsPerListener = opts.udpSockets
 	}
 	tr := startRelay(t, cfg, baseCredentials())
 	s := conformanceServer{name: "turnpike", addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.port)), relay: tr, peerIP: peerIP}
@@ -375,40 +375,59 @@ func TestConformanceBadFingerprint(t *testing.T) {
 // sections 7.2 and 7.3).
 func TestConformanceLifetime(t *testing.T) {
 	forEachServer(t, func(t *testing.T, s conformanceServer) {
-		// turnpike grants 3599 s for "one hour or more": pion takes a
-		// requested lifetime only below one hour (docs/pion-upstream.md).
-		maxGranted := uint32(3600)
-		if !s.coturn() {
-			maxGranted = 3599
-		}
-		c := s.dial(t, "udp")
-		c.fetchNonce()
-		res := c.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), lifetimeAttr(30))
-		if code := errorCode(res); code != 0 {
-			t.Fatalf("Allocate: %d", code)
-		}
-		if got := lifetimeOf(t, res); got != 600 {
-			t.Errorf("Allocate asking 30 s granted %d s, want 600", got)
-		}
-		for _, tc := range []struct{ ask, want uint32 }{{7200, maxGranted}, {30, 600}, {1200, 1200}} {
-			res := c.signed(stun.MethodRefresh, true, lifetimeAttr(tc.ask))
-			if code := errorCode(res); code != 0 {
-				t.Fatalf("Refresh %d s: %d", tc.ask, code)
-			}
-			if got := lifetimeOf(t, res); got != tc.want {
-				t.Errorf("Refresh asking %d s granted %d s, want %d", tc.ask, got, tc.want)
-			}
-		}
-		c2 := s.dial(t, "udp")
-		c2.fetchNonce()
-		res = c2.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), lifetimeAttr(7200))
-		if code := errorCode(res); code != 0 {
-			t.Fatalf("Allocate: %d", code)
-		}
-		if got := lifetimeOf(t, res); got != maxGranted {
-			t.Errorf("Allocate asking 7200 s granted %d s, want %d", got, maxGranted)
+		for _, network := range []string{"udp", "tcp"} {
+			t.Run(network, func(t *testing.T) { checkLifetimes(t, s, network) })
 		}
 	})
+}
+
+// checkLifetimes runs the LIFETIME row over network: pion grants a
+// requested value only below one hour and its default for none, so
+// turnpike rewrites both (docs/pion-upstream.md, 5).
+func checkLifetimes(t *testing.T, s conformanceServer, network string) {
+	const maxGranted = 3600
+	c := s.dial(t, network)
+	c.fetchNonce()
+	res := c.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), lifetimeAttr(30))
+	if code := errorCode(res); code != 0 {
+		t.Fatalf("Allocate: %d", code)
+	}
+	if got := lifetimeOf(t, res); got != 600 {
+		t.Errorf("Allocate asking 30 s granted %d s, want 600", got)
+	}
+	for _, tc := range []struct{ ask, want uint32 }{{7200, maxGranted}, {30, 600}, {3600, 3600}, {1200, 1200}, {0, 600}} {
+		attrs := []stun.Setter{lifetimeAttr(tc.ask)}
+		if tc.ask == 0 {
+			attrs = nil // no LIFETIME: the default
+		}
+		res := c.signed(stun.MethodRefresh, true, attrs...)
+		if code := errorCode(res); code != 0 {
+			t.Fatalf("Refresh %d s: %d", tc.ask, code)
+		}
+		if got := lifetimeOf(t, res); got != tc.want {
+			t.Errorf("Refresh asking %d s granted %d s, want %d", tc.ask, got, tc.want)
+		}
+	}
+	res = c.signed(stun.MethodRefresh, false, rawAttr(stun.AttrLifetime, []byte{0, 0, 0x0e}))
+	if code := errorCode(res); code != int(stun.CodeBadRequest) {
+		t.Errorf("Refresh with a 3-byte LIFETIME: %d, want 400", code)
+	}
+	for _, ask := range []uint32{7200, 0} {
+		attrs := []stun.Setter{requestedTransport(protoUDP), lifetimeAttr(ask)}
+		want := uint32(maxGranted)
+		if ask == 0 {
+			attrs, want = attrs[:1], 600 // no LIFETIME: the default
+		}
+		c2 := s.dial(t, network)
+		c2.fetchNonce()
+		res = c2.signed(stun.MethodAllocate, false, attrs...)
+		if code := errorCode(res); code != 0 {
+			t.Fatalf("Allocate: %d", code)
+		}
+		if got := lifetimeOf(t, res); got != want {
+			t.Errorf("Allocate asking %d s granted %d s, want %d", ask, got, want)
+		}
+	}
 }
 
 // Row: error responses to authenticated requests carry MESSAGE-INTEGRITY
@@ -639,15 +658,16 @@ func TestUclientModes(t *testing.T) {
 		{"client to client -y", append([]string{"-c", "-y"}, static...), ip4, 0, true},
 		{"tcp relay -T", append([]string{"-T"}, static...), ip4, 0, true},
 		{"ipv6 relay -x", append([]string{"-c", "-x"}, static...), ip6, 0, true},
-		// An RTCP pair (EVEN-PORT, then RESERVATION-TOKEN from another
-		// client port) works only when both requests reach the same pion
-		// listener: each UDP socket of a listener has its own reservation
-		// table, so with several the token is found or not by the kernel's
-		// hash of the client port (docs/pion-upstream.md, 8).
-		{"ipv4 rtcp pair, one UDP socket per listener", static, ip4, 1, true},
-		// The reserved allocation comes back IPv4 (docs/pion-upstream.md, 8).
-		{"ipv6 relay with rtcp pair -x", append([]string{"-x"}, static...), ip6, 1, false},
-		// ADDITIONAL-ADDRESS-FAMILY is ignored (docs/pion-upstream.md, 9).
+		// RTCP pairs (EVEN-PORT, then RESERVATION-TOKEN from another
+		// client port): turnpike keeps the reservations for the whole
+		// relay, so the kernel may hand the second request to any socket.
+		{"ipv4 rtcp pair", static, ip4, 4, true},
+		{"ipv6 relay with rtcp pair -x", append([]string{"-x"}, static...), ip6, 4, true},
+		{"tcp control with rtcp pair -t", append([]string{"-t"}, static...), ip4, 4, true},
+		// No dual allocation: turnpike answers RFC 8656's
+		// ADDITIONAL-ADDRESS-FAMILY with IPv4 and 440 for IPv6
+		// (docs/pion-upstream.md, 9), and turnutils_uclient -Z sends the
+		// drafts' code point, which it ignores.
 		{"dual allocation -Z", append([]string{"-Z"}, static...), ip6, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -711,57 +731,82 @@ func TestConformancePeerAddress(t *testing.T) {
 // Row: RESERVATION-TOKEN (RFC 8656 section 7.2): an Allocate with EVEN-PORT
 // (R bit) reserves port+1, held until the token is used; the allocation
 // made with the token has the relayed address of the same family at
-// port+1. turnpike deviates (docs/pion-upstream.md, 8): the port is not
-// held and the token's allocation takes the listener's family. It runs
-// with one UDP socket per listener: with several, each has its own
-// reservation table and the token is found or not (508) depending on which
-// socket the kernel hands the second client's datagrams.
+// port+1; without the R bit, nothing is reserved (no token). The pairs are
+// IPv6 allocations asked for over IPv4, and turnpike
+// runs four UDP sockets per listener: pion keeps reservations per socket
+// and takes the listener's family for a token, so every part of this
+// failed before turnpike kept the reservations itself.
 func TestConformanceReservationToken(t *testing.T) {
 	if !haveIPv6() {
 		needTool(t, "IPv6 loopback", false)
 	}
-	forEachServerWith(t, serverOptions{oneUDPSocket: true}, func(t *testing.T, s conformanceServer) {
+	forEachServerWith(t, serverOptions{udpSockets: 4}, func(t *testing.T, s conformanceServer) {
+		for range 8 { // from new client ports each: the kernel spreads them over the sockets
+			checkReservedPair(t, s, "udp")
+		}
+		checkReservedPair(t, s, "tcp") // control connections over TCP: one listener's generator
 		c := s.dial(t, "udp")
 		c.fetchNonce()
-		res := c.signed(stun.MethodAllocate, false, requestedTransport(protoUDP),
-			rawAttr(stun.AttrRequestedAddressFamily, []byte{2, 0, 0, 0}), rawAttr(stun.AttrEvenPort, []byte{0x80}))
-		if code := errorCode(res); code != 0 {
-			t.Fatalf("Allocate with EVEN-PORT: %d", code)
+		res := c.signed(stun.MethodAllocate, true, requestedTransport(protoUDP), rawAttr(stun.AttrEvenPort, []byte{0}))
+		relayed, err := xorAddrFrom(res, stun.AttrXORRelayedAddress)
+		if code := errorCode(res); code != 0 || err != nil || relayed.Port()%2 != 0 || res.Contains(stun.AttrReservationToken) {
+			t.Errorf("EVEN-PORT without R: answer %d, relayed %v, token %v; want an even port and no token", code, relayed, res.Contains(stun.AttrReservationToken))
 		}
-		first, err := xorAddrFrom(res, stun.AttrXORRelayedAddress)
-		if err != nil {
-			t.Fatal(err)
-		}
-		token, err := res.Get(stun.AttrReservationToken)
-		if err != nil || !first.Addr().Is6() || first.Port()%2 != 0 {
-			t.Fatalf("Allocate with EVEN-PORT: relayed %v, token %v: want an even IPv6 port and a token", first, err)
-		}
-		next := netip.AddrPortFrom(first.Addr(), first.Port()+1)
-		held := !canBindUDP(next)
-		if held != s.coturn() {
-			t.Errorf("port+1 %v held: %v (want %v: coturn holds it, turnpike does not yet)", next, held, s.coturn())
-		}
+		c.wantSigned("EVEN-PORT without R", res)
 
-		c2 := s.dial(t, "udp")
-		c2.fetchNonce()
-		res = c2.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), rawAttr(stun.AttrReservationToken, token))
-		code := errorCode(res)
-		var second netip.AddrPort
-		if code == 0 {
-			if second, err = xorAddrFrom(res, stun.AttrXORRelayedAddress); err != nil {
-				t.Fatal(err)
-			}
+		c = s.dial(t, "udp")
+		c.fetchNonce()
+		res = c.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), rawAttr(stun.AttrReservationToken, []byte("unknown!")))
+		want := int(stun.CodeInsufficientCapacity)
+		if s.coturn() {
+			want = 404 // coturn deviates: an unassigned code
 		}
-		switch {
-		case s.coturn():
-			if code != 0 || second != next {
-				t.Errorf("token allocation: answer %d at %v, want success at %v", code, second, next)
-			}
-		case code != 0 || !second.Addr().Is4() || second.Port() != next.Port():
-			// turnpike today: port+1, of the listener's family.
-			t.Errorf("token allocation: answer %d at %v; turnpike's deviation changed (it gave IPv4 port %d): update the conformance table", code, second, next.Port())
+		if code := errorCode(res); code != want {
+			t.Errorf("Allocate with an unknown token: %d, want %d", code, want)
 		}
 	})
+}
+
+// checkReservedPair allocates an even IPv6 port with EVEN-PORT (R) from one
+// client and redeems the token from another, both over network.
+func checkReservedPair(t *testing.T, s conformanceServer, network string) {
+	t.Helper()
+	c := s.dial(t, network)
+	c.fetchNonce()
+	res := c.signed(stun.MethodAllocate, false, requestedTransport(protoUDP),
+		rawAttr(stun.AttrRequestedAddressFamily, []byte{2, 0, 0, 0}), rawAttr(stun.AttrEvenPort, []byte{0x80}))
+	if code := errorCode(res); code != 0 {
+		t.Fatalf("Allocate with EVEN-PORT: %d", code)
+	}
+	first, err := xorAddrFrom(res, stun.AttrXORRelayedAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := res.Get(stun.AttrReservationToken)
+	if err != nil || !first.Addr().Is6() || first.Port()%2 != 0 {
+		t.Fatalf("Allocate with EVEN-PORT: relayed %v, token %v: want an even IPv6 port and a token", first, err)
+	}
+	next := netip.AddrPortFrom(first.Addr(), first.Port()+1)
+	if canBindUDP(next) {
+		t.Errorf("port+1 %v is not held", next)
+	}
+
+	c2 := s.dial(t, network)
+	c2.fetchNonce()
+	res = c2.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), rawAttr(stun.AttrReservationToken, token))
+	code := errorCode(res)
+	var second netip.AddrPort
+	if code == 0 {
+		if second, err = xorAddrFrom(res, stun.AttrXORRelayedAddress); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code != 0 || second != next {
+		t.Errorf("token allocation: answer %d at %v, want success at %v", code, second, next)
+	}
+	if res = c2.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), rawAttr(stun.AttrReservationToken, token)); errorCode(res) != int(stun.CodeAllocMismatch) {
+		t.Errorf("second Allocate on the same 5-tuple: %d, want 437", errorCode(res))
+	}
 }
 
 // canBindUDP reports whether a UDP socket can be bound to a (the port is
@@ -775,48 +820,91 @@ func canBindUDP(a netip.AddrPort) bool {
 	return true
 }
 
-// ADDITIONAL-ADDRESS-FAMILY: RFC 8656 section 18 registered 0x8000; coturn
-// (server and turnutils_uclient -Z) still uses 0x8032 of the drafts.
-const (
-	attrAdditionalAddressFamily      = stun.AttrType(0x8000)
-	attrAdditionalAddressFamilyDraft = stun.AttrType(0x8032)
-)
+// attrAdditionalAddressFamilyDraft is the drafts' ADDITIONAL-ADDRESS-FAMILY,
+// which coturn (server and turnutils_uclient -Z) still uses; RFC 8656
+// registered 0x8000.
+const attrAdditionalAddressFamilyDraft = stun.AttrType(0x8032)
 
 // Row: ADDITIONAL-ADDRESS-FAMILY (RFC 8656 section 7.2): a dual allocation
-// answers an IPv4 and an IPv6 XOR-RELAYED-ADDRESS. turnpike deviates
-// (docs/pion-upstream.md, 9): the attribute is ignored. coturn deviates
-// too: it knows only the draft's code point.
+// answers an IPv4 and an IPv6 XOR-RELAYED-ADDRESS, or, where the server
+// cannot add the IPv6 one, the IPv4 one and an ADDRESS-ERROR-CODE 440 for
+// IPv6; the attribute asking for IPv4, or next to REQUESTED-ADDRESS-FAMILY,
+// is answered 400. turnpike answers 440 (docs/pion-upstream.md, 9). coturn
+// deviates: it knows only the drafts' code point, and ignores 0x8000.
 func TestConformanceDualAllocation(t *testing.T) {
 	if !haveIPv6() {
 		needTool(t, "IPv6 loopback", false)
 	}
+	ipv6 := []byte{familyIPv6, 0, 0, 0}
 	forEachServer(t, func(t *testing.T, s conformanceServer) {
+		c := s.dial(t, "udp")
+		c.fetchNonce()
+		res := c.signed(stun.MethodAllocate, true, requestedTransport(protoUDP), rawAttr(attrAdditionalAddressFamily, ipv6))
+		if code := errorCode(res); code != 0 {
+			t.Fatalf("dual Allocate: %d", code)
+		}
+		relayed, addressError := dualAnswer(res)
+		switch {
+		case s.coturn():
+			if !slices.Equal(relayed, []bool{false}) || addressError != nil {
+				t.Errorf("coturn's answer changed: relayed (IPv6?) %v, ADDRESS-ERROR-CODE %x", relayed, addressError)
+			}
+		case slices.Equal(relayed, []bool{false, true}):
+		case !slices.Equal(relayed, []bool{false}) || len(addressError) < 4 || addressError[0] != familyIPv6 ||
+			int(addressError[2]&7)*100+int(addressError[3]) != int(stun.CodeAddrFamilyNotSupported):
+			t.Errorf("relayed (IPv6?) %v, ADDRESS-ERROR-CODE %x: want IPv4 and IPv6, or IPv4 and 440 for IPv6", relayed, addressError)
+		}
+		c.wantSigned("dual Allocate", res)
+		if !res.Contains(stun.AttrFingerprint) {
+			t.Error("dual Allocate: the answer has no FINGERPRINT")
+		}
+
 		for _, tc := range []struct {
-			attr   stun.AttrType
-			coturn []bool // Is6 of each relayed address coturn answers
+			name   string
+			attrs  []stun.Setter
+			coturn int // coturn's answer
 		}{
-			{attrAdditionalAddressFamily, []bool{false}},
-			{attrAdditionalAddressFamilyDraft, []bool{false, true}},
+			{"IPv4 as the additional family", []stun.Setter{rawAttr(attrAdditionalAddressFamily, []byte{1, 0, 0, 0})}, 0},
+			{"with REQUESTED-ADDRESS-FAMILY", []stun.Setter{rawAttr(attrAdditionalAddressFamily, ipv6),
+				rawAttr(stun.AttrRequestedAddressFamily, []byte{1, 0, 0, 0})}, 0},
 		} {
 			c := s.dial(t, "udp")
 			c.fetchNonce()
-			res := c.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), rawAttr(tc.attr, []byte{2, 0, 0, 0}))
-			if code := errorCode(res); code != 0 {
-				t.Fatalf("dual Allocate (0x%04x): %d", uint16(tc.attr), code)
-			}
-			var families []bool
-			for _, a := range res.Attributes {
-				if a.Type == stun.AttrXORRelayedAddress {
-					families = append(families, len(a.Value) == 20)
-				}
-			}
-			want := []bool{false} // turnpike today: IPv4 only
+			res := c.signed(stun.MethodAllocate, false, append([]stun.Setter{requestedTransport(protoUDP)}, tc.attrs...)...)
+			want := int(stun.CodeBadRequest)
 			if s.coturn() {
 				want = tc.coturn
 			}
-			if !slices.Equal(families, want) {
-				t.Errorf("0x%04x: relayed addresses (IPv6?) %v, want %v", uint16(tc.attr), families, want)
+			if code := errorCode(res); code != want {
+				t.Errorf("%s: %d, want %d", tc.name, code, want)
 			}
 		}
+
+		// The drafts' code point: coturn allocates both; turnpike ignores it.
+		c = s.dial(t, "udp")
+		c.fetchNonce()
+		res = c.signed(stun.MethodAllocate, false, requestedTransport(protoUDP), rawAttr(attrAdditionalAddressFamilyDraft, ipv6))
+		relayed, _ = dualAnswer(res)
+		want := []bool{false}
+		if s.coturn() {
+			want = []bool{false, true}
+		}
+		if code := errorCode(res); code != 0 || !slices.Equal(relayed, want) {
+			t.Errorf("0x8032: answer %d, relayed (IPv6?) %v, want %v", code, relayed, want)
+		}
 	})
+}
+
+// dualAnswer returns the family (IPv6?) of each XOR-RELAYED-ADDRESS of an
+// Allocate answer and its ADDRESS-ERROR-CODE value (nil without one).
+func dualAnswer(res *stun.Message) (relayed []bool, addressError []byte) {
+	for _, a := range res.Attributes {
+		switch a.Type {
+		case stun.AttrXORRelayedAddress:
+			relayed = append(relayed, len(a.Value) == 20)
+		case attrAddressErrorCode:
+			addressError = a.Value
+		}
+	}
+	return relayed, addressError
 }

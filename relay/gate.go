@@ -28,6 +28,8 @@ import (
 //   - It drops a request whose FINGERPRINT is wrong (RFC 8489 section 7.3).
 //   - It clamps LIFETIME into the range the RFC grants and re-signs the
 //     request with the key it verified.
+//   - It redeems a RESERVATION-TOKEN from turnpike's own reservations
+//     (reservations.go).
 //   - It remembers the key of each verified request, so that answer()
 //     signs pion's error responses too (signing.go).
 
@@ -42,14 +44,30 @@ const (
 	refusedTransport      = "transport"         // 400 on a TCP Allocate
 	refusedFamily         = "family_mismatch"   // 443
 	refusedPeer           = "peer_denied"       // 403 (also in peers_denied_total)
+	refusedNoReservation  = "no_reservation"    // 508: an unknown RESERVATION-TOKEN
 )
 
 var requestRefusedReasons = []string{refusedBadFingerprint, refusedUnknownMethod, refusedBadRequest,
-	refusedNoAllocation, refusedWrongUser, refusedTransport, refusedFamily, refusedPeer}
+	refusedNoAllocation, refusedWrongUser, refusedTransport, refusedFamily, refusedPeer, refusedNoReservation, refusedNotBinding}
 
-// gate is the relay's gateFunc. It may rewrite msg in place, keeping its
-// length (see hideIntegrity and clampLifetime).
+// gate is the request gate without an address generator to steer: what
+// tests call. Listeners use gateFor.
 func (r *Relay) gate(msg []byte, client, local net.Addr, reply func([]byte)) (forward bool) {
+	return r.gateOn(nil, msg, client, local, reply)
+}
+
+// gateFor is the gateFunc of a listener whose allocations gen opens the
+// relay sockets of: the gate tells it which reserved socket an Allocate
+// redeems (reservations.go).
+func (r *Relay) gateFor(gen *relayAddressGenerator) gateFunc {
+	return func(msg []byte, client, local net.Addr, reply func([]byte)) bool {
+		return r.gateOn(gen, msg, client, local, reply)
+	}
+}
+
+// gateOn is the gate. It may rewrite msg in place, growing it into its
+// spare capacity (see hideIntegrity and requestEdits).
+func (r *Relay) gateOn(gen *relayAddressGenerator, msg []byte, client, local net.Addr, reply func([]byte)) (forward bool) {
 	if r.throttled(msg, client) {
 		return false
 	}
@@ -95,9 +113,47 @@ func (r *Relay) gate(msg []byte, client, local net.Addr, reply func([]byte)) (fo
 		reply(errorAnswer(m, code, cred.key))
 		return false
 	}
-	clampLifetime(msg, m, cred.key)
+	edits, code, reason := r.requestEdits(gen, m, k, cred.username)
+	if code != 0 {
+		r.refuseRequest(reason, client)
+		reply(errorAnswer(m, code, cred.key))
+		return false
+	}
+	rewrite(msg, m, cred.key, edits)
 	r.rememberSigner(client, m, cred.key)
 	return true
+}
+
+// requestEdits are the changes the gate makes to an authenticated request
+// of username for allocation k before pion handles it: LIFETIME (signing.go)
+// and a RESERVATION-TOKEN redeemed (reservations.go). A code other than 0
+// is the error to answer instead, and reason the one to count.
+func (r *Relay) requestEdits(gen *relayAddressGenerator, m *stun.Message, k allocKey, username string) ([]attrEdit, stun.ErrorCode, string) {
+	var edits []attrEdit
+	e, ok, malformed := lifetimeEdit(m)
+	switch {
+	case malformed:
+		return nil, stun.CodeBadRequest, refusedBadRequest
+	case ok:
+		edits = append(edits, e)
+	}
+	if m.Type.Method != stun.MethodAllocate {
+		return edits, 0, ""
+	}
+	user := userIDOf(username)
+	if gen != nil {
+		gen.dropClaims(user) // one left by an Allocate pion refused before opening a socket
+	}
+	if m.Contains(stun.AttrReservationToken) {
+		e, code := r.redeemToken(gen, m, k, user)
+		switch {
+		case code != 0:
+			return nil, code, refusedNoReservation
+		case e.from != 0:
+			edits = append(edits, e)
+		}
+	}
+	return edits, 0, ""
 }
 
 // knownRequestMethod reports whether pion handles requests of method.
@@ -144,8 +200,12 @@ const (
 // rules out: one asked for over UDP or DTLS (a TCP allocation needs a TCP
 // or TLS control connection), and one carrying EVEN-PORT,
 // RESERVATION-TOKEN or DONT-FRAGMENT, which only mean something for UDP.
-// pion grants both.
+// pion grants both. It refuses the dual allocations RFC 8656 section 7.2
+// does too, which pion does not know.
 func checkAllocate(m *stun.Message, network string) (stun.ErrorCode, string) {
+	if !validDualAllocate(m) {
+		return stun.CodeBadRequest, refusedBadRequest
+	}
 	v, err := m.Get(stun.AttrRequestedTransport)
 	if err != nil || len(v) != 4 || v[0] != protoTCP {
 		return 0, "" // pion answers a missing or other transport itself
@@ -154,6 +214,33 @@ func checkAllocate(m *stun.Message, network string) (stun.ErrorCode, string) {
 		return stun.CodeBadRequest, refusedTransport
 	}
 	return 0, ""
+}
+
+// ADDITIONAL-ADDRESS-FAMILY and ADDRESS-ERROR-CODE (RFC 8656 section 18).
+// coturn and its clients still use the drafts' 0x8032 and 0x8033, which
+// RFC 8656 left unassigned: the relay ignores those, as any unknown
+// comprehension-optional attribute.
+const (
+	attrAdditionalAddressFamily = stun.AttrType(0x8000)
+	attrAddressErrorCode        = stun.AttrType(0x8001)
+)
+
+// The values of the address family attributes.
+const (
+	familyIPv4 = 1
+	familyIPv6 = 2
+)
+
+// validDualAllocate applies RFC 8656 section 7.2, steps 5, 6 and 9, to an
+// Allocate's ADDITIONAL-ADDRESS-FAMILY: IPv6 is its only valid value, and
+// it excludes REQUESTED-ADDRESS-FAMILY and RESERVATION-TOKEN.
+func validDualAllocate(m *stun.Message) bool {
+	v, err := m.Get(attrAdditionalAddressFamily)
+	if err != nil {
+		return true
+	}
+	return len(v) == 4 && v[0] == familyIPv6 &&
+		!m.Contains(stun.AttrRequestedAddressFamily) && !m.Contains(stun.AttrReservationToken)
 }
 
 // Channel numbers a client may bind. RFC 8656 section 12 narrowed them to
@@ -310,10 +397,12 @@ func (r *Relay) refuseRequest(reason string, client net.Addr) {
 
 // errorAnswer is the gate's own error response to m: signed with key when
 // the request was authenticated (RFC 8489 section 9.2.4), with FINGERPRINT
-// when the request had one.
-func errorAnswer(m *stun.Message, code stun.ErrorCode, key []byte) []byte {
+// when the request had one. extra are attributes to add after ERROR-CODE
+// (UNKNOWN-ATTRIBUTES).
+func errorAnswer(m *stun.Message, code stun.ErrorCode, key []byte, extra ...stun.Setter) []byte {
 	setters := []stun.Setter{&stun.Message{TransactionID: m.TransactionID},
 		stun.NewType(m.Type.Method, stun.ClassErrorResponse), code}
+	setters = append(setters, extra...)
 	if key != nil {
 		setters = append(setters, stun.MessageIntegrity(key))
 	}

@@ -100,5 +100,6 @@ func (r *Relay) serveStatus(w http.ResponseWriter, _ *http.Request) {
 		SocketHash:            r.cfg.SocketHash(),
 		FastPath:              r.fastPathStatus(),
 		STUN:                  stun,
+		BehaviorDiscovery:     r.discoveryStatus.Load(),
 	})
 }

@@ -143,9 +143,11 @@ type matchedKey struct {
 const rotationKeyTTL = time.Minute
 
 // sweepRotationKeys drops entries no request consumed.
-// It also drops the gate's signing keys of unanswered requests.
+// It also drops the gate's signing keys of unanswered requests and closes
+// the reservations nobody redeemed.
 func (r *Relay) sweepRotationKeys(now time.Time) {
 	r.sweepSigners(now)
+	r.reservations.sweep(now)
 	r.rotationKeys.Range(func(k, v any) bool {
 		if now.Sub(v.(matchedKey).at) > rotationKeyTTL {
 			r.rotationKeys.Delete(k)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -26,7 +27,6 @@ func (r *Relay) openListeners() (pcs []turn.PacketConnConfig, ls []turn.Listener
 			closeListeners(pcs, ls)
 		}
 	}()
-	gen := &relayAddressGenerator{r: r}
 	r.edge = r.newEdge()
 	hosts := []string{""}
 	if b := r.current().addrs.bind; len(b) > 0 {
@@ -35,21 +35,27 @@ func (r *Relay) openListeners() (pcs []turn.PacketConnConfig, ls []turn.Listener
 			hosts = append(hosts, a.String())
 		}
 	}
+	discoveryListener, _ := r.cfg.BehaviorDiscoveryListener()
+	primaries := map[netip.AddrPort]*net.UDPConn{} // behaviour discovery's, by bind address
 	for _, l := range r.cfg.Listeners {
 		perm := r.permissionHandler(l.Protocol.Transport(), uint16(l.Port))
 		for _, host := range hosts {
 			addr := net.JoinHostPort(host, strconv.Itoa(l.Port))
 			switch l.Protocol {
 			case config.UDP:
-				conns, err := r.listenUDP(addr)
+				conns, gens, err := r.listenUDP(addr)
 				if err != nil {
 					return pcs, ls, fmt.Errorf("listener %s: %w", l.Name, err)
 				}
-				for _, c := range conns {
-					pcs = append(pcs, turn.PacketConnConfig{PacketConn: c, RelayAddressGenerator: gen, PermissionHandler: perm})
+				for i, c := range conns {
+					pcs = append(pcs, turn.PacketConnConfig{PacketConn: c, RelayAddressGenerator: gens[i], PermissionHandler: perm})
+				}
+				if ap, err := netip.ParseAddrPort(addr); err == nil && l.Name == discoveryListener.Name {
+					primaries[ap] = conns[0].(*clientPacketConn).PacketConn.(*net.UDPConn)
 				}
 			default:
-				ln, err := r.listenStream(l, addr)
+				gen := newAddressGenerator(r)
+				ln, err := r.listenStream(l, addr, r.edgeFor(gen))
 				if err != nil {
 					return pcs, ls, fmt.Errorf("listener %s: %w", l.Name, err)
 				}
@@ -57,6 +63,16 @@ func (r *Relay) openListeners() (pcs []turn.PacketConnConfig, ls []turn.Listener
 			}
 			r.log.Info("listening", "listener", l.Name, "protocol", string(l.Protocol), "address", addr)
 		}
+	}
+	alternates, err := r.openDiscovery(primaries)
+	if err != nil {
+		return pcs, ls, err
+	}
+	// pion owns the alternates' lifetime only: they hand it no message, so
+	// their generator never opens a relay socket.
+	perm := r.permissionHandler("udp", uint16(discoveryListener.Port))
+	for _, c := range alternates {
+		pcs = append(pcs, turn.PacketConnConfig{PacketConn: c, RelayAddressGenerator: newAddressGenerator(r), PermissionHandler: perm})
 	}
 	return pcs, ls, nil
 }
@@ -71,6 +87,7 @@ func (r *Relay) newEdge() *edge {
 	return &edge{
 		gate:       r.bindingGate(r.gate),
 		signAnswer: r.signAnswer,
+		noteAnswer: r.noteReservation,
 		rejectFrame: func(reason string) {
 			m.framesRejected.WithLabelValues(reason).Inc()
 			r.rlog.info("frame:"+reason, "invalid frame dropped", "reason", reason)
@@ -109,36 +126,48 @@ func (r *Relay) newEdge() *edge {
 	}
 }
 
+// edgeFor is the relay's edge with the gate of the listener socket whose
+// relay sockets gen opens.
+func (r *Relay) edgeFor(gen *relayAddressGenerator) *edge {
+	e := *r.edge
+	e.gate = r.bindingGate(r.gateFor(gen))
+	return &e
+}
+
 // listenUDP opens udpSocketsPerListener sockets (default one per CPU) on
 // the same address with SO_REUSEPORT: the kernel spreads clients over them
 // by a hash of their address, and pion runs one read loop per socket, so
-// UDP relaying uses every core.
-func (r *Relay) listenUDP(addr string) ([]net.PacketConn, error) {
+// UDP relaying uses every core. Each socket has its own address generator,
+// as it has its own pion allocation table.
+func (r *Relay) listenUDP(addr string) ([]net.PacketConn, []*relayAddressGenerator, error) {
 	n := r.cfg.UDPSocketsPerListener
 	if n == 0 {
 		n = runtime.NumCPU()
 	}
 	lc := net.ListenConfig{Control: reusePort}
 	var conns []net.PacketConn
+	var gens []*relayAddressGenerator
 	for range n {
 		c, err := lc.ListenPacket(context.Background(), "udp", addr)
 		if err != nil {
 			for _, c := range conns {
 				_ = c.Close()
 			}
-			return nil, err
+			return nil, nil, err
 		}
-		cc, err := newClientPacketConn(c.(*net.UDPConn), r.edge)
+		gen := newAddressGenerator(r)
+		cc, err := newClientPacketConn(c.(*net.UDPConn), r.edgeFor(gen))
 		if err != nil {
 			_ = c.Close()
 			for _, c := range conns {
 				_ = c.Close()
 			}
-			return nil, err
+			return nil, nil, err
 		}
 		conns = append(conns, cc)
+		gens = append(gens, gen)
 	}
-	return conns, nil
+	return conns, gens, nil
 }
 
 // newClientPacketConn wraps a UDP listener socket for pion: batched reads,
@@ -153,14 +182,14 @@ func newClientPacketConn(c *net.UDPConn, e *edge) (*clientPacketConn, error) {
 }
 
 // listenStream opens a TCP, TLS or DTLS listener.
-func (r *Relay) listenStream(l config.Listener, addr string) (net.Listener, error) {
+func (r *Relay) listenStream(l config.Listener, addr string, e *edge) (net.Listener, error) {
 	switch l.Protocol {
 	case config.TCP:
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return nil, err
 		}
-		return &clientListener{Listener: ln, edge: r.edge}, nil
+		return &clientListener{Listener: ln, edge: e}, nil
 	case config.TLS:
 		certs, err := r.certReloaderFor(l)
 		if err != nil {
@@ -171,7 +200,7 @@ func (r *Relay) listenStream(l config.Listener, addr string) (net.Listener, erro
 			return nil, err
 		}
 		tlsLn := tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.getCertificate})
-		return &clientListener{Listener: tlsLn, edge: r.edge}, nil
+		return &clientListener{Listener: tlsLn, edge: e}, nil
 	case config.DTLS:
 		certs, err := r.certReloaderFor(l)
 		if err != nil {
@@ -188,7 +217,7 @@ func (r *Relay) listenStream(l config.Listener, addr string) (net.Listener, erro
 		if err != nil {
 			return nil, err
 		}
-		return &clientListener{Listener: ln, edge: r.edge, datagram: true}, nil
+		return &clientListener{Listener: ln, edge: e, datagram: true}, nil
 	}
 	return nil, fmt.Errorf("unknown protocol %q", l.Protocol)
 }

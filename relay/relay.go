@@ -81,8 +81,17 @@ type Relay struct {
 	// signers carries the key of each request the gate verified to answer(),
 	// which signs pion's answer with it (signing.go).
 	signers sync.Map // signerKey -> signer
+	// reservations holds the sockets RESERVATION-TOKENs reserve
+	// (reservations.go).
+	reservations *reservations
 
 	stun *stunDiscovery // addresses.stun (stun.go)
+	// discovery maps each behaviour discovery socket's address to its place
+	// in its set (behavior.go); built before the sockets are read, then
+	// only read. Empty when stun.behaviorDiscovery is off.
+	discovery map[netip.AddrPort]discoveryPoint
+	// discoveryStatus is the /status view of discovery, set once with it.
+	discoveryStatus atomic.Pointer[config.BehaviorDiscoveryStatus]
 	// offload is the fast path (offload.go): nil when it is disabled or the
 	// relay could not load the program itself, and fastPathReason says why.
 	offload        *offloader
@@ -162,7 +171,7 @@ func newRelay(opts Options) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), stun: newSTUNDiscovery(), lastFiles: files,
+	r := &Relay{opts: opts, log: log, cfg: cfg, allocs: newAllocTracker(), reservations: newReservations(), stun: newSTUNDiscovery(), lastFiles: files,
 		conns: newConnLimiter(), defaultConnections: defaultConnectionLimit(), rlog: newRateLog(log),
 		throttle: newAuthThrottle()}
 	r.lastNode, _ = readOptional(cfg.Addresses.NodeFile)
@@ -246,6 +255,7 @@ func (r *Relay) drain() error {
 		r.log.Warn("drain grace period over, closing remaining allocations", "allocations", n)
 	}
 	err := r.server.Close()
+	r.reservations.closeAll()
 	r.stopFastPath()
 	r.log.Info("relay stopped")
 	return err
@@ -313,6 +323,7 @@ func (r *Relay) startTURN() (*turn.Server, error) {
 		// same lifetimes (offload.go).
 		ChannelBindTimeout: channelLifetime,
 		PermissionTimeout:  permissionLifetime,
+		AllocationLifetime: pionDefaultLifetime,
 	})
 	if err != nil {
 		closeListeners(packetConns, listeners)

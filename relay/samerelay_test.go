@@ -81,3 +81,63 @@ func TestSameRelayCall(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSameRelayHop measures the hop a same-relay call adds between
+// the two allocations, to weigh a short-cut inside the relay against it:
+// "kernel" is today's path, one allocation's relay socket sending to the
+// other's over the node address (sendto, the kernel's UDP path, the
+// receiving goroutine woken by the netpoller, recvfrom), both sockets
+// wrapped as the relay wraps them; "in-process" is what a short-cut would
+// at best put in its place, the datagram handed to the receiving goroutine
+// over a channel. Each op is one 1200-byte datagram sent and received by
+// a goroutine that then reports back over a channel (in both, so that cost
+// is common).
+func BenchmarkSameRelayHop(b *testing.B) {
+	payload := make([]byte, 1200)
+	b.Run("kernel", func(b *testing.B) {
+		open := func() *meteredPacketConn {
+			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return &meteredPacketConn{PacketConn: c, toPeer: testMeter(0), fromPeer: testMeter(0)}
+		}
+		from, to := open(), open()
+		defer from.Close()
+		received := make(chan struct{})
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				if _, _, err := to.ReadFrom(buf); err != nil {
+					return
+				}
+				received <- struct{}{}
+			}
+		}()
+		defer to.Close()
+		dst := to.LocalAddr()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := from.WriteTo(payload, dst); err != nil {
+				b.Fatal(err)
+			}
+			<-received
+		}
+	})
+	b.Run("in-process", func(b *testing.B) {
+		queue, received := make(chan []byte, 64), make(chan struct{})
+		go func() {
+			buf := make([]byte, 1500)
+			for p := range queue {
+				copy(buf, p)
+				received <- struct{}{}
+			}
+		}()
+		defer close(queue)
+		b.ReportAllocs()
+		for b.Loop() {
+			queue <- payload
+			<-received
+		}
+	})
+}

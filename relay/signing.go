@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/pion/stun/v4"
@@ -28,6 +29,9 @@ type signerKey struct {
 type signer struct {
 	key         []byte
 	fingerprint bool // the request had a FINGERPRINT
+	// answerEdits change pion's success response to an Allocate
+	// (allocateAnswerEdits).
+	answerEdits []attrEdit
 	at          time.Time
 }
 
@@ -47,7 +51,8 @@ func signerKeyOf(client net.Addr, id []byte) (signerKey, bool) {
 // rememberSigner keeps the key m was verified with for its answer.
 func (r *Relay) rememberSigner(client net.Addr, m *stun.Message, key []byte) {
 	if k, ok := signerKeyOf(client, m.TransactionID[:]); ok {
-		r.signers.Store(k, signer{key: key, fingerprint: m.Contains(stun.AttrFingerprint), at: timeNow()})
+		r.signers.Store(k, signer{key: key, fingerprint: m.Contains(stun.AttrFingerprint),
+			answerEdits: allocateAnswerEdits(m), at: timeNow()})
 	}
 }
 
@@ -66,7 +71,57 @@ func (r *Relay) signAnswer(b []byte, client net.Addr) []byte {
 		return b
 	}
 	s := v.(signer)
+	if len(s.answerEdits) > 0 {
+		b = r.editAllocateAnswer(b, s.key, s.answerEdits)
+	}
 	return signResponse(b, s.key, s.fingerprint)
+}
+
+// allocateAnswerEdits are the changes RFC 8656 section 7.2 asks of pion's
+// success response to the Allocate m: an ADDRESS-ERROR-CODE 440 for IPv6
+// to a dual Allocate, as the RFC allows a server that allocates only the
+// IPv4 address (pion allocates one relay socket, of one family, per
+// allocation; docs/pion-upstream.md, 9), and no RESERVATION-TOKEN where
+// EVEN-PORT does not ask for a reservation (its R bit clear; pion reserves
+// either way).
+func allocateAnswerEdits(m *stun.Message) []attrEdit {
+	if m.Type.Method != stun.MethodAllocate {
+		return nil
+	}
+	var edits []attrEdit
+	if m.Contains(attrAdditionalAddressFamily) {
+		value := append([]byte{familyIPv6, 0, 4, 40}, "Address Family not Supported"...)
+		edits = append(edits, attrEdit{from: attrAddressErrorCode, to: stun.RawAttribute{Type: attrAddressErrorCode, Value: value}})
+	}
+	if v, err := m.Get(stun.AttrEvenPort); err == nil && len(v) > 0 && v[0]&evenPortReserve == 0 {
+		edits = append(edits, attrEdit{from: stun.AttrReservationToken}) // removed
+	}
+	return edits
+}
+
+// evenPortReserve is the R bit of EVEN-PORT: reserve port+1.
+const evenPortReserve = 0x80
+
+// editAllocateAnswer applies edits to pion's Allocate success response b
+// and re-signs it with key (signResponse adds the FINGERPRINT). A
+// RESERVATION-TOKEN it removes releases the socket held for it.
+func (r *Relay) editAllocateAnswer(b []byte, key []byte, edits []attrEdit) []byte {
+	if len(b) < stunHeaderSize || binary.BigEndian.Uint16(b) != allocateSuccessType {
+		return b
+	}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil {
+		return b
+	}
+	if token, err := m.Get(stun.AttrReservationToken); err == nil &&
+		slices.ContainsFunc(edits, func(e attrEdit) bool { return e.from == stun.AttrReservationToken && e.to.Type == 0 }) {
+		r.reservations.release(string(token))
+	}
+	out, ok := resigned(m, key, edits)
+	if !ok {
+		return b
+	}
+	return out
 }
 
 // sweepSigners drops keys of transactions pion never answered.
@@ -126,10 +181,13 @@ func findAttributeOK(msg []byte, t stun.AttrType) bool {
 // granted within [default, maximum].
 const (
 	defaultLifetime = 10 * time.Minute
-	// maxGrantedLifetime is one second below RFC 8656's maximum of one hour:
-	// pion grants a requested lifetime only when it is below one hour and
-	// answers one hour or more with the default (docs/pion-upstream.md).
-	maxGrantedLifetime = time.Hour - time.Second
+	maxLifetime     = time.Hour
+	// pionDefaultLifetime is pion's AllocationLifetime, which pion grants
+	// for a LIFETIME of one hour or more and for none at all; it takes a
+	// requested value only below one hour (docs/pion-upstream.md, 5). Set
+	// to the maximum, it lets turnpike grant one hour; the gate writes the
+	// default into the requests that carry no LIFETIME.
+	pionDefaultLifetime = maxLifetime
 )
 
 // grantedLifetime is the lifetime RFC 8656 sections 7.2 and 7.3 grant for a
@@ -138,48 +196,86 @@ func grantedLifetime(requested time.Duration) time.Duration {
 	if requested == 0 {
 		return 0
 	}
-	return max(defaultLifetime, min(requested, maxGrantedLifetime))
+	return max(defaultLifetime, min(requested, maxLifetime))
 }
 
-// clampLifetime rewrites the LIFETIME of an Allocate or Refresh request in
-// place into the granted range and re-signs the request with key, so that
-// pion grants what the RFC says. A request it cannot re-sign to the same
-// length (attributes after MESSAGE-INTEGRITY) is left as it is.
-func clampLifetime(msg []byte, m *stun.Message, key []byte) {
+// lifetimeEdit is the change to the LIFETIME of an Allocate or Refresh
+// request that makes pion grant what the RFC says: a value pion takes as
+// it is, or none for the maximum (pion's default). A request without
+// LIFETIME gets the default written in. malformed reports a LIFETIME that
+// is not 4 bytes long, which pion would take for none (400 is the answer).
+func lifetimeEdit(m *stun.Message) (edit attrEdit, ok, malformed bool) {
 	if m.Type.Method != stun.MethodAllocate && m.Type.Method != stun.MethodRefresh {
-		return
+		return attrEdit{}, false, false
 	}
+	requested := defaultLifetime
 	v, err := m.Get(stun.AttrLifetime)
-	if err != nil || len(v) != 4 {
-		return
+	switch {
+	case err == nil && len(v) == 4:
+		requested = time.Duration(binary.BigEndian.Uint32(v)) * time.Second
+	case err == nil:
+		return attrEdit{}, false, true
 	}
-	requested := time.Duration(binary.BigEndian.Uint32(v)) * time.Second
+	if requested >= pionDefaultLifetime {
+		return attrEdit{}, false, false // pion grants its default, the maximum
+	}
 	granted := grantedLifetime(requested)
-	if granted == requested {
-		return
+	if err == nil && granted == requested {
+		return attrEdit{}, false, false
 	}
 	value := binary.BigEndian.AppendUint32(nil, uint32(granted/time.Second))
-	if out, ok := resigned(m, stun.AttrLifetime, value, key); ok && len(out) == len(msg) {
-		copy(msg, out)
-	}
+	return attrEdit{from: stun.AttrLifetime, to: stun.RawAttribute{Type: stun.AttrLifetime, Value: value}}, true, false
 }
 
-// resigned rebuilds m with the value of attribute t replaced, signed with
-// key (and with a FINGERPRINT when m had one). Attributes after
-// MESSAGE-INTEGRITY other than FINGERPRINT are ignored by receivers (RFC
-// 8489 section 14.5) and dropped.
-func resigned(m *stun.Message, t stun.AttrType, value, key []byte) ([]byte, bool) {
+// attrEdit replaces the attribute of type from with to, or adds to when
+// the message has no attribute of type from; a to of type 0 removes it.
+type attrEdit struct {
+	from stun.AttrType
+	to   stun.RawAttribute
+}
+
+// rewrite applies edits to the request msg (decoded as m) in place and
+// re-signs it with key. The message may grow into msg's spare capacity;
+// the length in its header says by how much. It reports false, leaving msg
+// as it is, when the result does not fit.
+func rewrite(msg []byte, m *stun.Message, key []byte, edits []attrEdit) bool {
+	if len(edits) == 0 {
+		return true
+	}
+	out, ok := resigned(m, key, edits)
+	if !ok || len(out) > cap(msg) {
+		return false
+	}
+	copy(msg[:len(out)], out)
+	return true
+}
+
+// resigned rebuilds m with edits applied, signed with key (and with a
+// FINGERPRINT when m had one). Attributes after MESSAGE-INTEGRITY other
+// than FINGERPRINT are ignored by receivers (RFC 8489 section 14.5) and
+// dropped.
+func resigned(m *stun.Message, key []byte, edits []attrEdit) ([]byte, bool) {
 	out := &stun.Message{TransactionID: m.TransactionID, Type: m.Type}
 	out.WriteHeader()
+	done := make([]bool, len(edits))
 	for _, a := range m.Attributes {
 		if a.Type == stun.AttrMessageIntegrity {
 			break
 		}
-		if a.Type == t {
-			out.Add(t, value)
+		i := slices.IndexFunc(edits, func(e attrEdit) bool { return e.from == a.Type })
+		if i < 0 {
+			out.Add(a.Type, a.Value)
 			continue
 		}
-		out.Add(a.Type, a.Value)
+		if !done[i] && edits[i].to.Type != 0 {
+			out.Add(edits[i].to.Type, edits[i].to.Value)
+		}
+		done[i] = true
+	}
+	for i, e := range edits {
+		if !done[i] && e.to.Type != 0 {
+			out.Add(e.to.Type, e.to.Value)
+		}
 	}
 	if stun.MessageIntegrity(key).AddTo(out) != nil {
 		return nil, false

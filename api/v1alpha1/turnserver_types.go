@@ -9,6 +9,9 @@ import (
 // TurnServerSpec says where relays run, which ports they listen on, and what
 // they allow.
 // +kubebuilder:validation:XValidation:rule="self.listeners.all(l, l.port < self.relayPortRange.min || l.port > self.relayPortRange.max)",message="a listener port must not be inside relayPortRange: relays would collide with their own allocations"
+// +kubebuilder:validation:XValidation:rule="!has(self.behaviorDiscovery) || self.listeners.exists(l, l.protocol == 'UDP')",message="behaviorDiscovery needs a UDP listener: NAT behaviour discovery runs over UDP"
+// +kubebuilder:validation:XValidation:rule="!has(self.behaviorDiscovery) || self.listeners.all(l, !(l.protocol in ['UDP', 'DTLS']) || l.port != self.behaviorDiscovery.alternatePort)",message="behaviorDiscovery.alternatePort must not be the port of a UDP or DTLS listener"
+// +kubebuilder:validation:XValidation:rule="!has(self.behaviorDiscovery) || self.behaviorDiscovery.alternatePort < self.relayPortRange.min || self.behaviorDiscovery.alternatePort > self.relayPortRange.max",message="behaviorDiscovery.alternatePort must not be inside relayPortRange: relays would collide with their own allocations"
 type TurnServerSpec struct {
 	// Realm is the TURN realm clients authenticate in, usually your domain.
 	// Static credentials' long-term keys are derived from it.
@@ -86,12 +89,26 @@ type TurnServerSpec struct {
 
 	// ClassicSTUN answers Binding requests of RFC 3489 clients (old VoIP
 	// phones, game consoles, embedded stacks), which carry no magic cookie,
-	// with their mapped address. The relays have no alternate address, so a
-	// request asking for a changed IP or port is refused (420). Set false
-	// to drop such requests; RFC 5389 Binding requests are always answered.
+	// with their mapped address. A classic request asking for a changed IP
+	// or port is refused (420), with or without behaviorDiscovery. Set
+	// false to drop such requests; RFC 5389 Binding requests are always
+	// answered.
 	// +kubebuilder:default=true
 	// +optional
 	ClassicSTUN *bool `json:"classicSTUN,omitempty"`
+
+	// BehaviorDiscovery makes every relay answer NAT behaviour discovery
+	// (RFC 5780) on the first UDP listener, so that clients (`turnpike
+	// probe --nat`, turnutils_natdiscovery, stunclient) can learn what
+	// their NAT does to UDP. It needs a second address on the node: the
+	// relay uses the first of alternateAddresses its node has. Without one
+	// the relay still answers with RESPONSE-ORIGIN, RESPONSE-PORT and
+	// PADDING, but refuses requests to change address (420), as RFC 5780
+	// requires of a server with one address. The alternate port must be
+	// open in the firewall (UDP) on both addresses. Changing it restarts
+	// the relay pods.
+	// +optional
+	BehaviorDiscovery *BehaviorDiscovery `json:"behaviorDiscovery,omitempty"`
 
 	// ExternalAddresses fixes the public address of named nodes, for nodes
 	// behind a NAT that Kubernetes does not know about. It wins over the
@@ -334,6 +351,25 @@ type STUNDiscovery struct {
 	// +kubebuilder:validation:items:MaxLength=253
 	// +kubebuilder:validation:items:Pattern=`^[^:\s]+:[0-9]{1,5}$|^\[[0-9a-fA-F:.]+\]:[0-9]{1,5}$`
 	Servers []string `json:"servers"`
+}
+
+// BehaviorDiscovery is RFC 5780's server side (see
+// TurnServerSpec.BehaviorDiscovery).
+type BehaviorDiscovery struct {
+	// AlternatePort is the second UDP port, on the bind address and on the
+	// alternate address; it must be free of listeners and of relayPortRange.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	AlternatePort int32 `json:"alternatePort"`
+	// AlternateAddresses are the nodes' second addresses: each relay uses
+	// the first one of its bind address's family that its node has (that
+	// it can bind), so one list serves a whole cluster. The address must be
+	// on the node's interfaces and reachable by clients as it is (no 1:1
+	// NAT in front): clients are told to send to it.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=1000
+	// +optional
+	AlternateAddresses []IPAddress `json:"alternateAddresses,omitempty"`
 }
 
 // NodeExternalAddress fixes a node's public addresses.

@@ -125,6 +125,19 @@ func TestTurnServerValidation(t *testing.T) {
 		{"bad log level", `  realm: example.com
   listeners: [{name: a, protocol: UDP, port: 3478}]
   relay: {logLevel: loud}`, `supported values: "debug", "info", "warn", "error"`},
+		{"behaviour discovery", "  realm: example.com\n  behaviorDiscovery: {alternatePort: 3479, alternateAddresses: [198.51.100.2, \"2001:db8::2\"]}" + validListeners, ""},
+		{"behaviour discovery on a listener's port", "  realm: example.com\n  behaviorDiscovery: {alternatePort: 3478}" + validListeners,
+			"behaviorDiscovery.alternatePort must not be the port of a UDP or DTLS listener"},
+		{"behaviour discovery on the TCP listener's port is fine", `  realm: example.com
+  behaviorDiscovery: {alternatePort: 5349}` + validListeners, ""},
+		{"behaviour discovery in the relay range", "  realm: example.com\n  behaviorDiscovery: {alternatePort: 50000}" + validListeners,
+			"behaviorDiscovery.alternatePort must not be inside relayPortRange"},
+		{"behaviour discovery without a UDP listener", `  realm: example.com
+  listeners: [{name: tcp, protocol: TCP, port: 3478}]
+  behaviorDiscovery: {alternatePort: 3479}`, "behaviorDiscovery needs a UDP listener"},
+		{"behaviour discovery with a bad address", "  realm: example.com\n  behaviorDiscovery: {alternatePort: 3479, alternateAddresses: [eth1]}" + validListeners,
+			"must be an IPv4 or IPv6 address"},
+		{"behaviour discovery without a port", "  realm: example.com\n  behaviorDiscovery: {}" + validListeners, "alternatePort: Required value"},
 		{"fastPath on named interfaces", `  realm: example.com
   listeners: [{name: a, protocol: UDP, port: 3478}]
   relay: {fastPath: {enabled: true, interfaces: [eth0, "bond0.100", enp3s0f1np1, lo]}}`, ""},

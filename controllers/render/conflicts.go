@@ -22,13 +22,16 @@ func (c portClaim) overlaps(o portClaim) bool {
 }
 
 // portClaims lists every host port a TurnServer's relays bind: listeners,
-// the internal metrics and health ports, and the relay port range (UDP, and
-// TCP too when TCP relaying is on).
+// the behaviour discovery alternate port, the internal metrics and health
+// ports, and the relay port range (UDP, and TCP too when TCP relaying is on).
 func portClaims(ts *turnpikev1.TurnServer) []portClaim {
 	var claims []portClaim
 	for _, l := range ts.Spec.Listeners {
 		t := config.Protocol(l.Protocol).Transport()
 		claims = append(claims, portClaim{t, l.Port, l.Port, "listener " + l.Name})
+	}
+	if bd := ts.Spec.BehaviorDiscovery; bd != nil {
+		claims = append(claims, portClaim{"udp", bd.AlternatePort, bd.AlternatePort, "behaviour discovery alternate port"})
 	}
 	claims = append(claims,
 		portClaim{"tcp", ts.Spec.MetricsPort, ts.Spec.MetricsPort, "metrics port"},

@@ -79,6 +79,12 @@ func renderRelayConfig(ts *turnpikev1.TurnServer, legacyNodes map[string]NodeAdd
 		off := false
 		cfg.STUN.Classic = &off
 	}
+	if bd := spec.BehaviorDiscovery; bd != nil {
+		cfg.STUN.BehaviorDiscovery = &config.BehaviorDiscovery{AlternatePort: int(bd.AlternatePort)}
+		for _, a := range bd.AlternateAddresses {
+			cfg.STUN.BehaviorDiscovery.AlternateAddresses = append(cfg.STUN.BehaviorDiscovery.AlternateAddresses, string(a))
+		}
+	}
 	if spec.STUN != nil {
 		cfg.Addresses.STUN = &config.STUNDiscovery{Servers: append([]string(nil), spec.STUN.Servers...)}
 	}

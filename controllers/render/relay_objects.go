@@ -280,7 +280,11 @@ func fastPathSecurityContext() *corev1ac.SecurityContextApplyConfiguration {
 		WithCapabilities(corev1ac.Capabilities().WithDrop("ALL").WithAdd("BPF", "NET_ADMIN", "PERFMON"))
 }
 
-// containerPorts declares every listener as a hostPort, so the scheduler
+// behaviorPortName names the behaviour discovery alternate port.
+const behaviorPortName = "stun-alternate"
+
+// containerPorts declares every listener (and the behaviour discovery
+// alternate port) as a hostPort, so the scheduler
 // never places two relays that need the same port on one node, and the
 // internal ports so they are visible to humans and PodMonitors.
 func containerPorts(ts *turnpikev1.TurnServer) []*corev1ac.ContainerPortApplyConfiguration {
@@ -295,6 +299,9 @@ func containerPorts(ts *turnpikev1.TurnServer) []*corev1ac.ContainerPortApplyCon
 			proto = corev1.ProtocolUDP
 		}
 		port(l.Name, proto, l.Port)
+	}
+	if bd := ts.Spec.BehaviorDiscovery; bd != nil {
+		port(behaviorPortName, corev1.ProtocolUDP, bd.AlternatePort)
 	}
 	port("metrics", corev1.ProtocolTCP, ts.Spec.MetricsPort)
 	if ts.Spec.HealthPort != ts.Spec.MetricsPort {
@@ -338,15 +345,12 @@ func relaySecurityContext(ts *turnpikev1.TurnServer) *corev1ac.SecurityContextAp
 }
 
 func needsPrivilegedPort(ts *turnpikev1.TurnServer) bool {
-	if ts.Spec.MetricsPort < 1024 || ts.Spec.HealthPort < 1024 {
-		return true
-	}
-	for _, l := range ts.Spec.Listeners {
-		if l.Port < 1024 {
+	for _, c := range portClaims(ts) {
+		if c.min < 1024 {
 			return true
 		}
 	}
-	return ts.Spec.RelayPortRange.Min < 1024
+	return false
 }
 
 // TLSListeners are the listeners that mount a certificate, sorted by name.

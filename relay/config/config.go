@@ -127,6 +127,26 @@ type STUN struct {
 	// Classic answers RFC 3489 Binding requests, which carry no magic
 	// cookie. Unset means true: only an explicit false turns it off.
 	Classic *bool `json:"classic,omitempty"`
+	// BehaviorDiscovery, when set, answers NAT behaviour discovery (RFC
+	// 5780) on the first UDP listener. Changing it needs a restart: it
+	// opens sockets.
+	BehaviorDiscovery *BehaviorDiscovery `json:"behaviorDiscovery,omitempty"`
+}
+
+// BehaviorDiscovery is RFC 5780's server side. The first UDP listener, on
+// the bind address of each family, is the primary address and port; the
+// alternate address and AlternatePort make the other three. Without an
+// alternate address the relay answers as RFC 5780 section 6 requires of a
+// server with one address: RESPONSE-ORIGIN, RESPONSE-PORT and PADDING, but
+// no OTHER-ADDRESS, and 420 to a CHANGE-REQUEST.
+type BehaviorDiscovery struct {
+	// AlternatePort is the second port, a UDP port no listener uses.
+	AlternatePort int `json:"alternatePort"`
+	// AlternateAddresses are candidates for the node's second address:
+	// the relay uses, per family, the first it can bind that is not its
+	// bind address. One list serves a whole cluster: each node binds only
+	// its own.
+	AlternateAddresses []string `json:"alternateAddresses,omitempty"`
 }
 
 // ClassicEnabled reports whether classic Binding requests are answered.
@@ -297,7 +317,8 @@ func (r *Relay) SocketHash() string {
 		Bind                  []string
 		Internal              Internal
 		FastPath              FastPath
-	}{r.Listeners, r.UDPSocketsPerListener, r.RelayPortRange, r.TCPRelay, r.Addresses.Bind, r.Internal, r.FastPath}
+		BehaviorDiscovery     *BehaviorDiscovery `json:",omitempty"`
+	}{r.Listeners, r.UDPSocketsPerListener, r.RelayPortRange, r.TCPRelay, r.Addresses.Bind, r.Internal, r.FastPath, r.STUN.BehaviorDiscovery}
 	b, _ := json.Marshal(socket) // plain structs: cannot fail
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])

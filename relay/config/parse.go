@@ -229,6 +229,7 @@ func (r *Relay) Validate() error {
 			errs.add("addresses.stun.interval", "must be at least 1s (or unset for 60s), got %s", d)
 		}
 	}
+	r.validateBehaviorDiscovery(&errs)
 	validatePrefixes(&errs, "peerPolicy.allow", r.PeerPolicy.Allow)
 	validatePrefixes(&errs, "peerPolicy.deny", r.PeerPolicy.Deny)
 	validatePrefixes(&errs, "peerPolicy.clusterCIDRs", r.PeerPolicy.ClusterCIDRs)
@@ -285,6 +286,49 @@ func (r *Relay) Validate() error {
 		errs.add("log.format", "must be json or text, got %q", r.Log.Format)
 	}
 	return errs.err()
+}
+
+// validateBehaviorDiscovery checks stun.behaviorDiscovery: its port must
+// be free of every UDP listener and of the relay port range, and it needs a
+// UDP listener to be the primary.
+func (r *Relay) validateBehaviorDiscovery(errs *fieldErrors) {
+	bd := r.STUN.BehaviorDiscovery
+	if bd == nil {
+		return
+	}
+	const f = "stun.behaviorDiscovery"
+	if _, ok := r.BehaviorDiscoveryListener(); !ok {
+		errs.add(f, "needs a UDP listener: behaviour discovery runs over UDP")
+	}
+	p := bd.AlternatePort
+	switch {
+	case !validPort(p):
+		errs.add(f+".alternatePort", "must be 1-65535, got %d", p)
+	case p >= r.RelayPortRange.Min && p <= r.RelayPortRange.Max:
+		errs.add(f+".alternatePort", "%d is inside relayPortRange %d-%d", p, r.RelayPortRange.Min, r.RelayPortRange.Max)
+	}
+	for _, l := range r.Listeners {
+		if l.Protocol.Transport() == "udp" && l.Port == p {
+			errs.add(f+".alternatePort", "listener %s already uses UDP port %d", l.Name, p)
+		}
+	}
+	validateAddrs(errs, f+".alternateAddresses", bd.AlternateAddresses)
+	for i, s := range bd.AlternateAddresses {
+		if a, err := netip.ParseAddr(s); err == nil && (a.IsUnspecified() || a.IsMulticast()) {
+			errs.add(fmt.Sprintf("%s.alternateAddresses[%d]", f, i), "%s is not a unicast address", s)
+		}
+	}
+}
+
+// BehaviorDiscoveryListener is the listener behaviour discovery answers
+// on: the first UDP listener.
+func (r *Relay) BehaviorDiscoveryListener() (Listener, bool) {
+	for _, l := range r.Listeners {
+		if l.Protocol == UDP {
+			return l, true
+		}
+	}
+	return Listener{}, false
 }
 
 // Validate checks credentials.yaml.

@@ -22,6 +22,24 @@ type Status struct {
 	STUN *STUNStatus `json:"stun,omitempty"`
 	// FastPath is the state of the eBPF fast path, unless it is Disabled.
 	FastPath *FastPathStatus `json:"fastPath,omitempty"`
+	// BehaviorDiscovery is what NAT behaviour discovery answers from,
+	// while stun.behaviorDiscovery is set.
+	BehaviorDiscovery *BehaviorDiscoveryStatus `json:"behaviorDiscovery,omitempty"`
+}
+
+// BehaviorDiscoveryStatus is the "behaviorDiscovery" part of /status.
+type BehaviorDiscoveryStatus struct {
+	// Addresses has one entry per primary address (the first UDP
+	// listener on a bind address); none when the relay binds all addresses.
+	Addresses []BehaviorDiscoveryAddress `json:"addresses"`
+}
+
+// BehaviorDiscoveryAddress is one primary address and port and, when the
+// node has an alternate address, the alternate address and port
+// (OTHER-ADDRESS). Without Other, a CHANGE-REQUEST is answered 420.
+type BehaviorDiscoveryAddress struct {
+	Primary string `json:"primary"`
+	Other   string `json:"other,omitempty"`
 }
 
 // FastPathStatus is the fast path's part of /status.

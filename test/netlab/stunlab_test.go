@@ -68,7 +68,7 @@ func TestSTUNDiscoveryBehindNAT(t *testing.T) {
 	stunServer := netlab.StartSTUNServer(t, pub.ListenPacket("udp4", publicAddr+":3478"))
 	bin := buildTurnpike(t)
 	dir := writeRelayFiles(t, stunServer.Addr().String())
-	relayCmd := startRelayIn(t, node, bin, dir)
+	relayCmd := startRelayIn(t, node, bin, dir, nodeAddr)
 
 	// /status and /metrics, read from inside the node namespace.
 	var status config.Status
@@ -149,8 +149,12 @@ func buildTurnpike(t *testing.T) string {
 // and no address.
 func writeRelayFiles(t *testing.T, stunServer string) string {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := &config.Relay{
+	return writeRelayConfig(t, labRelayConfig(stunServer))
+}
+
+// labRelayConfig is the relay.yaml of the STUN lab's relay.
+func labRelayConfig(stunServer string) *config.Relay {
+	return &config.Relay{
 		Version:        config.Version,
 		Realm:          labRealm,
 		Listeners:      []config.Listener{{Name: "udp", Protocol: config.UDP, Port: 3478}},
@@ -166,6 +170,13 @@ func writeRelayFiles(t *testing.T, stunServer string) string {
 		DrainGracePeriod: config.Duration{Duration: time.Second},
 		Log:              config.Log{Level: "debug", Format: "text"},
 	}
+}
+
+// writeRelayConfig writes cfg and the lab user's credentials.yaml into a
+// new directory.
+func writeRelayConfig(t *testing.T, cfg *config.Relay) string {
+	t.Helper()
+	dir := t.TempDir()
 	creds := &config.Credentials{
 		Version: config.Version, Generation: 1,
 		Users: []config.User{{Username: labUser, Key: hex.EncodeToString(turn.GenerateAuthKey(labUser, labRealm, labPassword))}},
@@ -183,13 +194,13 @@ func writeRelayFiles(t *testing.T, stunServer string) string {
 }
 
 // startRelayIn runs `turnpike relay` inside ns as a relay pod would run
-// (NODE_NAME and HOST_IP from the downward API) and waits until it is ready.
-// It is stopped with SIGTERM when the test ends.
-func startRelayIn(t *testing.T, ns *netlab.Namespace, bin, dir string) *exec.Cmd {
+// (NODE_NAME and HOST_IP, here hostIP, from the downward API) and waits
+// until it is ready. It is stopped with SIGTERM when the test ends.
+func startRelayIn(t *testing.T, ns *netlab.Namespace, bin, dir, hostIP string) *exec.Cmd {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a bound, not a timing
 	cmd := ns.Command(ctx, bin, "relay", "--config", filepath.Join(dir, config.RelayFile), "--credentials", dir)
-	cmd.Env = append(os.Environ(), "NODE_NAME="+labNode, "HOST_IP="+nodeAddr)
+	cmd.Env = append(os.Environ(), "NODE_NAME="+labNode, "HOST_IP="+hostIP)
 	logs := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
