@@ -21,9 +21,6 @@ import (
 // agent (restartPolicy Always) gets the relay's channels back.
 func testFastPath(t *testing.T, w *world) {
 	for _, n := range w.lab.nodes() {
-		t.Logf("%s: turnpike_relay_fastpath_packets_total client_to_peer %v, peer_to_client %v after the calls", n.name,
-			relayMetric(t, n, `turnpike_relay_fastpath_packets_total{direction="client_to_peer"}`),
-			relayMetric(t, n, `turnpike_relay_fastpath_packets_total{direction="peer_to_client"}`))
 		waitFastPath(t, n, true)
 		r := w.agent.podOn(n.name)
 		if r == nil || r.fastPath == nil {
@@ -55,6 +52,41 @@ func testFastPath(t *testing.T, w *world) {
 	defer w.agent.mu.Unlock()
 	if r.fastPath.restarts == restarts {
 		t.Errorf("%s: the fastpath container was not restarted", n.name)
+	}
+}
+
+// kernelPackets are the datagrams each relay's fast path relayed in the
+// kernel so far, per node and direction.
+func kernelPackets(t *testing.T, w *world) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, n := range w.lab.nodes() {
+		for _, dir := range []string{"client_to_peer", "peer_to_client"} {
+			out[n.name+" "+dir] = relayMetric(t, n, `turnpike_relay_fastpath_packets_total{direction="`+dir+`"}`)
+		}
+	}
+	return out
+}
+
+// waitKernelPackets waits until every relay's fast path has relayed more
+// in both directions than before (the relay adds the kernel's counters to
+// its metrics every second).
+func waitKernelPackets(t *testing.T, w *world, before map[string]float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		now, more := kernelPackets(t, w), true
+		for k, v := range now {
+			more = more && v > before[k]
+		}
+		if more {
+			t.Logf("relayed in the kernel: %v (before the call: %v)", now, before)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("turnpike_relay_fastpath_packets_total %v, before the call %v: want more on both relays in both directions", now, before)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

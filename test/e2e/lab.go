@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/turnpike-dev/turnpike/test/netlab"
@@ -125,5 +126,28 @@ func buildLab(t *testing.T) *lab {
 	l.nat2.DefaultRoute("198.18.4.1")
 	l.nat2.EnableForwarding()
 	l.nat2.Exec("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", nat2Out, "-j", "MASQUERADE", "--random-fully")
+
+	for _, ns := range []*netlab.Namespace{l.inet, l.nodeA, l.lanA, l.nodeB, l.natB, l.client1, l.nat1, l.client2, l.nat2} {
+		completeChecksums(ns)
+	}
 	return l
+}
+
+// completeChecksums turns off transmit checksum offload on the namespace's
+// veths. A real network hands a node datagrams with complete UDP checksums;
+// a veth passes a local sender's unfinished one (CHECKSUM_PARTIAL) along
+// every hop, through the NATs too, and the eBPF fast path leaves such
+// datagrams to userspace. Without this no channel of the lab would be
+// relayed in the kernel.
+func completeChecksums(ns *netlab.Namespace) {
+	for _, line := range strings.Split(ns.Exec("ip", "-o", "link", "show"), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(fields[1], ":"), "@")
+		if name != "lo" {
+			ns.Exec("ethtool", "-K", name, "tx", "off")
+		}
+	}
 }
