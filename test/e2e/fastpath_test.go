@@ -16,9 +16,10 @@ import (
 
 // testFastPath: with the fast path's default mode (Auto) every relay pod
 // runs the fastpath container as root; the relay runs as UID 65532 with no
-// capability in effect while its fast path is active. Killing the agent
-// leaves the relay relaying in userspace and saying why; the restarted
-// agent (restartPolicy Always) gets the relay's channels back.
+// capability in effect while its fast path is active. Killing the agent in
+// the middle of a call relayed in the kernel leaves the call going, in
+// userspace, and the relay saying why; the restarted agent (restartPolicy
+// Always) gets the relay's channels back.
 func testFastPath(t *testing.T, w *world) {
 	for _, n := range w.lab.nodes() {
 		waitFastPath(t, n, true)
@@ -35,7 +36,27 @@ func testFastPath(t *testing.T, w *world) {
 		}
 	}
 
-	n := w.lab.nodes()[0]
+	// A call across the two relays, relayed in the kernel; node-b's agent
+	// is killed in the middle of it. (pion pads its ChannelData over UDP,
+	// which the program leaves to userspace, so of this call's datagrams
+	// it is what node-b's relay receives from node-a's that the kernel
+	// relays: to the answerer, as ChannelData.)
+	ice := w.staticICE(t)
+	held := w.newCall(ice, iceFor(ice, nodeAPublic), iceFor(ice, nodeBPublic))
+	args := []string{"-signal", signalURL, "-call", held.id, "-pings", "0", "-timeout", "6m"}
+	startProcess(t, w.lab.client2, "answer-"+held.id, w.peerBin, append(args, "-role", "answer")...)
+	startProcess(t, w.lab.client1, "offer-"+held.id, w.peerBin, append(args, "-role", "offer")...)
+	select {
+	case r := <-held.answer:
+		if r.Error != "" {
+			t.Fatalf("held call: %s", r.Error)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the held call did not connect")
+	}
+	waitKernelPackets(t, w, kernelPackets(t, w), "node-b peer_to_client")
+
+	n := w.lab.nodes()[1]
 	r := w.agent.podOn(n.name)
 	w.agent.mu.Lock()
 	agentPid, restarts := r.fastPath.cmd.Process.Pid, r.fastPath.restarts
@@ -44,8 +65,19 @@ func testFastPath(t *testing.T, w *world) {
 		t.Fatal(err)
 	}
 	waitLog(t, r.logPath, "fast path inactive, relaying in userspace")
-	// A call through the relay while its agent restarts or is back: the
-	// relay's channels are pion's, whichever path carries them.
+	time.Sleep(3 * time.Second) // the call goes on, in userspace until the agent is back
+	w.signal.stopCall(held.id)
+	select {
+	case res := <-held.offer:
+		// 10 echoes a second: losing the agent must not pause the call.
+		if res.Error != "" || res.MaxGapMS > 2000 {
+			t.Errorf("held call through the agent's death: error %q, %d echoes, longest gap %d ms", res.Error, res.Received, res.MaxGapMS)
+		}
+		t.Logf("held call through the agent's death: %d echoes, longest gap %d ms", res.Received, res.MaxGapMS)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the held call did not report")
+	}
+	// A new call while the agent restarts or is back.
 	testPion(t, w)
 	waitFastPath(t, n, true)
 	w.agent.mu.Lock()
@@ -68,23 +100,29 @@ func kernelPackets(t *testing.T, w *world) map[string]float64 {
 	return out
 }
 
-// waitKernelPackets waits until every relay's fast path has relayed more
-// in both directions than before (the relay adds the kernel's counters to
-// its metrics every second).
-func waitKernelPackets(t *testing.T, w *world, before map[string]float64) {
+// waitKernelPackets waits until the fast path has relayed more than before
+// for every key given ("node-a client_to_peer", ...), or for every key when
+// none is (the relay adds the kernel's counters to its metrics every second).
+func waitKernelPackets(t *testing.T, w *world, before map[string]float64, keys ...string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		now, more := kernelPackets(t, w), true
-		for k, v := range now {
-			more = more && v > before[k]
+		now := kernelPackets(t, w)
+		if len(keys) == 0 {
+			for k := range now {
+				keys = append(keys, k)
+			}
+		}
+		more := true
+		for _, k := range keys {
+			more = more && now[k] > before[k]
 		}
 		if more {
 			t.Logf("relayed in the kernel: %v (before the call: %v)", now, before)
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("turnpike_relay_fastpath_packets_total %v, before the call %v: want more on both relays in both directions", now, before)
+			t.Fatalf("turnpike_relay_fastpath_packets_total %v, before the call %v: want more for %v", now, before, keys)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
