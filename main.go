@@ -24,6 +24,7 @@ type command struct {
 var commands = map[string]command{
 	"operator": {"run the controller manager that reconciles TurnServers and TurnCredentials", runOperator},
 	"relay":    {"run a TURN relay from a config file (what every relay pod runs)", runRelay},
+	"fastpath": {"load the relay's eBPF fast path and serve the relay over a Unix socket (the relay pod's privileged container)", runFastPath},
 	"probe":    {"allocate through a TURN server and ping an echo peer through it (turnpike probe URL ...)", runProbe},
 	"version":  {"print the version", func(context.Context, []string) error { fmt.Println(version); return nil }},
 }

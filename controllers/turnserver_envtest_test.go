@@ -259,7 +259,7 @@ func TestSampleTurnServer(t *testing.T) {
 			t.Errorf("mount %s: subPath %q readOnly %v", m.Name, m.SubPath, m.ReadOnly)
 		}
 	}
-	if !slices.Equal(mounts, []string{"/etc/turnpike/config", "/etc/turnpike/credentials", "/etc/turnpike/node", "/etc/turnpike/tls/tls"}) {
+	if !slices.Equal(mounts, []string{"/etc/turnpike/config", "/etc/turnpike/credentials", "/etc/turnpike/node", "/etc/turnpike/tls/tls", "/run/turnpike"}) {
 		t.Errorf("mounts %v", mounts)
 	}
 
@@ -390,46 +390,63 @@ func TestOnlySocketChangesRollPods(t *testing.T) {
 	})
 }
 
-// TestFastPathTogglesRoot enables the eBPF fast path and disables it again:
-// relay.yaml and the relay container's security context follow, and server-
-// side apply removes runAsUser 0 and the added capabilities once it is off.
-func TestFastPathTogglesRoot(t *testing.T) {
+// TestFastPathToggles turns the eBPF fast path from its default (Auto) to
+// Disabled and to Enabled: relay.yaml follows, the fastpath container
+// (root, BPF, NET_ADMIN, PERFMON) comes and goes with server-side apply,
+// and the relay container stays non-root with no capability throughout.
+func TestFastPathToggles(t *testing.T) {
 	ns := newNamespace(t, "fast-path")
 	newNode(t, "fast-a", map[string]string{"suite": "fast"}, externalIP("198.51.100.2"))
 	ts := minimalTurnServer(ns, "fast", "fast", 3478)
 	if err := env.Client.Create(context.Background(), ts); err != nil {
 		t.Fatal(err)
 	}
-	check := func(what string, enabled bool) {
+	check := func(what string, mode config.FastPathMode, interfaces []string) {
 		t.Helper()
 		eventually(t, what, func() error {
 			o, err := getRelayObjects(ts)
 			if err != nil {
 				return err
 			}
-			if o.relay.FastPath.Enabled != enabled || enabled != slices.Equal(o.relay.FastPath.Interfaces, []string{"eth0"}) {
+			if o.relay.FastPath.Mode != "" || o.relay.FastPath.Socket != "" || !slices.Equal(o.relay.FastPath.Interfaces, interfaces) {
 				return fmt.Errorf("relay.yaml fastPath %+v", o.relay.FastPath)
 			}
-			sc := o.ds.Spec.Template.Spec.Containers[0].SecurityContext
-			root := sc.RunAsUser != nil && *sc.RunAsUser == 0 && sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot
-			nonRoot := sc.RunAsUser == nil && sc.RunAsNonRoot != nil && *sc.RunAsNonRoot
-			wantAdd := []corev1.Capability(nil)
-			if enabled {
-				wantAdd = []corev1.Capability{"BPF", "NET_ADMIN", "PERFMON"}
+			containers := o.ds.Spec.Template.Spec.Containers
+			if slices.Contains(containers[0].Command, string(mode)) != (mode != config.FastPathDisabled) {
+				return fmt.Errorf("relay command %q, want the fast path %s", containers[0].Command, mode)
 			}
-			if (enabled && !root) || (!enabled && !nonRoot) || !slices.Equal(sc.Capabilities.Add, wantAdd) {
-				return fmt.Errorf("runAsUser %v runAsNonRoot %v add %v", sc.RunAsUser, sc.RunAsNonRoot, sc.Capabilities.Add)
+			sc := containers[0].SecurityContext
+			if sc.RunAsUser != nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || len(sc.Capabilities.Add) != 0 {
+				return fmt.Errorf("relay runAsUser %v runAsNonRoot %v add %v", sc.RunAsUser, sc.RunAsNonRoot, sc.Capabilities.Add)
+			}
+			if want := 1 + btoi(mode != config.FastPathDisabled); len(containers) != want {
+				return fmt.Errorf("%d containers, want %d", len(containers), want)
+			}
+			if mode != config.FastPathDisabled {
+				fp := containers[1].SecurityContext
+				if fp.RunAsUser == nil || *fp.RunAsUser != 0 || !slices.Equal(fp.Capabilities.Add, []corev1.Capability{"BPF", "NET_ADMIN", "PERFMON"}) {
+					return fmt.Errorf("fastpath runAsUser %v add %v", fp.RunAsUser, fp.Capabilities.Add)
+				}
 			}
 			return nil
 		})
 	}
-	check("relay runs as non-root", false)
+	check("fast path Auto by default, through the fastpath container", config.FastPathAuto, nil)
 	update(t, ts, func(ts *turnpikev1.TurnServer) {
-		ts.Spec.Relay.FastPath = turnpikev1.RelayFastPath{Enabled: true, Interfaces: []string{"eth0"}}
+		ts.Spec.Relay.FastPath = turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathDisabled}
 	})
-	check("fast path on, relay runs as root", true)
-	update(t, ts, func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = false })
-	check("fast path off, relay runs as non-root again", false)
+	check("fast path Disabled, no fastpath container", config.FastPathDisabled, nil)
+	update(t, ts, func(ts *turnpikev1.TurnServer) {
+		ts.Spec.Relay.FastPath = turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathEnabled, Interfaces: []string{"eth0"}}
+	})
+	check("fast path Enabled on eth0", config.FastPathEnabled, []string{"eth0"})
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // TestNodeEventsUpdateStatus adds, readdresses, relabels and deletes nodes.

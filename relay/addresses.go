@@ -300,7 +300,7 @@ func (r *Relay) resolveState(st *state) error {
 		return errNoAddress
 	}
 	onHost := hostAddrs()
-	policy, err := newPeerPolicy(st.cfg.PeerPolicy, r.nodeAddrs(addrs, onHost), r.cfg.RelayPortRange)
+	policy, err := newPeerPolicy(st.cfg.PeerPolicy, nodeAddrList(addrs, onHost, r.env), r.cfg.RelayPortRange)
 	if err != nil {
 		return err
 	}
@@ -310,19 +310,21 @@ func (r *Relay) resolveState(st *state) error {
 
 // onHost reports whether a is an address of this host (a loopback address
 // is one even when lo carries only 127.0.0.1).
-func (st *state) onHost(a netip.Addr) bool {
+func (st *state) onHost(a netip.Addr) bool { return isHostAddr(st.hostAddrs, a) }
+
+func isHostAddr(hostAddrs []netip.Addr, a netip.Addr) bool {
 	a = a.Unmap()
-	return a.IsLoopback() || slices.Contains(st.hostAddrs, a)
+	return a.IsLoopback() || slices.Contains(hostAddrs, a)
 }
 
-// nodeAddrs are the node's own addresses: every address on its interfaces
-// (the relay runs in the host's network namespace), the advertised and
-// bind addresses (a 1:1 NAT's public address is on no interface), and
-// HOST_IP.
-func (r *Relay) nodeAddrs(a addresses, onHost []netip.Addr) []netip.Addr {
+// nodeAddrList are the node's own addresses: every address on its
+// interfaces (the relay runs in the host's network namespace), the
+// advertised and bind addresses (a 1:1 NAT's public address is on no
+// interface), and HOST_IP.
+func nodeAddrList(a addresses, onHost []netip.Addr, env environment) []netip.Addr {
 	node := append(a.all(), onHost...)
-	if r.env.hostIP.IsValid() {
-		node = append(node, r.env.hostIP)
+	if env.hostIP.IsValid() {
+		node = append(node, env.hostIP)
 	}
 	return node
 }
@@ -339,7 +341,7 @@ func (r *Relay) refreshNodeAddrs() {
 		return
 	}
 	st.hostAddrs = onHost
-	policy, err := newPeerPolicy(st.cfg.PeerPolicy, r.nodeAddrs(st.addrs, onHost), r.cfg.RelayPortRange)
+	policy, err := newPeerPolicy(st.cfg.PeerPolicy, nodeAddrList(st.addrs, onHost, r.env), r.cfg.RelayPortRange)
 	if err != nil {
 		r.log.Error("peer policy not rebuilt for the node's new addresses", "error", err.Error())
 		return

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -9,8 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/turnpike-dev/turnpike/relay/config"
 	"github.com/turnpike-dev/turnpike/relay/fastpath"
+	"github.com/turnpike-dev/turnpike/relay/fastpath/wire"
 )
 
 // The fast path (relay.yaml fastPath, package fastpath) relays bound UDP
@@ -32,15 +35,33 @@ const (
 // relay's metrics.
 const offloadPollInterval = time.Second
 
-// offloader owns the loaded program and the channels written into it.
+// agentRetryMax bounds the wait between attempts to reach the fast-path
+// agent; agentWaitEnabled is how long a relay whose fast path is Enabled
+// waits for it at start before giving up.
+const agentRetryMax = 30 * time.Second
+
+var agentWaitEnabled = 30 * time.Second // a variable for tests
+
+// offloader keeps the channels the kernel should relay and writes them to
+// the kernel's table: a program the relay loaded itself, or the fast-path
+// agent's (fastPath.socket), which may come and go.
 type offloader struct {
-	kernel *fastpath.Offload
 	log    *slog.Logger
+	active prometheus.Gauge
 	// udpPorts are the plain UDP listeners' ports: only their clients send
 	// ChannelData the program can read (DTLS is encrypted).
 	udpPorts map[uint16]bool
+	// agent is set when the table is the agent's: the channels are kept
+	// while it is away and written again when it is back.
+	agent bool
+	stop  chan struct{} // closed by stopFastPath
+	// connDone is closed when keepConnected returns (agent only).
+	connDone chan struct{}
 
 	mu sync.Mutex
+	// kernel is nil while the agent is not connected; reason says why.
+	kernel kernelTable
+	reason string
 	// closed is set when the program is detached: pion may still report
 	// channels of allocations it closes after that.
 	closed   bool
@@ -48,12 +69,24 @@ type offloader struct {
 	last     fastpath.Counters // counters already added to the metrics
 }
 
-// startFastPath loads the program when relay.yaml enables it. Failing to
-// load is not fatal: the relay says why and relays in userspace.
-func (r *Relay) startFastPath(ctx context.Context) {
-	fp := r.cfg.FastPath
-	if !fp.Enabled {
-		return
+// startFastPath starts the fast path relay.yaml asks for: Disabled does
+// nothing; Auto relays in userspace, and says why, wherever the program
+// cannot be had; Enabled fails the relay instead.
+func (r *Relay) startFastPath(ctx context.Context) error {
+	fp := r.fastPath
+	mode := fp.EffectiveMode()
+	if mode == config.FastPathDisabled {
+		return nil
+	}
+	o := &offloader{log: r.log, active: r.metrics.fastPathActive, udpPorts: map[uint16]bool{}, stop: make(chan struct{}),
+		channels: map[allocKey]map[uint16]*fastpath.Channel{}}
+	for _, l := range r.cfg.Listeners {
+		if l.Protocol == config.UDP {
+			o.udpPorts[uint16(l.Port)] = true
+		}
+	}
+	if fp.Socket != "" {
+		return r.startFastPathAgent(ctx, o, mode == config.FastPathEnabled)
 	}
 	interfaces := fp.Interfaces
 	if len(interfaces) == 0 {
@@ -61,20 +94,159 @@ func (r *Relay) startFastPath(ctx context.Context) {
 	}
 	kernel, err := fastpath.Load(interfaces)
 	if err != nil {
+		if mode == config.FastPathEnabled {
+			return fmt.Errorf("fastPath.mode Enabled: %w", err)
+		}
 		r.fastPathReason = err.Error()
 		r.log.Warn("fast path unavailable, relaying in userspace", "reason", err.Error(), "interfaces", interfaces)
-		return
+		return nil
 	}
-	o := &offloader{kernel: kernel, log: r.log, udpPorts: map[uint16]bool{}, channels: map[allocKey]map[uint16]*fastpath.Channel{}}
-	for _, l := range r.cfg.Listeners {
-		if l.Protocol == config.UDP {
-			o.udpPorts[uint16(l.Port)] = true
+	o.kernel = kernel
+	r.offload = o
+	o.active.Set(1)
+	r.log.Info("fast path active", "interfaces", kernel.Interfaces())
+	go r.pollFastPath(ctx)
+	return nil
+}
+
+// startFastPathAgent connects to the fast-path agent and keeps connecting
+// whenever the connection is lost. Until it is connected the relay relays
+// in userspace. With Enabled, the first connection must succeed within
+// agentWaitEnabled.
+func (r *Relay) startFastPathAgent(ctx context.Context, o *offloader, enabled bool) error {
+	o.agent, o.reason = true, "connecting to the fast-path agent"
+	socket := r.fastPath.Socket
+	var first *wire.Client
+	if enabled {
+		wait, cancel := context.WithTimeout(ctx, agentWaitEnabled)
+		defer cancel()
+		var err error
+		for first, err = wire.Dial(wait, socket); err != nil; first, err = wire.Dial(wait, socket) {
+			if !sleepCtx(wait, time.Second) {
+				return fmt.Errorf("fastPath.mode Enabled: the fast-path agent at %s: %w", socket, err)
+			}
 		}
 	}
 	r.offload = o
-	r.metrics.fastPathActive.Set(1)
-	r.log.Info("fast path active", "interfaces", kernel.Interfaces())
+	o.connDone = make(chan struct{})
+	go o.keepConnected(socket, first)
 	go r.pollFastPath(ctx)
+	return nil
+}
+
+// keepConnected connects to the agent, hands it the channels, waits for the
+// connection to end, and starts again, until stopFastPath.
+func (o *offloader) keepConnected(socket string, cl *wire.Client) {
+	defer close(o.connDone)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-o.stop; cancel() }()
+	backoff := time.Second
+	for ctx.Err() == nil {
+		if cl == nil {
+			var err error
+			if cl, err = wire.Dial(ctx, socket); err != nil {
+				o.setReason("fast-path agent: " + err.Error())
+				if !sleepCtx(ctx, backoff) {
+					return
+				}
+				backoff = min(2*backoff, agentRetryMax)
+				continue
+			}
+		}
+		backoff = time.Second
+		o.attach(cl)
+		select {
+		case <-cl.Done():
+		case <-ctx.Done():
+		}
+		o.mu.Lock()
+		o.detachLocked(cl)
+		o.mu.Unlock()
+		cl = nil
+	}
+}
+
+// attach makes cl the kernel's table and writes every channel into it; the
+// ones it refuses stay in userspace.
+func (o *offloader) attach(cl *wire.Client) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		cl.Close()
+		return
+	}
+	o.kernel, o.reason = cl, ""
+	// The agent's counters run since it loaded the program: only what it
+	// relays from now on is this relay's to add.
+	o.last, _ = cl.Counters()
+	n := 0
+	for k, chans := range o.channels {
+		for num, c := range chans {
+			if err := cl.Put(*c); err != nil {
+				delete(chans, num)
+				continue
+			}
+			n++
+		}
+		if len(chans) == 0 {
+			delete(o.channels, k)
+		}
+	}
+	if cl.Err() != nil {
+		o.detachLocked(cl)
+		return
+	}
+	o.active.Set(1)
+	o.log.Info("fast path active through the fast-path agent", "interfaces", cl.Interfaces(), "channels", n)
+}
+
+// detachLocked drops a table whose connection failed: what the kernel
+// relayed for this relay goes back to userspace (the agent deletes the
+// relay's entries when its connection ends, or is gone itself). o.mu is
+// held.
+func (o *offloader) detachLocked(cl *wire.Client) {
+	if o.closed || o.kernel != kernelTable(cl) {
+		return // stopFastPath closed it: nothing to fall back from
+	}
+	cl.Close()
+	o.kernel = nil
+	o.reason = "fast-path agent connection lost"
+	if err := cl.Err(); err != nil {
+		o.reason += ": " + err.Error()
+	}
+	o.active.Set(0)
+	o.log.Warn("fast path inactive, relaying in userspace", "reason", o.reason)
+}
+
+// failed handles an error of the kernel's table; o.mu is held. An agent
+// connection that broke is dropped; a refusal is only logged.
+func (o *offloader) failed(err error, msg string, args ...any) {
+	o.log.Warn(msg, append(args, "error", err.Error())...)
+	if cl, ok := o.kernel.(*wire.Client); ok && cl.Err() != nil {
+		o.detachLocked(cl)
+	}
+}
+
+func (o *offloader) setReason(reason string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.kernel == nil && o.reason != reason {
+		o.log.Warn("fast path inactive, relaying in userspace", "reason", reason)
+		o.reason = reason
+	}
+}
+
+// sleepCtx sleeps for d, or returns false when ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // stopFastPath detaches the program; what is left relays in userspace.
@@ -85,12 +257,22 @@ func (r *Relay) stopFastPath() {
 	r.addFastPathCounters()
 	o := r.offload
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	if o.closed {
+		o.mu.Unlock()
+		return
+	}
 	o.closed = true
-	if err := o.kernel.Close(); err != nil {
-		r.log.Warn("closing the fast path", "error", err.Error())
+	close(o.stop)
+	if o.kernel != nil {
+		if err := o.kernel.Close(); err != nil {
+			r.log.Warn("closing the fast path", "error", err.Error())
+		}
 	}
 	r.metrics.fastPathActive.Set(0)
+	o.mu.Unlock()
+	if o.connDone != nil {
+		<-o.connDone // nothing of the fast path outlives the relay
+	}
 }
 
 // defaultFastPathInterfaces are lo and the interfaces holding a bind
@@ -138,14 +320,14 @@ func (r *Relay) pollFastPath(ctx context.Context) {
 func (r *Relay) addFastPathCounters() {
 	o := r.offload
 	o.mu.Lock()
-	if o.closed {
+	if o.closed || o.kernel == nil {
 		o.mu.Unlock()
 		return
 	}
 	c, err := o.kernel.Counters()
 	if err != nil {
+		o.failed(err, "reading the fast path's counters")
 		o.mu.Unlock()
-		r.log.Warn("reading the fast path's counters", "error", err.Error())
 		return
 	}
 	d := c.Sub(o.last)
@@ -214,9 +396,14 @@ func (r *Relay) channelCreated(k allocKey, listener, relayAddr, peer net.Addr, n
 		return
 	}
 	r.withOffload(func(o *offloader) {
-		if err := o.kernel.Put(*c); err != nil {
-			o.log.Warn("fast path: channel not offloaded", "error", err.Error(), "client", k.client.String(), "peer", peerAP.String())
-			return
+		if o.kernel != nil {
+			if err := o.kernel.Put(*c); err != nil {
+				o.failed(err, "fast path: channel not offloaded", "client", k.client.String(), "peer", peerAP.String())
+				if o.kernel != nil || !o.agent {
+					return
+				}
+				// The agent is gone: keep the channel for when it is back.
+			}
 		}
 		if o.channels[k] == nil {
 			o.channels[k] = map[uint16]*fastpath.Channel{}
@@ -237,14 +424,20 @@ func (r *Relay) channelDeleted(k allocKey, number uint16) {
 // remove deletes c from the kernel and the table; o.mu is held. The last
 // channel of an allocation takes its bandwidth buckets with it.
 func (o *offloader) remove(k allocKey, c *fastpath.Channel) {
-	if err := o.kernel.Delete(*c); err != nil {
-		o.log.Warn("fast path: deleting a channel", "error", err.Error())
-	}
 	delete(o.channels[k], c.Number)
-	if len(o.channels[k]) == 0 {
+	last := len(o.channels[k]) == 0
+	if last {
 		delete(o.channels, k)
+	}
+	if o.kernel == nil {
+		return
+	}
+	if err := o.kernel.Delete(*c); err != nil {
+		o.failed(err, "fast path: deleting a channel")
+	}
+	if last && o.kernel != nil {
 		if err := o.kernel.DeleteQuota(c.Relay.Port()); err != nil {
-			o.log.Warn("fast path: deleting a bandwidth quota", "error", err.Error())
+			o.failed(err, "fast path: deleting a bandwidth quota")
 		}
 	}
 }
@@ -275,8 +468,11 @@ func (r *Relay) updatePeer(k allocKey, peer netip.Addr, update func(*fastpath.Ch
 				continue
 			}
 			update(c)
+			if o.kernel == nil {
+				continue
+			}
 			if err := o.kernel.Put(*c); err != nil {
-				o.log.Warn("fast path: updating a channel", "error", err.Error())
+				o.failed(err, "fast path: updating a channel")
 			}
 		}
 	})
@@ -303,21 +499,28 @@ func (r *Relay) recheckPeers(policy *peerPolicy) {
 
 // fastPathStatus is the fast path's part of /status; nil when disabled.
 func (r *Relay) fastPathStatus() *config.FastPathStatus {
-	if !r.cfg.FastPath.Enabled {
+	mode := r.fastPath.EffectiveMode()
+	if mode == config.FastPathDisabled {
 		return nil
 	}
+	st := &config.FastPathStatus{Mode: string(mode), Agent: r.fastPath.Socket != ""}
 	o := r.offload
 	if o == nil {
-		return &config.FastPathStatus{Reason: r.fastPathReason}
+		st.Reason = r.fastPathReason
+		return st
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.closed {
-		return &config.FastPathStatus{Reason: "stopped"}
+	switch {
+	case o.closed:
+		st.Reason = "stopped"
+	case o.kernel == nil:
+		st.Reason = o.reason
+	default:
+		st.Active, st.Interfaces = true, o.kernel.Interfaces()
+		for _, chans := range o.channels {
+			st.Channels += len(chans)
+		}
 	}
-	n := 0
-	for _, chans := range o.channels {
-		n += len(chans)
-	}
-	return &config.FastPathStatus{Active: true, Interfaces: o.kernel.Interfaces(), Channels: n}
+	return st
 }

@@ -1,9 +1,12 @@
 package relay
 
 import (
+	"context"
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -108,11 +111,11 @@ func TestFastPathOffloadsChannels(t *testing.T) {
 	}
 }
 
-// TestFastPathUnavailable: a fast path that cannot load (no such
+// TestFastPathUnavailable: an Auto fast path that cannot load (no such
 // interface) leaves the relay relaying in userspace and says why.
 func TestFastPathUnavailable(t *testing.T) {
 	cfg := baseConfig(t, t.TempDir())
-	cfg.FastPath = config.FastPath{Enabled: true, Interfaces: []string{"nosuchif0"}}
+	cfg.FastPath = config.FastPath{Mode: config.FastPathAuto, Interfaces: []string{"nosuchif0"}}
 	tr := startRelay(t, cfg, baseCredentials())
 	st := relayStatus(t, tr).FastPath
 	if st == nil || st.Active || st.Reason == "" {
@@ -158,6 +161,153 @@ func TestDefaultFastPathInterfaces(t *testing.T) {
 				t.Errorf("bind %v: %s is in %v, but the program cannot work on it", bind, iface.Name, names)
 			}
 		}
+	}
+}
+
+// TestFastPathEnabledFailsLoudly: Enabled means the relay does not start
+// without its fast path, loaded itself or through an agent.
+func TestFastPathEnabledFailsLoudly(t *testing.T) {
+	defer func(d time.Duration) { agentWaitEnabled = d }(agentWaitEnabled)
+	agentWaitEnabled = 500 * time.Millisecond
+	for _, fp := range []config.FastPath{
+		{Mode: config.FastPathEnabled, Interfaces: []string{"nosuchif0"}},
+		{Mode: config.FastPathEnabled, Socket: filepath.Join(t.TempDir(), "nobody.sock")},
+	} {
+		cfg := baseConfig(t, t.TempDir())
+		cfg.FastPath = fp
+		dir := filepath.Dir(cfg.Listeners[2].CertFile)
+		writeYAML(t, filepath.Join(dir, config.RelayFile), cfg)
+		writeYAML(t, filepath.Join(dir, config.CredentialsFile), baseCredentials())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := Run(ctx, Options{ConfigPath: filepath.Join(dir, config.RelayFile), CredentialsDir: dir, LogOutput: io.Discard, NodeName: "-"})
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "fastPath.mode Enabled") {
+			t.Errorf("%+v: Run returned %v, want a fastPath.mode Enabled error", fp, err)
+		}
+	}
+}
+
+// TestFastPathAgentMissing: an Auto fast path whose agent is not there
+// relays in userspace and says why in /status and the metric.
+func TestFastPathAgentMissing(t *testing.T) {
+	cfg := baseConfig(t, t.TempDir())
+	cfg.FastPath = config.FastPath{Mode: config.FastPathAuto, Socket: filepath.Join(t.TempDir(), "nobody.sock")}
+	tr := startRelay(t, cfg, baseCredentials())
+	waitFor(t, "/status fastPath.reason naming the agent", func() bool {
+		st := relayStatus(t, tr).FastPath
+		return st != nil && !st.Active && st.Agent && strings.Contains(st.Reason, "fast-path agent")
+	})
+	if got := counterValue(t, tr.Relay, "turnpike_relay_fastpath_active"); got != 0 {
+		t.Errorf("fastpath_active = %v, want 0", got)
+	}
+	peerIP := localAddr(t, false, false)
+	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(peerIP, 32).String()}
+	tr.writeFiles(t, cfg, nil)
+	tr.Reload()
+	peer := startEchoPeer(t, peerIP)
+	c := dialRaw(t, "udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.port)), testUser, testPassword)
+	c.mustAllocate(false)
+	if code := c.channelBind(0x4001, peer.addr); code != 0 {
+		t.Fatalf("ChannelBind: %d", code)
+	}
+	c.roundTrip(peer.addr, 0x4001, []byte("userspace"))
+}
+
+// TestFastPathThroughAgent: the relay holds no program; the agent loads it
+// on lo and the kernel relays the relay's channel. When the agent goes, the
+// call goes on in userspace; when it is back, the channel is offloaded
+// again. Loading the program needs root.
+func TestFastPathThroughAgent(t *testing.T) {
+	needTool(t, "root (loading the fast path's BPF program)", os.Geteuid() == 0)
+	peerIP := localAddr(t, false, false)
+	cfg := baseConfig(t, t.TempDir())
+	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(peerIP, 32).String()}
+	cfg.FastPath = config.FastPath{Mode: config.FastPathAuto, Interfaces: []string{"lo"}}
+	load := func(interfaces []string) (kernelTable, error) { return fastpath.Load(interfaces) }
+	socket, stopAgent := startAgent(t, cfg, load)
+	cfg.FastPath.Socket = socket
+	tr := startRelay(t, cfg, baseCredentials())
+	waitFor(t, "fast path active through the agent", func() bool {
+		st := relayStatus(t, tr).FastPath
+		return st != nil && st.Active && st.Agent && slices.Equal(st.Interfaces, []string{"lo"})
+	})
+	peer := startEchoPeer(t, peerIP)
+	c := dialRaw(t, "udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.port)), testUser, testPassword)
+	c.mustAllocate(false)
+	if code := c.channelBind(0x4001, peer.addr); code != 0 {
+		t.Fatalf("ChannelBind: %d", code)
+	}
+	wantChannels(t, tr, 1)
+	const n = 10
+	for i := range n {
+		c.roundTrip(peer.addr, 0x4001, []byte("kernel "+strconv.Itoa(i)))
+	}
+	waitFor(t, "the kernel's packets in the metrics", func() bool {
+		return counterValue(t, tr.Relay, "turnpike_relay_fastpath_packets_total", "direction", dirToPeer) >= n
+	})
+
+	// The agent goes (its program with it): the call goes on in userspace.
+	stopAgent()
+	waitFor(t, "fastpath_active 0 after the agent went", func() bool {
+		return counterValue(t, tr.Relay, "turnpike_relay_fastpath_active") == 0
+	})
+	if st := relayStatus(t, tr).FastPath; st.Active || !strings.Contains(st.Reason, "fast-path agent") {
+		t.Errorf("/status fastPath = %+v, want inactive, the agent named in the reason", st)
+	}
+	inKernel := counterValue(t, tr.Relay, "turnpike_relay_fastpath_packets_total", "direction", dirToPeer)
+	userspace := counterValue(t, tr.Relay, "turnpike_relay_relayed_packets_total", "direction", dirToPeer, "transport", "udp")
+	for i := range n {
+		c.roundTrip(peer.addr, 0x4001, []byte("userspace "+strconv.Itoa(i)))
+	}
+	if got := counterValue(t, tr.Relay, "turnpike_relay_relayed_packets_total", "direction", dirToPeer, "transport", "udp"); got < userspace+n {
+		t.Errorf("relayed_packets_total{client_to_peer} %v -> %v, want %d more in userspace", userspace, got, n)
+	}
+	if got := counterValue(t, tr.Relay, "turnpike_relay_fastpath_packets_total", "direction", dirToPeer); got != inKernel {
+		t.Errorf("fastpath_packets_total moved without an agent: %v -> %v", inKernel, got)
+	}
+
+	// A new agent: the relay reconnects and hands it the channel again.
+	startAgentAt(t, cfg, socket, load)
+	waitFor(t, "fast path active again", func() bool {
+		st := relayStatus(t, tr).FastPath
+		return st != nil && st.Active && st.Channels == 1
+	})
+	for i := range n {
+		c.roundTrip(peer.addr, 0x4001, []byte("kernel again "+strconv.Itoa(i)))
+	}
+	waitFor(t, "the new agent's packets in the metrics", func() bool {
+		return counterValue(t, tr.Relay, "turnpike_relay_fastpath_packets_total", "direction", dirToPeer) >= inKernel+n
+	})
+
+	// Stopping closes the connection on purpose: no fallback to report.
+	before := len(tr.logs.String())
+	tr.stop(t)
+	for _, line := range strings.Split(tr.logs.String()[before:], "\n") {
+		if strings.Contains(line, "level=WARN") && strings.Contains(line, "fast path") {
+			t.Errorf("a fast-path warning while stopping: %s", line)
+		}
+	}
+}
+
+// TestFastPathFlagsOverrideRelayYAML: the operator passes the mode and the
+// agent's socket as flags; they win over relay.yaml and leave its socket
+// hash alone (no restart warning on the next reload).
+func TestFastPathFlagsOverrideRelayYAML(t *testing.T) {
+	cfg := baseConfig(t, t.TempDir())
+	cfg.FastPath = config.FastPath{Enabled: true, Interfaces: []string{"eth0"}}
+	dir := filepath.Dir(cfg.Listeners[2].CertFile)
+	writeYAML(t, filepath.Join(dir, config.RelayFile), cfg)
+	r, err := newRelay(Options{ConfigPath: filepath.Join(dir, config.RelayFile), LogOutput: io.Discard, NodeName: "-",
+		FastPathMode: config.FastPathAuto, FastPathSocket: "/run/turnpike/fastpath.sock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.FastPath{Mode: config.FastPathAuto, Interfaces: []string{"eth0"}, Socket: "/run/turnpike/fastpath.sock"}
+	if got := r.fastPath; got.EffectiveMode() != want.Mode || got.Socket != want.Socket || !slices.Equal(got.Interfaces, want.Interfaces) {
+		t.Errorf("fast path %+v, want %+v", got, want)
+	}
+	if !r.cfg.FastPath.Enabled || r.cfg.FastPath.Socket != "" {
+		t.Errorf("relay.yaml's own fastPath changed: %+v", r.cfg.FastPath)
 	}
 }
 

@@ -45,6 +45,13 @@ type Options struct {
 	// NodeName and HostIP default to the environment variables NODE_NAME
 	// and HOST_IP (set from the downward API in the relay pod).
 	NodeName, HostIP string
+	// FastPathMode and FastPathSocket override relay.yaml's fastPath.mode
+	// and fastPath.socket when set. The operator passes them as flags: they
+	// come with the pod template that adds the fastpath container, while a
+	// relay.yaml field would be refused by relays of an earlier release
+	// that read the same ConfigMap until they are replaced.
+	FastPathMode   config.FastPathMode
+	FastPathSocket string
 	// Started, when set, is called once every listener is bound and the
 	// relay is ready (tests use it to find the Relay).
 	Started func(*Relay)
@@ -56,9 +63,11 @@ type Relay struct {
 	log  *slog.Logger
 	// cfg is the config the sockets were opened with. Socket settings never
 	// change while running; hot-reloadable settings live in state.
-	cfg   *config.Relay
-	env   environment
-	state atomic.Pointer[state]
+	cfg *config.Relay
+	// fastPath is cfg.FastPath with the command line's overrides.
+	fastPath config.FastPath
+	env      environment
+	state    atomic.Pointer[state]
 
 	allocs        *allocTracker
 	metrics       *metrics
@@ -85,8 +94,8 @@ type Relay struct {
 	discovery map[netip.AddrPort]discoveryPoint
 	// discoveryStatus is the /status view of discovery, set once with it.
 	discoveryStatus atomic.Pointer[config.BehaviorDiscoveryStatus]
-	// offload is the fast path when it is active (offload.go), else nil;
-	// fastPathReason says why an enabled one is not.
+	// offload is the fast path (offload.go): nil when it is disabled or the
+	// relay could not load the program itself, and fastPathReason says why.
 	offload        *offloader
 	fastPathReason string
 	server         *turn.Server
@@ -168,6 +177,13 @@ func newRelay(opts Options) (*Relay, error) {
 		conns: newConnLimiter(), defaultConnections: defaultConnectionLimit(), rlog: newRateLog(log),
 		throttle: newAuthThrottle()}
 	r.lastNode, _ = readOptional(cfg.Addresses.NodeFile)
+	r.fastPath = cfg.FastPath
+	if opts.FastPathMode != "" {
+		r.fastPath.Mode, r.fastPath.Enabled = opts.FastPathMode, false
+	}
+	if opts.FastPathSocket != "" {
+		r.fastPath.Socket = opts.FastPathSocket
+	}
 	if opts.HostIP != "" {
 		if r.env.hostIP, err = netip.ParseAddr(opts.HostIP); err != nil {
 			return nil, fmt.Errorf("HOST_IP: %w", err)
@@ -199,7 +215,10 @@ func (r *Relay) run(ctx context.Context) error {
 	}
 	defer closeInternal()
 
-	r.startFastPath(ctx) // before pion, so that no channel is missed
+	// Before pion, so that no channel is missed.
+	if err := r.startFastPath(ctx); err != nil {
+		return err
+	}
 	server, err := r.startTURN()
 	if err != nil {
 		r.stopFastPath()

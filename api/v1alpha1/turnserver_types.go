@@ -215,31 +215,41 @@ type RelayPodSettings struct {
 	// +kubebuilder:default="30s"
 	// +optional
 	DrainGracePeriod *metav1.Duration `json:"drainGracePeriod,omitempty"`
-	// FastPath is the relay's opt-in eBPF fast path. Once a client has bound
-	// a channel (ChannelBind) on an IPv4 UDP allocation over a UDP listener,
-	// a TC program on the ingress of the node's interfaces relays that
+	// FastPath is the relay's eBPF fast path. Once a client has bound a
+	// channel (ChannelBind) on an IPv4 UDP allocation over a UDP listener, a
+	// TC program on the ingress of the node's interfaces relays that
 	// channel's ChannelData to and from the peer in the kernel, without a
 	// trip through the relay process. Everything else (IPv6, TCP, TLS and
 	// DTLS, Send and Data indications, every STUN and TURN request) stays in
 	// userspace.
 	//
-	// It needs Linux 6.6 or later (TCX attachment). Where the program cannot
-	// be loaded or attached, the relay logs why and relays everything in
-	// userspace.
-	//
-	// Enabling it changes the relay container's security context: it runs
-	// as root (UID 0) with every capability dropped except BPF, NET_ADMIN and
-	// PERFMON (plus NET_BIND_SERVICE when a port below 1024 needs it), still
-	// with a read-only root file system and no privilege escalation.
-	// Changing it restarts the relay pods.
+	// It needs Linux 6.6 or later (TCX attachment). The relay itself never
+	// holds a capability for it: unless the mode is Disabled, the relay pod
+	// gets a second container, "fastpath" (same image, `turnpike fastpath`),
+	// which runs as root with every capability dropped except BPF, NET_ADMIN
+	// and PERFMON, listens on no network port, loads the program and writes
+	// its maps on the relay's behalf over a Unix socket in a shared emptyDir,
+	// re-checking every channel against the peer policy. The relay container
+	// stays UID 65532 with no capabilities (unless a port below 1024 needs
+	// NET_BIND_SERVICE). Changing it restarts the relay pods.
 	// +optional
 	FastPath RelayFastPath `json:"fastPath,omitempty"`
 }
 
-// RelayFastPath is the relay's opt-in eBPF fast path (see
+// RelayFastPath is the relay's eBPF fast path (see
 // RelayPodSettings.FastPath).
 type RelayFastPath struct {
-	// Enabled turns the fast path on.
+	// Mode is Auto (the default: the fast path wherever the node's kernel
+	// and the fastpath container can load it, else userspace relaying and
+	// the reason in the relay's /status and logs), Enabled (a relay whose
+	// fast path cannot be had does not start) or Disabled (no fastpath
+	// container at all).
+	// +kubebuilder:validation:Enum=Auto;Enabled;Disabled
+	// +kubebuilder:default=Auto
+	// +optional
+	Mode FastPathMode `json:"mode,omitempty"`
+	// Enabled is the older switch: true means mode Enabled, whatever mode
+	// says. Deprecated: use mode.
 	// +optional
 	Enabled bool `json:"enabled,omitempty"`
 	// (items:MaxLength below only bounds the rule's cost. It is 64, not 15:
@@ -256,6 +266,28 @@ type RelayFastPath struct {
 	// +kubebuilder:validation:items:XValidation:rule=`self.matches('^[^/:\\s\\v]+$') && bytes(self).size() <= 15 && self != '.' && self != '..'`,message="fastPath.interfaces must be network interface names: 1-15 characters, no '/', ':' or whitespace, not '.' or '..'"
 	// +optional
 	Interfaces []string `json:"interfaces,omitempty"`
+}
+
+// FastPathMode is fastPath.mode.
+type FastPathMode string
+
+const (
+	FastPathAuto     FastPathMode = "Auto"
+	FastPathEnabled  FastPathMode = "Enabled"
+	FastPathDisabled FastPathMode = "Disabled"
+)
+
+// EffectiveMode is the mode the relay gets: Enabled when the older enabled
+// is true, Auto when mode is unset (an object the API server did not
+// default, e.g. stored before mode existed).
+func (f RelayFastPath) EffectiveMode() FastPathMode {
+	switch {
+	case f.Enabled:
+		return FastPathEnabled
+	case f.Mode == "":
+		return FastPathAuto
+	}
+	return f.Mode
 }
 
 // CIDR is an IP prefix such as 10.0.0.0/8 or fd00::/8.

@@ -141,6 +141,12 @@ func TestTurnServerValidation(t *testing.T) {
 		{"fastPath on named interfaces", `  realm: example.com
   listeners: [{name: a, protocol: UDP, port: 3478}]
   relay: {fastPath: {enabled: true, interfaces: [eth0, "bond0.100", enp3s0f1np1, lo]}}`, ""},
+		{"fastPath Disabled", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {mode: Disabled}}`, ""},
+		{"fastPath mode unknown", `  realm: example.com
+  listeners: [{name: a, protocol: UDP, port: 3478}]
+  relay: {fastPath: {mode: Always}}`, `supported values: "Auto", "Enabled", "Disabled"`},
 		{"fastPath on the bind interfaces", `  realm: example.com
   listeners: [{name: a, protocol: UDP, port: 3478}]
   relay: {fastPath: {enabled: true, interfaces: []}}`, ""},

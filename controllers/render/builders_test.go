@@ -167,7 +167,7 @@ func TestDesiredDaemonSet(t *testing.T) {
 		ts.Spec.Listeners = append(ts.Spec.Listeners, turnpikev1.Listener{
 			Name: "turns", Protocol: turnpikev1.ProtocolDTLS, Port: 443, TLSSecretRef: &turnpikev1.LocalObjectReference{Name: "cert"}})
 	}
-	fastPath := func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = true }
+	fastPathDisabled := func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Mode = turnpikev1.FastPathDisabled }
 	tests := []struct {
 		name  string
 		ts    *turnpikev1.TurnServer
@@ -187,15 +187,38 @@ func TestDesiredDaemonSet(t *testing.T) {
 			if sc.RunAsNonRoot == nil || *sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
 				t.Errorf("runAsNonRoot %v runAsUser %v, want false and 0", sc.RunAsNonRoot, sc.RunAsUser)
 			}
-		}},
-		{"without fastPath the relay runs as non-root", rendertest.TurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
-			sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
-			if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser != nil {
-				t.Errorf("runAsNonRoot %v runAsUser %v, want true and the pod's", sc.RunAsNonRoot, sc.RunAsUser)
+			// The agent serves the relay's user, root here.
+			if cmd := ds.Spec.Template.Spec.Containers[1].Command; !slices.Equal(cmd[len(cmd)-2:], []string{"--relay-uid", "0"}) {
+				t.Errorf("fastpath command %q, want --relay-uid 0", cmd)
 			}
 		}},
-		{"fastPath runs as root with BPF, NET_ADMIN and PERFMON only", rendertest.TurnServer("ts", fastPath), func(t *testing.T, ds *appsv1.DaemonSet) {
-			sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
+		{"the fast path (Auto by default) leaves the relay non-root with no capability", rendertest.TurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
+			relay := ds.Spec.Template.Spec.Containers[0]
+			sc := relay.SecurityContext
+			if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser != nil || len(sc.Capabilities.Add) != 0 ||
+				!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+				t.Errorf("relay runAsNonRoot %v runAsUser %v capabilities %+v, want the pod's UID 65532 and none", sc.RunAsNonRoot, sc.RunAsUser, sc.Capabilities)
+			}
+			if cmd := relay.Command; !slices.Equal(cmd[len(cmd)-4:], []string{"--fast-path", "Auto", "--fast-path-socket", "/run/turnpike/fastpath.sock"}) {
+				t.Errorf("relay command %q, want the fast-path flags", cmd)
+			}
+			if !slices.ContainsFunc(relay.VolumeMounts, func(m corev1.VolumeMount) bool {
+				return m.Name == "fastpath" && m.MountPath == "/run/turnpike" && m.ReadOnly
+			}) {
+				t.Errorf("relay mounts %+v, want the fastpath emptyDir", relay.VolumeMounts)
+			}
+		}},
+		{"the fastpath container holds BPF, NET_ADMIN and PERFMON only, and no credentials or port", rendertest.TurnServer("ts"), func(t *testing.T, ds *appsv1.DaemonSet) {
+			spec := ds.Spec.Template.Spec
+			if len(spec.Containers) != 2 || spec.Containers[1].Name != "fastpath" {
+				t.Fatalf("containers %d, want relay and fastpath", len(spec.Containers))
+			}
+			fp := spec.Containers[1]
+			want := []string{"/turnpike", "fastpath", "--config", "/etc/turnpike/config/relay.yaml", "--socket", "/run/turnpike/fastpath.sock", "--relay-uid", "65532"}
+			if !slices.Equal(fp.Command, want) || fp.Image != spec.Containers[0].Image {
+				t.Errorf("fastpath %q image %q, want %q and the relay's image", fp.Command, fp.Image, want)
+			}
+			sc := fp.SecurityContext
 			if sc.RunAsNonRoot == nil || *sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
 				t.Errorf("runAsNonRoot %v runAsUser %v, want false and 0", sc.RunAsNonRoot, sc.RunAsUser)
 			}
@@ -205,11 +228,17 @@ func TestDesiredDaemonSet(t *testing.T) {
 			if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
 				t.Errorf("readOnlyRootFilesystem %v allowPrivilegeEscalation %v", sc.ReadOnlyRootFilesystem, sc.AllowPrivilegeEscalation)
 			}
+			if len(fp.Ports) != 0 || slices.ContainsFunc(fp.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "credentials" }) {
+				t.Errorf("fastpath ports %v mounts %+v: want no port and no credentials", fp.Ports, fp.VolumeMounts)
+			}
+			if !slices.ContainsFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == "fastpath" && v.EmptyDir != nil }) {
+				t.Error("no fastpath emptyDir")
+			}
 		}},
-		{"fastPath on port 443 keeps NET_BIND_SERVICE", rendertest.TurnServer("ts", tls, fastPath), func(t *testing.T, ds *appsv1.DaemonSet) {
-			caps := ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities
-			if !slices.Equal(caps.Add, []corev1.Capability{"BPF", "NET_ADMIN", "PERFMON", "NET_BIND_SERVICE"}) {
-				t.Errorf("capabilities %+v", caps)
+		{"Disabled: no fastpath container, no emptyDir", rendertest.TurnServer("ts", fastPathDisabled), func(t *testing.T, ds *appsv1.DaemonSet) {
+			spec := ds.Spec.Template.Spec
+			if len(spec.Containers) != 1 || slices.ContainsFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == "fastpath" }) {
+				t.Errorf("%d containers, volumes %+v", len(spec.Containers), spec.Volumes)
 			}
 		}},
 		{"DTLS is a UDP hostPort with a certificate volume", rendertest.TurnServer("ts", tls), func(t *testing.T, ds *appsv1.DaemonSet) {
@@ -266,23 +295,31 @@ func TestDesiredDaemonSet(t *testing.T) {
 }
 
 func TestRenderRelayConfigFastPath(t *testing.T) {
+	on := []string{"--fast-path-socket", "/run/turnpike/fastpath.sock"}
 	tests := []struct {
 		name string
 		fp   turnpikev1.RelayFastPath
 		want config.FastPath
+		args []string // the relay's fast-path flags
 	}{
-		{"off by default", turnpikev1.RelayFastPath{}, config.FastPath{}},
-		{"enabled on the bind interfaces", turnpikev1.RelayFastPath{Enabled: true}, config.FastPath{Enabled: true}},
-		{"enabled on named interfaces", turnpikev1.RelayFastPath{Enabled: true, Interfaces: []string{"eth0", "bond0.100"}},
-			config.FastPath{Enabled: true, Interfaces: []string{"eth0", "bond0.100"}}},
-		{"interfaces of a disabled fast path are left out", turnpikev1.RelayFastPath{Interfaces: []string{"eth0"}}, config.FastPath{}},
+		{"Auto by default, through the agent", turnpikev1.RelayFastPath{}, config.FastPath{}, append([]string{"--fast-path", "Auto"}, on...)},
+		{"Enabled on named interfaces", turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathEnabled, Interfaces: []string{"eth0", "bond0.100"}},
+			config.FastPath{Interfaces: []string{"eth0", "bond0.100"}}, append([]string{"--fast-path", "Enabled"}, on...)},
+		{"the older enabled: true is Enabled", turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathAuto, Enabled: true},
+			config.FastPath{}, append([]string{"--fast-path", "Enabled"}, on...)},
+		{"interfaces of a disabled fast path are left out", turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathDisabled, Interfaces: []string{"eth0"}}, config.FastPath{}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath = tt.fp })
 			cfg := renderRelayConfig(ts, nil)
-			if cfg.FastPath.Enabled != tt.want.Enabled || !slices.Equal(cfg.FastPath.Interfaces, tt.want.Interfaces) {
-				t.Fatalf("fastPath %+v, want %+v", cfg.FastPath, tt.want)
+			// No field a relay of the previous release would refuse.
+			got := cfg.FastPath
+			if got.Mode != "" || got.Enabled || got.Socket != "" || !slices.Equal(got.Interfaces, tt.want.Interfaces) {
+				t.Fatalf("fastPath %+v, want %+v", got, tt.want)
+			}
+			if args := fastPathArgs(ts); !slices.Equal(args, tt.args) {
+				t.Errorf("relay flags %q, want %q", args, tt.args)
 			}
 			// What the operator renders, the relay must accept.
 			data, err := config.Marshal(cfg)
@@ -295,11 +332,16 @@ func TestRenderRelayConfigFastPath(t *testing.T) {
 		})
 	}
 	// A disabled fast path's interfaces do not restart the relays.
-	off := renderRelayConfig(rendertest.TurnServer("ts"), nil)
-	leftover := renderRelayConfig(rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Interfaces = []string{"eth0"} }), nil)
-	on := renderRelayConfig(rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Enabled = true }), nil)
-	if off.SocketHash() != leftover.SocketHash() || off.SocketHash() == on.SocketHash() {
-		t.Errorf("socket hashes off %s, disabled with interfaces %s, on %s", off.SocketHash(), leftover.SocketHash(), on.SocketHash())
+	disabled := func(interfaces ...string) func(ts *turnpikev1.TurnServer) {
+		return func(ts *turnpikev1.TurnServer) {
+			ts.Spec.Relay.FastPath = turnpikev1.RelayFastPath{Mode: turnpikev1.FastPathDisabled, Interfaces: interfaces}
+		}
+	}
+	off := renderRelayConfig(rendertest.TurnServer("ts", disabled()), nil)
+	leftover := renderRelayConfig(rendertest.TurnServer("ts", disabled("eth0")), nil)
+	onEth0 := renderRelayConfig(rendertest.TurnServer("ts", func(ts *turnpikev1.TurnServer) { ts.Spec.Relay.FastPath.Interfaces = []string{"eth0"} }), nil)
+	if off.SocketHash() != leftover.SocketHash() || off.SocketHash() == onEth0.SocketHash() {
+		t.Errorf("socket hashes off %s, disabled with interfaces %s, on eth0 %s", off.SocketHash(), leftover.SocketHash(), onEth0.SocketHash())
 	}
 }
 

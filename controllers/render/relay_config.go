@@ -55,10 +55,13 @@ func renderRelayConfig(ts *turnpikev1.TurnServer, legacyNodes map[string]NodeAdd
 		DrainGracePeriod: config.Duration{Duration: drainGracePeriod(ts)},
 		Log:              config.Log{Level: string(spec.Relay.LogLevel), Format: "json"},
 	}
-	// Only when enabled: interfaces left in a disabled fastPath must not
-	// change relay.yaml's socket hash and so restart the relays for nothing.
-	if fp := spec.Relay.FastPath; fp.Enabled {
-		cfg.FastPath = config.FastPath{Enabled: true, Interfaces: append([]string(nil), fp.Interfaces...)}
+	// Only when on: interfaces left in a disabled fastPath must not change
+	// relay.yaml's socket hash and so restart the relays for nothing. The
+	// mode and the agent's socket are the relay's flags (fastPathArgs), not
+	// relay.yaml fields: relays of an earlier release, which read the same
+	// ConfigMap until they are replaced, would refuse unknown fields.
+	if fp := spec.Relay.FastPath; fp.EffectiveMode() != turnpikev1.FastPathDisabled {
+		cfg.FastPath = config.FastPath{Interfaces: append([]string(nil), fp.Interfaces...)}
 	}
 	if q := spec.Quotas.BandwidthPerAllocation; q != nil {
 		cfg.Quotas.BandwidthPerAllocation = q.Value()

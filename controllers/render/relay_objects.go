@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"sort"
+	"strconv"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +22,10 @@ import (
 const (
 	// relayBinary is the turnpike binary inside the image.
 	relayBinary = "/turnpike"
+	// fastPathMountPath is the emptyDir the relay and the fastpath
+	// container share; fastPathSocket the agent's socket in it.
+	fastPathMountPath = "/run/turnpike"
+	fastPathSocket    = fastPathMountPath + "/fastpath.sock"
 	// relayUID is the unprivileged user the relay runs as.
 	relayUID int64 = 65532
 	// drainSlackSeconds is added to the drain grace period before the kubelet kills
@@ -125,15 +130,10 @@ func desiredDaemonSet(ts *turnpikev1.TurnServer, image, socketHash string) *apps
 	container := corev1ac.Container().
 		WithName("relay").
 		WithImage(image).
-		WithCommand(relayBinary, "relay",
+		WithCommand(append([]string{relayBinary, "relay",
 			"--config", path.Join(configMountPath, config.RelayFile),
-			"--credentials", credentialsMountPath).
-		WithEnv(
-			corev1ac.EnvVar().WithName("NODE_NAME").WithValueFrom(corev1ac.EnvVarSource().
-				WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("spec.nodeName"))),
-			corev1ac.EnvVar().WithName("HOST_IP").WithValueFrom(corev1ac.EnvVarSource().
-				WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("status.hostIP"))),
-		).
+			"--credentials", credentialsMountPath}, fastPathArgs(ts)...)...).
+		WithEnv(nodeEnv()...).
 		WithPorts(containerPorts(ts)...).
 		WithReadinessProbe(httpProbe("/readyz", spec.HealthPort, 1)).
 		WithLivenessProbe(httpProbe("/livez", spec.HealthPort, 3)).
@@ -154,6 +154,11 @@ func desiredDaemonSet(ts *turnpikev1.TurnServer, image, socketHash string) *apps
 		}
 		container.WithResources(res)
 	}
+	if fastPathOn(ts) {
+		// Read-only: connecting to a socket needs no write access to its
+		// file system, and the relay must not replace the agent's socket.
+		container.WithVolumeMounts(fastPathMount().WithReadOnly(true))
+	}
 
 	podSpec := corev1ac.PodSpec().
 		WithServiceAccountName(RelayName(ts)).
@@ -168,6 +173,10 @@ func desiredDaemonSet(ts *turnpikev1.TurnServer, image, socketHash string) *apps
 			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
 		WithContainers(container).
 		WithVolumes(volumes(ts)...)
+	if fastPathOn(ts) {
+		podSpec.WithContainers(fastPathContainer(ts, image, container)).
+			WithVolumes(corev1ac.Volume().WithName("fastpath").WithEmptyDir(corev1ac.EmptyDirVolumeSource()))
+	}
 	if len(spec.Placement.NodeSelector) > 0 {
 		podSpec.WithNodeSelector(spec.Placement.NodeSelector)
 	}
@@ -194,6 +203,81 @@ func desiredDaemonSet(ts *turnpikev1.TurnServer, image, socketHash string) *apps
 				WithLabels(RelayLabels(ts)).
 				WithAnnotations(map[string]string{turnpikev1.AnnotationSocketHash: socketHash}).
 				WithSpec(podSpec)))
+}
+
+// nodeEnv tells the relay (and the fastpath container) its node and the
+// node's address, from the downward API.
+func nodeEnv() []*corev1ac.EnvVarApplyConfiguration {
+	return []*corev1ac.EnvVarApplyConfiguration{
+		corev1ac.EnvVar().WithName("NODE_NAME").WithValueFrom(corev1ac.EnvVarSource().
+			WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("spec.nodeName"))),
+		corev1ac.EnvVar().WithName("HOST_IP").WithValueFrom(corev1ac.EnvVarSource().
+			WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("status.hostIP"))),
+	}
+}
+
+// fastPathArgs tell the relay the fast path's mode and where the agent
+// listens.
+func fastPathArgs(ts *turnpikev1.TurnServer) []string {
+	if !fastPathOn(ts) {
+		return nil
+	}
+	return []string{"--fast-path", string(ts.Spec.Relay.FastPath.EffectiveMode()), "--fast-path-socket", fastPathSocket}
+}
+
+func fastPathOn(ts *turnpikev1.TurnServer) bool {
+	return ts.Spec.Relay.FastPath.EffectiveMode() != turnpikev1.FastPathDisabled
+}
+
+func fastPathMount() *corev1ac.VolumeMountApplyConfiguration {
+	return corev1ac.VolumeMount().WithName("fastpath").WithMountPath(fastPathMountPath)
+}
+
+// fastPathContainer is `turnpike fastpath`, the one container of the pod
+// with capabilities: it loads the TC program and writes its maps for the
+// relay, which asks over the socket in the shared emptyDir and holds no
+// capability itself. It sees relay.yaml and the node's entry (to compile
+// the same peer policy), never the credentials, and listens on no port.
+func fastPathContainer(ts *turnpikev1.TurnServer, image string, relay *corev1ac.ContainerApplyConfiguration) *corev1ac.ContainerApplyConfiguration {
+	relayUser := relayUID
+	if u := relay.SecurityContext.RunAsUser; u != nil {
+		relayUser = *u // root when a port below 1024 needs NET_BIND_SERVICE
+	}
+	c := corev1ac.Container().
+		WithName("fastpath").
+		WithImage(image).
+		WithCommand(relayBinary, "fastpath",
+			"--config", path.Join(configMountPath, config.RelayFile),
+			"--socket", fastPathSocket,
+			"--relay-uid", strconv.FormatInt(relayUser, 10)).
+		WithEnv(nodeEnv()...).
+		WithSecurityContext(fastPathSecurityContext()).
+		WithVolumeMounts(
+			corev1ac.VolumeMount().WithName("config").WithMountPath(configMountPath).WithReadOnly(true),
+			corev1ac.VolumeMount().WithName(nodeVolumeName).WithMountPath(nodeMountPath).WithReadOnly(true),
+			fastPathMount())
+	if p := ts.Spec.Relay.ImagePullPolicy; p != "" {
+		c.WithImagePullPolicy(p)
+	}
+	return c
+}
+
+// fastPathSecurityContext is root with BPF (load the program, create and
+// write its maps), NET_ADMIN (attach it with TCX) and PERFMON (with it the
+// verifier trusts the loader with pointer comparisons and leaves out the
+// Spectre masking it adds otherwise; the program has been tested with it,
+// not without), every other capability dropped. Root, because Kubernetes
+// sets no ambient capabilities: a non-root process would hold none of the
+// added ones in its effective set. No SYS_RESOURCE: TCX needs Linux 6.6,
+// where BPF memory is charged to the cgroup and RLIMIT_MEMLOCK no longer
+// applies.
+func fastPathSecurityContext() *corev1ac.SecurityContextApplyConfiguration {
+	return corev1ac.SecurityContext().
+		WithRunAsNonRoot(false).
+		WithRunAsUser(0).
+		WithReadOnlyRootFilesystem(true).
+		WithAllowPrivilegeEscalation(false).
+		WithCapabilities(corev1ac.Capabilities().WithDrop("ALL").WithAdd("BPF", "NET_ADMIN", "PERFMON"))
 }
 
 // behaviorPortName names the behaviour discovery alternate port.
@@ -234,9 +318,10 @@ func httpProbe(path string, port int32, failureThreshold int32) *corev1ac.ProbeA
 }
 
 // relaySecurityContext is the restricted profile, non-root with every
-// capability dropped, unless the relay needs one: NET_BIND_SERVICE for a port
-// below 1024, BPF, NET_ADMIN (TCX attach) and PERFMON for the eBPF fast path.
-// A relay that needs a capability runs as UID 0: Kubernetes hands added
+// capability dropped, unless the relay needs NET_BIND_SERVICE for a port
+// below 1024 (the eBPF fast path's capabilities belong to the fastpath
+// container, never to the relay). A relay that needs a capability runs as
+// UID 0: Kubernetes hands added
 // capabilities to the container, but when the runtime execs the relay binary
 // the kernel keeps them in the permitted and effective sets only of a root
 // process (or of a binary with file capabilities, which the image has not).
@@ -245,9 +330,6 @@ func httpProbe(path string, port int32, failureThreshold int32) *corev1ac.ProbeA
 // dropped, the root file system read-only and privilege escalation off.
 func relaySecurityContext(ts *turnpikev1.TurnServer) *corev1ac.SecurityContextApplyConfiguration {
 	caps := corev1ac.Capabilities().WithDrop("ALL")
-	if ts.Spec.Relay.FastPath.Enabled {
-		caps.WithAdd("BPF", "NET_ADMIN", "PERFMON")
-	}
 	if needsPrivilegedPort(ts) {
 		caps.WithAdd("NET_BIND_SERVICE")
 	}

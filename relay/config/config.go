@@ -79,16 +79,46 @@ type Listener struct {
 	KeyFile  string `json:"keyFile,omitempty"`
 }
 
-// FastPath is the opt-in eBPF fast path (Linux): once a client binds a
-// channel over UDP, a TC program relays its ChannelData to and from the peer
-// in the kernel. Where the program cannot load (old kernel, no CAP_BPF and
-// CAP_NET_ADMIN), the relay logs why and relays in userspace as before.
+// FastPath is the eBPF fast path (Linux): once a client binds a channel
+// over UDP, a TC program relays its ChannelData to and from the peer in the
+// kernel. With Socket set, the program belongs to the fast-path agent
+// (`turnpike fastpath`), a separate process that holds the capabilities
+// the relay does not; without it the relay loads the program itself (which
+// needs root, CAP_BPF and CAP_NET_ADMIN: development and benchmarks).
 type FastPath struct {
+	// Mode is Auto (use the fast path where it loads, else relay in
+	// userspace and say why), Enabled (refuse to start without it) or
+	// Disabled. Unset means Enabled when the older Enabled is true, else
+	// Disabled.
+	Mode FastPathMode `json:"mode,omitempty"`
+	// Enabled is the older spelling of mode: Enabled.
 	Enabled bool `json:"enabled,omitempty"`
 	// Interfaces are the network interfaces whose ingress the program
 	// attaches to. Empty means the interfaces that hold the bind addresses
 	// (every interface with an address when none is set) and lo.
 	Interfaces []string `json:"interfaces,omitempty"`
+	// Socket is the fast-path agent's Unix socket.
+	Socket string `json:"socket,omitempty"`
+}
+
+// FastPathMode is fastPath.mode.
+type FastPathMode string
+
+const (
+	FastPathAuto     FastPathMode = "Auto"
+	FastPathEnabled  FastPathMode = "Enabled"
+	FastPathDisabled FastPathMode = "Disabled"
+)
+
+// EffectiveMode is Mode, or what the older Enabled says when Mode is unset.
+func (f FastPath) EffectiveMode() FastPathMode {
+	switch {
+	case f.Mode != "":
+		return f.Mode
+	case f.Enabled:
+		return FastPathEnabled
+	}
+	return FastPathDisabled
 }
 
 // STUN configures the answers to clients' STUN Binding requests (not to be

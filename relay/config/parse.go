@@ -248,6 +248,14 @@ func (r *Relay) Validate() error {
 	if d := l.IdleTimeout.Duration; d < 0 || d > 24*time.Hour {
 		errs.add("limits.idleTimeout", "must be between 0 (the default, 60s) and 24h, got %s", d)
 	}
+	switch r.FastPath.Mode {
+	case "", FastPathAuto, FastPathEnabled, FastPathDisabled:
+	default:
+		errs.add("fastPath.mode", "must be Auto, Enabled or Disabled, got %q", r.FastPath.Mode)
+	}
+	if r.FastPath.Enabled && r.FastPath.Mode != "" && r.FastPath.Mode != FastPathEnabled {
+		errs.add("fastPath.enabled", "true contradicts mode %s (enabled is the older spelling of mode: Enabled)", r.FastPath.Mode)
+	}
 	for i, name := range r.FastPath.Interfaces {
 		if !validInterfaceName(name) {
 			errs.add(fmt.Sprintf("fastPath.interfaces[%d]", i), "%q is not an interface name (1-15 characters, no '/' or whitespace)", name)

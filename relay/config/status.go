@@ -20,7 +20,7 @@ type Status struct {
 	SocketHash            string   `json:"socketHash"`
 	// STUN is the state of STUN discovery, while addresses.stun is set.
 	STUN *STUNStatus `json:"stun,omitempty"`
-	// FastPath is the state of the eBPF fast path, while fastPath.enabled.
+	// FastPath is the state of the eBPF fast path, unless it is Disabled.
 	FastPath *FastPathStatus `json:"fastPath,omitempty"`
 	// BehaviorDiscovery is what NAT behaviour discovery answers from,
 	// while stun.behaviorDiscovery is set.
@@ -44,9 +44,12 @@ type BehaviorDiscoveryAddress struct {
 
 // FastPathStatus is the fast path's part of /status.
 type FastPathStatus struct {
-	Active     bool     `json:"active"`
+	Mode   string `json:"mode"`
+	Active bool   `json:"active"`
+	// Agent says the program belongs to the fast-path agent (fastPath.socket).
+	Agent      bool     `json:"agent,omitempty"`
 	Interfaces []string `json:"interfaces,omitempty"`
-	// Reason says why an enabled fast path is not active.
+	// Reason says why the fast path is not active.
 	Reason   string `json:"reason,omitempty"`
 	Channels int    `json:"channels"`
 }

@@ -45,6 +45,8 @@ func TestParseRelayErrors(t *testing.T) {
 		{"negative quota", validRelay + "quotas: {allocationsTotal: -1}\n", "quotas: limits must not be negative"},
 		{"bad duration", validRelay + "drainGracePeriod: soon\n", "time: invalid duration"},
 		{"bad interface name", validRelay + "fastPath: {enabled: true, interfaces: [eth0, 'a/b']}\n", `fastPath.interfaces[1]: "a/b" is not an interface name`},
+		{"unknown fast path mode", validRelay + "fastPath: {mode: Fast}\n", `fastPath.mode: must be Auto, Enabled or Disabled, got "Fast"`},
+		{"enabled contradicting mode", validRelay + "fastPath: {mode: Disabled, enabled: true}\n", `fastPath.enabled: true contradicts mode Disabled`},
 		{"bad log level", validRelay + "log: {level: loud}\n", `log.level: must be debug, info, warn or error, got "loud"`},
 	}
 	for _, tt := range tests {
@@ -147,6 +149,29 @@ func TestParseNodeAddresses(t *testing.T) {
 		}
 		if got != tt.want {
 			t.Errorf("%s: %s (%v), want %s", tt.name, got, err, tt.want)
+		}
+	}
+}
+
+// TestFastPathMode: mode wins; the older enabled: true means Enabled; an
+// unset fastPath is Disabled (the operator renders its Auto explicitly).
+func TestFastPathMode(t *testing.T) {
+	for _, tt := range []struct {
+		yaml string
+		want FastPathMode
+	}{
+		{"", FastPathDisabled},
+		{"fastPath: {enabled: true}\n", FastPathEnabled},
+		{"fastPath: {mode: Auto, socket: /run/turnpike/fastpath.sock}\n", FastPathAuto},
+		{"fastPath: {mode: Enabled, enabled: true}\n", FastPathEnabled},
+		{"fastPath: {mode: Disabled}\n", FastPathDisabled},
+	} {
+		r, err := ParseRelay([]byte(validRelay + tt.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tt.yaml, err)
+		}
+		if got := r.FastPath.EffectiveMode(); got != tt.want {
+			t.Errorf("%q: mode %s, want %s", tt.yaml, got, tt.want)
 		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -70,10 +72,38 @@ type podRun struct {
 	restarts     int32
 	ready        bool
 	termDeadline time.Time // set once SIGTERM was sent
+	// fastPath is the pod's second container, the fast-path agent
+	// (`turnpike fastpath`, root), when the pod has one.
+	fastPath *sidecar
+}
+
+// sidecar is a container after the first: started with the relay, restarted
+// when it exits (restartPolicy Always), stopped with the pod.
+type sidecar struct {
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	logPath  string
+	restarts int
+}
+
+func (s *sidecar) hasExited() bool {
+	select {
+	case <-s.exited:
+		return true
+	default:
+		return false
+	}
 }
 
 func startAgent(t *testing.T, cs kubernetes.Interface, reader client.Reader, bin string, nodes []labNode) *agent {
 	a := &agent{t: t, cs: cs, reader: reader, bin: bin, dir: t.TempDir(), nodes: map[string]labNode{}, pods: map[types.UID]*podRun{}}
+	// The relay runs as the pod's user (65532): it must reach its files
+	// and the binary, which live under root's private temporary dirs.
+	for _, p := range []string{a.dir, bin} {
+		if err := openToAll(p); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, n := range nodes {
 		a.nodes[n.name] = n
 	}
@@ -176,6 +206,9 @@ func (a *agent) syncPod(ctx context.Context, pod *corev1.Pod, node labNode) erro
 			return err
 		}
 	}
+	if err := a.syncSidecar(pod, r); err != nil {
+		return fmt.Errorf("pod %s: %w", pod.Name, err)
+	}
 	if err := a.syncVolumes(ctx, pod, r); err != nil {
 		return fmt.Errorf("pod %s: volumes: %w", pod.Name, err)
 	}
@@ -183,26 +216,62 @@ func (a *agent) syncPod(ctx context.Context, pod *corev1.Pod, node labNode) erro
 	return a.writeStatus(ctx, pod, r)
 }
 
-// start runs the pod's container command inside the node's namespace.
-// Paths into the pod's mounts are rewritten to the agent's copies (no mount
-// namespace: see docs/e2e.md); everything else is the pod's own.
+// start runs the pod's first container (the relay) inside the node's
+// namespace, and its fastpath container when the pod has one.
 func (a *agent) start(pod *corev1.Pod, r *podRun) error {
-	c := pod.Spec.Containers[0]
+	cmd, exited, err := a.runContainer(pod, pod.Spec.Containers[0], r, r.logPath)
+	if err != nil {
+		return err
+	}
+	r.cmd, r.exited, r.started, r.ready, r.termDeadline = cmd, exited, metav1.Now(), false, time.Time{}
+	return a.syncSidecar(pod, r)
+}
+
+// syncSidecar starts the fastpath container, or restarts it once it exited.
+func (a *agent) syncSidecar(pod *corev1.Pod, r *podRun) error {
+	if len(pod.Spec.Containers) < 2 || (r.fastPath != nil && !r.fastPath.hasExited()) {
+		return nil
+	}
+	if r.fastPath == nil {
+		r.fastPath = &sidecar{logPath: filepath.Join(filepath.Dir(r.logPath), "fastpath.log")}
+	} else {
+		r.fastPath.restarts++
+		a.t.Logf("node agent: fastpath container of pod %s exited; restarting it", pod.Name)
+	}
+	cmd, exited, err := a.runContainer(pod, pod.Spec.Containers[1], r, r.fastPath.logPath)
+	if err != nil {
+		return err
+	}
+	r.fastPath.cmd, r.fastPath.exited = cmd, exited
+	return nil
+}
+
+// runContainer runs container c's command inside the node's namespace, as
+// the user its security context (or the pod's) names. Paths into the pod's
+// mounts are rewritten to the agent's copies (no mount namespace: see
+// docs/e2e.md); everything else is the pod's own.
+func (a *agent) runContainer(pod *corev1.Pod, c corev1.Container, r *podRun, logPath string) (*exec.Cmd, chan struct{}, error) {
 	argv := append(append([]string{}, c.Command...), c.Args...)
 	if len(argv) == 0 || argv[0] != relayImageBinary {
-		return fmt.Errorf("container command %q: the agent only runs %s", argv, relayImageBinary)
+		return nil, nil, fmt.Errorf("container command %q: the agent only runs %s", argv, relayImageBinary)
 	}
 	argv[0] = a.bin
 	for i := range argv[1:] {
 		argv[i+1] = kubelet.HostPath(pod, r.root, argv[i+1])
 	}
+	if uid := runAsUser(pod, c); uid != 0 {
+		// As the container runtime does: the user's process starts with
+		// no capabilities (no ambient ones: Kubernetes sets none).
+		id := strconv.FormatInt(uid, 10)
+		argv = append([]string{"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", "--inh-caps=-all"}, argv...)
+	}
 	env, err := containerEnv(c, pod, r.node)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	logFile, err := os.OpenFile(r.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	cmd := r.node.ns.Command(context.Background(), argv[0], argv[1:]...)
 	cmd.Env = env
@@ -211,12 +280,23 @@ func (a *agent) start(pod *corev1.Pod, r *podRun) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		return err
+		return nil, nil, err
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); logFile.Close(); close(exited) }()
-	r.cmd, r.exited, r.started, r.ready, r.termDeadline = cmd, exited, metav1.Now(), false, time.Time{}
-	return nil
+	return cmd, exited, nil
+}
+
+// runAsUser is the container's user: its own securityContext.runAsUser,
+// else the pod's, else root.
+func runAsUser(pod *corev1.Pod, c corev1.Container) int64 {
+	if sc := c.SecurityContext; sc != nil && sc.RunAsUser != nil {
+		return *sc.RunAsUser
+	}
+	if sc := pod.Spec.SecurityContext; sc != nil && sc.RunAsUser != nil {
+		return *sc.RunAsUser
+	}
+	return 0
 }
 
 // containerEnv is the container's environment: a PATH, plus its env with
@@ -322,6 +402,9 @@ func (a *agent) terminate(ctx context.Context, pod *corev1.Pod, r *podRun) error
 		a.t.Logf("node agent: pod %s: relay still running after its grace period: SIGKILL", pod.Name)
 		r.kill()
 	}
+	if r != nil {
+		r.kill() // the fastpath container, once the relay is gone
+	}
 	err := a.cs.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
 		GracePeriodSeconds: ptr(int64(0)), Preconditions: &metav1.Preconditions{UID: &pod.UID}})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
@@ -340,8 +423,13 @@ func (r *podRun) hasExited() bool {
 	}
 }
 
-// kill ends the relay's process group at once.
+// kill ends the relay's process group at once, and the fastpath
+// container's.
 func (r *podRun) kill() {
+	if f := r.fastPath; f != nil && f.cmd != nil && !f.hasExited() {
+		_ = syscall.Kill(-f.cmd.Process.Pid, syscall.SIGKILL)
+		<-f.exited
+	}
 	if r.cmd == nil || r.hasExited() {
 		return
 	}
@@ -365,8 +453,12 @@ func (a *agent) stopAll() {
 		case <-time.After(3 * time.Second):
 			r.kill()
 		}
+		r.kill() // the fastpath container, which needs no drain
 		if a.t.Failed() {
 			logTail(a.t, r.logPath, 30)
+			if r.fastPath != nil {
+				logTail(a.t, r.fastPath.logPath, 30)
+			}
 		}
 		delete(a.pods, uid)
 	}
@@ -385,3 +477,15 @@ func (a *agent) podOn(node string) *podRun {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// openToAll lets every user traverse the directories from the temporary
+// directory down to p (t.TempDir makes them 0700).
+func openToAll(p string) error {
+	tmp := filepath.Clean(os.TempDir())
+	for dir := filepath.Dir(p); len(dir) > len(tmp) && strings.HasPrefix(dir, tmp+"/"); dir = filepath.Dir(dir) {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(p, 0o755)
+}

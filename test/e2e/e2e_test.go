@@ -73,6 +73,7 @@ func TestE2E(t *testing.T) {
 	t.Run("Pion", func(t *testing.T) { testPion(t, w) })
 	t.Run("Uclient", func(t *testing.T) { testUclient(t, w) })
 	t.Run("Chromium", func(t *testing.T) { testChromium(t, w) })
+	t.Run("FastPath", func(t *testing.T) { testFastPath(t, w) })
 	t.Run("Drain", func(t *testing.T) { testDrain(t, w) })
 	t.Run("Rotation", func(t *testing.T) { testRotation(t, w) })
 	t.Run("GarbageCollection", func(t *testing.T) { testGarbageCollection(t, w) })

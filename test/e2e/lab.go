@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/turnpike-dev/turnpike/test/netlab"
@@ -84,6 +85,10 @@ func buildLab(t *testing.T) *lab {
 	// node-a: public on its own interface, internal network behind it.
 	nl.Link(l.inet, "198.18.1.1/24", l.nodeA, nodeAPublic+"/24")
 	l.nodeA.DefaultRoute("198.18.1.1")
+	// Nodes forward, as every Kubernetes node does (the fast path's
+	// kernel route lookup asks for it); inet knows no route to the
+	// internal network, so nothing reaches lan-a through node-a.
+	l.nodeA.EnableForwarding()
 	nl.Link(l.nodeA, "10.10.0.2/24", l.lanA, lanA+"/24")
 	l.lanA.AddAddress("lo", metadataIP+"/32")
 	l.lanA.DefaultRoute("10.10.0.2")
@@ -93,6 +98,7 @@ func buildLab(t *testing.T) *lab {
 	natBOut, _ := nl.Link(l.natB, nodeBPublic+"/24", l.inet, "198.18.2.1/24")
 	_, natBIn := nl.Link(l.nodeB, nodeBInternal+"/24", l.natB, "10.20.0.1/24")
 	l.nodeB.DefaultRoute("10.20.0.1")
+	l.nodeB.EnableForwarding()
 	l.natB.DefaultRoute("198.18.2.1")
 	l.natB.EnableForwarding()
 	l.natB.Masquerade(natBOut)
@@ -120,5 +126,28 @@ func buildLab(t *testing.T) *lab {
 	l.nat2.DefaultRoute("198.18.4.1")
 	l.nat2.EnableForwarding()
 	l.nat2.Exec("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", nat2Out, "-j", "MASQUERADE", "--random-fully")
+
+	for _, ns := range []*netlab.Namespace{l.inet, l.nodeA, l.lanA, l.nodeB, l.natB, l.client1, l.nat1, l.client2, l.nat2} {
+		completeChecksums(ns)
+	}
 	return l
+}
+
+// completeChecksums turns off transmit checksum offload on the namespace's
+// veths. A real network hands a node datagrams with complete UDP checksums;
+// a veth passes a local sender's unfinished one (CHECKSUM_PARTIAL) along
+// every hop, through the NATs too, and the eBPF fast path leaves such
+// datagrams to userspace. Without this no channel of the lab would be
+// relayed in the kernel.
+func completeChecksums(ns *netlab.Namespace) {
+	for _, line := range strings.Split(ns.Exec("ip", "-o", "link", "show"), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(fields[1], ":"), "@")
+		if name != "lo" {
+			ns.Exec("ethtool", "-K", name, "tx", "off")
+		}
+	}
 }

@@ -70,7 +70,7 @@ func RelayFiles(pod *corev1.Pod, root string) (configPath, credentialsDir string
 }
 
 // SyncVolumes writes the ConfigMap, Secret and downward-API volumes the
-// pod's first container mounts under root, as the kubelet keeps them in
+// pod's first container mounts under root, and creates its emptyDirs, as the kubelet keeps them in
 // sync: only files whose content changed, each through a rename.
 func SyncVolumes(ctx context.Context, c client.Reader, pod *corev1.Pod, root string) error {
 	mounts := map[string]string{} // volume name -> mount path
@@ -80,6 +80,13 @@ func SyncVolumes(ctx context.Context, c client.Reader, pod *corev1.Pod, root str
 	for _, v := range pod.Spec.Volumes {
 		if mounts[v.Name] == "" {
 			continue // not this container's
+		}
+		if v.EmptyDir != nil {
+			// Shared between the pod's containers (the fast path's socket).
+			if err := os.MkdirAll(filepath.Join(root, mounts[v.Name]), 0o777); err != nil {
+				return err
+			}
+			continue
 		}
 		files, err := volumeFiles(ctx, c, pod, v)
 		if err != nil {
@@ -174,16 +181,17 @@ func Condition(pod *corev1.Pod, t corev1.PodConditionType) corev1.ConditionStatu
 
 // WriteIfChanged replaces a file through a rename when its content differs,
 // as the kubelet updates mounted volumes, so a reader never sees half a file
-// and an unchanged file keeps its modification time.
+// and an unchanged file keeps its modification time. Modes are the
+// kubelet's defaults (0644 files), so a container's non-root user reads them.
 func WriteIfChanged(path string, data []byte) error {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)
