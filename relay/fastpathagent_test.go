@@ -203,6 +203,19 @@ func TestAgentRefusesWhatThePolicyRefuses(t *testing.T) {
 	if got.PeerLocal {
 		t.Error("the agent kept PeerLocal for a peer that is not on this host")
 	}
+	// Which ports of the node a peer may use is the agent's policy too: a
+	// relay claiming every port gets the relay port range in the kernel.
+	widePorts := agentChannel(cfg, 0x4007, netip.AddrPortFrom(nodeAddr, 20003).String())
+	widePorts.LocalPeerPorts = fastpath.AllPorts
+	if err := cl.Put(widePorts); err != nil {
+		t.Fatal(err)
+	}
+	kernel.mu.Lock()
+	got = kernel.channels[keyOf(widePorts)]
+	kernel.mu.Unlock()
+	if want := (fastpath.PortRange{Min: uint16(cfg.RelayPortRange.Min), Max: uint16(cfg.RelayPortRange.Max)}); !got.PeerLocal || got.LocalPeerPorts != want {
+		t.Errorf("node peer in the kernel: PeerLocal %v, LocalPeerPorts %+v; want true and the relay port range %+v", got.PeerLocal, got.LocalPeerPorts, want)
+	}
 }
 
 // TestAgentDropsEntriesOnDisconnect: when the relay's connection ends (the
