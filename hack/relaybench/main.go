@@ -101,7 +101,7 @@ func main() {
 	flag.StringVar(&sizes, "sizes", "100,1200", "payload sizes in bytes (at least 16)")
 	flag.StringVar(&rates, "rates", "100000,200000,max,2x", "offered rates: packets/s, max, or 2x (twice the relay's max)")
 	flag.StringVar(&o.relayCPUs, "relay-cpus", "", "pin the relays to these CPUs with taskset (e.g. 0)")
-	flag.BoolVar(&o.ebpf, "ebpf", true, "also measure turnpike with its eBPF fast path on lo (\"turnpike-ebpf\"; needs root)")
+	flag.BoolVar(&o.ebpf, "ebpf", true, "also measure turnpike in its default configuration, fast path through the agent on lo (\"turnpike-ebpf\"; needs root)")
 	flag.IntVar(&o.setupWorkers, "setup-workers", 32, "allocations set up in parallel")
 	flag.StringVar(&peer, "peer", "", "peer address (default: first non-loopback address of -family of this machine)")
 	flag.IntVar(&family, "family", 4, "IP version of every address in the test, 4 or 6: relays on 127.0.0.1 or ::1")
