@@ -3,11 +3,11 @@ package controllers
 import (
 	"context"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/turnpike-dev/turnpike/controllers/render"
+	"github.com/turnpike-dev/turnpike/relay/config"
 
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -29,20 +29,44 @@ type relayTarget struct {
 	port int32
 }
 
-// relayStatusPoller reads the /status of the relays that discover their
-// address with STUN, relayStatusWorkers at a time, every interval and when a
-// relay is new, outside of any reconcile: a reconcile only looks up what was
-// found, so an unreachable relay (2 s timeout) holds up no reconcile, and
-// thousands of them are not read once per reconcile. When a relay finds a
-// new address, its TurnServer is reconciled (events).
+// relayReport is what the operator keeps of one relay's /status: the
+// addresses it discovered with STUN (at most one per family) and its fast
+// path, if it reported one. It is comparable, so a change is seen.
+type relayReport struct {
+	stun     [2]netip.Addr // IPv4, IPv6; zero when not found
+	fastPath render.FastPathReport
+	reported bool // fastPath was in the /status
+}
+
+// addrs are the discovered addresses, IPv4 first.
+func (r relayReport) addrs() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range r.stun {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// relayStatusPoller reads the /status of the relays the TurnServers'
+// reconciles ask for (those that discover their address with STUN, and
+// every ready relay whose fast path is on), relayStatusWorkers at a time,
+// every interval and when a relay is new, outside of any reconcile: a
+// reconcile only looks up what was found, so an unreachable relay (2 s
+// timeout) holds up no reconcile, and thousands of them are not read once
+// per reconcile. When a relay's report changes (a new address, the fast
+// path turning on or off), its TurnServer is reconciled (events). At 10,000
+// relays and the default interval that is about 170 small GETs a second
+// from the leader, on the relays' health port.
 type relayStatusPoller struct {
 	fetch    RelayStatusFunc
 	interval time.Duration
 	events   chan event.GenericEvent
 
 	mu      sync.Mutex
-	targets map[types.NamespacedName][]relayTarget // by TurnServer, as its last reconcile asked
-	found   map[relayTarget][]netip.Addr
+	targets map[types.NamespacedName]map[relayTarget]bool // by TurnServer, as its last reconcile asked
+	found   map[relayTarget]relayReport
 	kick    chan struct{} // a target is new: poll now
 }
 
@@ -52,35 +76,37 @@ func newRelayStatusPoller(fetch RelayStatusFunc, interval time.Duration) *relayS
 	}
 	return &relayStatusPoller{
 		fetch: fetch, interval: interval, events: make(chan event.GenericEvent, 64),
-		targets: map[types.NamespacedName][]relayTarget{}, found: map[relayTarget][]netip.Addr{},
+		targets: map[types.NamespacedName]map[relayTarget]bool{}, found: map[relayTarget]relayReport{},
 		kick: make(chan struct{}, 1),
 	}
 }
 
 // lookup records the relays a TurnServer's reconcile wants read (replacing
-// what its last reconcile wanted) and returns what they were found to
-// advertise so far, by node. Relays it no longer wants are forgotten.
-func (p *relayStatusPoller) lookup(ts types.NamespacedName, targets []relayTarget) map[string][]netip.Addr {
+// what its last reconcile wanted) and returns what was found of those read
+// so far, by node. Relays it no longer wants are forgotten.
+func (p *relayStatusPoller) lookup(ts types.NamespacedName, targets []relayTarget) map[string]relayReport {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := map[string][]netip.Addr{}
+	out := make(map[string]relayReport, len(targets))
+	want := make(map[relayTarget]bool, len(targets))
 	newTarget := false
 	for _, t := range targets {
-		if addrs, ok := p.found[t]; ok {
-			out[t.node] = addrs
+		want[t] = true
+		if r, ok := p.found[t]; ok {
+			out[t.node] = r
 		} else {
 			newTarget = true
 		}
 	}
-	for _, old := range p.targets[ts] {
-		if !slices.Contains(targets, old) {
+	for old := range p.targets[ts] {
+		if !want[old] {
 			delete(p.found, old)
 		}
 	}
 	if len(targets) == 0 {
 		delete(p.targets, ts)
 	} else {
-		p.targets[ts] = targets
+		p.targets[ts] = want
 	}
 	if newTarget {
 		select {
@@ -115,7 +141,9 @@ func (p *relayStatusPoller) pollOnce(ctx context.Context) {
 	p.mu.Lock()
 	var all []relayTarget
 	for _, ts := range p.targets {
-		all = append(all, ts...)
+		for t := range ts {
+			all = append(all, t)
+		}
 	}
 	p.mu.Unlock()
 
@@ -144,27 +172,23 @@ func readRelays(targets []relayTarget, read func(relayTarget)) {
 }
 
 // read asks one relay and records what it found; a relay that cannot be
-// asked, or found nothing yet, counts as having found nothing.
+// asked counts as having found nothing and reported no fast path.
 func (p *relayStatusPoller) read(ctx context.Context, t relayTarget) {
-	var addrs []netip.Addr
+	var r relayReport
 	st, err := p.fetch(ctx, t.host, t.port)
 	if err != nil {
 		log.FromContext(ctx).V(1).Info("relay /status not read", "node", t.node, "error", err.Error())
-	} else if st.STUN != nil {
-		var raw []string
-		for _, d := range st.STUN.Discovered {
-			raw = append(raw, d.Address)
-		}
-		addrs = render.OnePerFamily(raw)
+	} else {
+		r = reportOf(st)
 	}
 	p.mu.Lock()
 	old, known := p.found[t]
-	wanted := slices.Contains(p.targets[t.ts], t)
+	wanted := p.targets[t.ts][t]
 	if wanted {
-		p.found[t] = addrs
+		p.found[t] = r
 	}
 	p.mu.Unlock()
-	if wanted && (!known || !slices.Equal(old, addrs)) {
+	if wanted && (!known || old != r) {
 		ts := &turnpikev1.TurnServer{}
 		ts.Namespace, ts.Name = t.ts.Namespace, t.ts.Name
 		select {
@@ -172,4 +196,26 @@ func (p *relayStatusPoller) read(ctx context.Context, t relayTarget) {
 		case <-ctx.Done():
 		}
 	}
+}
+
+// reportOf keeps what the operator uses of a relay's /status.
+func reportOf(st *config.Status) relayReport {
+	var r relayReport
+	if st.STUN != nil {
+		var raw []string
+		for _, d := range st.STUN.Discovered {
+			raw = append(raw, d.Address)
+		}
+		for _, a := range render.OnePerFamily(raw) {
+			if a.Is4() {
+				r.stun[0] = a
+			} else {
+				r.stun[1] = a
+			}
+		}
+	}
+	if fp := st.FastPath; fp != nil {
+		r.fastPath, r.reported = render.FastPathReport{Mode: fp.Mode, Active: fp.Active, Reason: fp.Reason}, true
+	}
+	return r
 }

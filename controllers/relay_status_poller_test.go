@@ -17,11 +17,13 @@ import (
 // TestRelayStatusPoller reads 40 relays through a stand-in for their
 // /status (a pure unit test; TestSTUNDiscoveredAddressIsPublished reads a
 // real HTTP /status): never more than relayStatusWorkers at once, an event
-// for each TurnServer whose relays found something new, and relays no
-// reconcile wants any more are forgotten.
+// for each TurnServer whose relays found something new (an address, the
+// fast path turning off), and relays no reconcile wants any more are
+// forgotten.
 func TestRelayStatusPoller(t *testing.T) {
 	var mu sync.Mutex
 	answer := map[netip.Addr]string{}
+	fastPathReason := map[netip.Addr]string{} // "" while active
 	var inFlight, most atomic.Int64
 	fetch := func(_ context.Context, host netip.Addr, _ int32) (*config.Status, error) {
 		n := inFlight.Add(1)
@@ -34,7 +36,9 @@ func TestRelayStatusPoller(t *testing.T) {
 		if answer[host] == "" {
 			return nil, fmt.Errorf("unreachable")
 		}
-		return &config.Status{STUN: &config.STUNStatus{Discovered: []config.DiscoveredAddress{{Address: answer[host]}}}}, nil
+		why := fastPathReason[host]
+		return &config.Status{STUN: &config.STUNStatus{Discovered: []config.DiscoveredAddress{{Address: answer[host]}}},
+			FastPath: &config.FastPathStatus{Mode: "Auto", Active: why == "", Reason: why}}, nil
 	}
 	p := newRelayStatusPoller(fetch, time.Hour)
 	tsA, tsB := types.NamespacedName{Namespace: "ns", Name: "a"}, types.NamespacedName{Namespace: "ns", Name: "b"}
@@ -55,7 +59,7 @@ func TestRelayStatusPoller(t *testing.T) {
 		t.Errorf("%d reads at once, want 2 to %d", n, relayStatusWorkers)
 	}
 	found := p.lookup(tsA, targetsA)
-	if len(found) != 20 || found["a-7"][0] != netip.MustParseAddr("203.0.113.7") {
+	if len(found) != 20 || found["a-7"].addrs()[0] != netip.MustParseAddr("203.0.113.7") {
 		t.Errorf("found %v", found)
 	}
 	events := map[string]int{}
@@ -77,6 +81,22 @@ func TestRelayStatusPoller(t *testing.T) {
 	p.pollOnce(context.Background())
 	if len(p.events) == 0 || (<-p.events).Object.GetName() != "a" {
 		t.Error("no event for a relay's new address")
+	}
+
+	// A relay's fast path falls back to userspace: an event, once.
+	mu.Lock()
+	fastPathReason[targetsA[5].host] = "fast-path agent connection lost"
+	mu.Unlock()
+	p.pollOnce(context.Background())
+	if len(p.events) != 1 || (<-p.events).Object.GetName() != "a" {
+		t.Error("no single event for a relay whose fast path turned off")
+	}
+	if r := p.lookup(tsA, targetsA)["a-5"]; !r.reported || r.fastPath.Active || r.fastPath.Reason != "fast-path agent connection lost" {
+		t.Errorf("a-5 found %+v", r)
+	}
+	p.pollOnce(context.Background())
+	if len(p.events) != 0 {
+		t.Errorf("%d events for a fast path still off", len(p.events))
 	}
 
 	// TurnServer b stops relying on STUN: its relays are no longer read.

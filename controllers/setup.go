@@ -37,9 +37,10 @@ type Options struct {
 	IssuerAddr string
 	// RelayStatus reads a relay's /status; nil means HTTPRelayStatus.
 	RelayStatus RelayStatusFunc
-	// RelayStatusInterval is how often relays that discover their address
-	// with STUN are asked, and, with the issuing endpoint on, every ready
-	// relay for its load; 0 means DefaultRelayStatusInterval.
+	// RelayStatusInterval is how often the ready relays are asked what they
+	// discovered with STUN and whether their fast path is active (by the
+	// leader), and, with the issuing endpoint on, for their load (by every
+	// replica); 0 means DefaultRelayStatusInterval.
 	RelayStatusInterval time.Duration
 }
 

@@ -21,14 +21,15 @@ import (
 
 // RelayStatusFunc reads a relay's /status from its internal listener at
 // host:port. The relay holds no Kubernetes credentials, so asking it is the
-// only way the operator learns an address the relay discovered with STUN.
+// only way the operator learns an address the relay discovered with STUN,
+// or that its fast path fell back to userspace.
 type RelayStatusFunc func(ctx context.Context, host netip.Addr, port int32) (*config.Status, error)
 
 // relayStatusTimeout keeps an unreachable relay from holding up a reconcile.
 const relayStatusTimeout = 2 * time.Second
 
-// DefaultRelayStatusInterval is how often the relays that discover their
-// address with STUN are asked what they found.
+// DefaultRelayStatusInterval is how often the ready relays are asked what
+// they discovered with STUN and whether their fast path is active.
 const DefaultRelayStatusInterval = time.Minute
 
 // HTTPRelayStatus is the RelayStatusFunc used in a cluster: a GET of
@@ -53,15 +54,18 @@ func HTTPRelayStatus(ctx context.Context, host netip.Addr, port int32) (*config.
 	return st, json.NewDecoder(resp.Body).Decode(st)
 }
 
-// discoverSTUNAddresses publishes the addresses that the ready relays of
-// nodes relying on STUN discovered. It reads nothing from the relays itself:
-// it tells the poller which relays to read and takes what the poller found
-// so far. A relay not read yet, or that found nothing, leaves its node
-// without a published address.
-func (r *TurnServerReconciler) discoverSTUNAddresses(ts *turnpikev1.TurnServer, obs *render.Observation) {
+// readRelayStatus takes what the ready relays' /status said: the addresses
+// that relays of nodes relying on STUN discovered, and every relay's fast
+// path unless it is Disabled. It reads nothing from the relays itself: it
+// tells the poller which relays to read and takes what the poller found so
+// far. A relay not read yet, or that found nothing, leaves its node without
+// a published address and out of the fast-path counts.
+func (r *TurnServerReconciler) readRelayStatus(ts *turnpikev1.TurnServer, obs *render.Observation) {
+	fastPathOn := ts.Spec.Relay.FastPath.EffectiveMode() != turnpikev1.FastPathDisabled
 	var targets []relayTarget
 	for _, n := range obs.Nodes {
-		if obs.Addresses[n.Name].Source != turnpikev1.AddressFromSTUN || !obs.ReadyPods[n.Name] {
+		stun := obs.Addresses[n.Name].Source == turnpikev1.AddressFromSTUN
+		if !obs.ReadyPods[n.Name] || !stun && !fastPathOn {
 			continue
 		}
 		if host, ok := internalAddress(n); ok {
@@ -69,9 +73,15 @@ func (r *TurnServerReconciler) discoverSTUNAddresses(ts *turnpikev1.TurnServer, 
 		}
 	}
 	found := r.statusPoller.lookup(types.NamespacedName{Namespace: ts.Namespace, Name: ts.Name}, targets)
-	for node, addrs := range found {
-		if len(addrs) > 0 {
+	for node, report := range found {
+		if addrs := report.addrs(); len(addrs) > 0 && obs.Addresses[node].Source == turnpikev1.AddressFromSTUN {
 			obs.Addresses[node] = render.NodeAddresses{Addresses: addrs, Source: turnpikev1.AddressFromSTUN, Public: true}
+		}
+		if fastPathOn && report.reported {
+			if obs.FastPath == nil {
+				obs.FastPath = map[string]render.FastPathReport{}
+			}
+			obs.FastPath[node] = report.fastPath
 		}
 	}
 }

@@ -34,8 +34,8 @@ type TurnServerReconciler struct {
 	RelayImage string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// statusPoller reads the /status of relays that discover their address
-	// with STUN (see discoverSTUNAddresses).
+	// statusPoller reads the relays' /status: the addresses they discover
+	// with STUN and their fast path (see readRelayStatus).
 	statusPoller *relayStatusPoller
 	// tls reads the TLS Secrets that listeners name.
 	tls *tlsSecrets
@@ -93,8 +93,9 @@ func (r *TurnServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 // nextVisit is when to reconcile again without an event, or 0 for never:
 // when a key in the relay bundle expires (relays stop accepting it on their
-// own; the bundle is tidied then). Addresses that relays discover with STUN
-// bring their own event (relayStatusPoller).
+// own; the bundle is tidied then). Addresses that relays discover with STUN,
+// and their fast path turning on or off, bring their own event
+// (relayStatusPoller).
 func (r *TurnServerReconciler) nextVisit(credentialsExpire time.Time) time.Duration {
 	if credentialsExpire.IsZero() {
 		return 0
@@ -138,7 +139,7 @@ func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnS
 		return nil, err
 	}
 	obs.ReadyPods = render.ReadyNodes(obs.Pods)
-	r.discoverSTUNAddresses(ts, obs)
+	r.readRelayStatus(ts, obs)
 
 	key := client.ObjectKey{Namespace: ts.Namespace, Name: render.RelayName(ts)}
 	if obs.LiveRelayConfig, err = r.liveRelayConfig(ctx, key); err != nil {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Relay benchmark: turnpike's relay vs coturn's turnserver under the same
 # load generator (hack/relaybench), in the same run, to the same UDP peer.
-# As root it also measures "turnpike-ebpf", the same binary with its eBPF
-# fast path enabled on lo (skipped otherwise, with a line saying so).
+# As root it also measures "turnpike-ebpf", the default configuration of a
+# relay pod: the relay as UID 65532 with no capability, fast path Auto, and
+# the fast-path agent `turnpike fastpath` as root holding the program on lo
+# (skipped otherwise, with a line saying so).
 #
 #   hack/bench.sh                 # the full matrix (about 15 minutes as root), then the one-core check
 #   hack/bench.sh -runs 5 -duration 3s -allocs 100 -sizes 100 -rates max

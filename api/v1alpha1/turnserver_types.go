@@ -443,6 +443,28 @@ type TurnServerStatus struct {
 	// +kubebuilder:validation:MaxItems=1024
 	// +optional
 	URLs []string `json:"urls,omitempty"`
+	// FastPath counts the ready relays by where they relay, as their
+	// /status said when the operator last read it (every minute). Unset
+	// while spec.relay.fastPath.mode is Disabled. The FastPath condition
+	// names some of the relays that relay in userspace.
+	// +optional
+	FastPath *FastPathSummary `json:"fastPath,omitempty"`
+}
+
+// ConditionFastPath is True when every relay that reported its fast path
+// relays bound channels in the kernel, False when some relay in userspace
+// (the fast-path agent is missing or failed), Unknown before any reported.
+// A TurnServer whose fast path is Disabled has no such condition.
+const ConditionFastPath = "FastPath"
+
+// FastPathSummary counts a TurnServer's relays by where they relay.
+type FastPathSummary struct {
+	// KernelRelays have the fast path active: the kernel relays their
+	// bound channels.
+	KernelRelays int32 `json:"kernelRelays"`
+	// UserspaceRelays have the fast path on (Auto) but not active, so they
+	// relay everything in userspace.
+	UserspaceRelays int32 `json:"userspaceRelays"`
 }
 
 // NodeProblem is why a node needs attention.

@@ -49,6 +49,10 @@ type Observation struct {
 	// liveBundle is the credentials.yaml in the Secret now, nil when there
 	// is none or it does not parse.
 	LiveBundle *config.Credentials
+	// FastPath is what the ready relays' /status said of their fast path
+	// when last read, by node; a relay not read yet, or that reported no
+	// fast path, has no entry.
+	FastPath map[string]FastPathReport
 }
 
 // ComputeStatus derives a TurnServer's status from what was observed and
@@ -132,6 +136,13 @@ func ComputeStatus(ts *turnpikev1.TurnServer, obs *Observation, applyErr error) 
 		set(turnpikev1.ConditionDegraded, metav1.ConditionTrue, reason, strings.Join(degraded, "; "))
 	} else {
 		set(turnpikev1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected, "")
+	}
+
+	var fastPath *metav1.Condition
+	if st.FastPath, fastPath = FastPathStatus(ts, obs); fastPath != nil {
+		meta.SetStatusCondition(&st.Conditions, *fastPath)
+	} else {
+		meta.RemoveStatusCondition(&st.Conditions, turnpikev1.ConditionFastPath)
 	}
 	return st
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -172,4 +173,106 @@ func (l *relayLog) fastPathLines() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]string(nil), l.fastPath...)
+}
+
+// relayUID is the user turnpike-ebpf's relay runs as: the relay pod's
+// (controllers/render), which holds no capability. Only the agent is root.
+const relayUID = 65532
+
+// startAgent starts the fast-path agent for relay r, as root, reading the
+// relay.yaml in dir, and waits for its socket, so the relay's first dial
+// finds it. It hands dir to relayUID: the relay reads its files there, and
+// the directories above it only let it pass; the agent may pass through
+// dir and read relay.yaml, as it reads a mounted ConfigMap, since it has no
+// CAP_DAC_OVERRIDE. It returns the socket's path.
+func startAgent(o options, r *relayProc, binary, dir string) (string, error) {
+	if err := giveTo(dir, relayUID); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(filepath.Join(dir, "relay.yaml"), 0o644); err != nil {
+		return "", err
+	}
+	run := filepath.Join(dir, "run") // root's, as the pod's emptyDir: the relay cannot replace the socket
+	if err := os.Mkdir(run, 0o755); err != nil {
+		return "", err
+	}
+	socket := filepath.Join(run, "fastpath.sock")
+	// The pod's fastpath container: root with BPF, NET_ADMIN and PERFMON
+	// only (controllers/render), which is what the bounding set leaves root.
+	r.agent = command(o, "setpriv", "--bounding-set=-all,+bpf,+net_admin,+perfmon", "--inh-caps=-all", "--",
+		binary, "fastpath", "--config", filepath.Join(dir, "relay.yaml"), "--socket", socket, "--relay-uid", strconv.Itoa(relayUID))
+	r.agent.Stderr = &relayLog{name: r.name + " agent"}
+	if err := r.agent.Start(); err != nil {
+		return "", err
+	}
+	for range 100 {
+		if _, err := os.Stat(socket); err == nil {
+			return socket, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopAgent(r)
+	return "", fmt.Errorf("%s: the fast-path agent made no socket %s in 5 s", r.name, socket)
+}
+
+// stopAgent stops r's fast-path agent, if it has one.
+func stopAgent(r *relayProc) {
+	if r.agent != nil {
+		stopProcess(r.agent)
+	}
+}
+
+// giveTo makes dir and the files in it uid's, and lets uid pass through
+// the directories above it up to the system's temporary directory (made
+// 0700 by os.MkdirTemp).
+func giveTo(dir string, uid int) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.Chown(filepath.Join(dir, e.Name()), uid, uid); err != nil {
+			return err
+		}
+	}
+	if err := os.Chown(dir, uid, uid); err != nil {
+		return err
+	}
+	for p := filepath.Dir(dir); strings.HasPrefix(p, os.TempDir()+"/"); p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o711); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// privileges is a process's user and effective capabilities, from
+// /proc/PID/status, to show that the relay holds none.
+func privileges(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && (k == "Uid" || k == "CapEff") {
+			out = append(out, k+" "+strings.Fields(v)[0])
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// copyForRelayUser copies binary into dir, mode 0755, so relayUID can run
+// it wherever the original lies (bench.sh builds it in a directory only
+// root may enter).
+func copyForRelayUser(binary, dir string) (string, error) {
+	b, err := os.ReadFile(binary)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, filepath.Base(binary))
+	return path, os.WriteFile(path, b, 0o755)
 }

@@ -28,10 +28,11 @@
 // Runs alternate between the relays; medians are printed, with turnpike's
 // ratios to coturn, and at the end a summary against the project's goals.
 //
-// Running as root, it also measures "turnpike-ebpf": the same binary with
-// the eBPF fast path enabled on lo (fastPath in relay.yaml), checking on
-// its /metrics that the program is attached and counting the packets it
-// relayed.
+// Running as root, it also measures "turnpike-ebpf": the same binary run as
+// a relay pod runs it by default, the relay as an unprivileged user with
+// the fast path Auto and the fast-path agent (`turnpike fastpath`, root)
+// holding the program on lo, checking on the relay's /metrics that the
+// fast path is active and counting the packets the kernel relayed.
 //
 // The peer sink binds a non-loopback address of this machine: turnpike
 // hard-denies loopback peers and has no switch to allow them, so the bench
@@ -100,7 +101,7 @@ func main() {
 	flag.StringVar(&sizes, "sizes", "100,1200", "payload sizes in bytes (at least 16)")
 	flag.StringVar(&rates, "rates", "100000,200000,max,2x", "offered rates: packets/s, max, or 2x (twice the relay's max)")
 	flag.StringVar(&o.relayCPUs, "relay-cpus", "", "pin the relays to these CPUs with taskset (e.g. 0)")
-	flag.BoolVar(&o.ebpf, "ebpf", true, "also measure turnpike with its eBPF fast path on lo (\"turnpike-ebpf\"; needs root)")
+	flag.BoolVar(&o.ebpf, "ebpf", true, "also measure turnpike in its default configuration, fast path through the agent on lo (\"turnpike-ebpf\"; needs root)")
 	flag.IntVar(&o.setupWorkers, "setup-workers", 32, "allocations set up in parallel")
 	flag.StringVar(&peer, "peer", "", "peer address (default: first non-loopback address of -family of this machine)")
 	flag.IntVar(&family, "family", 4, "IP version of every address in the test, 4 or 6: relays on 127.0.0.1 or ::1")
@@ -160,7 +161,8 @@ type relayProc struct {
 
 	metrics  string    // turnpike: its /metrics URL
 	log      *relayLog // turnpike: its log
-	fastPath bool      // turnpike started with the eBPF fast path enabled
+	fastPath bool      // turnpike started with the eBPF fast path on (Auto, through the agent)
+	agent    *exec.Cmd // turnpike-ebpf: the fast-path agent, `turnpike fastpath`
 	direct   bool      // not a relay: the clients send straight to the sink
 }
 
@@ -201,7 +203,7 @@ func run(o options) error {
 	switch {
 	case !o.ebpf:
 	case os.Geteuid() != 0:
-		fmt.Printf("%s: skipped: not running as root (attaching the TC program needs CAP_BPF and CAP_NET_ADMIN)\n", ebpfName)
+		fmt.Printf("%s: skipped: not running as root (its fast-path agent needs CAP_BPF and CAP_NET_ADMIN, and the relay is started as another user)\n", ebpfName)
 	default:
 		ebpfDir := filepath.Join(dir, "ebpf")
 		if err := os.Mkdir(ebpfDir, 0o700); err != nil {
@@ -218,6 +220,8 @@ func run(o options) error {
 		} else {
 			defer restore()
 		}
+		fmt.Printf("%s: the relay runs as a relay pod's does (%s; fast path Auto, through the agent), the agent `turnpike fastpath` as root with BPF, NET_ADMIN and PERFMON (%s)\n",
+			ebpfName, privileges(fast.cmd.Process.Pid), privileges(fast.agent.Process.Pid))
 		if checkFastPath(fast) {
 			fmt.Printf("%s: its TC program sees every packet on lo, the other relays' and the direct runs' too (a map lookup each, then passed on)\n", ebpfName)
 		}
@@ -509,9 +513,11 @@ func command(o options, name string, args ...string) *exec.Cmd {
 // the kernel's ephemeral range; coturn's overlaps it, and coturn retries a
 // port the bench's own client sockets happen to hold.
 // startTurnpike starts binary as a relay named name, with its files in dir;
-// with fastPath, with the eBPF fast path enabled on lo (where all the
-// bench's traffic goes) and logging at info, so the fast path's lines are
-// there to show if it does not attach.
+// with fastPath, as a relay pod runs by default: the relay as the
+// unprivileged relayUID with `--fast-path Auto` and the agent's socket, and
+// the fast-path agent (`turnpike fastpath`) as root, which loads the program
+// on lo (where all the bench's traffic goes); both log at info, so the fast
+// path's lines are there to show if it does not attach.
 func startTurnpike(o options, name, binary, dir string, fastPath bool) (*relayProc, error) {
 	port, err := freePort()
 	if err != nil {
@@ -524,7 +530,7 @@ func startTurnpike(o options, name, binary, dir string, fastPath bool) (*relayPr
 	key := stun.NewLongTermIntegrity(user, realm, password)
 	level, extra := "warn", ""
 	if fastPath {
-		level, extra = "info", "fastPath: {enabled: true, interfaces: [lo]}\n"
+		level, extra = "info", "fastPath: {interfaces: [lo]}\n"
 	}
 	relayYAML := fmt.Sprintf(`version: turnpike.dev/relay/v1
 realm: %s
@@ -543,15 +549,33 @@ log: {level: %s, format: text}
 	if err := os.WriteFile(filepath.Join(dir, "credentials.yaml"), []byte(credsYAML), 0o600); err != nil {
 		return nil, err
 	}
-	cmd := command(o, binary, "relay", "--config", filepath.Join(dir, "relay.yaml"), "--credentials", dir)
+	args := []string{"relay", "--config", filepath.Join(dir, "relay.yaml"), "--credentials", dir}
 	logs := &relayLog{name: name}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
 	r := &relayProc{
-		name: name, addr: netip.AddrPortFrom(o.loopback, uint16(port)).String(), cmd: cmd, client: o.clientIP,
+		name: name, addr: netip.AddrPortFrom(o.loopback, uint16(port)).String(), client: o.clientIP,
 		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", internal), log: logs, fastPath: fastPath,
+	}
+	if fastPath {
+		socket, err := startAgent(o, r, binary, dir)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--fast-path", "Auto", "--fast-path-socket", socket)
+	}
+	if fastPath {
+		if binary, err = copyForRelayUser(binary, dir); err != nil {
+			stopAgent(r)
+			return nil, err
+		}
+	}
+	r.cmd = command(o, binary, args...)
+	r.cmd.Stderr = logs
+	if fastPath {
+		r.cmd.SysProcAttr.Credential = &syscall.Credential{Uid: relayUID, Gid: relayUID, Groups: []uint32{}}
+	}
+	if err := r.cmd.Start(); err != nil {
+		stopAgent(r)
+		return nil, err
 	}
 	return r, waitUntilServing(r)
 }
@@ -588,13 +612,19 @@ func waitUntilServing(r *relayProc) error {
 	return fmt.Errorf("%s did not start serving: %w", r.name, err)
 }
 
+// stop stops a relay, and then its fast-path agent if it has one.
 func stop(r *relayProc) {
-	_ = r.cmd.Process.Signal(os.Interrupt)
+	stopProcess(r.cmd)
+	stopAgent(r)
+}
+
+func stopProcess(cmd *exec.Cmd) {
+	_ = cmd.Process.Signal(os.Interrupt)
 	done := make(chan struct{})
-	go func() { _ = r.cmd.Wait(); close(done) }()
+	go func() { _ = cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		_ = r.cmd.Process.Kill()
+		_ = cmd.Process.Kill()
 	}
 }

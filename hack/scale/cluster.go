@@ -210,12 +210,14 @@ func readYAML(path string) ([]*unstructured.Unstructured, error) {
 // nodeName is the name of relay node i.
 func nodeName(i int) string { return fmt.Sprintf("node-%05d", i) }
 
-// nodeAddresses are node i's addresses: an InternalIP in 10/8 and an
-// ExternalIP in 198.18/15 (RFC 2544, benchmarking). Nothing is ever sent
-// to them: no relay runs.
+// nodeAddresses are node i's addresses: an InternalIP on loopback (127/8)
+// and an ExternalIP in 198.18/15 (RFC 2544, benchmarking). No relay runs.
+// The operator reads every ready relay's /status on its InternalIP (the
+// fast path is on by default), so those reads are refused on this machine
+// and nothing is sent anywhere else; nothing is sent to the ExternalIPs.
 func nodeAddresses(i, generation int) []corev1.NodeAddress {
 	return []corev1.NodeAddress{
-		{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("10.%d.%d.%d", 1+i>>16, i>>8&0xff, i&0xff)},
+		{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("127.%d.%d.%d", 1+i>>16, i>>8&0xff, i&0xff)},
 		{Type: corev1.NodeExternalIP, Address: fmt.Sprintf("198.%d.%d.%d", 18+generation%2, i>>8&0xff, i&0xff)},
 		{Type: corev1.NodeHostName, Address: nodeName(i)},
 	}

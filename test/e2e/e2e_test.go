@@ -166,6 +166,7 @@ func (w *world) helmInstall(t *testing.T) {
 func (w *world) startOperator(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
+	w.refuseNodeAddressesOnHost(t)
 	tr, err := w.cs.CoreV1().ServiceAccounts(operatorNS).CreateToken(ctx, release+"-operator",
 		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(3600))}}, metav1.CreateOptions{})
 	if err != nil {
@@ -184,6 +185,25 @@ func (w *world) startOperator(t *testing.T) {
 		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--issuer-bind-address=",
 		"--credential-staging-delay", stagingDelay.String(), "--relay-image", "turnpike:e2e")
 	runUntilCleanup(t, cmd, "operator", 10*time.Second, 60)
+}
+
+// refuseNodeAddressesOnHost makes the host refuse connections to the lab
+// nodes' InternalIPs until the test ends. The operator runs on the host,
+// outside the lab's namespaces, and reads every ready relay's /status on
+// its node's InternalIP (the fast path is on by default); the host has no
+// route into the lab, so without this those reads would leave the machine
+// by its default route. Refused, they fail at once and locally: the
+// operator sees the relays as not read, and the lab does not check the
+// TurnServer's FastPath condition (the controllers' envtests do).
+func (w *world) refuseNodeAddressesOnHost(t *testing.T) {
+	t.Helper()
+	for _, n := range w.lab.nodes() {
+		dst := n.hostIP + "/32"
+		if out, err := exec.Command("ip", "route", "replace", "unreachable", dst).CombinedOutput(); err != nil {
+			t.Fatalf("ip route replace unreachable %s: %v\n%s", dst, err, out)
+		}
+		t.Cleanup(func() { _ = exec.Command("ip", "route", "del", "unreachable", dst).Run() })
+	}
 }
 
 // turnServer is the lab's TurnServer: UDP and TCP on 3478 on every lab

@@ -103,23 +103,26 @@ func kernelPackets(t *testing.T, w *world) map[string]float64 {
 	return out
 }
 
-// waitKernelPackets waits until every relay's fast path has relayed more
-// than before, in both directions (the relay adds the kernel's counters to
-// its metrics every second).
-func waitKernelPackets(t *testing.T, w *world, before map[string]float64) {
+// waitKernelPackets waits until the fast path of each of nodes has relayed
+// more than before, in both directions (the relay adds the kernel's
+// counters to its metrics every second).
+func waitKernelPackets(t *testing.T, w *world, before map[string]float64, nodes ...string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		now, more := kernelPackets(t, w), true
-		for k, v := range now {
-			more = more && v > before[k]
+		for _, n := range nodes {
+			for _, dir := range []string{"client_to_peer", "peer_to_client"} {
+				k := n + " " + dir
+				more = more && now[k] > before[k]
+			}
 		}
 		if more {
 			t.Logf("relayed in the kernel: %v (before the call: %v)", now, before)
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("turnpike_relay_fastpath_packets_total %v, before the call %v: want more on both relays in both directions", now, before)
+			t.Fatalf("turnpike_relay_fastpath_packets_total %v, before the call %v: want more on %v in both directions", now, before, nodes)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
