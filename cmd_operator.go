@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"time"
 
@@ -33,6 +35,7 @@ type operatorFlags struct {
 	issuerAddr       string
 	kubeAPIQPS       float64
 	kubeAPIBurst     int
+	pprofAddr        string
 }
 
 // Defaults of the operator's client-side rate limit. client-go's own (5/s,
@@ -59,6 +62,8 @@ func runOperator(ctx context.Context, args []string) error {
 		"address of the credential issuing endpoint ("+controllers.IssuerPath+"); keep it in-cluster; empty disables")
 	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", defaultKubeAPIQPS, "requests per second the operator may send to the API server (client-side limit)")
 	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", defaultKubeAPIBurst, "requests the operator may send to the API server in a burst above --kube-api-qps")
+	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "",
+		"loopback address (127.0.0.1:PORT) of Go's /debug/pprof profiles, for measuring the operator; empty disables")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -70,6 +75,9 @@ func runOperator(ctx context.Context, args []string) error {
 	// through klog: send them to the same log, in the same format.
 	klog.SetLogger(logger)
 
+	if err := checkPprofAddr(f.pprofAddr); err != nil {
+		return err
+	}
 	cfg, err := restConfig(f.kubeconfig)
 	if err != nil {
 		return err
@@ -102,6 +110,7 @@ func newOperatorManager(cfg *rest.Config, f operatorFlags) (ctrl.Manager, error)
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:  f.probeAddr,
+		PprofBindAddress:        f.pprofAddr,
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        "operator.turnpike.dev",
 		LeaderElectionNamespace: leaderNS,
@@ -124,6 +133,23 @@ func newOperatorManager(cfg *rest.Config, f operatorFlags) (ctrl.Manager, error)
 		return nil, err
 	}
 	return mgr, nil
+}
+
+// checkPprofAddr accepts only a loopback address: profiles show memory
+// contents (Secrets included) and cost CPU, so they are never served to the
+// network.
+func checkPprofAddr(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--pprof-bind-address: %w", err)
+	}
+	if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+		return fmt.Errorf("--pprof-bind-address must be a loopback address such as 127.0.0.1:6060, got %q", addr)
+	}
+	return nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

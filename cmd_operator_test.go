@@ -30,3 +30,20 @@ func TestSetRateLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckPprofAddr(t *testing.T) {
+	for addr, wantErr := range map[string]bool{
+		"":               false,
+		"127.0.0.1:6060": false,
+		"[::1]:6060":     false,
+		":6060":          true,
+		"0.0.0.0:6060":   true,
+		"10.0.0.1:6060":  true,
+		"localhost:6060": true, // a name could resolve elsewhere
+		"127.0.0.1":      true,
+	} {
+		if err := checkPprofAddr(addr); (err != nil) != wantErr {
+			t.Errorf("checkPprofAddr(%q) = %v, want error %v", addr, err, wantErr)
+		}
+	}
+}

@@ -87,7 +87,7 @@ func (m *relayNodesMemo) changed() {
 
 // of returns ts's relay nodes, listing them unless nothing changed since
 // the last time.
-func (m *relayNodesMemo) of(ctx context.Context, c client.Reader, ts *turnpikev1.TurnServer) ([]render.RelayNode, error) {
+func (m *relayNodesMemo) of(ctx context.Context, c cachedObjects, ts *turnpikev1.TurnServer) ([]render.RelayNode, error) {
 	m.mu.Lock()
 	e, ok := m.entries[ts.UID]
 	changes := m.changes
@@ -209,7 +209,7 @@ func (r *TurnCredentialReconciler) enqueueForNode(ctx context.Context, q workque
 // pod starts or stops serving its node: it turns ready or not, or
 // terminates. Its other changes (the operator's own annotation) are ignored.
 func (r *TurnCredentialReconciler) relayPodChanges() handler.EventHandler {
-	serving := func(p *corev1.Pod) bool { return render.ReadyNodes([]corev1.Pod{*p})[p.Spec.NodeName] }
+	serving := func(p *corev1.Pod) bool { return render.ReadyNodes([]*corev1.Pod{p})[p.Spec.NodeName] }
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			if p, ok := e.Object.(*corev1.Pod); ok && serving(p) {

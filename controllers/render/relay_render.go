@@ -104,8 +104,7 @@ func rolledOutWithNodeVolume(ds *appsv1.DaemonSet) bool {
 // alone.
 func podAnnotations(obs *Observation) []PodAnnotation {
 	var out []PodAnnotation
-	for i := range obs.Pods {
-		p := &obs.Pods[i]
+	for _, p := range obs.Pods {
 		a, selected := obs.Addresses[p.Spec.NodeName]
 		if !selected || !p.DeletionTimestamp.IsZero() {
 			continue
