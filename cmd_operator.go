@@ -7,6 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -89,7 +92,8 @@ func runOperator(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ctrl.Log.Info("starting operator", "version", version, "relayImage", f.relayImage, "kubeAPIQPS", cfg.QPS, "kubeAPIBurst", cfg.Burst)
+	ctrl.Log.Info("starting operator", "version", version, "relayImage", f.relayImage, "kubeAPIQPS", cfg.QPS, "kubeAPIBurst", cfg.Burst,
+		"goMemoryLimit", setSoftMemoryLimit(os.ReadFile))
 	return mgr.Start(ctx)
 }
 
@@ -150,6 +154,34 @@ func checkPprofAddr(addr string) error {
 		return fmt.Errorf("--pprof-bind-address must be a loopback address such as 127.0.0.1:6060, got %q", addr)
 	}
 	return nil
+}
+
+// Where a container's memory limit is: cgroup v2, then v1.
+var cgroupMemoryLimitFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+
+// setSoftMemoryLimit gives the Go runtime a soft memory limit of 90 % of
+// the container's memory limit, unless $GOMEMLIMIT already set one, and
+// returns the limit in force (math.MaxInt64: none). Without it the heap
+// may grow to twice its live size between collections and past the
+// container's limit, though the live heap alone fits: the collector then
+// works harder near the limit instead of the kernel killing the process.
+func setSoftMemoryLimit(readFile func(string) ([]byte, error)) int64 {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return debug.SetMemoryLimit(-1)
+	}
+	for _, path := range cgroupMemoryLimitFiles {
+		data, err := readFile(path)
+		if err != nil {
+			continue
+		}
+		// "max" (v2) or a number near MaxInt64 (v1) is no limit.
+		limit, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+		if err == nil && limit > 0 && limit < 1<<60 {
+			debug.SetMemoryLimit(limit / 10 * 9)
+		}
+		break
+	}
+	return debug.SetMemoryLimit(-1)
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
