@@ -52,6 +52,38 @@ func (c cachedObjects) relayPods(ctx context.Context, ts *turnpikev1.TurnServer)
 	return matching, nil
 }
 
+// turnServers returns every TurnServer.
+func (c cachedObjects) turnServers(ctx context.Context) ([]*turnpikev1.TurnServer, error) {
+	return storeList(ctx, c, &turnpikev1.TurnServer{}, "", func() ([]*turnpikev1.TurnServer, error) {
+		var list turnpikev1.TurnServerList
+		err := c.reader.List(ctx, &list, client.UnsafeDisableDeepCopy)
+		return pointers(list.Items), err
+	})
+}
+
+// credentialsOf returns the TurnCredentials of TurnServer ts. Event
+// handlers ask this for every node and relay pod event; a List there copied
+// every credential of the TurnServer each time, which at a cold start (an
+// event for every node and pod) was the operator's peak memory.
+func (c cachedObjects) credentialsOf(ctx context.Context, ts client.ObjectKey) ([]*turnpikev1.TurnCredential, error) {
+	inNamespace, err := storeList(ctx, c, &turnpikev1.TurnCredential{}, ts.Namespace, func() ([]*turnpikev1.TurnCredential, error) {
+		var list turnpikev1.TurnCredentialList
+		err := c.reader.List(ctx, &list, client.InNamespace(ts.Namespace),
+			client.MatchingFields{turnServerRefIndex: ts.Name}, client.UnsafeDisableDeepCopy)
+		return pointers(list.Items), err
+	})
+	if err != nil {
+		return nil, err
+	}
+	matching := inNamespace[:0:0]
+	for _, tc := range inNamespace {
+		if tc.Spec.TurnServerRef.Name == ts.Name {
+			matching = append(matching, tc)
+		}
+	}
+	return matching, nil
+}
+
 // storeList reads the objects of obj's kind (in namespace, unless empty)
 // from its informer's store, or with list when there is no such store.
 func storeList[T client.Object](ctx context.Context, c cachedObjects, obj T, namespace string, list func() ([]T, error)) ([]T, error) {

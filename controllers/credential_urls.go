@@ -111,14 +111,13 @@ func (m *relayNodesMemo) of(ctx context.Context, c cachedObjects, ts *turnpikev1
 // enqueueCredentials adds the credentials of TurnServer ts whose remembered
 // choice matters says can change (all of them for a nil matters).
 func (r *TurnCredentialReconciler) enqueueCredentials(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], ts client.ObjectKey, matters func(render.URLChoice) bool) {
-	var list turnpikev1.TurnCredentialList
-	if err := r.Client.List(ctx, &list, client.InNamespace(ts.Namespace),
-		client.MatchingFields{turnServerRefIndex: ts.Name}, client.UnsafeDisableDeepCopy); err != nil {
+	credentials, err := r.cached().credentialsOf(ctx, ts)
+	if err != nil {
 		log.FromContext(ctx).Error(err, "listing the TurnCredentials of a TurnServer", "turnServer", ts.Name)
 		return
 	}
-	for i := range list.Items {
-		key := client.ObjectKeyFromObject(&list.Items[i])
+	for _, tc := range credentials {
+		key := client.ObjectKeyFromObject(tc)
 		if matters == nil || r.choices.wakes(key, matters) {
 			q.Add(reconcile.Request{NamespacedName: key})
 		}
@@ -183,13 +182,12 @@ func (r *TurnCredentialReconciler) nodeChanges() handler.EventHandler {
 // given as it was and is.
 func (r *TurnCredentialReconciler) enqueueForNode(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], versions ...*corev1.Node) {
 	r.relayNodes.changed()
-	var list turnpikev1.TurnServerList
-	if err := r.Client.List(ctx, &list); err != nil {
+	servers, err := r.cached().turnServers(ctx)
+	if err != nil {
 		log.FromContext(ctx).Error(err, "listing TurnServers that select a node")
 		return
 	}
-	for i := range list.Items {
-		ts := &list.Items[i]
+	for _, ts := range servers {
 		var addrs []netip.Addr
 		selected := false
 		for _, n := range versions {
@@ -240,13 +238,14 @@ func (r *TurnCredentialReconciler) enqueueForRelayPod(ctx context.Context, q wor
 	if len(reqs) == 0 || p.Spec.NodeName == "" {
 		return
 	}
+	// Read only: UnsafeDisableDeepCopy, as for Lists.
 	ts := &turnpikev1.TurnServer{}
-	if err := r.Client.Get(ctx, reqs[0].NamespacedName, ts); err != nil {
+	if err := r.Client.Get(ctx, reqs[0].NamespacedName, ts, client.UnsafeDisableDeepCopy); err != nil {
 		return // gone: its deletion wakes its credentials
 	}
 	node := &corev1.Node{}
 	var addrs []netip.Addr
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: p.Spec.NodeName}, node); err == nil {
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: p.Spec.NodeName}, node, client.UnsafeDisableDeepCopy); err == nil {
 		addrs = render.ResolveNodeAddresses(ts, node).Addresses
 	} // a node that is gone is judged by name: it can only leave a choice
 	r.enqueueCredentials(ctx, q, reqs[0].NamespacedName, func(c render.URLChoice) bool { return c.NodeMatters(p.Spec.NodeName, addrs) })

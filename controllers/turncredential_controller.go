@@ -110,7 +110,7 @@ func (r *TurnCredentialReconciler) observeCredential(ctx context.Context, tc *tu
 		return nil, err
 	}
 	if obs.TurnServer != nil && obs.TurnServer.Spec.Hostname == "" {
-		if obs.RelayNodes, err = r.relayNodes.of(ctx, cachedObjects{cache: r.Cache, reader: r.Client}, obs.TurnServer); err != nil {
+		if obs.RelayNodes, err = r.relayNodes.of(ctx, r.cached(), obs.TurnServer); err != nil {
 			return nil, err
 		}
 	}
@@ -206,4 +206,8 @@ func (r *TurnCredentialReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Node{}, r.nodeChanges()).
 		Watches(&corev1.Pod{}, r.relayPodChanges()).
 		Complete(r)
+}
+
+func (r *TurnCredentialReconciler) cached() cachedObjects {
+	return cachedObjects{cache: r.Cache, reader: r.Client}
 }
