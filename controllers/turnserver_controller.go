@@ -186,18 +186,19 @@ func (r *TurnServerReconciler) liveDaemonSet(ctx context.Context, key client.Obj
 // stored state. One whose state is not written yet, or unreadable, is left
 // out: the relays keep no key for it.
 func (r *TurnServerReconciler) credentialEntries(ctx context.Context, ts *turnpikev1.TurnServer) ([]render.CredentialEntry, error) {
-	var tcs turnpikev1.TurnCredentialList
-	if err := r.Client.List(ctx, &tcs, client.InNamespace(ts.Namespace), client.MatchingFields{turnServerRefIndex: ts.Name}); err != nil {
+	// Credentials and their Secrets are only read: the cache's own
+	// objects, not deep copies (Secrets keep their managedFields).
+	tcs, err := r.cached().credentialsOf(ctx, client.ObjectKeyFromObject(ts))
+	if err != nil {
 		return nil, err
 	}
 	var entries []render.CredentialEntry
-	for i := range tcs.Items {
-		tc := &tcs.Items[i]
+	for _, tc := range tcs {
 		if !tc.DeletionTimestamp.IsZero() {
 			continue
 		}
 		s := &corev1.Secret{}
-		err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: render.StateSecretName(tc)}, s)
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: render.StateSecretName(tc)}, s, client.UnsafeDisableDeepCopy)
 		if apierrors.IsNotFound(err) {
 			continue // not issued yet
 		} else if err != nil {
@@ -217,7 +218,7 @@ func (r *TurnServerReconciler) credentialEntries(ctx context.Context, ts *turnpi
 // is none or it does not parse (it is then replaced).
 func (r *TurnServerReconciler) liveBundle(ctx context.Context, ts *turnpikev1.TurnServer) (*config.Credentials, error) {
 	live := &corev1.Secret{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: render.CredentialSecretName(ts)}, live)
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: render.CredentialSecretName(ts)}, live, client.UnsafeDisableDeepCopy) // read only
 	if err != nil {
 		return nil, client.IgnoreNotFound(err)
 	}
