@@ -4,7 +4,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -33,6 +38,7 @@ type operatorFlags struct {
 	issuerAddr       string
 	kubeAPIQPS       float64
 	kubeAPIBurst     int
+	pprofAddr        string
 }
 
 // Defaults of the operator's client-side rate limit. client-go's own (5/s,
@@ -59,6 +65,8 @@ func runOperator(ctx context.Context, args []string) error {
 		"address of the credential issuing endpoint ("+controllers.IssuerPath+"); keep it in-cluster; empty disables")
 	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", defaultKubeAPIQPS, "requests per second the operator may send to the API server (client-side limit)")
 	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", defaultKubeAPIBurst, "requests the operator may send to the API server in a burst above --kube-api-qps")
+	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "",
+		"loopback address (127.0.0.1:PORT) of Go's /debug/pprof profiles, for measuring the operator; empty disables")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -70,6 +78,9 @@ func runOperator(ctx context.Context, args []string) error {
 	// through klog: send them to the same log, in the same format.
 	klog.SetLogger(logger)
 
+	if err := checkPprofAddr(f.pprofAddr); err != nil {
+		return err
+	}
 	cfg, err := restConfig(f.kubeconfig)
 	if err != nil {
 		return err
@@ -81,7 +92,8 @@ func runOperator(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ctrl.Log.Info("starting operator", "version", version, "relayImage", f.relayImage, "kubeAPIQPS", cfg.QPS, "kubeAPIBurst", cfg.Burst)
+	ctrl.Log.Info("starting operator", "version", version, "relayImage", f.relayImage, "kubeAPIQPS", cfg.QPS, "kubeAPIBurst", cfg.Burst,
+		"goMemoryLimit", setSoftMemoryLimit(os.ReadFile))
 	return mgr.Start(ctx)
 }
 
@@ -102,6 +114,7 @@ func newOperatorManager(cfg *rest.Config, f operatorFlags) (ctrl.Manager, error)
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:  f.probeAddr,
+		PprofBindAddress:        f.pprofAddr,
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        "operator.turnpike.dev",
 		LeaderElectionNamespace: leaderNS,
@@ -124,6 +137,51 @@ func newOperatorManager(cfg *rest.Config, f operatorFlags) (ctrl.Manager, error)
 		return nil, err
 	}
 	return mgr, nil
+}
+
+// checkPprofAddr accepts only a loopback address: profiles show memory
+// contents (Secrets included) and cost CPU, so they are never served to the
+// network.
+func checkPprofAddr(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--pprof-bind-address: %w", err)
+	}
+	if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+		return fmt.Errorf("--pprof-bind-address must be a loopback address such as 127.0.0.1:6060, got %q", addr)
+	}
+	return nil
+}
+
+// Where a container's memory limit is: cgroup v2, then v1.
+var cgroupMemoryLimitFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+
+// setSoftMemoryLimit gives the Go runtime a soft memory limit of 90 % of
+// the container's memory limit, unless $GOMEMLIMIT already set one, and
+// returns the limit in force (math.MaxInt64: none). Without it the heap
+// may grow to twice its live size between collections and past the
+// container's limit, though the live heap alone fits: the collector then
+// works harder near the limit instead of the kernel killing the process.
+func setSoftMemoryLimit(readFile func(string) ([]byte, error)) int64 {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return debug.SetMemoryLimit(-1)
+	}
+	for _, path := range cgroupMemoryLimitFiles {
+		data, err := readFile(path)
+		if err != nil {
+			continue
+		}
+		// "max" (v2) or a number near MaxInt64 (v1) is no limit.
+		limit, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+		if err == nil && limit > 0 && limit < 1<<60 {
+			debug.SetMemoryLimit(limit / 10 * 9)
+		}
+		break
+	}
+	return debug.SetMemoryLimit(-1)
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -31,15 +31,24 @@ import (
 // finds no entry and wakes the credential, which the work queue then
 // processes again once this pass is done. A change seen after it is judged
 // by the choice made from the cache as it was before that change.
+//
+// A credential that was woken and whose pass has not started yet is not
+// woken again: its pass will read the cache as it is then. At a cold start
+// every node and relay-pod event of the initial sync would otherwise add
+// every credential to the queue again (a million adds at 5,000 nodes and
+// 100 credentials, which was half of what a starting operator allocated).
 type urlChoices struct {
-	mu sync.Mutex
-	m  map[types.NamespacedName]render.URLChoice
+	mu    sync.Mutex
+	m     map[types.NamespacedName]render.URLChoice
+	woken map[types.NamespacedName]bool // woken by wakes, pass not started
 }
 
+// forget is called when a pass starts, before it reads anything.
 func (u *urlChoices) forget(key types.NamespacedName) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	delete(u.m, key)
+	delete(u.woken, key)
 }
 
 func (u *urlChoices) remember(key types.NamespacedName, c render.URLChoice) {
@@ -52,12 +61,22 @@ func (u *urlChoices) remember(key types.NamespacedName, c render.URLChoice) {
 }
 
 // wakes reports whether a change for which matters returns true wakes the
-// credential key: always when no choice is remembered.
+// credential key: always when no choice is remembered, never while it is
+// already woken. The caller adds key to the queue when it does.
 func (u *urlChoices) wakes(key types.NamespacedName, matters func(render.URLChoice) bool) bool {
 	u.mu.Lock()
-	c, ok := u.m[key]
-	u.mu.Unlock()
-	return !ok || matters(c)
+	defer u.mu.Unlock()
+	if u.woken[key] {
+		return false
+	}
+	if c, ok := u.m[key]; ok && !matters(c) {
+		return false
+	}
+	if u.woken == nil {
+		u.woken = map[types.NamespacedName]bool{}
+	}
+	u.woken[key] = true
+	return true
 }
 
 // relayNodesMemo keeps a TurnServer's relay nodes from one TurnCredential
@@ -87,7 +106,7 @@ func (m *relayNodesMemo) changed() {
 
 // of returns ts's relay nodes, listing them unless nothing changed since
 // the last time.
-func (m *relayNodesMemo) of(ctx context.Context, c client.Reader, ts *turnpikev1.TurnServer) ([]render.RelayNode, error) {
+func (m *relayNodesMemo) of(ctx context.Context, c cachedObjects, ts *turnpikev1.TurnServer) ([]render.RelayNode, error) {
 	m.mu.Lock()
 	e, ok := m.entries[ts.UID]
 	changes := m.changes
@@ -111,14 +130,13 @@ func (m *relayNodesMemo) of(ctx context.Context, c client.Reader, ts *turnpikev1
 // enqueueCredentials adds the credentials of TurnServer ts whose remembered
 // choice matters says can change (all of them for a nil matters).
 func (r *TurnCredentialReconciler) enqueueCredentials(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], ts client.ObjectKey, matters func(render.URLChoice) bool) {
-	var list turnpikev1.TurnCredentialList
-	if err := r.Client.List(ctx, &list, client.InNamespace(ts.Namespace),
-		client.MatchingFields{turnServerRefIndex: ts.Name}, client.UnsafeDisableDeepCopy); err != nil {
+	credentials, err := r.cached().credentialsOf(ctx, ts)
+	if err != nil {
 		log.FromContext(ctx).Error(err, "listing the TurnCredentials of a TurnServer", "turnServer", ts.Name)
 		return
 	}
-	for i := range list.Items {
-		key := client.ObjectKeyFromObject(&list.Items[i])
+	for _, tc := range credentials {
+		key := client.ObjectKeyFromObject(tc)
 		if matters == nil || r.choices.wakes(key, matters) {
 			q.Add(reconcile.Request{NamespacedName: key})
 		}
@@ -183,13 +201,12 @@ func (r *TurnCredentialReconciler) nodeChanges() handler.EventHandler {
 // given as it was and is.
 func (r *TurnCredentialReconciler) enqueueForNode(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], versions ...*corev1.Node) {
 	r.relayNodes.changed()
-	var list turnpikev1.TurnServerList
-	if err := r.Client.List(ctx, &list); err != nil {
+	servers, err := r.cached().turnServers(ctx)
+	if err != nil {
 		log.FromContext(ctx).Error(err, "listing TurnServers that select a node")
 		return
 	}
-	for i := range list.Items {
-		ts := &list.Items[i]
+	for _, ts := range servers {
 		var addrs []netip.Addr
 		selected := false
 		for _, n := range versions {
@@ -209,7 +226,7 @@ func (r *TurnCredentialReconciler) enqueueForNode(ctx context.Context, q workque
 // pod starts or stops serving its node: it turns ready or not, or
 // terminates. Its other changes (the operator's own annotation) are ignored.
 func (r *TurnCredentialReconciler) relayPodChanges() handler.EventHandler {
-	serving := func(p *corev1.Pod) bool { return render.ReadyNodes([]corev1.Pod{*p})[p.Spec.NodeName] }
+	serving := func(p *corev1.Pod) bool { return render.ReadyNodes([]*corev1.Pod{p})[p.Spec.NodeName] }
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			if p, ok := e.Object.(*corev1.Pod); ok && serving(p) {
@@ -240,13 +257,14 @@ func (r *TurnCredentialReconciler) enqueueForRelayPod(ctx context.Context, q wor
 	if len(reqs) == 0 || p.Spec.NodeName == "" {
 		return
 	}
+	// Read only: UnsafeDisableDeepCopy, as for Lists.
 	ts := &turnpikev1.TurnServer{}
-	if err := r.Client.Get(ctx, reqs[0].NamespacedName, ts); err != nil {
+	if err := r.Client.Get(ctx, reqs[0].NamespacedName, ts, client.UnsafeDisableDeepCopy); err != nil {
 		return // gone: its deletion wakes its credentials
 	}
 	node := &corev1.Node{}
 	var addrs []netip.Addr
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: p.Spec.NodeName}, node); err == nil {
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: p.Spec.NodeName}, node, client.UnsafeDisableDeepCopy); err == nil {
 		addrs = render.ResolveNodeAddresses(ts, node).Addresses
 	} // a node that is gone is judged by name: it can only leave a choice
 	r.enqueueCredentials(ctx, q, reqs[0].NamespacedName, func(c render.URLChoice) bool { return c.NodeMatters(p.Spec.NodeName, addrs) })

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -47,6 +48,8 @@ type issueResponse struct {
 // and password; for a static credential it returns the current one.
 type Issuer struct {
 	Client client.Client
+	// Cache is the cache Client reads (see TurnServerReconciler.Cache).
+	Cache cache.Cache
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// loads is what the relays report of their load; nil chooses by rank
@@ -224,7 +227,7 @@ func (i *Issuer) uris(ctx context.Context, ns, name string, who requester) ([]st
 	var nodes []render.RelayNode
 	if ts.Spec.Hostname == "" {
 		var err error
-		if nodes, err = observeRelayNodes(ctx, i.Client, ts); err != nil {
+		if nodes, err = observeRelayNodes(ctx, cachedObjects{cache: i.Cache, reader: i.Client}, ts); err != nil {
 			return nil, err
 		}
 	}

@@ -254,7 +254,7 @@ func TestIssuerPrefersLessLoadedRelays(t *testing.T) {
 
 	token := env.ServiceAccountToken(t, ns, "app")
 	env.GrantUse(t, ns, "app", "sfu")
-	loads := newRelayLoads(env.Client, loopbackRelayStatus, time.Hour)
+	loads := newRelayLoads(cachedObjects{reader: env.Client}, loopbackRelayStatus, time.Hour)
 	srv := httptest.NewServer((&Issuer{Client: env.Client, Now: clock.Now, loads: loads}).Handler())
 	defer srv.Close()
 	nodesOf := func() []string {

@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	turnpikev1 "github.com/turnpike-dev/turnpike/api/v1alpha1"
@@ -24,7 +23,7 @@ import (
 // that is about 170 small GETs a second per replica, on the relays' health
 // port, which Prometheus scrapes as well.
 type relayLoads struct {
-	client   client.Reader
+	cached   cachedObjects
 	fetch    RelayStatusFunc
 	interval time.Duration
 
@@ -32,11 +31,11 @@ type relayLoads struct {
 	loads map[types.NamespacedName]map[string]int // by TurnServer, then node
 }
 
-func newRelayLoads(c client.Reader, fetch RelayStatusFunc, interval time.Duration) *relayLoads {
+func newRelayLoads(c cachedObjects, fetch RelayStatusFunc, interval time.Duration) *relayLoads {
 	if fetch == nil {
 		fetch = HTTPRelayStatus
 	}
-	return &relayLoads{client: c, fetch: fetch, interval: interval, loads: map[types.NamespacedName]map[string]int{}}
+	return &relayLoads{cached: c, fetch: fetch, interval: interval, loads: map[types.NamespacedName]map[string]int{}}
 }
 
 // of is the allocations of TurnServer ts's relays by node, as last read;
@@ -70,21 +69,21 @@ func (l *relayLoads) Start(ctx context.Context) error {
 // replaces what was known. A relay that cannot be read counts as idle.
 func (l *relayLoads) readAll(ctx context.Context) error {
 	var servers turnpikev1.TurnServerList
-	if err := l.client.List(ctx, &servers); err != nil {
+	if err := l.cached.reader.List(ctx, &servers); err != nil {
 		return err
 	}
-	var nodes corev1.NodeList
-	if err := l.client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
+	nodes, err := l.cached.nodes(ctx)
+	if err != nil {
 		return err
 	}
-	byName := make(map[string]*corev1.Node, len(nodes.Items))
-	for i := range nodes.Items {
-		byName[nodes.Items[i].Name] = &nodes.Items[i]
+	byName := make(map[string]*corev1.Node, len(nodes))
+	for _, n := range nodes {
+		byName[n.Name] = n
 	}
 	var targets []relayTarget
 	for i := range servers.Items {
 		ts := &servers.Items[i]
-		pods, err := relayPods(ctx, l.client, ts)
+		pods, err := l.cached.relayPods(ctx, ts)
 		if err != nil {
 			return err
 		}

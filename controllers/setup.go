@@ -75,9 +75,9 @@ func Setup(mgr ctrl.Manager, c client.Client, o Options) (*Reconcilers, error) {
 	// repeats into one Event with a count.
 	recorder := mgr.GetEventRecorder(FieldOwner)
 	r := &Reconcilers{
-		TurnServer: &TurnServerReconciler{Client: c, RelayImage: o.RelayImage, Now: o.Now, statusPoller: poller, tls: tls,
+		TurnServer: &TurnServerReconciler{Client: c, Cache: mgr.GetCache(), RelayImage: o.RelayImage, Now: o.Now, statusPoller: poller, tls: tls,
 			Recorder: recorder},
-		TurnCredential: &TurnCredentialReconciler{Client: c, Now: o.Now, StagingDelay: o.StagingDelay, Recorder: recorder},
+		TurnCredential: &TurnCredentialReconciler{Client: c, Cache: mgr.GetCache(), Now: o.Now, StagingDelay: o.StagingDelay, Recorder: recorder},
 	}
 	if err := r.TurnServer.SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -86,11 +86,11 @@ func Setup(mgr ctrl.Manager, c client.Client, o Options) (*Reconcilers, error) {
 		return nil, err
 	}
 	if o.IssuerAddr != "" {
-		loads := newRelayLoads(mgr.GetClient(), o.RelayStatus, o.RelayStatusInterval)
+		loads := newRelayLoads(cachedObjects{cache: mgr.GetCache(), reader: mgr.GetClient()}, o.RelayStatus, o.RelayStatusInterval)
 		if err := mgr.Add(loads); err != nil {
 			return nil, err
 		}
-		issuer := &Issuer{Client: c, Now: o.Now, loads: loads}
+		issuer := &Issuer{Client: c, Cache: mgr.GetCache(), Now: o.Now, loads: loads}
 		if err := mgr.Add(&IssuerServer{Addr: o.IssuerAddr, Handler: issuer.Handler()}); err != nil {
 			return nil, err
 		}

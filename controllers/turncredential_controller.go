@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -31,6 +32,9 @@ const DefaultStagingDelay = 90 * time.Second
 // state into the relays' credentials.
 type TurnCredentialReconciler struct {
 	Client client.Client
+	// Cache is the cache Client reads; nodes and relay pods are read from
+	// its informers without copying. nil lists them through Client.
+	Cache cache.Cache
 	// Now is the clock; nil means time.Now. Tests inject their own.
 	Now func() time.Time
 	// StagingDelay is how long relays hold a new secret before apps get it.
@@ -106,7 +110,7 @@ func (r *TurnCredentialReconciler) observeCredential(ctx context.Context, tc *tu
 		return nil, err
 	}
 	if obs.TurnServer != nil && obs.TurnServer.Spec.Hostname == "" {
-		if obs.RelayNodes, err = r.relayNodes.of(ctx, r.Client, obs.TurnServer); err != nil {
+		if obs.RelayNodes, err = r.relayNodes.of(ctx, r.cached(), obs.TurnServer); err != nil {
 			return nil, err
 		}
 	}
@@ -202,4 +206,8 @@ func (r *TurnCredentialReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Node{}, r.nodeChanges()).
 		Watches(&corev1.Pod{}, r.relayPodChanges()).
 		Complete(r)
+}
+
+func (r *TurnCredentialReconciler) cached() cachedObjects {
+	return cachedObjects{cache: r.Cache, reader: r.Client}
 }

@@ -17,6 +17,7 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -30,6 +31,9 @@ import (
 // removes them.
 type TurnServerReconciler struct {
 	Client client.Client
+	// Cache is the cache Client reads; nodes and relay pods are read from
+	// its informers without copying. nil lists them through Client.
+	Cache cache.Cache
 	// RelayImage is used when a TurnServer does not name one: the operator's own image.
 	RelayImage string
 	// Now is the clock; nil means time.Now.
@@ -112,11 +116,11 @@ func (r *TurnServerReconciler) now() time.Time {
 
 // observe gathers what the status and the generated objects depend on.
 func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnServer) (*render.Observation, error) {
-	var nodes corev1.NodeList
-	// Nodes and relay pods are read, never changed, so they are listed
-	// without copying: a deep copy of every node per reconcile is most of
-	// what a reconcile allocates in a large cluster.
-	if err := r.Client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
+	// Nodes and relay pods are read, never changed, so they are the
+	// cache's own objects, not copies.
+	cached := r.cached()
+	nodes, err := cached.nodes(ctx)
+	if err != nil {
 		return nil, err
 	}
 	var all turnpikev1.TurnServerList
@@ -124,18 +128,17 @@ func (r *TurnServerReconciler) observe(ctx context.Context, ts *turnpikev1.TurnS
 		return nil, err
 	}
 	obs := &render.Observation{
-		Nodes:     render.SelectedNodes(ts, nodes.Items),
+		Nodes:     render.SelectedNodes(ts, nodes),
 		Addresses: map[string]render.NodeAddresses{},
-		Conflict:  render.FindPortConflict(ts, all.Items, nodes.Items),
+		Conflict:  render.FindPortConflict(ts, all.Items, nodes),
 	}
 	for _, n := range obs.Nodes {
 		obs.Addresses[n.Name] = render.ResolveNodeAddresses(ts, n)
 	}
-	var err error
 	if obs.MissingTLSKeys, err = r.checkTLSSecrets(ctx, ts); err != nil {
 		return nil, err
 	}
-	if obs.Pods, err = relayPods(ctx, r.Client, ts); err != nil {
+	if obs.Pods, err = cached.relayPods(ctx, ts); err != nil {
 		return nil, err
 	}
 	obs.ReadyPods = render.ReadyNodes(obs.Pods)
@@ -184,18 +187,19 @@ func (r *TurnServerReconciler) liveDaemonSet(ctx context.Context, key client.Obj
 // stored state. One whose state is not written yet, or unreadable, is left
 // out: the relays keep no key for it.
 func (r *TurnServerReconciler) credentialEntries(ctx context.Context, ts *turnpikev1.TurnServer) ([]render.CredentialEntry, error) {
-	var tcs turnpikev1.TurnCredentialList
-	if err := r.Client.List(ctx, &tcs, client.InNamespace(ts.Namespace), client.MatchingFields{turnServerRefIndex: ts.Name}); err != nil {
+	// Credentials and their Secrets are only read: the cache's own
+	// objects, not deep copies (Secrets keep their managedFields).
+	tcs, err := r.cached().credentialsOf(ctx, client.ObjectKeyFromObject(ts))
+	if err != nil {
 		return nil, err
 	}
 	var entries []render.CredentialEntry
-	for i := range tcs.Items {
-		tc := &tcs.Items[i]
+	for _, tc := range tcs {
 		if !tc.DeletionTimestamp.IsZero() {
 			continue
 		}
 		s := &corev1.Secret{}
-		err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: render.StateSecretName(tc)}, s)
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: tc.Namespace, Name: render.StateSecretName(tc)}, s, client.UnsafeDisableDeepCopy)
 		if apierrors.IsNotFound(err) {
 			continue // not issued yet
 		} else if err != nil {
@@ -215,7 +219,7 @@ func (r *TurnServerReconciler) credentialEntries(ctx context.Context, ts *turnpi
 // is none or it does not parse (it is then replaced).
 func (r *TurnServerReconciler) liveBundle(ctx context.Context, ts *turnpikev1.TurnServer) (*config.Credentials, error) {
 	live := &corev1.Secret{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: render.CredentialSecretName(ts)}, live)
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: render.CredentialSecretName(ts)}, live, client.UnsafeDisableDeepCopy) // read only
 	if err != nil {
 		return nil, client.IgnoreNotFound(err)
 	}
@@ -291,12 +295,8 @@ func (r *TurnServerReconciler) checkTLSSecrets(ctx context.Context, ts *turnpike
 	return problems, nil
 }
 
-// relayPods lists a TurnServer's relay pods. They are the cache's own
-// objects (not copied): do not change them.
-func relayPods(ctx context.Context, c client.Reader, ts *turnpikev1.TurnServer) ([]corev1.Pod, error) {
-	var pods corev1.PodList
-	err := c.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(render.SelectorLabels(ts)), client.UnsafeDisableDeepCopy)
-	return pods.Items, err
+func (r *TurnServerReconciler) cached() cachedObjects {
+	return cachedObjects{cache: r.Cache, reader: r.Client}
 }
 
 // annotateRelayPods writes each relay pod's node addresses into its

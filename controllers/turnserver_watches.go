@@ -38,7 +38,7 @@ func (r *TurnServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Another TurnServer's ports or placement can start or end a conflict.
 		Watches(&turnpikev1.TurnServer{}, handler.EnqueueRequestsFromMapFunc(r.allTurnServers),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&corev1.Node{}, &nodeHandler{client: r.Client}).
+		Watches(&corev1.Node{}, &nodeHandler{cached: r.cached()}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(turnServerOfPod)).
 		// A credential's state Secret changes the relay bundle.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(turnServerOfStateSecret)).
@@ -108,7 +108,7 @@ func (r *TurnServerReconciler) turnServersUsingTLSSecret(ctx context.Context, o 
 // or after a change, and only for changes that matter to relays: labels,
 // taints, cordoning, addresses and the external-ip annotation. Kubelet heartbeats, which
 // update every node every few seconds, are ignored.
-type nodeHandler struct{ client client.Client }
+type nodeHandler struct{ cached cachedObjects }
 
 var _ handler.EventHandler = &nodeHandler{}
 
@@ -135,15 +135,15 @@ func (h *nodeHandler) Generic(ctx context.Context, e event.GenericEvent, q workq
 }
 
 func (h *nodeHandler) enqueueSelecting(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], nodes ...*corev1.Node) {
-	var list turnpikev1.TurnServerList
-	if err := h.client.List(ctx, &list); err != nil {
+	servers, err := h.cached.turnServers(ctx)
+	if err != nil {
 		log.FromContext(ctx).Error(err, "listing TurnServers that select a node")
 		return
 	}
-	for i := range list.Items {
+	for _, ts := range servers {
 		for _, n := range nodes {
-			if render.SelectsNode(&list.Items[i], n) {
-				q.Add(requestFor(&list.Items[i]))
+			if render.SelectsNode(ts, n) {
+				q.Add(requestFor(ts))
 				break
 			}
 		}

@@ -64,7 +64,8 @@ func TestBehaviorDiscoveryPortConflict(t *testing.T) {
 		ts.Spec.MetricsPort, ts.Spec.HealthPort = 9700, 9701
 		ts.Spec.RelayPortRange = turnpikev1.PortRange{Min: 30000, Max: 30999}
 	}
-	nodes := []corev1.Node{rendertest.Node("a", nil, nil)}
+	a := rendertest.Node("a", nil, nil)
+	nodes := []*corev1.Node{&a}
 	old := rendertest.TurnServer("old", at(1), withBehaviorDiscovery(3479))
 	for _, tt := range []struct {
 		name string

@@ -118,7 +118,8 @@ func TestFindPortConflict(t *testing.T) {
 		ts.Spec.MetricsPort, ts.Spec.HealthPort = 9700, 9701
 		ts.Spec.RelayPortRange = turnpikev1.PortRange{Min: 30000, Max: 30999}
 	}
-	nodes := []corev1.Node{rendertest.Node("a", map[string]string{"pool": "a"}, nil), rendertest.Node("b", map[string]string{"pool": "b"}, nil)}
+	a, b := rendertest.Node("a", map[string]string{"pool": "a"}, nil), rendertest.Node("b", map[string]string{"pool": "b"}, nil)
+	nodes := []*corev1.Node{&a, &b}
 	tests := []struct {
 		name   string
 		ts     *turnpikev1.TurnServer

@@ -61,7 +61,7 @@ func (c *portConflict) message() string {
 // nil. TurnServers claim ports in order of age, so existing relays never lose
 // their ports to a newcomer; one that lost claims nothing, so it does not
 // block a third.
-func FindPortConflict(ts *turnpikev1.TurnServer, all []turnpikev1.TurnServer, nodes []corev1.Node) *portConflict {
+func FindPortConflict(ts *turnpikev1.TurnServer, all []turnpikev1.TurnServer, nodes []*corev1.Node) *portConflict {
 	var byAge []*turnpikev1.TurnServer
 	for i := range all {
 		if all[i].UID != ts.UID && all[i].DeletionTimestamp.IsZero() && createdBefore(&all[i], ts) {
@@ -80,7 +80,7 @@ func FindPortConflict(ts *turnpikev1.TurnServer, all []turnpikev1.TurnServer, no
 }
 
 // conflictWith returns the first of winners that shares a node and a port with ts.
-func conflictWith(ts *turnpikev1.TurnServer, winners []*turnpikev1.TurnServer, nodes []corev1.Node) *portConflict {
+func conflictWith(ts *turnpikev1.TurnServer, winners []*turnpikev1.TurnServer, nodes []*corev1.Node) *portConflict {
 	ours := portClaims(ts)
 	for _, other := range winners {
 		node := sharedNode(ts, other, nodes)
@@ -109,10 +109,11 @@ func createdBefore(a, b *turnpikev1.TurnServer) bool {
 }
 
 // sharedNode returns a node both TurnServers place relays on, or "".
-func sharedNode(a, b *turnpikev1.TurnServer, nodes []corev1.Node) string {
-	for i := range nodes {
-		if SelectsNode(a, &nodes[i]) && SelectsNode(b, &nodes[i]) {
-			return nodes[i].Name
+func sharedNode(a, b *turnpikev1.TurnServer, nodes []*corev1.Node) string {
+	selectsA, selectsB := nodeSelection(a), nodeSelection(b)
+	for _, n := range nodes {
+		if selectsA(n) && selectsB(n) {
+			return n.Name
 		}
 	}
 	return ""

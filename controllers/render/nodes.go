@@ -34,25 +34,36 @@ var daemonPodTolerations = []corev1.Toleration{
 // not-ready (NoSchedule) until its kubelet reports ready, so it is not
 // selected before then.
 func SelectsNode(ts *turnpikev1.TurnServer, node *corev1.Node) bool {
+	return nodeSelection(ts)(node)
+}
+
+// nodeSelection is SelectsNode for one TurnServer, with its placement
+// parsed once: parsing it for each of thousands of nodes was a large part
+// of what a pass allocated.
+func nodeSelection(ts *turnpikev1.TurnServer) func(*corev1.Node) bool {
 	p := ts.Spec.Placement
-	// An affinity the scheduler cannot parse matches no node, as for the scheduler.
-	if ok, err := nodeaffinity.NewRequiredNodeAffinity(p.NodeSelector, p.Affinity).Match(node); !ok || err != nil {
-		return false
-	}
+	affinity := nodeaffinity.NewRequiredNodeAffinity(p.NodeSelector, p.Affinity)
 	blocking := func(t *corev1.Taint) bool {
 		return t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute
 	}
 	tolerations := append(slices.Clip(p.Tolerations), daemonPodTolerations...)
-	_, untolerated := corev1helpers.FindMatchingUntoleratedTaint(klog.Background(), node.Spec.Taints, tolerations, blocking, false)
-	return !untolerated
+	return func(node *corev1.Node) bool {
+		// An affinity the scheduler cannot parse matches no node, as for the scheduler.
+		if ok, err := affinity.Match(node); !ok || err != nil {
+			return false
+		}
+		_, untolerated := corev1helpers.FindMatchingUntoleratedTaint(klog.Background(), node.Spec.Taints, tolerations, blocking, false)
+		return !untolerated
+	}
 }
 
 // SelectedNodes returns the nodes ts places relays on, sorted by name.
-func SelectedNodes(ts *turnpikev1.TurnServer, nodes []corev1.Node) []*corev1.Node {
+func SelectedNodes(ts *turnpikev1.TurnServer, nodes []*corev1.Node) []*corev1.Node {
+	selects := nodeSelection(ts)
 	var out []*corev1.Node
-	for i := range nodes {
-		if SelectsNode(ts, &nodes[i]) {
-			out = append(out, &nodes[i])
+	for _, n := range nodes {
+		if selects(n) {
+			out = append(out, n)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

@@ -4,10 +4,9 @@ import corev1 "k8s.io/api/core/v1"
 
 // ReadyNodes maps node names to whether the relay pod there is ready. A
 // terminating pod is not: its relay is draining.
-func ReadyNodes(pods []corev1.Pod) map[string]bool {
+func ReadyNodes(pods []*corev1.Pod) map[string]bool {
 	ready := map[string]bool{}
-	for i := range pods {
-		p := &pods[i]
+	for _, p := range pods {
 		if p.Spec.NodeName != "" && p.DeletionTimestamp.IsZero() && PodReady(p) {
 			ready[p.Spec.NodeName] = true
 		}

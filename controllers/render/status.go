@@ -36,7 +36,7 @@ const (
 type Observation struct {
 	Nodes          []*corev1.Node           // selected nodes, sorted by name
 	Addresses      map[string]NodeAddresses // by node name
-	Pods           []corev1.Pod             // this TurnServer's relay pods
+	Pods           []*corev1.Pod            // this TurnServer's relay pods
 	ReadyPods      map[string]bool          // node name -> its relay pod is ready
 	DaemonSet      *appsv1.DaemonSet        // nil until created
 	Conflict       *portConflict            // set when an older TurnServer holds our ports

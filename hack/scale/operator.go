@@ -127,14 +127,16 @@ func nextRestartDelay(last, ran time.Duration) time.Duration {
 	return min(2*last, maxRestartDelay)
 }
 
-// collectExited adds an exited process's CPU time and peak RSS (its
-// rusage) to the totals, and starts its metrics counters afresh.
+// collectExited adds an exited process's CPU time (its rusage) to the
+// totals, and starts its metrics counters afresh.
 func (o *operator) collectExited() {
 	st := o.cmd.ProcessState
 	o.cpuDone += st.UserTime() + st.SystemTime()
-	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
-		o.peakRSS = max(o.peakRSS, ru.Maxrss*1024) // Maxrss is in KiB on Linux
-	}
+	// Its peak is the last VmHWM sampled, not its rusage: a child's
+	// ru_maxrss includes this harness's own RSS, because Go starts
+	// children sharing its memory (CLONE_VM|CLONE_VFORK) and exec records
+	// that shared high-water mark into the child's maxrss. A process that
+	// lived less than a sample interval is not counted.
 	o.errs.reset()
 	o.panics.reset()
 	o.leaderSince = time.Time{}
