@@ -180,9 +180,9 @@ func (b *bench) rollout(ctx context.Context) (phaseResult, error) {
 		if err := b.cl.c.Create(ctx, turnServer()); err != nil {
 			return nil, err
 		}
-		readyAt, ok := waitServerReady(ctx, b.cl.c, b.nodes, b.o.settle+time.Duration(float64(b.nodes)/b.o.readyRate)*time.Second)
+		readyAt, ok := waitServerReady(ctx, b.cl.c, b.nodes, b.kubelets.readyPods, b.o.settle)
 		if !ok {
-			return nil, fmt.Errorf("the TurnServer was not Ready on %d nodes in time (%d relay pods ready)", b.nodes, b.kubelets.readyPods())
+			return nil, fmt.Errorf("the TurnServer was not Ready on %d nodes, and nothing moved for %s (%d relay pods ready)", b.nodes, b.o.settle, b.kubelets.readyPods())
 		}
 		d := readyAt.Sub(b.kubelets.lastReadyAt())
 		r.ReadyAfterLastPod = &d

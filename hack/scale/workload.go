@@ -85,12 +85,22 @@ func readServer(ctx context.Context, c client.Client) (serverState, error) {
 }
 
 // waitServerReady polls the TurnServer until it is Ready with readyNodes
-// == want, and returns when it first saw that; false after timeout.
-func waitServerReady(ctx context.Context, c client.Client, want int, timeout time.Duration) (time.Time, bool) {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if s, err := readServer(ctx, c); err == nil && s.Ready && s.ReadyNodes == int64(want) {
+// == want, and returns when it first saw that. It gives up (false) once
+// neither the TurnServer nor progress (ready relay pods) has moved for
+// stall: how long a rollout takes depends on how fast the controller
+// manager creates the pods (its client's 20 requests a second), not only
+// on the operator.
+func waitServerReady(ctx context.Context, c client.Client, want int, progress func() int, stall time.Duration) (time.Time, bool) {
+	last, lastMoved := -1, time.Now()
+	for ctx.Err() == nil {
+		s, err := readServer(ctx, c)
+		if err == nil && s.Ready && s.ReadyNodes == int64(want) {
 			return time.Now(), true
+		}
+		if p := progress() + int(s.ReadyNodes); p != last {
+			last, lastMoved = p, time.Now()
+		} else if time.Since(lastMoved) > stall {
+			return time.Time{}, false
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
