@@ -97,7 +97,7 @@ func (l *relayLoads) readAll(ctx context.Context) error {
 	}
 	loads := map[types.NamespacedName]map[string]int{}
 	var mu sync.Mutex
-	readRelays(targets, func(t relayTarget) {
+	forEach(targets, relayStatusWorkers, func(t relayTarget) {
 		st, err := l.fetch(ctx, t.host, t.port)
 		if err != nil {
 			log.FromContext(ctx).V(1).Info("relay /status not read", "node", t.node, "error", err.Error())

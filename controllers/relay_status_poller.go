@@ -82,30 +82,35 @@ func newRelayStatusPoller(fetch RelayStatusFunc, interval time.Duration) *relayS
 }
 
 // lookup records the relays a TurnServer's reconcile wants read (replacing
-// what its last reconcile wanted) and returns what was found of those read
-// so far, by node. Relays it no longer wants are forgotten.
-func (p *relayStatusPoller) lookup(ts types.NamespacedName, targets []relayTarget) map[string]relayReport {
+// what its last reconcile wanted) and calls use with what was found of
+// those read so far. Relays it no longer wants are forgotten. A pass at
+// 10,000 nodes asks for the same set as the pass before it, so the set is
+// rebuilt only when it changed: two maps of every relay per pass were a
+// fifth of what the operator allocated.
+func (p *relayStatusPoller) lookup(ts types.NamespacedName, targets []relayTarget, use func(node string, r relayReport)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string]relayReport, len(targets))
-	want := make(map[relayTarget]bool, len(targets))
+	known := p.targets[ts]
+	same := len(known) == len(targets)
 	newTarget := false
 	for _, t := range targets {
-		want[t] = true
+		same = same && known[t]
 		if r, ok := p.found[t]; ok {
-			out[t.node] = r
+			use(t.node, r)
 		} else {
 			newTarget = true
 		}
 	}
-	for old := range p.targets[ts] {
-		if !want[old] {
-			delete(p.found, old)
-		}
-	}
-	if len(targets) == 0 {
+	switch {
+	case len(targets) == 0:
+		p.forget(known, nil)
 		delete(p.targets, ts)
-	} else {
+	case !same:
+		want := make(map[relayTarget]bool, len(targets))
+		for _, t := range targets {
+			want[t] = true
+		}
+		p.forget(known, want)
 		p.targets[ts] = want
 	}
 	if newTarget {
@@ -114,7 +119,15 @@ func (p *relayStatusPoller) lookup(ts types.NamespacedName, targets []relayTarge
 		default: // a poll is already due
 		}
 	}
-	return out
+}
+
+// forget drops what was found of the relays in old that are not in want.
+func (p *relayStatusPoller) forget(old, want map[relayTarget]bool) {
+	for t := range old {
+		if !want[t] {
+			delete(p.found, t)
+		}
+	}
 }
 
 // NeedLeaderElection: only the leader reconciles, so only it polls.
@@ -147,24 +160,24 @@ func (p *relayStatusPoller) pollOnce(ctx context.Context) {
 	}
 	p.mu.Unlock()
 
-	readRelays(all, func(t relayTarget) { p.read(ctx, t) })
+	forEach(all, relayStatusWorkers, func(t relayTarget) { p.read(ctx, t) })
 }
 
-// readRelays calls read for every target, relayStatusWorkers at a time,
-// and returns when all are done.
-func readRelays(targets []relayTarget, read func(relayTarget)) {
-	work := make(chan relayTarget)
+// forEach calls fn for every item, at most workers at a time, and returns
+// when all are done.
+func forEach[T any](items []T, workers int, fn func(T)) {
+	work := make(chan T)
 	var wg sync.WaitGroup
-	for range min(relayStatusWorkers, len(targets)) {
+	for range min(workers, len(items)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for t := range work {
-				read(t)
+				fn(t)
 			}
 		}()
 	}
-	for _, t := range targets {
+	for _, t := range items {
 		work <- t
 	}
 	close(work)

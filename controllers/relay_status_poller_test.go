@@ -49,16 +49,16 @@ func TestRelayStatusPoller(t *testing.T) {
 		targetsB = append(targetsB, relayTarget{tsB, fmt.Sprintf("b-%d", i), hostB, 9642})
 		answer[hostA] = fmt.Sprintf("203.0.113.%d", i)
 	}
-	if found := p.lookup(tsA, targetsA); len(found) != 0 {
+	if found := lookupAll(p, tsA, targetsA); len(found) != 0 {
 		t.Fatalf("found %v before any poll", found)
 	}
-	p.lookup(tsB, targetsB)
+	lookupAll(p, tsB, targetsB)
 	p.pollOnce(context.Background())
 
 	if n := most.Load(); n > relayStatusWorkers || n < 2 {
 		t.Errorf("%d reads at once, want 2 to %d", n, relayStatusWorkers)
 	}
-	found := p.lookup(tsA, targetsA)
+	found := lookupAll(p, tsA, targetsA)
 	if len(found) != 20 || found["a-7"].addrs()[0] != netip.MustParseAddr("203.0.113.7") {
 		t.Errorf("found %v", found)
 	}
@@ -91,7 +91,7 @@ func TestRelayStatusPoller(t *testing.T) {
 	if len(p.events) != 1 || (<-p.events).Object.GetName() != "a" {
 		t.Error("no single event for a relay whose fast path turned off")
 	}
-	if r := p.lookup(tsA, targetsA)["a-5"]; !r.reported || r.fastPath.Active || r.fastPath.Reason != "fast-path agent connection lost" {
+	if r := lookupAll(p, tsA, targetsA)["a-5"]; !r.reported || r.fastPath.Active || r.fastPath.Reason != "fast-path agent connection lost" {
 		t.Errorf("a-5 found %+v", r)
 	}
 	p.pollOnce(context.Background())
@@ -100,8 +100,32 @@ func TestRelayStatusPoller(t *testing.T) {
 	}
 
 	// TurnServer b stops relying on STUN: its relays are no longer read.
-	p.lookup(tsB, nil)
+	lookupAll(p, tsB, nil)
 	if n := len(p.found); n != 20 {
 		t.Errorf("%d relays remembered, want a's 20", n)
 	}
+
+	// As many relays as before, but one of them another: the one left out
+	// is forgotten, the new one is read at the next poll.
+	moved := append([]relayTarget{{tsA, "a-new", netip.MustParseAddr("10.1.1.1"), 9642}}, targetsA[1:]...)
+	mu.Lock()
+	answer[moved[0].host] = "203.0.113.99"
+	mu.Unlock()
+	if found := lookupAll(p, tsA, moved); len(found) != 19 {
+		t.Errorf("found %d relays of the new set before it was polled, want 19", len(found))
+	}
+	if _, ok := p.found[targetsA[0]]; ok {
+		t.Error("a-0, no longer wanted, is still remembered")
+	}
+	p.pollOnce(context.Background())
+	if found := lookupAll(p, tsA, moved); len(found) != 20 || found["a-new"].addrs()[0] != netip.MustParseAddr("203.0.113.99") {
+		t.Errorf("after a poll found %v, want a-new's address among 20", found["a-new"])
+	}
+}
+
+// lookupAll is lookup's findings as a map by node.
+func lookupAll(p *relayStatusPoller, ts types.NamespacedName, targets []relayTarget) map[string]relayReport {
+	out := map[string]relayReport{}
+	p.lookup(ts, targets, func(node string, r relayReport) { out[node] = r })
+	return out
 }

@@ -62,7 +62,7 @@ func HTTPRelayStatus(ctx context.Context, host netip.Addr, port int32) (*config.
 // a published address and out of the fast-path counts.
 func (r *TurnServerReconciler) readRelayStatus(ts *turnpikev1.TurnServer, obs *render.Observation) {
 	fastPathOn := ts.Spec.Relay.FastPath.EffectiveMode() != turnpikev1.FastPathDisabled
-	var targets []relayTarget
+	targets := make([]relayTarget, 0, len(obs.ReadyPods))
 	for _, n := range obs.Nodes {
 		stun := obs.Addresses[n.Name].Source == turnpikev1.AddressFromSTUN
 		if !obs.ReadyPods[n.Name] || !stun && !fastPathOn {
@@ -72,8 +72,7 @@ func (r *TurnServerReconciler) readRelayStatus(ts *turnpikev1.TurnServer, obs *r
 			targets = append(targets, relayTarget{types.NamespacedName{Namespace: ts.Namespace, Name: ts.Name}, n.Name, host, ts.Spec.HealthPort})
 		}
 	}
-	found := r.statusPoller.lookup(types.NamespacedName{Namespace: ts.Namespace, Name: ts.Name}, targets)
-	for node, report := range found {
+	r.statusPoller.lookup(types.NamespacedName{Namespace: ts.Namespace, Name: ts.Name}, targets, func(node string, report relayReport) {
 		if addrs := report.addrs(); len(addrs) > 0 && obs.Addresses[node].Source == turnpikev1.AddressFromSTUN {
 			obs.Addresses[node] = render.NodeAddresses{Addresses: addrs, Source: turnpikev1.AddressFromSTUN, Public: true}
 		}
@@ -83,7 +82,7 @@ func (r *TurnServerReconciler) readRelayStatus(ts *turnpikev1.TurnServer, obs *r
 			}
 			obs.FastPath[node] = report.fastPath
 		}
-	}
+	})
 }
 
 // internalAddress is the node address its relay's internal listener binds

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/turnpike-dev/turnpike/controllers/render"
@@ -306,28 +307,48 @@ func (r *TurnServerReconciler) cached() cachedObjects {
 // resourceVersion: the pod's other changes (status) cannot make it conflict.
 // A pod annotated by a pass whose write the cache has not shown yet is not
 // patched again with the same value (see writeMemory).
+//
+// The patches go podAnnotationWorkers at a time (the client's rate limit
+// still applies): one at a time, a rollout at 10,000 nodes annotated pods
+// more slowly than the controller manager created them, and the status,
+// written after this, lagged the relays by more than a minute.
 func (r *TurnServerReconciler) annotateRelayPods(ctx context.Context, annotations []render.PodAnnotation) error {
-	for _, a := range annotations {
-		value, err := json.Marshal(a.Value) // as writeMemory compares
-		if err != nil {
-			return err
+	var mu sync.Mutex
+	var errs []error
+	forEach(annotations, podAnnotationWorkers, func(a render.PodAnnotation) {
+		if err := r.annotateRelayPod(ctx, a); err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
 		}
-		if !r.annotated.needsWrite(a.Pod, a.Pod.Annotations[turnpikev1.AnnotationNodeAddresses], value) {
-			continue
-		}
-		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
-			"annotations": map[string]string{turnpikev1.AnnotationNodeAddresses: a.Value}}})
-		if err != nil {
-			return err
-		}
-		pod := a.Pod.DeepCopy()
-		err = r.Client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldOwner))
-		if client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("annotating relay pod %s: %w", a.Pod.Name, err)
-		}
-		if err == nil {
-			r.annotated.remember(a.Pod, value, pod.ResourceVersion)
-		}
+	})
+	return errors.Join(errs...)
+}
+
+// podAnnotationWorkers is how many relay pod annotations a pass writes at once.
+const podAnnotationWorkers = 16
+
+// annotateRelayPod writes one relay pod's annotation if it needs it.
+func (r *TurnServerReconciler) annotateRelayPod(ctx context.Context, a render.PodAnnotation) error {
+	value, err := json.Marshal(a.Value) // as writeMemory compares
+	if err != nil {
+		return err
+	}
+	if !r.annotated.needsWrite(a.Pod, a.Pod.Annotations[turnpikev1.AnnotationNodeAddresses], value) {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"annotations": map[string]string{turnpikev1.AnnotationNodeAddresses: a.Value}}})
+	if err != nil {
+		return err
+	}
+	pod := a.Pod.DeepCopy()
+	err = r.Client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldOwner))
+	if client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("annotating relay pod %s: %w", a.Pod.Name, err)
+	}
+	if err == nil {
+		r.annotated.remember(a.Pod, value, pod.ResourceVersion)
 	}
 	return nil
 }
