@@ -91,7 +91,10 @@ struct chan_val {
 	__u16 local_port_min;
 	__u16 local_port_max;
 	__u16 pad[3];
-	__u64 expires_ns; // CLOCK_MONOTONIC (bpf_ktime_get_ns)
+	// CLOCK_MONOTONIC; read per datagram as the coarse clock (no clock
+	// source read; it lags by up to a tick, so an entry may outlive its
+	// expiry by that much).
+	__u64 expires_ns;
 };
 
 // An IPv4 channel in the dense table: key and value in one cache line.
@@ -700,7 +703,7 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 			return TC_ACT_UNSPEC;
 		val = *hashed;
 	}
-	now = bpf_ktime_get_ns();
+	now = bpf_ktime_get_coarse_ns();
 	if (now > ch->expires_ns)
 		return TC_ACT_UNSPEC;
 	if (!addr_eq(&ch->listen_ip, &p->daddr)) {
@@ -801,7 +804,7 @@ static __always_inline int peer_to_client(struct __sk_buff *skb, const int v6, s
 	a = lookup_alloc(v6, p->udp->dest);
 	if (!a)
 		return TC_ACT_UNSPEC;
-	s = find_peer(a, &p->saddr, p->udp->source, bpf_ktime_get_ns());
+	s = find_peer(a, &p->saddr, p->udp->source, bpf_ktime_get_coarse_ns());
 	if (!s || addr_zero(&a->listen_ip))
 		return TC_ACT_UNSPEC;
 	if (!addr_zero(&a->relay_ip) && !addr_eq(&a->relay_ip, &p->daddr))
@@ -934,10 +937,16 @@ int turnrelay(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	// Headers must be in the linear part; 4 more bytes for ChannelData.
 	hdrs = v6 ? L4_OFF(1) + sizeof(struct udphdr) : L4_OFF(0) + sizeof(struct udphdr);
-	if (bpf_skb_pull_data(skb, hdrs + CHANNEL_HDR) && bpf_skb_pull_data(skb, hdrs))
-		return TC_ACT_UNSPEC;
+	// (They nearly always are: then no helper call. The verifier makes a
+	// program that writes packet data unclone the skb first.)
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
+	if (data + hdrs + CHANNEL_HDR > data_end) {
+		if (bpf_skb_pull_data(skb, hdrs + CHANNEL_HDR) && bpf_skb_pull_data(skb, hdrs))
+			return TC_ACT_UNSPEC;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
 	eth = data;
 	if (data + sizeof(*eth) > data_end || eth->h_proto != skb->protocol)
 		return TC_ACT_UNSPEC;
