@@ -23,10 +23,7 @@
 //
 // Map layout: the client side is a hash keyed by what a ChannelData datagram
 // carries, whose value holds all the client-to-peer direction needs (one
-// lookup per datagram). An IPv4 channel lives in a dense table of one-cache-
-// line entries instead, found through an index of tagged slots (one index
-// line, then the entry: two cache lines per datagram); the hash holds the
-// IPv6 channels and the IPv4 ones the index has no room for. The peer side is an array indexed by the relay
+// lookup per datagram). The peer side is an array indexed by the relay
 // port, one entry per allocation with a few peer slots inline: a datagram
 // to a relay socket costs one array access and no hashing. Bandwidth
 // buckets are an array by relay port too, read only when the channel has a
@@ -91,48 +88,8 @@ struct chan_val {
 	__u16 local_port_min;
 	__u16 local_port_max;
 	__u16 pad[3];
-	// CLOCK_MONOTONIC; read per datagram as the coarse clock (no clock
-	// source read; it lags by up to a tick, so an entry may outlive its
-	// expiry by that much).
-	__u64 expires_ns;
+	__u64 expires_ns; // CLOCK_MONOTONIC (bpf_ktime_get_ns)
 };
-
-// An IPv4 channel in the dense table: key and value in one cache line.
-// Addresses and ports in network byte order; a zero address is unspecified.
-struct chan4 {
-	__be32 client_ip;
-	__be16 client_port;
-	__be16 listen_port;
-	__u16 channel; // host byte order; 0: a free entry
-	__u16 flags;   // as chan_val's
-	__be32 peer_ip;
-	__be32 relay_ip;
-	__be32 listen_ip;
-	__be16 peer_port;
-	__be16 relay_port;
-	__u16 local_port_min;
-	__u16 local_port_max;
-	__u64 expires_ns;
-	__u64 pad[3];
-};
-
-_Static_assert(sizeof(struct chan4) == 64, "a chan4 is one cache line");
-
-// The index of the dense table: a channel's hash picks one line, whose
-// slots hold (tag << 16 | entry) for the channels there, tag = the hash's
-// top 16 bits with the lowest set (0: a free slot). The relay (Go) keeps
-// the tags of a line distinct and puts a channel whose line is full or
-// holds its tag in the hash map instead, so the first slot with the tag is
-// the only candidate.
-#define INDEX_LINES 8192 // a power of two
-#define INDEX_SLOTS 16
-#define DENSE_ENTRIES 65536
-
-struct index_line {
-	__u32 slot[INDEX_SLOTS];
-};
-
-_Static_assert(sizeof(struct index_line) == 64, "an index line is one cache line");
 
 // A peer of an allocation with a bound channel, seen from the peer side.
 struct peer_slot {
@@ -198,28 +155,6 @@ struct {
 	__type(value, struct chan_val);
 } channels SEC(".maps");
 
-// Both arrays mmapable: then their values start on a page, so that each
-// entry and each index line is one cache line (an ordinary array's values
-// start 16 bytes into one).
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, INDEX_LINES);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__type(key, __u32);
-	__type(value, struct index_line);
-} index4 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, DENSE_ENTRIES);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__type(key, __u32);
-	__type(value, struct chan4);
-} chans4 SEC(".maps");
-
-// The index's hash seed, set by the relay at load time.
-volatile const __u32 index_seed;
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, PORTS);
@@ -259,71 +194,6 @@ static __always_inline int addr_eq(const struct addr *a, const struct addr *b)
 static __always_inline int addr_zero(const struct addr *a)
 {
 	return !(a->w[0] | a->w[1] | a->w[2] | a->w[3]);
-}
-
-// index_hash mixes a channel's key (the words as they are in memory) with
-// the seed; the relay computes the same (indexHash).
-static __always_inline __u32 index_hash(__be32 client_ip, __be16 client_port, __be16 listen_port, __u16 channel)
-{
-	__u32 h = index_seed ^ client_ip;
-
-	h *= 0x9e3779b1;
-	h ^= h >> 15;
-	h ^= (__u32)client_port | (__u32)listen_port << 16;
-	h *= 0x85ebca6b;
-	h ^= h >> 13;
-	h ^= channel;
-	h *= 0xc2b2ae35;
-	h ^= h >> 16;
-	return h;
-}
-
-// lookup4 returns the dense entry of an IPv4 channel, or NULL (then it may
-// be in the hash map).
-static __always_inline struct chan4 *lookup4(__be32 client_ip, __be16 client_port, __be16 listen_port, __u16 channel)
-{
-	__u32 h = index_hash(client_ip, client_port, listen_port, channel);
-	__u32 line = h & (INDEX_LINES - 1), tag = (h >> 16) | 1, index = DENSE_ENTRIES;
-	struct index_line *l = bpf_map_lookup_elem(&index4, &line);
-	struct chan4 *e;
-
-	if (!l)
-		return 0;
-#pragma unroll
-	for (int i = 0; i < INDEX_SLOTS; i++) {
-		if (l->slot[i] >> 16 == tag) {
-			index = l->slot[i] & 0xffff;
-			break;
-		}
-	}
-	if (index == DENSE_ENTRIES)
-		return 0;
-	e = bpf_map_lookup_elem(&chans4, &index);
-	if (!e || e->client_ip != client_ip || e->client_port != client_port || e->listen_port != listen_port ||
-	    e->channel != channel)
-		return 0;
-	return e;
-}
-
-static __always_inline void addr4(struct addr *a, __be32 ip)
-{
-	a->w[0] = a->w[1] = 0;
-	a->w[2] = ip ? bpf_htonl(0xffff) : 0; // zero stays unspecified
-	a->w[3] = ip;
-}
-
-// chan_from4 gives a dense entry as the hash map's value.
-static __always_inline void chan_from4(struct chan_val *v, const struct chan4 *e)
-{
-	addr4(&v->peer_ip, e->peer_ip);
-	addr4(&v->relay_ip, e->relay_ip);
-	addr4(&v->listen_ip, e->listen_ip);
-	v->peer_port = e->peer_port;
-	v->relay_port = e->relay_port;
-	v->flags = e->flags;
-	v->local_port_min = e->local_port_min;
-	v->local_port_max = e->local_port_max;
-	v->expires_ns = e->expires_ns;
 }
 
 // over_quota takes bytes from the allocation's bucket for direction and says
@@ -672,8 +542,7 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 	void *data_end = (void *)(long)skb->data_end;
 	__be16 *chd = (void *)(p->udp + 1);
 	struct chan_key key = {};
-	struct chan_val val, *ch = &val, *hashed = 0;
-	struct chan4 *dense = 0;
+	struct chan_val *ch;
 	struct addr saddr, daddr;
 	__u16 data_len, channel, udp_len = p->udp_len, peer_port;
 	__u64 now;
@@ -693,18 +562,9 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 	key.client_port = p->udp->source;
 	key.listen_port = p->udp->dest;
 	key.channel = channel;
-	if (!v6)
-		dense = lookup4(p->saddr.w[3], key.client_port, key.listen_port, channel);
-	if (dense) {
-		chan_from4(&val, dense);
-	} else {
-		hashed = bpf_map_lookup_elem(&channels, &key);
-		if (!hashed)
-			return TC_ACT_UNSPEC;
-		val = *hashed;
-	}
-	now = bpf_ktime_get_coarse_ns();
-	if (now > ch->expires_ns)
+	ch = bpf_map_lookup_elem(&channels, &key);
+	now = bpf_ktime_get_ns();
+	if (!ch || now > ch->expires_ns)
 		return TC_ACT_UNSPEC;
 	if (!addr_eq(&ch->listen_ip, &p->daddr)) {
 		if (!(ch->flags & CHAN_LISTEN_ANY))
@@ -716,10 +576,6 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 		if (a && a->client_port == key.client_port && addr_eq(&a->client_ip, &key.client_ip))
 			a->listen_ip = p->daddr;
 		ch->listen_ip = p->daddr;
-		if (dense)
-			dense->listen_ip = p->daddr.w[3];
-		else if (hashed)
-			hashed->listen_ip = p->daddr;
 	}
 
 	saddr = addr_zero(&ch->relay_ip) ? p->daddr : ch->relay_ip;
@@ -804,7 +660,7 @@ static __always_inline int peer_to_client(struct __sk_buff *skb, const int v6, s
 	a = lookup_alloc(v6, p->udp->dest);
 	if (!a)
 		return TC_ACT_UNSPEC;
-	s = find_peer(a, &p->saddr, p->udp->source, bpf_ktime_get_coarse_ns());
+	s = find_peer(a, &p->saddr, p->udp->source, bpf_ktime_get_ns());
 	if (!s || addr_zero(&a->listen_ip))
 		return TC_ACT_UNSPEC;
 	if (!addr_zero(&a->relay_ip) && !addr_eq(&a->relay_ip, &p->daddr))
@@ -937,16 +793,10 @@ int turnrelay(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	// Headers must be in the linear part; 4 more bytes for ChannelData.
 	hdrs = v6 ? L4_OFF(1) + sizeof(struct udphdr) : L4_OFF(0) + sizeof(struct udphdr);
-	// (They nearly always are: then no helper call. The verifier makes a
-	// program that writes packet data unclone the skb first.)
+	if (bpf_skb_pull_data(skb, hdrs + CHANNEL_HDR) && bpf_skb_pull_data(skb, hdrs))
+		return TC_ACT_UNSPEC;
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	if (data + hdrs + CHANNEL_HDR > data_end) {
-		if (bpf_skb_pull_data(skb, hdrs + CHANNEL_HDR) && bpf_skb_pull_data(skb, hdrs))
-			return TC_ACT_UNSPEC;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-	}
 	eth = data;
 	if (data + sizeof(*eth) > data_end || eth->h_proto != skb->protocol)
 		return TC_ACT_UNSPEC;

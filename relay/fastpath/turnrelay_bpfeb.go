@@ -43,24 +43,6 @@ type turnrelayBucket struct {
 	LastNs uint64
 }
 
-type turnrelayChan4 struct {
-	_            structs.HostLayout
-	ClientIp     uint32
-	ClientPort   uint16
-	ListenPort   uint16
-	Channel      uint16
-	Flags        uint16
-	PeerIp       uint32
-	RelayIp      uint32
-	ListenIp     uint32
-	PeerPort     uint16
-	RelayPort    uint16
-	LocalPortMin uint16
-	LocalPortMax uint16
-	ExpiresNs    uint64
-	Pad          [3]uint64
-}
-
 type turnrelayChanKey struct {
 	_          structs.HostLayout
 	ClientIp   turnrelayAddr
@@ -82,11 +64,6 @@ type turnrelayChanVal struct {
 	LocalPortMax uint16
 	Pad          [3]uint16
 	ExpiresNs    uint64
-}
-
-type turnrelayIndexLine struct {
-	_    structs.HostLayout
-	Slot [16]uint32
 }
 
 type turnrelayPeerSlot struct {
@@ -111,12 +88,9 @@ const (
 	turnrelayMapAllocs      = "allocs"
 	turnrelayMapBuckets     = "buckets"
 	turnrelayMapChannels    = "channels"
-	turnrelayMapChans4      = "chans4"
 	turnrelayMapCounters    = "counters"
 	turnrelayMapCsumScratch = "csum_scratch"
-	turnrelayMapIndex4      = "index4"
 	turnrelayProgTurnrelay  = "turnrelay"
-	turnrelayVarIndexSeed   = "index_seed"
 )
 
 // loadTurnrelay returns the embedded CollectionSpec for turnrelay.
@@ -171,17 +145,14 @@ type turnrelayMapSpecs struct {
 	Allocs      *ebpf.MapSpec `ebpf:"allocs"`
 	Buckets     *ebpf.MapSpec `ebpf:"buckets"`
 	Channels    *ebpf.MapSpec `ebpf:"channels"`
-	Chans4      *ebpf.MapSpec `ebpf:"chans4"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	CsumScratch *ebpf.MapSpec `ebpf:"csum_scratch"`
-	Index4      *ebpf.MapSpec `ebpf:"index4"`
 }
 
 // turnrelayVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type turnrelayVariableSpecs struct {
-	IndexSeed *ebpf.VariableSpec `ebpf:"index_seed"`
 }
 
 // turnrelayObjects contains all objects after they have been loaded into the kernel.
@@ -207,10 +178,8 @@ type turnrelayMaps struct {
 	Allocs      *ebpf.Map `ebpf:"allocs"`
 	Buckets     *ebpf.Map `ebpf:"buckets"`
 	Channels    *ebpf.Map `ebpf:"channels"`
-	Chans4      *ebpf.Map `ebpf:"chans4"`
 	Counters    *ebpf.Map `ebpf:"counters"`
 	CsumScratch *ebpf.Map `ebpf:"csum_scratch"`
-	Index4      *ebpf.Map `ebpf:"index4"`
 }
 
 func (m *turnrelayMaps) Close() error {
@@ -218,10 +187,8 @@ func (m *turnrelayMaps) Close() error {
 		m.Allocs,
 		m.Buckets,
 		m.Channels,
-		m.Chans4,
 		m.Counters,
 		m.CsumScratch,
-		m.Index4,
 	)
 }
 
@@ -229,7 +196,6 @@ func (m *turnrelayMaps) Close() error {
 //
 // It can be passed to loadTurnrelayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type turnrelayVariables struct {
-	IndexSeed *ebpf.Variable `ebpf:"index_seed"`
 }
 
 // turnrelayPrograms contains all programs after they have been loaded into the kernel.
