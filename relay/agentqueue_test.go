@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -198,6 +199,35 @@ func TestFastPathAgentQueueFull(t *testing.T) {
 		if key.number == 0x4004 {
 			t.Error("the channel refused by the full queue is in the kernel's table")
 		}
+	}
+}
+
+// TestFastPathAgentRefusal: a channel the agent refuses (here its peer
+// policy is stricter than the relay's) goes back to userspace: it leaves
+// the relay's table once the answer is in.
+func TestFastPathAgentRefusal(t *testing.T) {
+	cfg := baseConfig(t, t.TempDir())
+	cfg.FastPath = config.FastPath{Mode: config.FastPathAuto, Interfaces: []string{"lo"}}
+	kernel := newFakeKernel()
+	socket, _ := startAgent(t, cfg, func([]string) (kernelTable, error) { return kernel, nil })
+	cfg.PeerPolicy.Allow = []string{"10.9.0.0/16"} // the relay's only
+	cfg.FastPath.Socket = socket
+	tr := startRelay(t, cfg, baseCredentials())
+	waitFor(t, "fast path active through the agent", func() bool {
+		st := relayStatus(t, tr).FastPath
+		return st != nil && st.Active
+	})
+	c := dialRaw(t, "udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.port)), testUser, testPassword)
+	c.mustAllocate(false)
+	if code := c.channelBind(0x4001, netip.MustParseAddrPort("10.9.0.1:5000")); code != 0 {
+		t.Fatalf("ChannelBind: %d", code)
+	}
+	waitFor(t, "the agent's refusal in the relay's log", func() bool {
+		return strings.Contains(tr.logs.String(), "the fast-path agent refused a put")
+	})
+	wantChannels(t, tr, 0)
+	if st := relayStatus(t, tr).FastPath; !st.Active || kernel.len() != 0 {
+		t.Errorf("/status fastPath = %+v, kernel's table %d channels; want active and empty", st, kernel.len())
 	}
 }
 

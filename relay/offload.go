@@ -275,7 +275,7 @@ func (o *offloader) refused(op *agentOp, err error) {
 	if c := op.req.Channel; c != nil {
 		args = append(args, "client", c.Client.String(), "peer", c.Peer.String())
 	}
-	o.log.Warn("fast path: the agent refused a "+op.req.Op, args...)
+	o.rlog.warn("fastpath-refused-"+op.req.Op, "fast path: the fast-path agent refused a "+op.req.Op, args...)
 	if op.req.Op != wire.OpPut || o.queue.queued(op.key) {
 		return
 	}
