@@ -300,13 +300,15 @@ func (a *fastPathAgent) serveConn(ctx context.Context, conn net.Conn) {
 func (a *fastPathAgent) handle(q wire.Request) (wire.Response, error) {
 	switch q.Op {
 	case wire.OpHello:
-		if q.Version != wire.Version {
-			return wire.Response{}, fmt.Errorf("the agent speaks version %d, the relay %d", wire.Version, q.Version)
+		if q.Version < wire.MinVersion || q.Version > wire.Version {
+			return wire.Response{}, fmt.Errorf("the agent speaks versions %d to %d, the relay %d", wire.MinVersion, wire.Version, q.Version)
 		}
 		if a.loadErr != nil {
 			return wire.Response{}, fmt.Errorf("the agent could not load the program: %w", a.loadErr)
 		}
-		return wire.Response{Version: wire.Version, Interfaces: a.kernel.Interfaces()}, nil
+		return wire.Response{Version: q.Version, Interfaces: a.kernel.Interfaces()}, nil
+	case wire.OpBatch:
+		return a.batch(q.Batch), nil
 	case wire.OpPut:
 		return wire.Response{}, a.put(*q.Channel)
 	case wire.OpDelete:
@@ -318,6 +320,23 @@ func (a *fastPathAgent) handle(q wire.Request) (wire.Response, error) {
 		return wire.Response{Counters: &c}, err
 	}
 	return wire.Response{}, fmt.Errorf("unknown op %q", q.Op)
+}
+
+// batch does a batch's requests in order; one refused leaves the others
+// alone.
+func (a *fastPathAgent) batch(reqs []wire.Request) wire.Response {
+	var errs []string
+	for i, q := range reqs {
+		_, err := a.handle(q) // Validate let only puts, deletes and deleteQuotas in
+		if err == nil {
+			continue
+		}
+		if errs == nil {
+			errs = make([]string, len(reqs))
+		}
+		errs[i] = wire.ErrorText(err)
+	}
+	return wire.Response{Errors: errs}
 }
 
 // put admits c if the rules allow it and writes it to the kernel.

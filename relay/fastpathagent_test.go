@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -274,5 +275,73 @@ func TestAgentWithoutProgram(t *testing.T) {
 	_, err := wire.Dial(context.Background(), socket)
 	if err == nil || !strings.Contains(err.Error(), "TCX needs Linux 6.6+") {
 		t.Fatalf("dial: %v, want the load error", err)
+	}
+}
+
+// TestAgentBatch: a batch's requests are done in order, a refused one
+// leaves the others alone, and the answer says which was refused.
+func TestAgentBatch(t *testing.T) {
+	cfg := agentTestConfig(t)
+	kernel := newFakeKernel()
+	socket, _ := startAgent(t, cfg, func([]string) (kernelTable, error) { return kernel, nil })
+	cl := dialAgent(t, socket)
+	a, b := agentChannel(cfg, 0x4001, "10.9.0.1:5000"), agentChannel(cfg, 0x4002, "10.9.0.2:5000")
+	refused, err := cl.Batch([]wire.Request{
+		{Op: wire.OpPut, Channel: &a},
+		{Op: wire.OpPut, Channel: new(agentChannel(cfg, 0x4003, "10.10.0.1:5000"))}, // a private peer
+		{Op: wire.OpPut, Channel: &b},
+		{Op: wire.OpDelete, Channel: &a},
+		{Op: wire.OpDeleteQuota, RelayPort: 20001}, // b still uses it
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"", "refused by the peer policy (private)", "", "", "still has channels"} {
+		if got := refused[i]; (want == "") != (got == nil) || (got != nil && !strings.Contains(got.Error(), want)) {
+			t.Errorf("request %d: %v, want %q", i, got, want)
+		}
+	}
+	kernel.mu.Lock()
+	_, hasB := kernel.channels[keyOf(b)]
+	n := len(kernel.channels)
+	kernel.mu.Unlock()
+	if n != 1 || !hasB {
+		t.Errorf("the kernel holds %d channels (b: %v), want b alone", n, hasB)
+	}
+	// A batch the agent cannot parse ends the connection: the relay cannot
+	// know which of it was done.
+	if _, err := cl.Batch(nil); err == nil || cl.Err() == nil {
+		t.Errorf("an empty batch: %v, connection error %v; want both", err, cl.Err())
+	}
+}
+
+// TestAgentServesVersion1: a relay of the first version (no batches) is
+// answered in its version.
+func TestAgentServesVersion1(t *testing.T) {
+	cfg := agentTestConfig(t)
+	socket, _ := startAgent(t, cfg, func([]string) (kernelTable, error) { return newFakeKernel(), nil })
+	conn, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := agentChannel(cfg, 0x4001, "10.9.0.1:5000")
+	for _, tt := range []struct {
+		q           wire.Request
+		wantVersion int
+	}{
+		{wire.Request{Op: wire.OpHello, Version: 1}, 1},
+		{wire.Request{Op: wire.OpPut, Channel: &c}, 0},
+	} {
+		if err := wire.WriteMessage(conn, tt.q); err != nil {
+			t.Fatal(err)
+		}
+		body, err := wire.ReadMessage(conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := wire.DecodeResponse(body); err != nil || p.Error != "" || p.Version != tt.wantVersion {
+			t.Fatalf("%s: answered %+v, %v; want success, version %d", tt.q.Op, p, err, tt.wantVersion)
+		}
 	}
 }

@@ -43,6 +43,9 @@ type metrics struct {
 	stunBindings    *prometheus.CounterVec
 	fastPathActive  prometheus.Gauge
 	fastPathPackets *prometheus.CounterVec
+	// fastPathQueueFull counts channels left in userspace because the
+	// queue of writes to the fast-path agent was full.
+	fastPathQueueFull prometheus.Counter
 
 	// The edge: what clients cost before they authenticate.
 	connsRefused   *prometheus.CounterVec
@@ -95,6 +98,9 @@ func newMetrics(version string, allocs *allocTracker, conns *connLimiter) *metri
 	m.stunDiscoveries = counterVec("stun_discovery_total", "STUN discovery lookups (one per IP family and round), by result.", "result")
 	m.fastPathActive = gauge("fastpath_active", "1 while the eBPF fast path is attached and relaying bound UDP channels.")
 	m.fastPathPackets = counterVec("fastpath_packets_total", "Datagrams the fast path relayed in the kernel, by direction (also in relayed_packets_total).", "direction")
+	m.fastPathQueueFull = prometheus.NewCounter(prometheus.CounterOpts{Name: "turnpike_relay_fastpath_queue_full_total",
+		Help: "Channels left in userspace because the queue of writes to the fast-path agent was full."})
+	f(m.fastPathQueueFull)
 	m.stunLastSuccess = gauge("stun_discovery_last_success_timestamp_seconds", "Unix time of the last successful STUN discovery lookup.")
 	m.stunBindings = counterVec("stun_binding_total", "STUN Binding requests from clients, by protocol version (rfc3489: classic, without the magic cookie) and result (answered, error, dropped).", "version", "result")
 

@@ -23,6 +23,8 @@ import (
 // admits a refreshing ChannelBind or CreatePermission, loses its
 // peer-to-client half with its permission, and leaves with its channel or
 // allocation, or when a reload's peer policy no longer allows its peer.
+// A program the relay loaded is written at once; the fast-path agent's is
+// written through a queue, so that no handler waits for the agent.
 
 // Lifetimes of channels and permissions (RFC 8656 sections 9 and 12). They
 // are given to pion too, so the kernel's expiries match pion's timers.
@@ -44,24 +46,30 @@ var agentWaitEnabled = 30 * time.Second // a variable for tests
 
 // offloader keeps the channels the kernel should relay and writes them to
 // the kernel's table: a program the relay loaded itself, or the fast-path
-// agent's (fastPath.socket), which may come and go.
+// agent's (fastPath.socket), which may come and go and is written through a
+// queue (agentqueue.go).
 type offloader struct {
-	log    *slog.Logger
-	active prometheus.Gauge
+	log       *slog.Logger
+	rlog      *rateLog
+	active    prometheus.Gauge
+	queueFull prometheus.Counter
 	// udpPorts are the plain UDP listeners' ports: only their clients send
 	// ChannelData the program can read (DTLS is encrypted).
 	udpPorts map[uint16]bool
-	// agent is set when the table is the agent's: the channels are kept
-	// while it is away and written again when it is back.
-	agent bool
-	stop  chan struct{} // closed by stopFastPath
+	stop     chan struct{} // closed by stopFastPath
 	// connDone is closed when keepConnected returns (agent only).
 	connDone chan struct{}
 
 	mu sync.Mutex
-	// kernel is nil while the agent is not connected; reason says why.
+	// kernel is nil while the agent is not connected; reason says why. The
+	// channels are kept meanwhile, and written again when it is back.
 	kernel kernelTable
 	reason string
+	// queue holds the writes for the agent while it is connected.
+	queue *agentQueue
+	// overflows counts the channels left in userspace because the queue
+	// was full.
+	overflows int
 	// closed is set when the program is detached: pion may still report
 	// channels of allocations it closes after that.
 	closed   bool
@@ -78,8 +86,8 @@ func (r *Relay) startFastPath(ctx context.Context) error {
 	if mode == config.FastPathDisabled {
 		return nil
 	}
-	o := &offloader{log: r.log, active: r.metrics.fastPathActive, udpPorts: map[uint16]bool{}, stop: make(chan struct{}),
-		channels: map[allocKey]map[uint16]*fastpath.Channel{}}
+	o := &offloader{log: r.log, rlog: r.rlog, active: r.metrics.fastPathActive, queueFull: r.metrics.fastPathQueueFull,
+		udpPorts: map[uint16]bool{}, stop: make(chan struct{}), channels: map[allocKey]map[uint16]*fastpath.Channel{}}
 	for _, l := range r.cfg.Listeners {
 		if l.Protocol == config.UDP {
 			o.udpPorts[uint16(l.Port)] = true
@@ -114,7 +122,7 @@ func (r *Relay) startFastPath(ctx context.Context) error {
 // in userspace. With Enabled, the first connection must succeed within
 // agentWaitEnabled.
 func (r *Relay) startFastPathAgent(ctx context.Context, o *offloader, enabled bool) error {
-	o.agent, o.reason = true, "connecting to the fast-path agent"
+	o.reason = "connecting to the fast-path agent"
 	socket := r.fastPath.Socket
 	var first *wire.Client
 	if enabled {
@@ -143,19 +151,36 @@ func (o *offloader) keepConnected(socket string, cl *wire.Client) {
 	go func() { <-o.stop; cancel() }()
 	backoff := time.Second
 	for ctx.Err() == nil {
+		var err error
 		if cl == nil {
-			var err error
-			if cl, err = wire.Dial(ctx, socket); err != nil {
-				o.setReason("fast-path agent: " + err.Error())
-				if !sleepCtx(ctx, backoff) {
-					return
-				}
-				backoff = min(2*backoff, agentRetryMax)
-				continue
+			cl, err = wire.Dial(ctx, socket)
+		}
+		var last fastpath.Counters
+		if err == nil {
+			// The agent's counters run since it loaded the program: only
+			// what it relays from now on is this relay's to add.
+			if last, err = cl.Counters(); err != nil {
+				cl.Close()
 			}
 		}
+		if err != nil {
+			cl = nil
+			o.setReason("fast-path agent: " + err.Error())
+			if !sleepCtx(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, agentRetryMax)
+			continue
+		}
 		backoff = time.Second
-		o.attach(cl)
+		q := o.attach(cl, last)
+		writing := make(chan struct{})
+		go func() {
+			defer close(writing)
+			if q != nil {
+				o.writeToAgent(cl, q)
+			}
+		}()
 		select {
 		case <-cl.Done():
 		case <-ctx.Done():
@@ -163,42 +188,100 @@ func (o *offloader) keepConnected(socket string, cl *wire.Client) {
 		o.mu.Lock()
 		o.detachLocked(cl)
 		o.mu.Unlock()
+		cl.Close()
+		<-writing
 		cl = nil
 	}
 }
 
-// attach makes cl the kernel's table and writes every channel into it; the
-// ones it refuses stay in userspace.
-func (o *offloader) attach(cl *wire.Client) {
+// attach makes cl the kernel's table and queues every channel for it; the
+// ones it refuses go back to userspace. It returns the connection's queue,
+// nil after stopFastPath.
+func (o *offloader) attach(cl *wire.Client, counters fastpath.Counters) *agentQueue {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
 		cl.Close()
-		return
+		return nil
 	}
-	o.kernel, o.reason = cl, ""
-	// The agent's counters run since it loaded the program: only what it
-	// relays from now on is this relay's to add.
-	o.last, _ = cl.Counters()
+	q := newAgentQueue()
+	o.kernel, o.reason, o.queue, o.last = cl, "", q, counters
 	n := 0
 	for k, chans := range o.channels {
-		for num, c := range chans {
-			if err := cl.Put(*c); err != nil {
-				delete(chans, num)
-				continue
-			}
+		for _, c := range chans {
+			q.add(channelOp(k, wire.OpPut, *c), false)
 			n++
 		}
-		if len(chans) == 0 {
-			delete(o.channels, k)
-		}
-	}
-	if cl.Err() != nil {
-		o.detachLocked(cl)
-		return
 	}
 	o.active.Set(1)
 	o.log.Info("fast path active through the fast-path agent", "interfaces", cl.Interfaces(), "channels", n)
+	return q
+}
+
+// writeToAgent sends q's writes to the agent until cl's connection ends:
+// up to wire.MaxBatch in one batch, the next batch once the agent has
+// answered, so the agent does them in the order they were queued.
+func (o *offloader) writeToAgent(cl *wire.Client, q *agentQueue) {
+	for {
+		select {
+		case <-q.wake:
+		case <-cl.Done():
+			return
+		}
+		for {
+			o.mu.Lock()
+			if o.queue != q {
+				o.mu.Unlock()
+				return
+			}
+			batch := q.take(wire.MaxBatch)
+			q.inFlight = len(batch)
+			o.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			reqs := make([]wire.Request, len(batch))
+			for i, op := range batch {
+				reqs[i] = op.req
+			}
+			refused, err := cl.Batch(reqs)
+			o.mu.Lock()
+			if o.queue != q { // stopped or detached meanwhile
+				o.mu.Unlock()
+				return
+			}
+			q.inFlight = 0
+			if err != nil {
+				o.failed(err, "fast path: writing to the fast-path agent")
+				o.mu.Unlock()
+				return
+			}
+			for i, err := range refused {
+				if err != nil {
+					o.refused(batch[i], err)
+				}
+			}
+			o.mu.Unlock()
+		}
+	}
+}
+
+// refused handles the agent's refusal of op; o.mu is held. A refused put
+// takes its channel back to userspace, and out of the kernel: the agent
+// may still hold an older version of it. A newer write of the channel,
+// queued meanwhile, will have its own answer.
+func (o *offloader) refused(op *agentOp, err error) {
+	args := []any{"error", err.Error()}
+	if c := op.req.Channel; c != nil {
+		args = append(args, "client", c.Client.String(), "peer", c.Peer.String())
+	}
+	o.rlog.warn("fastpath-refused-"+op.req.Op, "fast path: the fast-path agent refused a "+op.req.Op, args...)
+	if op.req.Op != wire.OpPut || o.queue.queued(op.key) {
+		return
+	}
+	if c := o.channels[op.alloc][op.req.Channel.Number]; c != nil {
+		o.remove(op.alloc, c)
+	}
 }
 
 // detachLocked drops a table whose connection failed: what the kernel
@@ -210,7 +293,7 @@ func (o *offloader) detachLocked(cl *wire.Client) {
 		return // stopFastPath closed it: nothing to fall back from
 	}
 	cl.Close()
-	o.kernel = nil
+	o.kernel, o.queue = nil, nil
 	o.reason = "fast-path agent connection lost"
 	if err := cl.Err(); err != nil {
 		o.reason += ": " + err.Error()
@@ -262,6 +345,7 @@ func (r *Relay) stopFastPath() {
 		return
 	}
 	o.closed = true
+	o.queue = nil
 	close(o.stop)
 	if o.kernel != nil {
 		if err := o.kernel.Close(); err != nil {
@@ -320,11 +404,18 @@ func (r *Relay) pollFastPath(ctx context.Context) {
 func (r *Relay) addFastPathCounters() {
 	o := r.offload
 	o.mu.Lock()
-	if o.closed || o.kernel == nil {
+	kernel, closed := o.kernel, o.closed
+	o.mu.Unlock()
+	if closed || kernel == nil {
+		return
+	}
+	// Not under o.mu: the agent answers after the writes queued before.
+	c, err := kernel.Counters()
+	o.mu.Lock()
+	if o.closed || o.kernel != kernel {
 		o.mu.Unlock()
 		return
 	}
-	c, err := o.kernel.Counters()
 	if err != nil {
 		o.failed(err, "reading the fast path's counters")
 		o.mu.Unlock()
@@ -396,14 +487,8 @@ func (r *Relay) channelCreated(k allocKey, listener, relayAddr, peer net.Addr, n
 		return
 	}
 	r.withOffload(func(o *offloader) {
-		if o.kernel != nil {
-			if err := o.kernel.Put(*c); err != nil {
-				o.failed(err, "fast path: channel not offloaded", "client", k.client.String(), "peer", peerAP.String())
-				if o.kernel != nil || !o.agent {
-					return
-				}
-				// The agent is gone: keep the channel for when it is back.
-			}
+		if _, known := o.channels[k][number]; !o.put(k, c, !known) {
+			return
 		}
 		if o.channels[k] == nil {
 			o.channels[k] = map[uint16]*fastpath.Channel{}
@@ -429,17 +514,46 @@ func (o *offloader) remove(k allocKey, c *fastpath.Channel) {
 	if last {
 		delete(o.channels, k)
 	}
-	if o.kernel == nil {
-		return
-	}
-	if err := o.kernel.Delete(*c); err != nil {
-		o.failed(err, "fast path: deleting a channel")
-	}
-	if last && o.kernel != nil {
+	switch {
+	case o.queue != nil:
+		o.queue.add(channelOp(k, wire.OpDelete, *c), false)
+		if last {
+			o.queue.add(quotaOp(c.Relay.Port()), false)
+		}
+	case o.kernel != nil:
+		if err := o.kernel.Delete(*c); err != nil {
+			o.failed(err, "fast path: deleting a channel")
+		}
+		if !last {
+			return
+		}
 		if err := o.kernel.DeleteQuota(c.Relay.Port()); err != nil {
 			o.failed(err, "fast path: deleting a bandwidth quota")
 		}
 	}
+}
+
+// put writes c into the kernel's table, or queues it for the agent; o.mu
+// is held. fresh is a channel the table does not hold yet: the only write
+// a full queue refuses. False: c stays in userspace.
+func (o *offloader) put(k allocKey, c *fastpath.Channel, fresh bool) bool {
+	switch {
+	case o.queue != nil:
+		if o.queue.add(channelOp(k, wire.OpPut, *c), fresh) {
+			return true
+		}
+		o.overflows++
+		o.queueFull.Inc()
+		o.rlog.warn("fastpath-queue-full", "fast path: the fast-path agent's queue is full, the channel stays in userspace",
+			"queued", o.queue.pending(), "client", c.Client.String(), "peer", c.Peer.String())
+		return false
+	case o.kernel != nil:
+		if err := o.kernel.Put(*c); err != nil {
+			o.failed(err, "fast path: channel not offloaded", "client", c.Client.String(), "peer", c.Peer.String())
+			return false
+		}
+	}
+	return true // the agent is away: kept for when it is back
 }
 
 // permissionDeleted ends the peer-to-client half of the allocation's
@@ -468,12 +582,7 @@ func (r *Relay) updatePeer(k allocKey, peer netip.Addr, update func(*fastpath.Ch
 				continue
 			}
 			update(c)
-			if o.kernel == nil {
-				continue
-			}
-			if err := o.kernel.Put(*c); err != nil {
-				o.failed(err, "fast path: updating a channel")
-			}
+			o.put(k, c, false)
 		}
 	})
 }
@@ -521,6 +630,10 @@ func (r *Relay) fastPathStatus() *config.FastPathStatus {
 		for _, chans := range o.channels {
 			st.Channels += len(chans)
 		}
+		if o.queue != nil {
+			st.Pending = o.queue.pending()
+		}
 	}
+	st.QueueFull = o.overflows
 	return st
 }

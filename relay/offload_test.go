@@ -137,11 +137,13 @@ func TestFastPathUnavailable(t *testing.T) {
 	c.roundTrip(peer.addr, 0x4001, []byte("userspace"))
 }
 
+// wantChannels waits for n channels in the kernel's table, none of them
+// still on its way to the agent.
 func wantChannels(t *testing.T, tr *testRelay, n int) {
 	t.Helper()
-	waitFor(t, "/status fastPath.channels = "+strconv.Itoa(n), func() bool {
+	waitFor(t, "/status fastPath.channels = "+strconv.Itoa(n)+", nothing pending", func() bool {
 		st := relayStatus(t, tr).FastPath
-		return st != nil && st.Channels == n
+		return st != nil && st.Channels == n && st.Pending == 0
 	})
 }
 
@@ -268,9 +270,9 @@ func TestFastPathThroughAgent(t *testing.T) {
 
 	// A new agent: the relay reconnects and hands it the channel again.
 	startAgentAt(t, cfg, socket, load)
-	waitFor(t, "fast path active again", func() bool {
+	waitFor(t, "fast path active again, the channel written", func() bool {
 		st := relayStatus(t, tr).FastPath
-		return st != nil && st.Active && st.Channels == 1
+		return st != nil && st.Active && st.Channels == 1 && st.Pending == 0
 	})
 	for i := range n {
 		c.roundTrip(peer.addr, 0x4001, []byte("kernel again "+strconv.Itoa(i)))

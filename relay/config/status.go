@@ -50,8 +50,17 @@ type FastPathStatus struct {
 	Agent      bool     `json:"agent,omitempty"`
 	Interfaces []string `json:"interfaces,omitempty"`
 	// Reason says why the fast path is not active.
-	Reason   string `json:"reason,omitempty"`
-	Channels int    `json:"channels"`
+	Reason string `json:"reason,omitempty"`
+	// Channels are the channels the relay keeps in the kernel's table,
+	// with those whose write to the agent is still pending.
+	Channels int `json:"channels"`
+	// Pending are the writes queued for the agent or waiting for its
+	// answer; until the agent has written a channel, its datagrams are
+	// relayed in userspace.
+	Pending int `json:"pending,omitempty"`
+	// QueueFull counts the channels left in userspace because the queue of
+	// writes to the agent was full.
+	QueueFull int `json:"queueFull,omitempty"`
 }
 
 // STUNStatus is the "stun" part of /status, present while addresses.stun is set.

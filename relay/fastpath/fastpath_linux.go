@@ -94,6 +94,8 @@ func (o *Offload) Interfaces() []string { return o.interfaces }
 
 // Close detaches the program and frees its maps; the kernel stops relaying.
 func (o *Offload) Close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	var errs []error
 	for _, l := range o.links {
 		errs = append(errs, l.Close())
@@ -210,6 +212,8 @@ func (o *Offload) DeleteQuota(relayPort uint16) error {
 
 // Counters sums the per-CPU counters.
 func (o *Offload) Counters() (Counters, error) {
+	o.mu.Lock() // not while Close closes the maps
+	defer o.mu.Unlock()
 	var c Counters
 	for i, dst := range []*Stat{&c.ToPeer, &c.FromPeer, &c.DroppedToPeer, &c.DroppedFromPeer} {
 		var perCPU []turnrelayStats

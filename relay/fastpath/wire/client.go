@@ -11,21 +11,22 @@ import (
 	"github.com/turnpike-dev/turnpike/relay/fastpath"
 )
 
-// requestTimeout bounds one request's round trip. The relay calls Put from
-// pion's ChannelBind handler: an agent that stopped answering must cost a
-// client a short delay and the relay its fast path, never a hung handler.
+// requestTimeout bounds one request's round trip: an agent that stopped
+// answering costs the relay its fast path, never a hung writer.
 const requestTimeout = 2 * time.Second
 
 // Client is the relay's end of the socket. It has the methods of
-// *fastpath.Offload, so the relay drives the agent's kernel table as it
-// would drive one it loaded itself. After the first failed exchange the
+// *fastpath.Offload, and Batch. After the first failed exchange the
 // connection is closed and every call fails: Done says so.
 type Client struct {
-	mu         sync.Mutex
+	// exchanging is held for a whole round trip: one at a time.
+	exchanging sync.Mutex
 	conn       net.Conn
 	interfaces []string
-	broken     error
-	done       chan struct{}
+
+	mu     sync.Mutex // guards broken; never held across I/O
+	broken error
+	done   chan struct{}
 }
 
 // Dial connects to the agent's socket and says hello. An agent that could
@@ -68,6 +69,36 @@ func (c *Client) DeleteQuota(relayPort uint16) error {
 	return err
 }
 
+// Batch sends up to MaxBatch puts, deletes and deleteQuotas in one round
+// trip; the agent does them in order. refused has one entry per request:
+// nil, or the *RefusedError the agent answered it with. err is a failed
+// connection, as for the other calls.
+func (c *Client) Batch(reqs []Request) (refused []error, err error) {
+	p, err := c.exchange(Request{Op: OpBatch, Batch: reqs})
+	if err != nil {
+		var r *RefusedError
+		if errors.As(err, &r) { // the batch itself: a bug on one side
+			c.fail(err)
+		}
+		return nil, err
+	}
+	refused = make([]error, len(reqs))
+	if p.Errors == nil {
+		return refused, nil
+	}
+	if len(p.Errors) != len(reqs) {
+		err = fmt.Errorf("fast-path agent answered a batch of %d with %d errors", len(reqs), len(p.Errors))
+		c.fail(err)
+		return nil, err
+	}
+	for i, e := range p.Errors {
+		if e != "" {
+			refused[i] = &RefusedError{e}
+		}
+	}
+	return refused, nil
+}
+
 // Counters are the program's totals since the agent loaded it.
 func (c *Client) Counters() (fastpath.Counters, error) {
 	p, err := c.exchange(Request{Op: OpCounters})
@@ -93,11 +124,9 @@ func (c *Client) Err() error {
 	return c.broken
 }
 
-// Close ends the connection; the agent then deletes every entry this
-// relay put.
+// Close ends the connection, at once even while an exchange waits for its
+// answer; the agent then deletes every entry this relay put.
 func (c *Client) Close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.fail(errors.New("closed"))
 	return nil
 }
@@ -111,10 +140,10 @@ func (e *RefusedError) Error() string { return "fast-path agent: " + e.Reason }
 // exchange sends q and reads its response. A transport failure breaks the
 // connection for good; a refusal does not.
 func (c *Client) exchange(q Request) (Response, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.broken != nil {
-		return Response{}, fmt.Errorf("fast-path agent connection: %w", c.broken)
+	c.exchanging.Lock()
+	defer c.exchanging.Unlock()
+	if err := c.Err(); err != nil {
+		return Response{}, fmt.Errorf("fast-path agent connection: %w", err)
 	}
 	p, err := c.roundTrip(q)
 	if err != nil {
@@ -141,8 +170,10 @@ func (c *Client) roundTrip(q Request) (Response, error) {
 	return DecodeResponse(body)
 }
 
-// fail closes the connection; c.mu is held.
+// fail closes the connection for good.
 func (c *Client) fail(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.broken != nil {
 		return
 	}

@@ -8,6 +8,10 @@
 // A message is a 4-byte big-endian length and that many bytes of JSON (one
 // Request or one Response). The relay speaks first, with a hello carrying
 // Version; after that every request gets exactly one response, in order.
+// A batch (version 2) carries up to MaxBatch puts, deletes and
+// deleteQuotas, done in order, and is answered once, with one error per
+// request when any failed: the relay writes channels without waiting for
+// the agent, and several that are pending travel in one round trip.
 // JSON keeps the Channel generic: its fields travel by name (addresses as
 // text, so any family; times as RFC 3339), and a field added to
 // fastpath.Channel travels without a change here. Unknown fields are
@@ -27,12 +31,24 @@ import (
 	"github.com/turnpike-dev/turnpike/relay/fastpath"
 )
 
-// Version is the protocol version the hello carries.
-const Version = 1
+// Version is the protocol version the hello carries: 2 added the batch.
+// The agent also serves a relay of MinVersion, which sends no batch, and
+// answers its hello with the version the relay speaks.
+const (
+	Version    = 2
+	MinVersion = 1
+)
 
 // MaxMessage bounds a message's length: a Channel is a few hundred bytes,
 // so a peer that announces more is broken or hostile.
 const MaxMessage = 16 << 10
+
+// MaxBatch bounds the requests of a batch so that it, and its answer, fit
+// in MaxMessage (TestBatchFits).
+const MaxBatch = 24
+
+// MaxError bounds one error of a batch's answer (ErrorText).
+const MaxError = 256
 
 // Ops of a Request.
 const (
@@ -41,6 +57,7 @@ const (
 	OpDelete      = "delete"
 	OpDeleteQuota = "deleteQuota"
 	OpCounters    = "counters"
+	OpBatch       = "batch"
 )
 
 // Request is what the relay sends.
@@ -52,6 +69,8 @@ type Request struct {
 	Channel *fastpath.Channel `json:"channel,omitempty"`
 	// RelayPort is the allocation whose bandwidth quota to delete.
 	RelayPort uint16 `json:"relayPort,omitempty"`
+	// Batch are the requests of a batch: puts, deletes and deleteQuotas.
+	Batch []Request `json:"batch,omitempty"`
 }
 
 // Response is the agent's answer to one Request.
@@ -64,11 +83,18 @@ type Response struct {
 	Interfaces []string `json:"interfaces,omitempty"`
 	// Counters answers a counters request.
 	Counters *fastpath.Counters `json:"counters,omitempty"`
+	// Errors answer a batch of which a request failed: one per request,
+	// empty for those that succeeded. A batch that fully succeeded is
+	// answered without.
+	Errors []string `json:"errors,omitempty"`
 }
 
 // Validate checks that a request carries what its op needs and nothing
 // else, so the agent's handlers can rely on it.
 func (q *Request) Validate() error {
+	if q.Op != OpBatch && q.Batch != nil {
+		return fmt.Errorf("%s carries no batch", q.Op)
+	}
 	switch q.Op {
 	case OpHello:
 		if q.Version <= 0 || q.Channel != nil || q.RelayPort != 0 {
@@ -86,10 +112,42 @@ func (q *Request) Validate() error {
 		if q.Version != 0 || q.Channel != nil || q.RelayPort != 0 {
 			return errors.New("counters carries nothing")
 		}
+	case OpBatch:
+		if len(q.Batch) == 0 || len(q.Batch) > MaxBatch || q.Version != 0 || q.Channel != nil || q.RelayPort != 0 {
+			return fmt.Errorf("batch carries 1 to %d requests and nothing else", MaxBatch)
+		}
+		for i := range q.Batch {
+			r := &q.Batch[i]
+			if r.Op != OpPut && r.Op != OpDelete && r.Op != OpDeleteQuota {
+				return fmt.Errorf("batch request %d: %q is not a put, delete or deleteQuota", i, r.Op)
+			}
+			if err := r.Validate(); err != nil {
+				return fmt.Errorf("batch request %d: %w", i, err)
+			}
+		}
 	default:
 		return fmt.Errorf("unknown op %q", q.Op)
 	}
 	return nil
+}
+
+// ErrorText is err as a batch's answer carries it: at most MaxError bytes
+// of printable ASCII that JSON does not escape, so that a batch's answer
+// fits in a message whatever its errors say.
+func ErrorText(err error) string {
+	b := []byte(err.Error())
+	if len(b) == 0 {
+		return "failed" // empty is success
+	}
+	if len(b) > MaxError {
+		b = b[:MaxError]
+	}
+	for i, c := range b {
+		if c < ' ' || c > '~' || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b[i] = '?'
+		}
+	}
+	return string(b)
 }
 
 // WriteMessage writes v (a Request or a Response) as one message.

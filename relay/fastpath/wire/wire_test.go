@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +62,14 @@ func TestDecodeRequestRefuses(t *testing.T) {
 		{"bad address", `{"op":"put","channel":{"Peer":"10.0.0.1"}}`, "not an ip:port"},
 		{"two values", `{"op":"counters"}{"op":"counters"}`, "trailing data"},
 		{"not JSON", `op=put`, "invalid character"},
+		{"an empty batch", `{"op":"batch","batch":[]}`, "batch carries 1 to " + strconv.Itoa(MaxBatch) + " requests"},
+		{"a batch with a channel", `{"op":"batch","batch":[{"op":"deleteQuota","relayPort":1}],"channel":{}}`, "batch carries 1 to " + strconv.Itoa(MaxBatch)},
+		{"a batch in a batch", `{"op":"batch","batch":[{"op":"batch","batch":[{"op":"deleteQuota","relayPort":1}]}]}`, `request 0: "batch" is not a put`},
+		{"a hello in a batch", `{"op":"batch","batch":[{"op":"hello","version":2}]}`, `"hello" is not a put`},
+		{"counters in a batch", `{"op":"batch","batch":[{"op":"deleteQuota","relayPort":1},{"op":"counters"}]}`, `request 1: "counters" is not`},
+		{"a bad request in a batch", `{"op":"batch","batch":[{"op":"put"}]}`, "request 0: put carries a channel"},
+		{"a put with a batch", `{"op":"put","channel":{},"batch":[{"op":"deleteQuota","relayPort":1}]}`, "put carries no batch"},
+		{"a batch too long", `{"op":"batch","batch":[` + strings.Repeat(`{"op":"deleteQuota","relayPort":1},`, MaxBatch) + `{"op":"deleteQuota","relayPort":1}]}`, "batch carries 1 to " + strconv.Itoa(MaxBatch)},
 	} {
 		if _, err := DecodeRequest([]byte(tt.body)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: error %v, want one saying %q", tt.name, err, tt.want)
@@ -85,6 +96,56 @@ func TestReadMessageBounds(t *testing.T) {
 	}
 }
 
+// TestBatchFits: a batch of MaxBatch channels of the longest kind the relay
+// writes (IPv6 with zones of the longest interface names, times with
+// nanoseconds and an offset, every number at its most), and its answer
+// with MaxBatch errors of MaxError bytes that JSON would escape, each fit
+// in a message.
+func TestBatchFits(t *testing.T) {
+	zoned := netip.MustParseAddrPort("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%abcdefghijklmno]:65535")
+	at := time.Date(2026, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", -(11*3600+59*60)))
+	c := fastpath.Channel{Client: zoned, Listener: zoned, Number: 0x4fff, Peer: zoned, Relay: zoned,
+		ClientLocal: true, PeerLocal: true, ChannelExpires: at, PermissionExpires: at,
+		BytesPerSecond: math.MaxInt64, LocalPeerPorts: fastpath.AllPorts}
+	batch := Request{Op: OpBatch}
+	answer := Response{}
+	for range MaxBatch {
+		batch.Batch = append(batch.Batch, Request{Op: OpDelete, Channel: &c})
+		answer.Errors = append(answer.Errors, ErrorText(errors.New(strings.Repeat("<\x00\"\u00e9", MaxError))))
+	}
+	for _, v := range []any{batch, answer} {
+		var buf bytes.Buffer
+		if err := WriteMessage(&buf, v); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%T: %d bytes of %d", v, buf.Len()-4, MaxMessage)
+	}
+	if got := ErrorText(errors.New("")); got == "" {
+		t.Error("an error without text is answered as a success")
+	}
+}
+
+// TestBatchRoundTrip: a batch's requests come out in order, as they went in.
+func TestBatchRoundTrip(t *testing.T) {
+	c := testChannel()
+	in := Request{Op: OpBatch, Batch: []Request{{Op: OpPut, Channel: &c}, {Op: OpDelete, Channel: &c}, {Op: OpDeleteQuota, RelayPort: 49160}}}
+	var buf bytes.Buffer
+	if err := WriteMessage(&buf, in); err != nil {
+		t.Fatal(err)
+	}
+	body, err := ReadMessage(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := DecodeRequest(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameRequest(q, in) {
+		t.Errorf("decoded %+v, want %+v", q, in)
+	}
+}
+
 // FuzzDecodeRequest is the agent's parser of what the relay sends: it must
 // never panic, and what it accepts must encode and decode to itself.
 func FuzzDecodeRequest(f *testing.F) {
@@ -92,6 +153,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	for _, q := range []Request{
 		{Op: OpHello, Version: Version}, {Op: OpPut, Channel: &c}, {Op: OpDelete, Channel: &c},
 		{Op: OpDeleteQuota, RelayPort: 49160}, {Op: OpCounters},
+		{Op: OpBatch, Batch: []Request{{Op: OpPut, Channel: &c}, {Op: OpDeleteQuota, RelayPort: 49160}, {Op: OpDelete, Channel: &c}}},
 	} {
 		var buf bytes.Buffer
 		if err := WriteMessage(&buf, q); err != nil {
@@ -120,11 +182,67 @@ func FuzzDecodeRequest(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted %q, refused its encoding %q: %v", body, again, err)
 		}
-		if q2.Op != q.Op || q2.Version != q.Version || q2.RelayPort != q.RelayPort || (q.Channel == nil) != (q2.Channel == nil) ||
-			(q.Channel != nil && !sameChannel(*q.Channel, *q2.Channel)) {
+		if !sameRequest(q, q2) {
 			t.Fatalf("%q decoded to %+v, its encoding to %+v", body, q, q2)
 		}
 	})
+}
+
+// FuzzDecodeResponse is the relay's parser of the agent's answers: it must
+// never panic, and what it accepts must encode and decode to itself.
+func FuzzDecodeResponse(f *testing.F) {
+	for _, p := range []Response{
+		{}, {Error: "peer 10.0.0.1:5000 refused by the peer policy (private)"},
+		{Version: Version, Interfaces: []string{"lo", "eth0"}},
+		{Counters: &fastpath.Counters{ToPeer: fastpath.Stat{Packets: 3, Bytes: 300}}},
+		{Errors: []string{"", "expiry beyond the channel lifetime (10m0s)", ""}},
+	} {
+		var buf bytes.Buffer
+		if err := WriteMessage(&buf, p); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(buf.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		body, err := ReadMessage(bytes.NewReader(msg))
+		if err != nil {
+			return
+		}
+		p, err := DecodeResponse(body)
+		if err != nil {
+			return
+		}
+		var buf bytes.Buffer
+		if err := WriteMessage(&buf, p); err != nil {
+			t.Fatalf("accepted %q but cannot encode it: %v", body, err)
+		}
+		again, err := ReadMessage(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p2, err := DecodeResponse(again)
+		if err != nil {
+			t.Fatalf("accepted %q, refused its encoding %q: %v", body, again, err)
+		}
+		if p.Error != p2.Error || p.Version != p2.Version || !slices.Equal(p.Interfaces, p2.Interfaces) || !slices.Equal(p.Errors, p2.Errors) ||
+			(p.Counters == nil) != (p2.Counters == nil) || (p.Counters != nil && *p.Counters != *p2.Counters) {
+			t.Fatalf("%q decoded to %+v, its encoding to %+v", body, p, p2)
+		}
+	})
+}
+
+// sameRequest compares requests field by field, channels by sameChannel.
+func sameRequest(a, b Request) bool {
+	if a.Op != b.Op || a.Version != b.Version || a.RelayPort != b.RelayPort || (a.Channel == nil) != (b.Channel == nil) ||
+		(a.Channel != nil && !sameChannel(*a.Channel, *b.Channel)) || len(a.Batch) != len(b.Batch) {
+		return false
+	}
+	for i := range a.Batch {
+		if !sameRequest(a.Batch[i], b.Batch[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // sameChannel compares times by instant: JSON keeps the instant and the
