@@ -3,6 +3,7 @@ package controllers
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"testing"
 
 	"github.com/turnpike-dev/turnpike/controllers/render/rendertest"
@@ -60,8 +61,9 @@ func TestTrimPod(t *testing.T) {
 	ts := rendertest.TurnServer("ts")
 	full := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", Labels: render.RelayLabels(ts),
-			Annotations:   map[string]string{turnpikev1.AnnotationNodeAddresses: `{"source":"STUN"}`},
-			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
+			Annotations:     map[string]string{turnpikev1.AnnotationNodeAddresses: `{"source":"STUN"}`, "kubectl.kubernetes.io/default-container": "relay"},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "DaemonSet", Name: "ts-relay"}},
+			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
 		Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "relay", Image: "x", Args: []string{"relay"}}}},
 		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{
 			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, {Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
@@ -75,11 +77,22 @@ func TestTrimPod(t *testing.T) {
 		p.Labels[turnpikev1.LabelTurnServer] != "ts" {
 		t.Errorf("trimmed pod lost what the controllers read: %+v", p)
 	}
-	if p.ManagedFields != nil || len(p.Spec.Containers) != 0 || len(p.Status.Conditions) != 1 {
+	if p.ManagedFields != nil || p.OwnerReferences != nil || len(p.Annotations) != 1 || len(p.Spec.Containers) != 0 || len(p.Status.Conditions) != 1 {
 		t.Errorf("trimmed pod keeps what nobody reads: %+v", p)
 	}
-	if full.ManagedFields == nil {
+	if full.ManagedFields == nil || len(full.Annotations) != 2 {
 		t.Error("trimming changed the informer's object")
+	}
+
+	// Another pod of the same DaemonSet holds the same labels: one map for both.
+	other := full.DeepCopy()
+	other.Name = "p2"
+	obj, err = trimPod(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := obj.(*corev1.Pod); reflect.ValueOf(q.Labels).UnsafePointer() != reflect.ValueOf(p.Labels).UnsafePointer() || q.Name != "p2" {
+		t.Error("two relay pods with the same labels hold two maps")
 	}
 }
 
