@@ -121,6 +121,13 @@ func TestFastPathUnavailable(t *testing.T) {
 	if st == nil || st.Active || st.Reason == "" {
 		t.Fatalf("/status fastPath = %+v, want inactive with a reason", st)
 	}
+	wantUserspaceRelaying(t, tr, cfg)
+}
+
+// wantUserspaceRelaying checks that a relay without a fast path says so in
+// its metric and still relays a channel, in userspace.
+func wantUserspaceRelaying(t *testing.T, tr *testRelay, cfg *config.Relay) {
+	t.Helper()
 	if got := counterValue(t, tr.Relay, "turnpike_relay_fastpath_active"); got != 0 {
 		t.Errorf("fastpath_active = %v, want 0", got)
 	}
@@ -199,20 +206,7 @@ func TestFastPathAgentMissing(t *testing.T) {
 		st := relayStatus(t, tr).FastPath
 		return st != nil && !st.Active && st.Agent && strings.Contains(st.Reason, "fast-path agent")
 	})
-	if got := counterValue(t, tr.Relay, "turnpike_relay_fastpath_active"); got != 0 {
-		t.Errorf("fastpath_active = %v, want 0", got)
-	}
-	peerIP := localAddr(t, false, false)
-	cfg.PeerPolicy.Allow = []string{netip.PrefixFrom(peerIP, 32).String()}
-	tr.writeFiles(t, cfg, nil)
-	tr.Reload()
-	peer := startEchoPeer(t, peerIP)
-	c := dialRaw(t, "udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(tr.port)), testUser, testPassword)
-	c.mustAllocate(false)
-	if code := c.channelBind(0x4001, peer.addr); code != 0 {
-		t.Fatalf("ChannelBind: %d", code)
-	}
-	c.roundTrip(peer.addr, 0x4001, []byte("userspace"))
+	wantUserspaceRelaying(t, tr, cfg)
 }
 
 // TestFastPathThroughAgent: the relay holds no program; the agent loads it
