@@ -82,6 +82,7 @@ type options struct {
 	rates                []string
 	relayCPUs            string
 	ebpf                 bool
+	userspace            bool
 	setupWorkers         int
 	peerIP               netip.Addr
 	loopback             netip.Addr // the relays' listener and relay address: 127.0.0.1 or ::1
@@ -101,6 +102,7 @@ func main() {
 	flag.StringVar(&sizes, "sizes", "100,1200", "payload sizes in bytes (at least 16)")
 	flag.StringVar(&rates, "rates", "100000,200000,max,2x", "offered rates: packets/s, max, or 2x (twice the relay's max)")
 	flag.StringVar(&o.relayCPUs, "relay-cpus", "", "pin the relays to these CPUs with taskset (e.g. 0)")
+	flag.BoolVar(&o.userspace, "userspace", true, "measure turnpike relaying in userspace (\"turnpike\"); false with -ebpf measures the fast path alone, to compare builds of it in a shorter run")
 	flag.BoolVar(&o.ebpf, "ebpf", true, "also measure turnpike in its default configuration, fast path through the agent on lo (\"turnpike-ebpf\"; needs root)")
 	flag.IntVar(&o.setupWorkers, "setup-workers", 32, "allocations set up in parallel")
 	flag.StringVar(&peer, "peer", "", "peer address (default: first non-loopback address of -family of this machine)")
@@ -182,12 +184,14 @@ func run(o options) error {
 	defer os.RemoveAll(dir)
 
 	var relays []*relayProc
-	ours, err := startTurnpike(o, turnpikeName, o.turnpike, dir, false)
-	if err != nil {
-		return err
+	if o.userspace {
+		ours, err := startTurnpike(o, turnpikeName, o.turnpike, dir, false)
+		if err != nil {
+			return err
+		}
+		defer stop(ours)
+		relays = append(relays, ours)
 	}
-	defer stop(ours)
-	relays = append(relays, ours)
 	if o.baseline != "" {
 		baseDir := filepath.Join(dir, "before")
 		if err := os.Mkdir(baseDir, 0o700); err != nil {
@@ -238,6 +242,9 @@ func run(o options) error {
 		relays = append(relays, coturn)
 	}
 
+	if len(relays) == 0 {
+		return fmt.Errorf("nothing to measure: -userspace=false, and neither the fast path (-ebpf, as root) nor coturn (-turnserver)")
+	}
 	sink, err := newSink(o.peerIP)
 	if err != nil {
 		return err
