@@ -45,6 +45,7 @@ type Offload struct {
 	// back an allocation's entry.
 	mu         sync.Mutex
 	objs       turnrelayObjects
+	chans4     *chan4Table // the IPv4 channels' table
 	links      []link.Link
 	interfaces []string
 }
@@ -60,9 +61,18 @@ func Load(interfaces []string) (*Offload, error) {
 		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK: %w", err)
 	}
 	o := &Offload{}
-	if err := loadTurnrelayObjects(&o.objs, nil); err != nil {
+	spec, err := loadTurnrelay()
+	if err != nil {
 		return nil, fmt.Errorf("loading the BPF program: %w", err)
 	}
+	seed := newSeed()
+	if err := spec.Variables["chan4_seed"].Set(seed); err != nil {
+		return nil, fmt.Errorf("loading the BPF program: %w", err)
+	}
+	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+		return nil, fmt.Errorf("loading the BPF program: %w", err)
+	}
+	o.chans4 = newChan4Table(seed, o.objs.Chans4)
 	for _, name := range interfaces {
 		if err := o.attach(name); err != nil {
 			o.Close()
@@ -132,16 +142,28 @@ func (o *Offload) Put(c Channel) error {
 		return fmt.Errorf("channel %#x from %v: the allocation on relay port %d has %d channels in the kernel already", c.Number, c.Client, c.Relay.Port(), len(a.Peers))
 	}
 	a.Peers[slot] = turnrelayPeerSlot{PeerIp: addr16(c.Peer.Addr()), PeerPort: port(c.Peer.Port()), Channel: c.Number, ExpiresNs: monotonicNs(c.PermissionExpires)}
-	ck, cv := channelEntry(c)
-	var old turnrelayChanVal
-	if cv.Flags&chanListenAny != 0 && o.objs.Channels.Lookup(&ck, &old) == nil {
-		cv.ListenIp = old.ListenIp
-	}
 	if err := o.putQuota(c); err != nil {
 		return err
 	}
 	if err := o.objs.Allocs.Put(index, &a); err != nil {
 		return fmt.Errorf("allocs map: %w", err)
+	}
+	return o.putChannel(channelEntry(c))
+}
+
+// putChannel writes a channel's client-side entry: an IPv4 channel into the
+// table of IPv4 channels unless it is in the hash map already or its slot
+// is taken, any other into the hash map.
+func (o *Offload) putChannel(ck turnrelayChanKey, cv turnrelayChanVal) error {
+	var old turnrelayChanVal
+	hashed := o.objs.Channels.Lookup(&ck, &old) == nil
+	if !hashed {
+		if ok, err := o.chans4.put(ck, cv); ok || err != nil {
+			return err
+		}
+	}
+	if hashed && cv.Flags&chanListenAny != 0 {
+		cv.ListenIp = old.ListenIp
 	}
 	if err := o.objs.Channels.Put(&ck, &cv); err != nil {
 		return fmt.Errorf("channels map: %w", err)
@@ -179,7 +201,12 @@ func (o *Offload) Delete(c Channel) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	ck, _ := channelEntry(c)
-	errs := []error{ignoreMissing(o.objs.Channels.Delete(&ck))}
+	var errs []error
+	if ok, err := o.chans4.delete(ck); ok {
+		errs = append(errs, err)
+	} else {
+		errs = append(errs, ignoreMissing(o.objs.Channels.Delete(&ck)))
+	}
 	index := uint32(c.Relay.Port())
 	var a turnrelayAlloc
 	if err := o.objs.Allocs.Lookup(index, &a); err != nil || !ownedBy(a, c) {
@@ -228,13 +255,18 @@ func (o *Offload) Counters() (Counters, error) {
 	return c, nil
 }
 
-func channelEntry(c Channel) (turnrelayChanKey, turnrelayChanVal) {
-	k := turnrelayChanKey{
+// chanKey is c's client-side key.
+func chanKey(c Channel) turnrelayChanKey {
+	return turnrelayChanKey{
 		ClientIp:   addr16(c.Client.Addr()),
 		ClientPort: port(c.Client.Port()),
 		ListenPort: port(c.Listener.Port()),
 		Channel:    c.Number,
 	}
+}
+
+func channelEntry(c Channel) (turnrelayChanKey, turnrelayChanVal) {
+	k := chanKey(c)
 	v := turnrelayChanVal{
 		PeerIp:       addr16(c.Peer.Addr()),
 		RelayIp:      addr16(c.Relay.Addr()),

@@ -43,6 +43,24 @@ type turnrelayBucket struct {
 	LastNs uint64
 }
 
+type turnrelayChan4 struct {
+	_            structs.HostLayout
+	ClientIp     uint32
+	ClientPort   uint16
+	ListenPort   uint16
+	Channel      uint16
+	Flags        uint16
+	PeerIp       uint32
+	RelayIp      uint32
+	ListenIp     uint32
+	PeerPort     uint16
+	RelayPort    uint16
+	LocalPortMin uint16
+	LocalPortMax uint16
+	ExpiresNs    uint64
+	Pad          [3]uint64
+}
+
 type turnrelayChanKey struct {
 	_          structs.HostLayout
 	ClientIp   turnrelayAddr
@@ -88,9 +106,11 @@ const (
 	turnrelayMapAllocs      = "allocs"
 	turnrelayMapBuckets     = "buckets"
 	turnrelayMapChannels    = "channels"
+	turnrelayMapChans4      = "chans4"
 	turnrelayMapCounters    = "counters"
 	turnrelayMapCsumScratch = "csum_scratch"
 	turnrelayProgTurnrelay  = "turnrelay"
+	turnrelayVarChan4Seed   = "chan4_seed"
 )
 
 // loadTurnrelay returns the embedded CollectionSpec for turnrelay.
@@ -145,6 +165,7 @@ type turnrelayMapSpecs struct {
 	Allocs      *ebpf.MapSpec `ebpf:"allocs"`
 	Buckets     *ebpf.MapSpec `ebpf:"buckets"`
 	Channels    *ebpf.MapSpec `ebpf:"channels"`
+	Chans4      *ebpf.MapSpec `ebpf:"chans4"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	CsumScratch *ebpf.MapSpec `ebpf:"csum_scratch"`
 }
@@ -153,6 +174,7 @@ type turnrelayMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type turnrelayVariableSpecs struct {
+	Chan4Seed *ebpf.VariableSpec `ebpf:"chan4_seed"`
 }
 
 // turnrelayObjects contains all objects after they have been loaded into the kernel.
@@ -178,6 +200,7 @@ type turnrelayMaps struct {
 	Allocs      *ebpf.Map `ebpf:"allocs"`
 	Buckets     *ebpf.Map `ebpf:"buckets"`
 	Channels    *ebpf.Map `ebpf:"channels"`
+	Chans4      *ebpf.Map `ebpf:"chans4"`
 	Counters    *ebpf.Map `ebpf:"counters"`
 	CsumScratch *ebpf.Map `ebpf:"csum_scratch"`
 }
@@ -187,6 +210,7 @@ func (m *turnrelayMaps) Close() error {
 		m.Allocs,
 		m.Buckets,
 		m.Channels,
+		m.Chans4,
 		m.Counters,
 		m.CsumScratch,
 	)
@@ -196,6 +220,7 @@ func (m *turnrelayMaps) Close() error {
 //
 // It can be passed to loadTurnrelayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type turnrelayVariables struct {
+	Chan4Seed *ebpf.Variable `ebpf:"chan4_seed"`
 }
 
 // turnrelayPrograms contains all programs after they have been loaded into the kernel.
