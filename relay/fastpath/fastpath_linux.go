@@ -45,7 +45,8 @@ type Offload struct {
 	// back an allocation's entry.
 	mu         sync.Mutex
 	objs       turnrelayObjects
-	chans4     *chan4Table // the IPv4 channels' table
+	chans4     *slotTable[turnrelayChan4] // the tables of channels, by family
+	chans6     *slotTable[turnrelayChan6]
 	links      []link.Link
 	interfaces []string
 }
@@ -66,13 +67,13 @@ func Load(interfaces []string) (*Offload, error) {
 		return nil, fmt.Errorf("loading the BPF program: %w", err)
 	}
 	seed := newSeed()
-	if err := spec.Variables["chan4_seed"].Set(seed); err != nil {
+	if err := spec.Variables["slot_seed"].Set(seed); err != nil {
 		return nil, fmt.Errorf("loading the BPF program: %w", err)
 	}
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
 		return nil, fmt.Errorf("loading the BPF program: %w", err)
 	}
-	o.chans4 = newChan4Table(seed, o.objs.Chans4)
+	o.chans4, o.chans6 = newSlotTables(seed, o.objs.Chans4, o.objs.Chans6)
 	for _, name := range interfaces {
 		if err := o.attach(name); err != nil {
 			o.Close()
@@ -151,14 +152,28 @@ func (o *Offload) Put(c Channel) error {
 	return o.putChannel(channelEntry(c))
 }
 
-// putChannel writes a channel's client-side entry: an IPv4 channel into the
-// table of IPv4 channels unless it is in the hash map already or its slot
-// is taken, any other into the hash map.
+// channelTable is a table of channels of one family (slotTable).
+type channelTable interface {
+	put(turnrelayChanKey, turnrelayChanVal) (bool, error)
+	delete(turnrelayChanKey) (bool, error)
+}
+
+// slotTable is the table of k's family.
+func (o *Offload) slotTable(k turnrelayChanKey) channelTable {
+	if is4(k) {
+		return o.chans4
+	}
+	return o.chans6
+}
+
+// putChannel writes a channel's client-side entry: into the table of its
+// family unless it is in the hash map already or its slot is taken, else
+// into the hash map.
 func (o *Offload) putChannel(ck turnrelayChanKey, cv turnrelayChanVal) error {
 	var old turnrelayChanVal
 	hashed := o.objs.Channels.Lookup(&ck, &old) == nil
 	if !hashed {
-		if ok, err := o.chans4.put(ck, cv); ok || err != nil {
+		if ok, err := o.slotTable(ck).put(ck, cv); ok || err != nil {
 			return err
 		}
 	}
@@ -202,7 +217,7 @@ func (o *Offload) Delete(c Channel) error {
 	defer o.mu.Unlock()
 	ck, _ := channelEntry(c)
 	var errs []error
-	if ok, err := o.chans4.delete(ck); ok {
+	if ok, err := o.slotTable(ck).delete(ck); ok {
 		errs = append(errs, err)
 	} else {
 		errs = append(errs, ignoreMissing(o.objs.Channels.Delete(&ck)))

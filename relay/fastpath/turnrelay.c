@@ -21,13 +21,14 @@
 // The relay regenerates turnrelay_bpfel.o and turnrelay_bpfeb.o from this file
 // with `make generate-bpf` (clang); `go build` uses the committed objects.
 //
-// Map layout: the client side is a hash keyed by what a ChannelData datagram
-// carries, whose value holds all the client-to-peer direction needs (one
-// lookup per datagram). An IPv4 channel lives in a table of one-cache-line
-// entries instead, in the one slot its key hashes to: one cache line per
-// datagram, where the hash map reads three or four (a bucket, then an
-// element over several lines). The hash holds the IPv6 channels and the
-// IPv4 ones whose slot another channel has. The peer side is an array indexed by the relay
+// Map layout: the client side is keyed by what a ChannelData datagram
+// carries, and the value holds all the client-to-peer direction needs. A
+// channel lives in a table of entries of one cache line (IPv4) or an
+// aligned pair (IPv6), in the one slot its key hashes to: one read per
+// datagram, where a hash map reads a bucket and then an element over
+// several lines. A channel whose slot another channel has is in a hash map
+// instead, which the program reads when the slot holds another key. The
+// peer side is an array indexed by the relay
 // port, one entry per allocation with a few peer slots inline: a datagram
 // to a relay socket costs one array access and no hashing. Bandwidth
 // buckets are an array by relay port too, read only when the channel has a
@@ -120,9 +121,20 @@ struct chan4 {
 
 _Static_assert(sizeof(struct chan4) == 64, "a chan4 is one cache line");
 
-// The table of IPv4 channels: CHAN4_SLOTS entries, a channel in the slot
-// chan4_hash picks (4 MiB). A power of two.
+// An IPv6 channel in the table of IPv6 channels: key and value in two
+// cache lines (an aligned pair). key.channel 0: a free entry.
+struct chan6 {
+	struct chan_key key;
+	struct chan_val val;
+	__u64 pad[4];
+};
+
+_Static_assert(sizeof(struct chan6) == 128, "a chan6 is two cache lines");
+
+// The tables of channels: a channel in the slot slot_hash picks, 4 MiB
+// each. Powers of two.
 #define CHAN4_SLOTS 65536
+#define CHAN6_SLOTS 32768
 
 // A peer of an allocation with a bound channel, seen from the peer side.
 struct peer_slot {
@@ -189,9 +201,10 @@ struct {
 } channels SEC(".maps");
 
 // Mmapable: then the values start on a page, so that each entry is one
-// cache line (an ordinary array's values start 16 bytes into one). The
-// relay writes a slot in steps that keep what the program sees consistent
-// (see chan4_linux.go): channel 0 marks a free slot.
+// cache line, or an aligned pair (an ordinary array's values start 16
+// bytes into one). The relay writes a slot in steps that keep what the
+// program sees consistent (see slots_linux.go): channel 0 marks a free
+// slot.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, CHAN4_SLOTS);
@@ -200,9 +213,16 @@ struct {
 	__type(value, struct chan4);
 } chans4 SEC(".maps");
 
-// The hash seed of the table of IPv4 channels, set by the relay at load
-// time.
-volatile const __u32 chan4_seed;
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CHAN6_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct chan6);
+} chans6 SEC(".maps");
+
+// The hash seed of the tables of channels, set by the relay at load time.
+volatile const __u32 slot_seed;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -245,11 +265,29 @@ static __always_inline int addr_zero(const struct addr *a)
 	return !(a->w[0] | a->w[1] | a->w[2] | a->w[3]);
 }
 
-// chan4_hash mixes a channel's key (the words as they are in memory) with
-// the seed; the relay computes the same (chan4Hash).
+// slot_mix and slot_end hash an IPv6 channel's key, word by word as the
+// words are in memory, with the seed; the relay computes the same
+// (slotHash).
+static __always_inline __u32 slot_mix(__u32 h, __u32 w)
+{
+	h ^= w;
+	h *= 0x9e3779b1;
+	return h ^ (h >> 15);
+}
+
+static __always_inline __u32 slot_end(__u32 h)
+{
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	return h ^ (h >> 16);
+}
+
+// chan4_hash is the hash of an IPv4 channel's key: three words, so mixed
+// more briefly than slot_mix and slot_end do (the relay's chan4Hash).
 static __always_inline __u32 chan4_hash(__be32 client_ip, __be16 client_port, __be16 listen_port, __u16 channel)
 {
-	__u32 h = chan4_seed ^ client_ip;
+	__u32 h = slot_seed ^ client_ip;
 
 	h *= 0x9e3779b1;
 	h ^= h >> 15;
@@ -273,6 +311,25 @@ static __always_inline struct chan4 *lookup4(__be32 client_ip, __be16 client_por
 	    e->channel != channel)
 		return 0;
 	return e;
+}
+
+// lookup6 returns the value of an IPv6 channel in its table, or NULL (then
+// it may be in the hash map).
+static __always_inline struct chan_val *lookup6(const struct chan_key *k)
+{
+	__u32 h = slot_seed, slot;
+	struct chan6 *e;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h = slot_mix(h, k->client_ip.w[i]);
+	h = slot_mix(slot_mix(h, (__u32)k->client_port | (__u32)k->listen_port << 16), k->channel);
+	slot = slot_end(h) & (CHAN6_SLOTS - 1);
+	e = bpf_map_lookup_elem(&chans6, &slot);
+	if (!e || !addr_eq(&e->key.client_ip, &k->client_ip) || e->key.client_port != k->client_port ||
+	    e->key.listen_port != k->listen_port || e->key.channel != k->channel)
+		return 0;
+	return &e->val;
 }
 
 static __always_inline void addr4(struct addr *a, __be32 ip)
@@ -673,7 +730,10 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 	if (e4) {
 		chan_from4(&val, e4);
 	} else {
-		hashed = bpf_map_lookup_elem(&channels, &key);
+		if (v6)
+			hashed = lookup6(&key);
+		if (!hashed)
+			hashed = bpf_map_lookup_elem(&channels, &key);
 		if (!hashed)
 			return TC_ACT_UNSPEC;
 		val = *hashed;

@@ -61,6 +61,13 @@ type turnrelayChan4 struct {
 	Pad          [3]uint64
 }
 
+type turnrelayChan6 struct {
+	_   structs.HostLayout
+	Key turnrelayChanKey
+	Val turnrelayChanVal
+	Pad [4]uint64
+}
+
 type turnrelayChanKey struct {
 	_          structs.HostLayout
 	ClientIp   turnrelayAddr
@@ -107,10 +114,11 @@ const (
 	turnrelayMapBuckets     = "buckets"
 	turnrelayMapChannels    = "channels"
 	turnrelayMapChans4      = "chans4"
+	turnrelayMapChans6      = "chans6"
 	turnrelayMapCounters    = "counters"
 	turnrelayMapCsumScratch = "csum_scratch"
 	turnrelayProgTurnrelay  = "turnrelay"
-	turnrelayVarChan4Seed   = "chan4_seed"
+	turnrelayVarSlotSeed    = "slot_seed"
 )
 
 // loadTurnrelay returns the embedded CollectionSpec for turnrelay.
@@ -166,6 +174,7 @@ type turnrelayMapSpecs struct {
 	Buckets     *ebpf.MapSpec `ebpf:"buckets"`
 	Channels    *ebpf.MapSpec `ebpf:"channels"`
 	Chans4      *ebpf.MapSpec `ebpf:"chans4"`
+	Chans6      *ebpf.MapSpec `ebpf:"chans6"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	CsumScratch *ebpf.MapSpec `ebpf:"csum_scratch"`
 }
@@ -174,7 +183,7 @@ type turnrelayMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type turnrelayVariableSpecs struct {
-	Chan4Seed *ebpf.VariableSpec `ebpf:"chan4_seed"`
+	SlotSeed *ebpf.VariableSpec `ebpf:"slot_seed"`
 }
 
 // turnrelayObjects contains all objects after they have been loaded into the kernel.
@@ -201,6 +210,7 @@ type turnrelayMaps struct {
 	Buckets     *ebpf.Map `ebpf:"buckets"`
 	Channels    *ebpf.Map `ebpf:"channels"`
 	Chans4      *ebpf.Map `ebpf:"chans4"`
+	Chans6      *ebpf.Map `ebpf:"chans6"`
 	Counters    *ebpf.Map `ebpf:"counters"`
 	CsumScratch *ebpf.Map `ebpf:"csum_scratch"`
 }
@@ -211,6 +221,7 @@ func (m *turnrelayMaps) Close() error {
 		m.Buckets,
 		m.Channels,
 		m.Chans4,
+		m.Chans6,
 		m.Counters,
 		m.CsumScratch,
 	)
@@ -220,7 +231,7 @@ func (m *turnrelayMaps) Close() error {
 //
 // It can be passed to loadTurnrelayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type turnrelayVariables struct {
-	Chan4Seed *ebpf.Variable `ebpf:"chan4_seed"`
+	SlotSeed *ebpf.Variable `ebpf:"slot_seed"`
 }
 
 // turnrelayPrograms contains all programs after they have been loaded into the kernel.
