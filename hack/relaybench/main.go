@@ -40,7 +40,7 @@
 //
 // Usage: relaybench -turnpike ./bin/turnpike [-turnserver turnserver] [-duration 2s] [-runs 3]
 //
-//	[-allocs 1,100,10000] [-sizes 100,1200] [-rates 100000,200000,max,2x] [-relay-cpus 0] [-ebpf=false]
+//	[-allocs 1,100,10000] [-sizes 100,1200] [-rates 100000,200000,max,2x] [-relay-cpus 0] [-ebpf=false] [-userspace=false]
 package main
 
 import (

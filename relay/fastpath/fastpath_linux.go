@@ -45,6 +45,8 @@ type Offload struct {
 	// back an allocation's entry.
 	mu         sync.Mutex
 	objs       turnrelayObjects
+	chans4     *slotTable[turnrelayChan4] // the tables of channels, by family
+	chans6     *slotTable[turnrelayChan6]
 	links      []link.Link
 	interfaces []string
 }
@@ -60,9 +62,18 @@ func Load(interfaces []string) (*Offload, error) {
 		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK: %w", err)
 	}
 	o := &Offload{}
-	if err := loadTurnrelayObjects(&o.objs, nil); err != nil {
+	spec, err := loadTurnrelay()
+	if err != nil {
 		return nil, fmt.Errorf("loading the BPF program: %w", err)
 	}
+	seed := newSeed()
+	if err := spec.Variables["slot_seed"].Set(seed); err != nil {
+		return nil, fmt.Errorf("loading the BPF program: %w", err)
+	}
+	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+		return nil, fmt.Errorf("loading the BPF program: %w", err)
+	}
+	o.chans4, o.chans6 = newSlotTables(seed, o.objs.Chans4, o.objs.Chans6)
 	for _, name := range interfaces {
 		if err := o.attach(name); err != nil {
 			o.Close()
@@ -132,16 +143,42 @@ func (o *Offload) Put(c Channel) error {
 		return fmt.Errorf("channel %#x from %v: the allocation on relay port %d has %d channels in the kernel already", c.Number, c.Client, c.Relay.Port(), len(a.Peers))
 	}
 	a.Peers[slot] = turnrelayPeerSlot{PeerIp: addr16(c.Peer.Addr()), PeerPort: port(c.Peer.Port()), Channel: c.Number, ExpiresNs: monotonicNs(c.PermissionExpires)}
-	ck, cv := channelEntry(c)
-	var old turnrelayChanVal
-	if cv.Flags&chanListenAny != 0 && o.objs.Channels.Lookup(&ck, &old) == nil {
-		cv.ListenIp = old.ListenIp
-	}
 	if err := o.putQuota(c); err != nil {
 		return err
 	}
 	if err := o.objs.Allocs.Put(index, &a); err != nil {
 		return fmt.Errorf("allocs map: %w", err)
+	}
+	return o.putChannel(channelEntry(c))
+}
+
+// channelTable is a table of channels of one family (slotTable).
+type channelTable interface {
+	put(turnrelayChanKey, turnrelayChanVal) (bool, error)
+	delete(turnrelayChanKey) (bool, error)
+}
+
+// slotTable is the table of k's family.
+func (o *Offload) slotTable(k turnrelayChanKey) channelTable {
+	if is4(k) {
+		return o.chans4
+	}
+	return o.chans6
+}
+
+// putChannel writes a channel's client-side entry: into the table of its
+// family unless it is in the hash map already or its slot is taken, else
+// into the hash map.
+func (o *Offload) putChannel(ck turnrelayChanKey, cv turnrelayChanVal) error {
+	var old turnrelayChanVal
+	hashed := o.objs.Channels.Lookup(&ck, &old) == nil
+	if !hashed {
+		if ok, err := o.slotTable(ck).put(ck, cv); ok || err != nil {
+			return err
+		}
+	}
+	if hashed && cv.Flags&chanListenAny != 0 {
+		cv.ListenIp = old.ListenIp
 	}
 	if err := o.objs.Channels.Put(&ck, &cv); err != nil {
 		return fmt.Errorf("channels map: %w", err)
@@ -179,7 +216,12 @@ func (o *Offload) Delete(c Channel) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	ck, _ := channelEntry(c)
-	errs := []error{ignoreMissing(o.objs.Channels.Delete(&ck))}
+	var errs []error
+	if ok, err := o.slotTable(ck).delete(ck); ok {
+		errs = append(errs, err)
+	} else {
+		errs = append(errs, ignoreMissing(o.objs.Channels.Delete(&ck)))
+	}
 	index := uint32(c.Relay.Port())
 	var a turnrelayAlloc
 	if err := o.objs.Allocs.Lookup(index, &a); err != nil || !ownedBy(a, c) {
@@ -228,13 +270,18 @@ func (o *Offload) Counters() (Counters, error) {
 	return c, nil
 }
 
-func channelEntry(c Channel) (turnrelayChanKey, turnrelayChanVal) {
-	k := turnrelayChanKey{
+// chanKey is c's client-side key.
+func chanKey(c Channel) turnrelayChanKey {
+	return turnrelayChanKey{
 		ClientIp:   addr16(c.Client.Addr()),
 		ClientPort: port(c.Client.Port()),
 		ListenPort: port(c.Listener.Port()),
 		Channel:    c.Number,
 	}
+}
+
+func channelEntry(c Channel) (turnrelayChanKey, turnrelayChanVal) {
+	k := chanKey(c)
 	v := turnrelayChanVal{
 		PeerIp:       addr16(c.Peer.Addr()),
 		RelayIp:      addr16(c.Relay.Addr()),

@@ -21,9 +21,14 @@
 // The relay regenerates turnrelay_bpfel.o and turnrelay_bpfeb.o from this file
 // with `make generate-bpf` (clang); `go build` uses the committed objects.
 //
-// Map layout: the client side is a hash keyed by what a ChannelData datagram
-// carries, whose value holds all the client-to-peer direction needs (one
-// lookup per datagram). The peer side is an array indexed by the relay
+// Map layout: the client side is keyed by what a ChannelData datagram
+// carries, and the value holds all the client-to-peer direction needs. A
+// channel lives in a table of entries of one cache line (IPv4) or an
+// aligned pair (IPv6), in the one slot its key hashes to: one read per
+// datagram, where a hash map reads a bucket and then an element over
+// several lines. A channel whose slot another channel has is in a hash map
+// instead, which the program reads when the slot holds another key. The
+// peer side is an array indexed by the relay
 // port, one entry per allocation with a few peer slots inline: a datagram
 // to a relay socket costs one array access and no hashing. Bandwidth
 // buckets are an array by relay port too, read only when the channel has a
@@ -88,8 +93,48 @@ struct chan_val {
 	__u16 local_port_min;
 	__u16 local_port_max;
 	__u16 pad[3];
-	__u64 expires_ns; // CLOCK_MONOTONIC (bpf_ktime_get_ns)
+	// CLOCK_MONOTONIC; read per datagram as the coarse clock (no clock
+	// source read; it lags by up to a tick, so an entry may outlive its
+	// expiry by that much).
+	__u64 expires_ns;
 };
+
+// An IPv4 channel in the table of IPv4 channels: key and value in one
+// cache line.
+// Addresses and ports in network byte order; a zero address is unspecified.
+struct chan4 {
+	__be32 client_ip;
+	__be16 client_port;
+	__be16 listen_port;
+	__u16 channel; // host byte order; 0: a free entry
+	__u16 flags;   // as chan_val's
+	__be32 peer_ip;
+	__be32 relay_ip;
+	__be32 listen_ip;
+	__be16 peer_port;
+	__be16 relay_port;
+	__u16 local_port_min;
+	__u16 local_port_max;
+	__u64 expires_ns;
+	__u64 pad[3];
+};
+
+_Static_assert(sizeof(struct chan4) == 64, "a chan4 is one cache line");
+
+// An IPv6 channel in the table of IPv6 channels: key and value in two
+// cache lines (an aligned pair). key.channel 0: a free entry.
+struct chan6 {
+	struct chan_key key;
+	struct chan_val val;
+	__u64 pad[4];
+};
+
+_Static_assert(sizeof(struct chan6) == 128, "a chan6 is two cache lines");
+
+// The tables of channels: a channel in the slot slot_hash picks, 4 MiB
+// each. Powers of two.
+#define CHAN4_SLOTS 65536
+#define CHAN6_SLOTS 32768
 
 // A peer of an allocation with a bound channel, seen from the peer side.
 struct peer_slot {
@@ -155,6 +200,30 @@ struct {
 	__type(value, struct chan_val);
 } channels SEC(".maps");
 
+// Mmapable: then the values start on a page, so that each entry is one
+// cache line, or an aligned pair (an ordinary array's values start 16
+// bytes into one). The relay writes a slot in steps that keep what the
+// program sees consistent (see slots_linux.go): channel 0 marks a free
+// slot.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CHAN4_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct chan4);
+} chans4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CHAN6_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct chan6);
+} chans6 SEC(".maps");
+
+// The hash seed of the tables of channels, set by the relay at load time.
+volatile const __u32 slot_seed;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, PORTS);
@@ -194,6 +263,94 @@ static __always_inline int addr_eq(const struct addr *a, const struct addr *b)
 static __always_inline int addr_zero(const struct addr *a)
 {
 	return !(a->w[0] | a->w[1] | a->w[2] | a->w[3]);
+}
+
+// slot_mix and slot_end hash an IPv6 channel's key, word by word as the
+// words are in memory, with the seed; the relay computes the same
+// (slotHash).
+static __always_inline __u32 slot_mix(__u32 h, __u32 w)
+{
+	h ^= w;
+	h *= 0x9e3779b1;
+	return h ^ (h >> 15);
+}
+
+static __always_inline __u32 slot_end(__u32 h)
+{
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	return h ^ (h >> 16);
+}
+
+// chan4_hash is the hash of an IPv4 channel's key: three words, so mixed
+// more briefly than slot_mix and slot_end do (the relay's chan4Hash).
+static __always_inline __u32 chan4_hash(__be32 client_ip, __be16 client_port, __be16 listen_port, __u16 channel)
+{
+	__u32 h = slot_seed ^ client_ip;
+
+	h *= 0x9e3779b1;
+	h ^= h >> 15;
+	h ^= (__u32)client_port | (__u32)listen_port << 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h ^= channel;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+// lookup4 returns the table's entry of an IPv4 channel, or NULL (then it
+// may be in the hash map).
+static __always_inline struct chan4 *lookup4(__be32 client_ip, __be16 client_port, __be16 listen_port, __u16 channel)
+{
+	__u32 slot = chan4_hash(client_ip, client_port, listen_port, channel) & (CHAN4_SLOTS - 1);
+	struct chan4 *e = bpf_map_lookup_elem(&chans4, &slot);
+
+	if (!e || e->client_ip != client_ip || e->client_port != client_port || e->listen_port != listen_port ||
+	    e->channel != channel)
+		return 0;
+	return e;
+}
+
+// lookup6 returns the value of an IPv6 channel in its table, or NULL (then
+// it may be in the hash map).
+static __always_inline struct chan_val *lookup6(const struct chan_key *k)
+{
+	__u32 h = slot_seed, slot;
+	struct chan6 *e;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h = slot_mix(h, k->client_ip.w[i]);
+	h = slot_mix(slot_mix(h, (__u32)k->client_port | (__u32)k->listen_port << 16), k->channel);
+	slot = slot_end(h) & (CHAN6_SLOTS - 1);
+	e = bpf_map_lookup_elem(&chans6, &slot);
+	if (!e || !addr_eq(&e->key.client_ip, &k->client_ip) || e->key.client_port != k->client_port ||
+	    e->key.listen_port != k->listen_port || e->key.channel != k->channel)
+		return 0;
+	return &e->val;
+}
+
+static __always_inline void addr4(struct addr *a, __be32 ip)
+{
+	a->w[0] = a->w[1] = 0;
+	a->w[2] = ip ? bpf_htonl(0xffff) : 0; // zero stays unspecified
+	a->w[3] = ip;
+}
+
+// chan_from4 gives an entry of the IPv4 table as the hash map's value.
+static __always_inline void chan_from4(struct chan_val *v, const struct chan4 *e)
+{
+	addr4(&v->peer_ip, e->peer_ip);
+	addr4(&v->relay_ip, e->relay_ip);
+	addr4(&v->listen_ip, e->listen_ip);
+	v->peer_port = e->peer_port;
+	v->relay_port = e->relay_port;
+	v->flags = e->flags;
+	v->local_port_min = e->local_port_min;
+	v->local_port_max = e->local_port_max;
+	v->expires_ns = e->expires_ns;
 }
 
 // over_quota takes bytes from the allocation's bucket for direction and says
@@ -308,14 +465,19 @@ static __always_inline int ip_finish(struct __sk_buff *skb, const int v6, const 
 		ip6->hop_limit = RELAY_TTL;
 	} else {
 		struct iphdr *ip = data + sizeof(struct ethhdr);
-		__s64 sum;
 
 		ip->saddr = saddr->w[3];
 		ip->daddr = daddr->w[3];
 		ip->tot_len = bpf_htons(sizeof(*ip) + udp_len);
+		__u16 *w = (void *)ip;
+		__u32 sum = 0;
+
 		ip->ttl = RELAY_TTL;
 		ip->check = 0;
-		sum = bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0);
+		// Ten words: summed here, cheaper than a helper call.
+#pragma unroll
+		for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
+			sum += w[i];
 		ip->check = ~csum_fold(sum);
 	}
 	return 0;
@@ -542,7 +704,8 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 	void *data_end = (void *)(long)skb->data_end;
 	__be16 *chd = (void *)(p->udp + 1);
 	struct chan_key key = {};
-	struct chan_val *ch;
+	struct chan_val val, *ch = &val, *hashed = 0;
+	struct chan4 *e4 = 0;
 	struct addr saddr, daddr;
 	__u16 data_len, channel, udp_len = p->udp_len, peer_port;
 	__u64 now;
@@ -562,9 +725,21 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 	key.client_port = p->udp->source;
 	key.listen_port = p->udp->dest;
 	key.channel = channel;
-	ch = bpf_map_lookup_elem(&channels, &key);
-	now = bpf_ktime_get_ns();
-	if (!ch || now > ch->expires_ns)
+	if (!v6)
+		e4 = lookup4(p->saddr.w[3], key.client_port, key.listen_port, channel);
+	if (e4) {
+		chan_from4(&val, e4);
+	} else {
+		if (v6)
+			hashed = lookup6(&key);
+		if (!hashed)
+			hashed = bpf_map_lookup_elem(&channels, &key);
+		if (!hashed)
+			return TC_ACT_UNSPEC;
+		val = *hashed;
+	}
+	now = bpf_ktime_get_coarse_ns();
+	if (now > ch->expires_ns)
 		return TC_ACT_UNSPEC;
 	if (!addr_eq(&ch->listen_ip, &p->daddr)) {
 		if (!(ch->flags & CHAN_LISTEN_ANY))
@@ -576,6 +751,10 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 		if (a && a->client_port == key.client_port && addr_eq(&a->client_ip, &key.client_ip))
 			a->listen_ip = p->daddr;
 		ch->listen_ip = p->daddr;
+		if (e4)
+			e4->listen_ip = p->daddr.w[3];
+		else if (hashed)
+			hashed->listen_ip = p->daddr;
 	}
 
 	saddr = addr_zero(&ch->relay_ip) ? p->daddr : ch->relay_ip;
@@ -636,8 +815,12 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 		else if (v6 && !(nu.check = full_udp6_csum(skb, &saddr, &daddr, &nu, L4_OFF(1) + sizeof(nu) + CHANNEL_HDR)))
 			return TC_ACT_UNSPEC;
 
-		if (bpf_skb_store_bytes(skb, L4_OFF(v6) + CHANNEL_HDR, &nu, sizeof(nu), 0))
+		// Written in place (the helper that stores bytes costs a call).
+		struct udphdr *moved = (void *)(p->udp) + CHANNEL_HDR;
+
+		if ((void *)(moved + 1) > data_end)
 			return TC_ACT_SHOT;
+		*moved = nu;
 		if (bpf_skb_adjust_room(skb, -CHANNEL_HDR, BPF_ADJ_ROOM_NET, 0))
 			return TC_ACT_SHOT;
 		if (ip_finish(skb, v6, &saddr, &daddr, udp_len - CHANNEL_HDR))
@@ -660,7 +843,7 @@ static __always_inline int peer_to_client(struct __sk_buff *skb, const int v6, s
 	a = lookup_alloc(v6, p->udp->dest);
 	if (!a)
 		return TC_ACT_UNSPEC;
-	s = find_peer(a, &p->saddr, p->udp->source, bpf_ktime_get_ns());
+	s = find_peer(a, &p->saddr, p->udp->source, bpf_ktime_get_coarse_ns());
 	if (!s || addr_zero(&a->listen_ip))
 		return TC_ACT_UNSPEC;
 	if (!addr_zero(&a->relay_ip) && !addr_eq(&a->relay_ip, &p->daddr))
@@ -710,8 +893,12 @@ static __always_inline int peer_to_client(struct __sk_buff *skb, const int v6, s
 
 		if (bpf_skb_adjust_room(skb, CHANNEL_HDR, BPF_ADJ_ROOM_NET, 0))
 			return TC_ACT_SHOT;
-		if (bpf_skb_store_bytes(skb, L4_OFF(v6), &hdr, sizeof(hdr), 0))
+		// Written in place (the helper that stores bytes costs a call).
+		void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+
+		if (data + L4_OFF(v6) + sizeof(hdr) > data_end)
 			return TC_ACT_SHOT;
+		__builtin_memcpy(data + L4_OFF(v6), &hdr, sizeof(hdr));
 		if (ip_finish(skb, v6, &saddr, &daddr, udp_len + CHANNEL_HDR))
 			return TC_ACT_SHOT;
 	}
@@ -793,10 +980,16 @@ int turnrelay(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	// Headers must be in the linear part; 4 more bytes for ChannelData.
 	hdrs = v6 ? L4_OFF(1) + sizeof(struct udphdr) : L4_OFF(0) + sizeof(struct udphdr);
-	if (bpf_skb_pull_data(skb, hdrs + CHANNEL_HDR) && bpf_skb_pull_data(skb, hdrs))
-		return TC_ACT_UNSPEC;
+	// (They nearly always are: then no helper call. The verifier makes a
+	// program that writes packet data unclone the skb first.)
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
+	if (data + hdrs + CHANNEL_HDR > data_end) {
+		if (bpf_skb_pull_data(skb, hdrs + CHANNEL_HDR) && bpf_skb_pull_data(skb, hdrs))
+			return TC_ACT_UNSPEC;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
 	eth = data;
 	if (data + sizeof(*eth) > data_end || eth->h_proto != skb->protocol)
 		return TC_ACT_UNSPEC;

@@ -43,6 +43,31 @@ type turnrelayBucket struct {
 	LastNs uint64
 }
 
+type turnrelayChan4 struct {
+	_            structs.HostLayout
+	ClientIp     uint32
+	ClientPort   uint16
+	ListenPort   uint16
+	Channel      uint16
+	Flags        uint16
+	PeerIp       uint32
+	RelayIp      uint32
+	ListenIp     uint32
+	PeerPort     uint16
+	RelayPort    uint16
+	LocalPortMin uint16
+	LocalPortMax uint16
+	ExpiresNs    uint64
+	Pad          [3]uint64
+}
+
+type turnrelayChan6 struct {
+	_   structs.HostLayout
+	Key turnrelayChanKey
+	Val turnrelayChanVal
+	Pad [4]uint64
+}
+
 type turnrelayChanKey struct {
 	_          structs.HostLayout
 	ClientIp   turnrelayAddr
@@ -88,9 +113,12 @@ const (
 	turnrelayMapAllocs      = "allocs"
 	turnrelayMapBuckets     = "buckets"
 	turnrelayMapChannels    = "channels"
+	turnrelayMapChans4      = "chans4"
+	turnrelayMapChans6      = "chans6"
 	turnrelayMapCounters    = "counters"
 	turnrelayMapCsumScratch = "csum_scratch"
 	turnrelayProgTurnrelay  = "turnrelay"
+	turnrelayVarSlotSeed    = "slot_seed"
 )
 
 // loadTurnrelay returns the embedded CollectionSpec for turnrelay.
@@ -145,6 +173,8 @@ type turnrelayMapSpecs struct {
 	Allocs      *ebpf.MapSpec `ebpf:"allocs"`
 	Buckets     *ebpf.MapSpec `ebpf:"buckets"`
 	Channels    *ebpf.MapSpec `ebpf:"channels"`
+	Chans4      *ebpf.MapSpec `ebpf:"chans4"`
+	Chans6      *ebpf.MapSpec `ebpf:"chans6"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	CsumScratch *ebpf.MapSpec `ebpf:"csum_scratch"`
 }
@@ -153,6 +183,7 @@ type turnrelayMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type turnrelayVariableSpecs struct {
+	SlotSeed *ebpf.VariableSpec `ebpf:"slot_seed"`
 }
 
 // turnrelayObjects contains all objects after they have been loaded into the kernel.
@@ -178,6 +209,8 @@ type turnrelayMaps struct {
 	Allocs      *ebpf.Map `ebpf:"allocs"`
 	Buckets     *ebpf.Map `ebpf:"buckets"`
 	Channels    *ebpf.Map `ebpf:"channels"`
+	Chans4      *ebpf.Map `ebpf:"chans4"`
+	Chans6      *ebpf.Map `ebpf:"chans6"`
 	Counters    *ebpf.Map `ebpf:"counters"`
 	CsumScratch *ebpf.Map `ebpf:"csum_scratch"`
 }
@@ -187,6 +220,8 @@ func (m *turnrelayMaps) Close() error {
 		m.Allocs,
 		m.Buckets,
 		m.Channels,
+		m.Chans4,
+		m.Chans6,
 		m.Counters,
 		m.CsumScratch,
 	)
@@ -196,6 +231,7 @@ func (m *turnrelayMaps) Close() error {
 //
 // It can be passed to loadTurnrelayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type turnrelayVariables struct {
+	SlotSeed *ebpf.Variable `ebpf:"slot_seed"`
 }
 
 // turnrelayPrograms contains all programs after they have been loaded into the kernel.

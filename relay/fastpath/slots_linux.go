@@ -1,0 +1,229 @@
+//go:build linux
+
+package fastpath
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+)
+
+// Slots of the tables of channels (turnrelay.c's CHAN4_SLOTS and
+// CHAN6_SLOTS).
+const (
+	chan4Slots = 65536
+	chan6Slots = 32768
+)
+
+// slotHash is the program's slot_mix and slot_end over the words of an
+// IPv6 channel's key as they are in the map (addr16, port).
+func slotHash(seed uint32, words ...uint32) uint32 {
+	h := seed
+	for _, w := range words {
+		h ^= w
+		h *= 0x9e3779b1
+		h ^= h >> 15
+	}
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	return h ^ h>>16
+}
+
+// slotEntry is an entry of a table of channels: turnrelayChan4 or
+// turnrelayChan6.
+type slotEntry[E any] interface {
+	comparable
+	key() turnrelayChanKey
+	number() uint16
+	withNumber(uint16) E
+	// withLearntFrom is the entry with the listener address and the
+	// expiry of other: what changes in place.
+	withLearntFrom(other E) E
+	withListenIPOf(other E) E
+}
+
+// slotTable is the relay's side of a table of channels of one family: a
+// channel can only be in the slot its key hashes to, so the program reads
+// one entry to find it. A channel whose slot another channel has goes to
+// the hash map instead. Its methods run under Offload.mu.
+//
+// The program reads a slot while it is written, so every write keeps what
+// it can see consistent. A slot's channel number is 0 while it is free,
+// and no ChannelData carries 0, so the program skips a free slot whatever
+// the rest holds. A channel moves in with two writes: the whole entry with
+// number 0, then the same with its number. A channel moves out by writing
+// its entry with number 0. Between those, only the expiry and the learnt
+// listener address change in place: a datagram racing such a write sees
+// the channel, with one or the other expiry.
+type slotTable[E slotEntry[E]] struct {
+	seed    uint32
+	v6      bool
+	slots   uint32 // a power of two
+	entries slotStore
+	entry   func(turnrelayChanKey, turnrelayChanVal) E
+	// owner is the channel in each taken slot.
+	owner map[uint32]turnrelayChanKey
+}
+
+// slotStore holds a table's entries: its map (*ebpf.Map; an interface so
+// that a test can check every write).
+type slotStore interface {
+	Lookup(key, valueOut any) error
+	Put(key, value any) error
+}
+
+func newSlotTables(seed uint32, chans4, chans6 *ebpf.Map) (*slotTable[turnrelayChan4], *slotTable[turnrelayChan6]) {
+	return &slotTable[turnrelayChan4]{seed: seed, slots: chan4Slots, entries: chans4, entry: entry4, owner: map[uint32]turnrelayChanKey{}},
+		&slotTable[turnrelayChan6]{seed: seed, v6: true, slots: chan6Slots, entries: chans6, entry: entry6, owner: map[uint32]turnrelayChanKey{}}
+}
+
+func newSeed() uint32 { return rand.Uint32() }
+
+// slot is the one slot where the program looks for k.
+func (t *slotTable[E]) slot(k turnrelayChanKey) uint32 {
+	if !t.v6 {
+		return chan4Hash(t.seed, k.ClientIp.W[3], k.ClientPort, k.ListenPort, k.Channel) & (t.slots - 1)
+	}
+	w := k.ClientIp.W
+	return slotHash(t.seed, w[0], w[1], w[2], w[3], uint32(k.ClientPort)|uint32(k.ListenPort)<<16, uint32(k.Channel)) & (t.slots - 1)
+}
+
+// chan4Hash is the program's chan4_hash.
+func chan4Hash(seed, clientIP uint32, clientPort, listenPort, channel uint16) uint32 {
+	h := seed ^ clientIP
+	h *= 0x9e3779b1
+	h ^= h >> 15
+	h ^= uint32(clientPort) | uint32(listenPort)<<16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h ^= uint32(channel)
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
+}
+
+// is4 says whether k is an IPv4 channel.
+func is4(k turnrelayChanKey) bool {
+	return k.ClientIp.W[0] == 0 && k.ClientIp.W[1] == 0 && k.ClientIp.W[2] == addr16v4Prefix
+}
+
+// addr16v4Prefix is the third word of an IPv4-mapped address as addr16
+// gives it.
+var addr16v4Prefix = addr16(netip.MustParseAddr("::ffff:192.0.2.1")).W[2]
+
+// put writes k's channel into its slot and says whether it did: false when
+// k is of the other family or its slot holds another channel (then it
+// belongs in the hash map). A learnt listener address is kept.
+func (t *slotTable[E]) put(k turnrelayChanKey, v turnrelayChanVal) (bool, error) {
+	if is4(k) == t.v6 {
+		return false, nil
+	}
+	slot := t.slot(k)
+	e := t.entry(k, v)
+	owner, taken := t.owner[slot]
+	if taken && owner != k {
+		return false, nil
+	}
+	if taken {
+		var old E
+		if err := t.entries.Lookup(slot, &old); err != nil {
+			return true, fmt.Errorf("channel table: %w", err)
+		}
+		if v.Flags&chanListenAny != 0 {
+			e = e.withListenIPOf(old)
+		}
+		if old.withLearntFrom(e) == e {
+			return true, t.write(slot, e) // only the expiry changes: in place
+		}
+		// Anything else changed: out, then in again.
+		if err := t.write(slot, old.withNumber(0)); err != nil {
+			return true, err
+		}
+	}
+	if err := t.write(slot, e.withNumber(0)); err != nil {
+		return taken, err
+	}
+	t.owner[slot] = k
+	return true, t.write(slot, e)
+}
+
+// delete takes k's channel out of its slot and says whether it was there.
+func (t *slotTable[E]) delete(k turnrelayChanKey) (bool, error) {
+	slot := t.slot(k)
+	if owner, ok := t.owner[slot]; !ok || owner != k {
+		return false, nil
+	}
+	var e E
+	if err := t.entries.Lookup(slot, &e); err != nil {
+		return true, fmt.Errorf("channel table: %w", err)
+	}
+	delete(t.owner, slot)
+	return true, t.write(slot, e.withNumber(0))
+}
+
+func (t *slotTable[E]) write(slot uint32, e E) error {
+	if err := t.entries.Put(slot, &e); err != nil {
+		return fmt.Errorf("channel table: %w", err)
+	}
+	return nil
+}
+
+// lookup finds k's entry as the program does: in its slot, with its key.
+func (t *slotTable[E]) lookup(k turnrelayChanKey) (E, bool, error) {
+	var e E
+	if err := t.entries.Lookup(t.slot(k), &e); err != nil {
+		return e, false, err
+	}
+	return e, e.number() != 0 && e.key() == k, nil
+}
+
+// entry4 is k and v as an entry of the IPv4 table: 4-byte addresses.
+func entry4(k turnrelayChanKey, v turnrelayChanVal) turnrelayChan4 {
+	return turnrelayChan4{
+		ClientIp: k.ClientIp.W[3], ClientPort: k.ClientPort, ListenPort: k.ListenPort, Channel: k.Channel,
+		Flags:  v.Flags,
+		PeerIp: v.PeerIp.W[3], RelayIp: v.RelayIp.W[3], ListenIp: v.ListenIp.W[3],
+		PeerPort: v.PeerPort, RelayPort: v.RelayPort,
+		LocalPortMin: v.LocalPortMin, LocalPortMax: v.LocalPortMax,
+		ExpiresNs: v.ExpiresNs,
+	}
+}
+
+// entry6 is k and v as an entry of the IPv6 table.
+func entry6(k turnrelayChanKey, v turnrelayChanVal) turnrelayChan6 {
+	return turnrelayChan6{Key: k, Val: v}
+}
+
+func (e turnrelayChan4) key() turnrelayChanKey {
+	return turnrelayChanKey{ClientIp: turnrelayAddr{W: [4]uint32{0, 0, addr16v4Prefix, e.ClientIp}}, ClientPort: e.ClientPort, ListenPort: e.ListenPort, Channel: e.Channel}
+}
+func (e turnrelayChan6) key() turnrelayChanKey { return e.Key }
+
+func (e turnrelayChan4) number() uint16 { return e.Channel }
+func (e turnrelayChan6) number() uint16 { return e.Key.Channel }
+
+func (e turnrelayChan4) withNumber(n uint16) turnrelayChan4 { e.Channel = n; return e }
+func (e turnrelayChan6) withNumber(n uint16) turnrelayChan6 { e.Key.Channel = n; return e }
+
+func (e turnrelayChan4) withListenIPOf(o turnrelayChan4) turnrelayChan4 {
+	e.ListenIp = o.ListenIp
+	return e
+}
+
+func (e turnrelayChan6) withListenIPOf(o turnrelayChan6) turnrelayChan6 {
+	e.Val.ListenIp = o.Val.ListenIp
+	return e
+}
+
+func (e turnrelayChan4) withLearntFrom(o turnrelayChan4) turnrelayChan4 {
+	e.ExpiresNs = o.ExpiresNs
+	return e.withListenIPOf(o)
+}
+
+func (e turnrelayChan6) withLearntFrom(o turnrelayChan6) turnrelayChan6 {
+	e.Val.ExpiresNs = o.Val.ExpiresNs
+	return e.withListenIPOf(o)
+}
