@@ -167,11 +167,15 @@ func (o *Offload) slotTable(k turnrelayChanKey) channelTable {
 }
 
 // putChannel writes a channel's client-side entry: into the table of its
-// family unless it is in the hash map already or its slot is taken, else
-// into the hash map.
+// family unless it is in the hash map already or the table has no place
+// for it (slotTable.put), else into the hash map.
 func (o *Offload) putChannel(ck turnrelayChanKey, cv turnrelayChanVal) error {
 	var old turnrelayChanVal
-	hashed := o.objs.Channels.Lookup(&ck, &old) == nil
+	err := o.objs.Channels.Lookup(&ck, &old)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("channels map: %w", err)
+	}
+	hashed := err == nil
 	if !hashed {
 		if ok, err := o.slotTable(ck).put(ck, cv); ok || err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -57,16 +58,31 @@ type slotEntry[E any] interface {
 // number 0, then the same with its number. A channel moves out by writing
 // its entry with number 0. Between those, only the expiry and the learnt
 // listener address change in place: a datagram racing such a write sees
-// the channel, with one or the other expiry.
+// the channel, with one or the other expiry. A channel whose other values
+// change moves out, to the hash map.
+//
+// A datagram that matched a channel just before it moved out may still be
+// reading the entry (its CPU held up between comparing the key and
+// copying the value, or writing a learnt listener address back), so a
+// slot rests for slotReuseDelay before another channel moves in; a channel
+// that hashes to a resting slot goes to the hash map.
 type slotTable[E slotEntry[E]] struct {
 	seed    uint32
 	v6      bool
 	slots   uint32 // a power of two
 	entries slotStore
 	entry   func(turnrelayChanKey, turnrelayChanVal) E
+	now     func() time.Time
 	// owner is the channel in each taken slot.
 	owner map[uint32]turnrelayChanKey
+	// freed is when each resting slot's channel moved out.
+	freed map[uint32]time.Time
 }
+
+// slotReuseDelay is how long a slot rests after its channel moved out:
+// far longer than a program run, even one held up by an interrupt or the
+// hypervisor.
+const slotReuseDelay = time.Second
 
 // slotStore holds a table's entries: its map (*ebpf.Map; an interface so
 // that a test can check every write).
@@ -76,8 +92,12 @@ type slotStore interface {
 }
 
 func newSlotTables(seed uint32, chans4, chans6 *ebpf.Map) (*slotTable[turnrelayChan4], *slotTable[turnrelayChan6]) {
-	return &slotTable[turnrelayChan4]{seed: seed, slots: chan4Slots, entries: chans4, entry: entry4, owner: map[uint32]turnrelayChanKey{}},
-		&slotTable[turnrelayChan6]{seed: seed, v6: true, slots: chan6Slots, entries: chans6, entry: entry6, owner: map[uint32]turnrelayChanKey{}}
+	return newSlotTable(seed, false, chan4Slots, chans4, entry4), newSlotTable(seed, true, chan6Slots, chans6, entry6)
+}
+
+func newSlotTable[E slotEntry[E]](seed uint32, v6 bool, slots uint32, entries slotStore, entry func(turnrelayChanKey, turnrelayChanVal) E) *slotTable[E] {
+	return &slotTable[E]{seed: seed, v6: v6, slots: slots, entries: entries, entry: entry, now: time.Now,
+		owner: map[uint32]turnrelayChanKey{}, freed: map[uint32]time.Time{}}
 }
 
 func newSeed() uint32 { return rand.Uint32() }
@@ -115,8 +135,9 @@ func is4(k turnrelayChanKey) bool {
 var addr16v4Prefix = addr16(netip.MustParseAddr("::ffff:192.0.2.1")).W[2]
 
 // put writes k's channel into its slot and says whether it did: false when
-// k is of the other family or its slot holds another channel (then it
-// belongs in the hash map). A learnt listener address is kept.
+// k is of the other family, or its slot holds another channel or rests, or
+// its values other than the expiry changed (then it belongs in the hash
+// map). A learnt listener address is kept.
 func (t *slotTable[E]) put(k turnrelayChanKey, v turnrelayChanVal) (bool, error) {
 	if is4(k) == t.v6 {
 		return false, nil
@@ -124,10 +145,10 @@ func (t *slotTable[E]) put(k turnrelayChanKey, v turnrelayChanVal) (bool, error)
 	slot := t.slot(k)
 	e := t.entry(k, v)
 	owner, taken := t.owner[slot]
-	if taken && owner != k {
+	switch {
+	case taken && owner != k:
 		return false, nil
-	}
-	if taken {
+	case taken:
 		var old E
 		if err := t.entries.Lookup(slot, &old); err != nil {
 			return true, fmt.Errorf("channel table: %w", err)
@@ -138,13 +159,15 @@ func (t *slotTable[E]) put(k turnrelayChanKey, v turnrelayChanVal) (bool, error)
 		if old.withLearntFrom(e) == e {
 			return true, t.write(slot, e) // only the expiry changes: in place
 		}
-		// Anything else changed: out, then in again.
-		if err := t.write(slot, old.withNumber(0)); err != nil {
+		if err := t.moveOut(slot, old); err != nil {
 			return true, err
 		}
+		return false, nil
+	case t.resting(slot):
+		return false, nil
 	}
 	if err := t.write(slot, e.withNumber(0)); err != nil {
-		return taken, err
+		return false, err
 	}
 	t.owner[slot] = k
 	return true, t.write(slot, e)
@@ -160,8 +183,29 @@ func (t *slotTable[E]) delete(k turnrelayChanKey) (bool, error) {
 	if err := t.entries.Lookup(slot, &e); err != nil {
 		return true, fmt.Errorf("channel table: %w", err)
 	}
+	return true, t.moveOut(slot, e)
+}
+
+// moveOut frees slot, which holds e, and lets it rest. Until the write
+// succeeds the slot stays its channel's.
+func (t *slotTable[E]) moveOut(slot uint32, e E) error {
+	if err := t.write(slot, e.withNumber(0)); err != nil {
+		return err
+	}
 	delete(t.owner, slot)
-	return true, t.write(slot, e.withNumber(0))
+	t.freed[slot] = t.now()
+	return nil
+}
+
+// resting says whether slot's channel moved out less than slotReuseDelay
+// ago.
+func (t *slotTable[E]) resting(slot uint32) bool {
+	freed, ok := t.freed[slot]
+	if ok && t.now().Sub(freed) < slotReuseDelay {
+		return true
+	}
+	delete(t.freed, slot)
+	return false
 }
 
 func (t *slotTable[E]) write(slot uint32, e E) error {

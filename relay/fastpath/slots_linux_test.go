@@ -3,6 +3,7 @@
 package fastpath
 
 import (
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -236,3 +237,99 @@ func safeWrite[E slotEntry[E]](old, next E) bool {
 		return old.withLearntFrom(next) == next
 	}
 }
+
+// A slot rests after its channel moved out: another channel that hashes to
+// it goes to the hash map until slotReuseDelay has passed, so a datagram
+// still reading the old entry cannot copy the new one's values. A channel
+// whose peer changes moves out too, to the hash map.
+func TestSlotRestsBeforeReuse(t *testing.T) {
+	var o *Offload
+	ns := netlab.New(t).Namespace("relay")
+	if err := ns.Do(func() (err error) { o, err = Load([]string{"lo"}); return err }); err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	t.Cleanup(func() { _ = o.Close() })
+	now := time.Now()
+	o.chans4.now = func() time.Time { return now }
+	base := Channel{
+		Client:   netip.MustParseAddrPort("10.0.0.2:1"),
+		Listener: netip.MustParseAddrPort("0.0.0.0:3478"), Number: 0x4001,
+		Peer:  netip.MustParseAddrPort("10.0.1.2:9"),
+		Relay: netip.MustParseAddrPort("10.0.1.1:1"),
+	}
+	pair := crowdedChannels(o, base, 2) // two channels in one slot
+	a, b := pair[0], pair[1]
+	where := func(c Channel) string {
+		var v turnrelayChanVal
+		k := chanKey(c)
+		switch {
+		case InSlotTable(o, c):
+			return "table"
+		case o.objs.Channels.Lookup(&k, &v) == nil:
+			return "hash map"
+		}
+		return "nowhere"
+	}
+	step := func(name string, op func(Channel) error, c Channel, want string) {
+		t.Helper()
+		if err := op(c); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := where(c); got != want {
+			t.Fatalf("%s: %v channel %#x is in the %s, want the %s", name, c.Client, c.Number, got, want)
+		}
+	}
+	step("a moves in", o.Put, a, "table")
+	step("a moves out", o.Delete, a, "nowhere")
+	step("b, the slot resting", o.Put, b, "hash map")
+	step("b deleted", o.Delete, b, "nowhere")
+	now = now.Add(slotReuseDelay)
+	step("b, the slot rested", o.Put, b, "table")
+	b.Peer = netip.AddrPortFrom(b.Peer.Addr(), 10)
+	step("b with another peer", o.Put, b, "hash map")
+	step("a, the slot resting again", o.Put, a, "hash map")
+	if _, taken := o.chans4.owner[o.chans4.slot(chanKey(a))]; taken {
+		t.Error("the slot is still taken")
+	}
+}
+
+// A channel whose move out fails stays its slot's: a second Delete
+// removes it (before, the first one forgot it and left it in the kernel).
+func TestSlotDeleteFailureKeepsTheChannel(t *testing.T) {
+	var o *Offload
+	ns := netlab.New(t).Namespace("relay")
+	if err := ns.Do(func() (err error) { o, err = Load([]string{"lo"}); return err }); err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	t.Cleanup(func() { _ = o.Close() })
+	c := Channel{
+		Client:   netip.MustParseAddrPort("10.0.0.2:1"),
+		Listener: netip.MustParseAddrPort("0.0.0.0:3478"), Number: 0x4001,
+		Peer:           netip.MustParseAddrPort("10.0.1.2:9"),
+		Relay:          netip.MustParseAddrPort("10.0.1.1:1"),
+		ChannelExpires: time.Now().Add(time.Minute), PermissionExpires: time.Now().Add(time.Minute),
+	}
+	if err := o.Put(c); err != nil || !InSlotTable(o, c) {
+		t.Fatalf("put: %v; in the table: %v", err, InSlotTable(o, c))
+	}
+	store := o.chans4.entries
+	o.chans4.entries = failingWrites{store}
+	if err := o.Delete(c); err == nil {
+		t.Fatal("delete with the table's writes failing: no error")
+	}
+	if !InSlotTable(o, c) {
+		t.Fatal("after a failed delete the channel is no longer its slot's")
+	}
+	o.chans4.entries = store
+	if err := o.Delete(c); err != nil {
+		t.Fatal(err)
+	}
+	if e, found, err := o.chans4.lookup(chanKey(c)); err != nil || found {
+		t.Fatalf("deleted, but the program still finds it: %+v (%v)", e, err)
+	}
+}
+
+// failingWrites is a table store whose writes fail.
+type failingWrites struct{ slotStore }
+
+func (failingWrites) Put(key, value any) error { return errors.New("injected failure") }

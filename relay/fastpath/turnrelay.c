@@ -469,7 +469,9 @@ static __always_inline int ip_finish(struct __sk_buff *skb, const int v6, const 
 		ip->saddr = saddr->w[3];
 		ip->daddr = daddr->w[3];
 		ip->tot_len = bpf_htons(sizeof(*ip) + udp_len);
-		__u16 *w = (void *)ip;
+		// (may_alias: the words are read after the header's fields were
+		// written through other types.)
+		__u16 __attribute__((__may_alias__)) *w = (void *)ip;
 		__u32 sum = 0;
 
 		ip->ttl = RELAY_TTL;
