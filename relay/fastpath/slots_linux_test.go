@@ -33,12 +33,7 @@ func TestSlotTablesConsistent(t *testing.T) {
 		}},
 	} {
 		t.Run(family.name, func(t *testing.T) {
-			var o *Offload
-			ns := netlab.New(t).Namespace("relay")
-			if err := ns.Do(func() (err error) { o, err = Load([]string{"lo"}); return err }); err != nil {
-				t.Fatalf("load: %v", err)
-			}
-			t.Cleanup(func() { _ = o.Close() })
+			o := loadOnLo(t)
 			o.chans4.entries = &safeWrites[turnrelayChan4]{t: t, store: o.chans4.entries}
 			o.chans6.entries = &safeWrites[turnrelayChan6]{t: t, store: o.chans6.entries}
 
@@ -243,12 +238,7 @@ func safeWrite[E slotEntry[E]](old, next E) bool {
 // still reading the old entry cannot copy the new one's values. A channel
 // whose peer changes moves out too, to the hash map.
 func TestSlotRestsBeforeReuse(t *testing.T) {
-	var o *Offload
-	ns := netlab.New(t).Namespace("relay")
-	if err := ns.Do(func() (err error) { o, err = Load([]string{"lo"}); return err }); err != nil {
-		t.Fatalf("load: %v", err)
-	}
-	t.Cleanup(func() { _ = o.Close() })
+	o := loadOnLo(t)
 	now := time.Now()
 	o.chans4.now = func() time.Time { return now }
 	base := Channel{
@@ -296,12 +286,7 @@ func TestSlotRestsBeforeReuse(t *testing.T) {
 // A channel whose move out fails stays its slot's: a second Delete
 // removes it (before, the first one forgot it and left it in the kernel).
 func TestSlotDeleteFailureKeepsTheChannel(t *testing.T) {
-	var o *Offload
-	ns := netlab.New(t).Namespace("relay")
-	if err := ns.Do(func() (err error) { o, err = Load([]string{"lo"}); return err }); err != nil {
-		t.Fatalf("load: %v", err)
-	}
-	t.Cleanup(func() { _ = o.Close() })
+	o := loadOnLo(t)
 	c := Channel{
 		Client:   netip.MustParseAddrPort("10.0.0.2:1"),
 		Listener: netip.MustParseAddrPort("0.0.0.0:3478"), Number: 0x4001,
@@ -333,3 +318,15 @@ func TestSlotDeleteFailureKeepsTheChannel(t *testing.T) {
 type failingWrites struct{ slotStore }
 
 func (failingWrites) Put(key, value any) error { return errors.New("injected failure") }
+
+// loadOnLo loads the program onto lo in a namespace of its own.
+func loadOnLo(t *testing.T) *Offload {
+	t.Helper()
+	var o *Offload
+	ns := netlab.New(t).Namespace("relay")
+	if err := ns.Do(func() (err error) { o, err = Load([]string{"lo"}); return err }); err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	t.Cleanup(func() { _ = o.Close() })
+	return o
+}
