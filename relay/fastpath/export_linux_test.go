@@ -2,6 +2,11 @@
 
 package fastpath
 
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
 // ChannelSlot is c's slot in o's table of channels of its family.
 func ChannelSlot(o *Offload, c Channel) uint32 {
 	k := chanKey(c)
@@ -25,4 +30,30 @@ func InSlotTable(o *Offload, c Channel) bool {
 		owner, ok = o.chans6.owner[o.chans6.slot(k)]
 	}
 	return ok && owner == k
+}
+
+// LearntListener is the listener address the program learnt for c (for a
+// listener on all addresses), from c's slot or the hash map; unspecified
+// while it has learnt none.
+func LearntListener(o *Offload, c Channel) netip.Addr {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	k := chanKey(c)
+	var w [4]uint32
+	if e, ok, _ := o.chans4.lookup(k); ok {
+		w = [4]uint32{0, 0, addr16v4Prefix, e.ListenIp}
+	} else if e, ok, _ := o.chans6.lookup(k); ok {
+		w = e.Val.ListenIp.W
+	} else {
+		var v turnrelayChanVal
+		if o.objs.Channels.Lookup(&k, &v) != nil {
+			return netip.Addr{}
+		}
+		w = v.ListenIp.W
+	}
+	var b [16]byte
+	for i, x := range w {
+		binary.NativeEndian.PutUint32(b[4*i:], x)
+	}
+	return netip.AddrFrom16(b).Unmap()
 }

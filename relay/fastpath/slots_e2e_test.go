@@ -5,6 +5,7 @@ package fastpath_test
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/turnpike-dev/turnpike/relay/fastpath"
 	"github.com/turnpike-dev/turnpike/test/netlab"
@@ -101,4 +102,68 @@ func sharingASlot(o *fastpath.Offload, e ends, differ func(fastpath.Channel, int
 		}
 	}
 	panic("no two channels in one slot")
+}
+
+// A channel of a listener on all addresses: the program learns the address
+// the client sends to from its first ChannelData, in the channel's slot or
+// in the hash map, and answers the peer from it; until then the peer's
+// datagrams go to userspace. A refresh keeps what was learnt.
+func TestListenerOnAllAddresses(t *testing.T) {
+	for family, ends := range map[string]func(*testing.T, *netlab.Namespace) ends{"IPv4": loopbackEnds, "IPv6": loopbackEnds6} {
+		for _, inSlot := range []bool{true, false} {
+			name := family + "/in its slot"
+			if !inSlot {
+				name = family + "/in the hash map"
+			}
+			t.Run(name, func(t *testing.T) {
+				ns := netlab.New(t).Namespace("relay")
+				o := loadIn(t, ns, "lo")
+				e := ends(t, ns)
+				c := e.channel(0x4001, true)
+				if !inSlot {
+					var squatter fastpath.Channel
+					c, squatter = sharingASlot(o, e, func(c fastpath.Channel, i int) fastpath.Channel {
+						c.Client = netip.AddrPortFrom(c.Client.Addr(), uint16(i))
+						return c
+					})
+					if err := o.Put(squatter); err != nil {
+						t.Fatal(err)
+					}
+				}
+				any := netip.IPv4Unspecified()
+				if c.Listener.Addr().Is6() {
+					any = netip.IPv6Unspecified()
+				}
+				c.Listener = netip.AddrPortFrom(any, c.Listener.Port())
+				if err := o.Put(c); err != nil {
+					t.Fatal(err)
+				}
+				if fastpath.InSlotTable(o, c) != inSlot {
+					t.Fatalf("in its slot: %v, want %v", !inSlot, inSlot)
+				}
+
+				learnt := func(when string) {
+					t.Helper()
+					if got, want := fastpath.LearntListener(o, c), addr(e.listener).Addr(); got != want {
+						t.Errorf("%s: the channel's listener address is %v, want %v", when, got, want)
+					}
+				}
+				send(t, e.peer, addr(e.relay), []byte("early"))
+				expect(t, e.relay, addr(e.peer), []byte("early"))
+				send(t, e.client, addr(e.listener), channelData(c.Number, []byte("ping")))
+				expect(t, e.peer, addr(e.relay), []byte("ping"))
+				learnt("after the first ChannelData")
+				send(t, e.peer, addr(e.relay), []byte("pong"))
+				expect(t, e.client, addr(e.listener), channelData(c.Number, []byte("pong")))
+
+				c.ChannelExpires = c.ChannelExpires.Add(time.Minute)
+				if err := o.Put(c); err != nil {
+					t.Fatal(err)
+				}
+				learnt("after a refresh")
+				send(t, e.peer, addr(e.relay), []byte("after the refresh"))
+				expect(t, e.client, addr(e.listener), channelData(c.Number, []byte("after the refresh")))
+			})
+		}
+	}
 }
