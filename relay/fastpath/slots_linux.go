@@ -134,14 +134,11 @@ func is4(k turnrelayChanKey) bool {
 // gives it.
 var addr16v4Prefix = addr16(netip.MustParseAddr("::ffff:192.0.2.1")).W[2]
 
-// put writes k's channel into its slot and says whether it did: false when
-// k is of the other family, or its slot holds another channel or rests, or
+// put writes k's channel, of the table's family, into its slot and says
+// whether it did: false when its slot holds another channel or rests, or
 // its values other than the expiry changed (then it belongs in the hash
 // map). A learnt listener address is kept.
 func (t *slotTable[E]) put(k turnrelayChanKey, v turnrelayChanVal) (bool, error) {
-	if is4(k) == t.v6 {
-		return false, nil
-	}
 	slot := t.slot(k)
 	e := t.entry(k, v)
 	owner, taken := t.owner[slot]
