@@ -22,7 +22,10 @@ import (
 
 // FreePort is a port free right now for both TCP and UDP on 127.0.0.1, and
 // for UDP on ::1 where the machine has IPv6 loopback, so one port number
-// serves a listener of any protocol and family.
+// serves a listener of any protocol and family. It never returns a port it
+// returned before in this process: the kernel may hand the same ephemeral
+// port to two binds in a row once the first is closed, and a test that asks
+// for two ports before binding either would then get one port twice.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	for range 50 {
@@ -33,7 +36,7 @@ func FreePort(t testing.TB) int {
 		port := l.Addr().(*net.TCPAddr).Port
 		ok := free("udp", "127.0.0.1", port) && (!haveIPv6Loopback() || free("udp", "::1", port))
 		_ = l.Close()
-		if ok {
+		if ok && handOut(port) {
 			return port
 		}
 	}
@@ -45,6 +48,22 @@ func FreePort(t testing.TB) int {
 func FreeAddr(t testing.TB) string {
 	t.Helper()
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+}
+
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// handOut records port as given to a caller; false if it already was.
+func handOut(port int) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports[port] {
+		return false
+	}
+	handedOut.ports[port] = true
+	return true
 }
 
 func free(network, host string, port int) bool {
