@@ -90,7 +90,7 @@ func startCoturn(t *testing.T, peerIP netip.Addr, opts serverOptions) conformanc
 	t.Helper()
 	bin := lookTool(t, "turnserver")
 	dir := t.TempDir()
-	port := freeUDPAndTCPPort(t)
+	port := testutil.FreePort(t)
 	args := []string{"-n", "--no-cli", "--log-file=stdout", "--simple-log", "--no-tls", "--no-dtls",
 		"--listening-port=" + strconv.Itoa(port), "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
 		"--min-port=" + strconv.Itoa(coturnMinPort), "--max-port=" + strconv.Itoa(coturnMaxPort),
@@ -108,26 +108,6 @@ func startCoturn(t *testing.T, peerIP netip.Addr, opts serverOptions) conformanc
 	startProcess(t, bin, args...)
 	waitFor(t, "coturn to answer a Binding request", func() bool { return answersBinding(s.addr) })
 	return s
-}
-
-// freeUDPAndTCPPort is a port free for both UDP and TCP on 127.0.0.1.
-func freeUDPAndTCPPort(t *testing.T) int {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		_ = l.Close()
-		if err == nil {
-			_ = u.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free for both UDP and TCP")
-	return 0
 }
 
 // answersBinding reports whether a STUN Binding request to addr (UDP) is
