@@ -44,9 +44,13 @@ type measurement struct {
 	fastPath      fastPathState
 	fastPathShare float64
 	// kernelUS is the fast path program's own run time per delivered packet
-	// (the kernel's BPF statistics; turnpike-ebpf only, hasKernel).
-	kernelUS  float64
-	hasKernel bool
+	// (the kernel's BPF statistics; turnpike-ebpf only, hasKernel), and
+	// kernelRelayedUS the same per packet the program relayed client →
+	// peer: what a packet costs in the kernel, whether or not the sink's
+	// socket then had room for it.
+	kernelUS        float64
+	kernelRelayedUS float64
+	hasKernel       bool
 }
 
 type fastPathState int
@@ -125,9 +129,11 @@ func measure(o options, r *relayProc, clients []*client, sink *sink, size int, o
 		if err != nil || !active {
 			m.fastPath = fastPathInactive
 		}
-		m.fastPathShare = (n - fpBefore) / float64(got)
-		if bpfAfter, _, err := bpfRunTime(); bpfErr == nil && err == nil && bpfAfter > bpfBefore {
-			m.kernelUS = float64(bpfAfter-bpfBefore) / float64(time.Microsecond) / float64(got)
+		relayed := n - fpBefore
+		m.fastPathShare = relayed / float64(got)
+		if bpfAfter, _, err := bpfRunTime(); bpfErr == nil && err == nil && bpfAfter > bpfBefore && relayed > 0 {
+			us := float64(bpfAfter-bpfBefore) / float64(time.Microsecond)
+			m.kernelUS, m.kernelRelayedUS = us/float64(got), us/relayed
 			m.hasKernel = true
 		}
 	}
@@ -359,17 +365,18 @@ func median(ms []measurement) measurement {
 		hasKernel = hasKernel && m.hasKernel
 	}
 	return measurement{
-		pps:           pick(func(m measurement) float64 { return m.pps }),
-		loss:          pick(func(m measurement) float64 { return m.loss }),
-		cpuPerPacket:  time.Duration(pick(func(m measurement) float64 { return float64(m.cpuPerPacket) })),
-		switches:      pick(func(m measurement) float64 { return m.switches }),
-		sysUS:         pick(func(m measurement) float64 { return m.sysUS }),
-		p50:           time.Duration(pick(func(m measurement) float64 { return float64(m.p50) })),
-		p99:           time.Duration(pick(func(m measurement) float64 { return float64(m.p99) })),
-		background:    pick(func(m measurement) float64 { return m.background }),
-		fastPath:      fp,
-		fastPathShare: pick(func(m measurement) float64 { return m.fastPathShare }),
-		kernelUS:      pick(func(m measurement) float64 { return m.kernelUS }),
-		hasKernel:     hasKernel,
+		pps:             pick(func(m measurement) float64 { return m.pps }),
+		loss:            pick(func(m measurement) float64 { return m.loss }),
+		cpuPerPacket:    time.Duration(pick(func(m measurement) float64 { return float64(m.cpuPerPacket) })),
+		switches:        pick(func(m measurement) float64 { return m.switches }),
+		sysUS:           pick(func(m measurement) float64 { return m.sysUS }),
+		p50:             time.Duration(pick(func(m measurement) float64 { return float64(m.p50) })),
+		p99:             time.Duration(pick(func(m measurement) float64 { return float64(m.p99) })),
+		background:      pick(func(m measurement) float64 { return m.background }),
+		fastPath:        fp,
+		fastPathShare:   pick(func(m measurement) float64 { return m.fastPathShare }),
+		kernelUS:        pick(func(m measurement) float64 { return m.kernelUS }),
+		kernelRelayedUS: pick(func(m measurement) float64 { return m.kernelRelayedUS }),
+		hasKernel:       hasKernel,
 	}
 }
