@@ -68,6 +68,7 @@ import (
 
 	"github.com/pion/stun/v4"
 
+	"github.com/turnpike-dev/turnpike/hack/internal/benchlock"
 	"github.com/turnpike-dev/turnpike/hack/internal/proc"
 )
 
@@ -127,8 +128,13 @@ func main() {
 	}
 	o.loopback, o.clientIP = loopbackAddrs(o.peerIP)
 	raiseFileLimit()
-	if err := run(o); err != nil {
+	release, err := benchlock.Hold(os.Stdout, "relaybench")
+	if err != nil {
 		log.Fatal(err)
+	}
+	defer release()
+	if err := run(o); err != nil {
+		log.Fatal(err) // (the kernel drops the lock at exit)
 	}
 }
 

@@ -46,6 +46,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/turnpike-dev/turnpike/hack/internal/benchlock"
 	"github.com/turnpike-dev/turnpike/test/testenv"
 )
 
@@ -91,6 +92,12 @@ func main() {
 	if o.out == "" {
 		o.out = filepath.Join(testenv.RepoRoot(), "bin", "scale-"+time.Now().UTC().Format("20060102-150405")+".json")
 	}
+	release, err := benchlock.Hold(os.Stdout, "scale")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "scale: %v\n", err)
+		os.Exit(1)
+	}
+	defer release()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o); err != nil {
