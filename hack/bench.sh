@@ -27,6 +27,9 @@
 # address of the machine) at 100 and 10,000 allocations, 200k/s and max.
 # The one-core check pins the relays to CPU 0 (taskset) at 200k packets/s;
 # turnpike-ebpf's kernel work runs on the sender's CPU, which is not pinned.
+# Last, as root, the fast path's program alone on the way a production relay
+# takes (go test -bench Kernel ./relay/fastpath/: a route lookup per datagram,
+# which relaying into lo skips).
 #
 # Needs coturn (Debian package coturn: turnserver) and, for 10,000
 # allocations, root or a hard RLIMIT_NOFILE above 40,000 (relaybench raises
@@ -69,3 +72,10 @@ fi
 echo
 echo "one core: the relays pinned to CPU 0, 200k packets/s of 100 B (turnpike-ebpf: its process; the fast path runs on the sender's CPU)"
 bench -runs 3 -duration 2s -allocs 1,100 -sizes 100 -rates 200000,max -relay-cpus 0
+if [ "$(id -u)" = 0 ]; then
+	echo
+	echo "the fast path on the way a production relay takes (namespaces joined by veth pairs, the program"
+	echo "forwarding to a peer on another host with a route lookup, which the loopback rows above never make):"
+	echo "its run time per datagram (kernel-ns/pkt), one at a time (Kernel) and round-robin over channels (KernelChannels)"
+	go test -run '^$' -bench '^BenchmarkKernel' -benchtime 200000x -count 3 ./relay/fastpath/ | grep -E '^Benchmark'
+fi
