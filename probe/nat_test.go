@@ -113,9 +113,9 @@ func TestDiscoverNATOnLoopback(t *testing.T) {
 func startCoturnBehavior(t *testing.T, bin string) string {
 	t.Helper()
 	dir := t.TempDir()
-	port := testutil.FreePort(t)
+	port, altPort := testutil.FreePort(t), testutil.FreePort(t)
 	cmd := exec.Command(bin, "-n", "--listening-ip=127.0.0.1", "--listening-ip=127.0.0.2", "--relay-ip=127.0.0.1",
-		"--listening-port="+strconv.Itoa(port), "--alt-listening-port="+strconv.Itoa(testutil.FreePort(t)),
+		"--listening-port="+strconv.Itoa(port), "--alt-listening-port="+strconv.Itoa(altPort),
 		"--min-port=32501", "--max-port=32600", "--no-tls", "--no-dtls", "--no-cli", "--no-stdout-log",
 		"--log-file="+filepath.Join(dir, "turnserver.log"), "--pidfile="+filepath.Join(dir, "turnserver.pid"))
 	if err := cmd.Start(); err != nil {
@@ -130,7 +130,8 @@ func startCoturnBehavior(t *testing.T, bin string) string {
 		}
 	})
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	waitForTCP(t, addr)
+	// The tests ask for answers from the other address and port too.
+	testutil.WaitForSTUN(t, addr, net.JoinHostPort("127.0.0.2", strconv.Itoa(altPort)))
 	return addr
 }
 

@@ -106,26 +106,8 @@ func startCoturn(t *testing.T, peerIP netip.Addr, opts serverOptions) conformanc
 		s.addr6 = net.JoinHostPort("::1", strconv.Itoa(port))
 	}
 	startProcess(t, bin, args...)
-	waitFor(t, "coturn to answer a Binding request", func() bool { return answersBinding(s.addr) })
+	testutil.WaitForSTUN(t, s.addr)
 	return s
-}
-
-// answersBinding reports whether a STUN Binding request to addr (UDP) is
-// answered within a second.
-func answersBinding(addr string) bool {
-	conn, err := net.Dial("udp", addr)
-	if err != nil {
-		return false
-	}
-	defer conn.Close()
-	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
-	if _, err := conn.Write(req.Raw); err != nil {
-		return false
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
-	buf := make([]byte, 1500)
-	n, err := conn.Read(buf)
-	return err == nil && n >= stunHeaderSize
 }
 
 // dial connects a raw client to s over network ("udp" or "tcp") as alice.

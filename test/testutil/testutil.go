@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pion/stun/v4"
 )
 
 // FreePort is a port free right now for both TCP and UDP on 127.0.0.1, and
@@ -147,4 +149,37 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// AnswersSTUN says whether a STUN server at addr answers a Binding request
+// over UDP within a second.
+func AnswersSTUN(addr string) bool {
+	conn, err := net.Dial("udp", addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	if _, err := conn.Write(req.Raw); err != nil {
+		return false
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 1500)
+	n, err := conn.Read(buf)
+	return err == nil && stun.IsMessage(buf[:n])
+}
+
+// WaitForSTUN waits (up to 20 s) until a STUN server at each address
+// answers over UDP: a server listening on TCP may not read UDP yet.
+func WaitForSTUN(t testing.TB, addrs ...string) {
+	t.Helper()
+	for _, addr := range addrs {
+		deadline := time.Now().Add(20 * time.Second)
+		for !AnswersSTUN(addr) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no STUN answer over UDP from %s after 20s", addr)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
