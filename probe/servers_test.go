@@ -149,7 +149,9 @@ func startCoturn(t *testing.T) int {
 			t.Logf("turnserver log:\n%s", logs)
 		}
 	})
-	waitForTCP(t, net.JoinHostPort(serverAddress(t), strconv.Itoa(port)))
+	addr := net.JoinHostPort(serverAddress(t), strconv.Itoa(port))
+	waitForTCP(t, addr)
+	testutil.WaitForSTUN(t, addr) // the UDP listener may come later
 	return port
 }
 
