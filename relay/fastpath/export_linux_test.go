@@ -5,6 +5,7 @@ package fastpath
 import (
 	"encoding/binary"
 	"net/netip"
+	"time"
 )
 
 // ChannelSlot is c's slot in o's table of channels of its family.
@@ -56,4 +57,35 @@ func LearntListener(o *Offload, c Channel) netip.Addr {
 		binary.NativeEndian.PutUint32(b[4*i:], x)
 	}
 	return netip.AddrFrom16(b).Unmap()
+}
+
+// SetHopRefresh sets how often the generation of kept hops rises without
+// a notification, for the Offloads loaded from now on; restore puts it back.
+func SetHopRefresh(d time.Duration) (restore func()) {
+	old := hopRefresh
+	hopRefresh = d
+	return func() { hopRefresh = old }
+}
+
+// KeptHopsTo counts the next hops to dst that the program keeps, on any
+// CPU, under the current generation.
+func KeptHopsTo(o *Offload, dst netip.Addr) (int, error) {
+	var gen uint32
+	if err := o.objs.HopGen.Lookup(uint32(0), &gen); err != nil {
+		return 0, err
+	}
+	want := addr16(dst)
+	n := 0
+	var hops []turnrelayHop
+	for slot := range uint32(o.objs.Hops.MaxEntries()) {
+		if err := o.objs.Hops.Lookup(slot, &hops); err != nil {
+			return 0, err
+		}
+		for _, h := range hops {
+			if gen != 0 && h.Gen == gen && h.Dst == want {
+				n++
+			}
+		}
+	}
+	return n, nil
 }

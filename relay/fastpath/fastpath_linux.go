@@ -47,6 +47,7 @@ type Offload struct {
 	objs       turnrelayObjects
 	chans4     *slotTable[turnrelayChan4] // the tables of channels, by family
 	chans6     *slotTable[turnrelayChan6]
+	hops       *hopWatch // nil: no next hop is kept
 	links      []link.Link
 	interfaces []string
 }
@@ -74,6 +75,7 @@ func Load(interfaces []string) (*Offload, error) {
 		return nil, fmt.Errorf("loading the BPF program: %w", err)
 	}
 	o.chans4, o.chans6 = newSlotTables(seed, o.objs.Chans4, o.objs.Chans6)
+	o.hops = watchHops(o.objs.HopGen)
 	for _, name := range interfaces {
 		if err := o.attach(name); err != nil {
 			o.Close()
@@ -112,6 +114,8 @@ func (o *Offload) Close() error {
 		errs = append(errs, l.Close())
 	}
 	o.links = nil
+	o.hops.close()
+	o.hops = nil
 	errs = append(errs, o.objs.Close())
 	return errors.Join(errs...)
 }

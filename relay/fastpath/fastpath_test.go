@@ -4,13 +4,17 @@ package fastpath_test
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/turnpike-dev/turnpike/relay/fastpath"
 	"github.com/turnpike-dev/turnpike/test/netlab"
@@ -315,6 +319,98 @@ func TestForwardsBetweenHosts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestKeptHopFollowsANeighbourChange: the program keeps the next hop of a
+// way it forwards on, and a change to the relay host's neighbours takes
+// effect at once. The peer's link changes its MAC address, and the relay's
+// neighbour entry with it; datagrams must reach the peer after that, where
+// a hop kept past the change would send them to the old address, which
+// the peer's link does not take. The periodic raise of the generation is
+// off, so only the relay's hearing of the change can have ended the hop.
+func TestKeptHopFollowsANeighbourChange(t *testing.T) {
+	defer fastpath.SetHopRefresh(time.Hour)()
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) {
+			client, relay, peer, o := hosts(t, f)
+			e := ends{
+				client:   client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)),
+				listener: relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478)),
+				relay:    relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)),
+				peer:     peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0)),
+			}
+			greet(t, e.listener, e.client)
+			greet(t, e.relay, e.peer)
+			if err := o.Put(e.channel(0x4abc, false)); err != nil {
+				t.Fatal(err)
+			}
+			// One CPU sends, so the program runs on it, in the softirq
+			// of the sending system call: the hop is kept there, and
+			// every datagram after the change meets it.
+			pinToOneCPU(t)
+			relayOnce := func(what string) {
+				t.Helper()
+				data := []byte(what)
+				send(t, e.client, addr(e.listener), channelData(0x4abc, data))
+				expect(t, e.peer, addr(e.relay), data)
+			}
+			// All of one length: a longer datagram than any before asks
+			// the kernel again (the MTU check), kept hop or not.
+			relayOnce("before 0")
+			relayOnce("before 1")
+			peerIP := addr(e.peer).Addr()
+			if n, err := fastpath.KeptHopsTo(o, peerIP); err != nil || n == 0 {
+				t.Fatalf("kept hops to the peer: %d (%v), want at least one", n, err)
+			}
+
+			newMAC := "02:00:5e:61:00:02"
+			peer.Exec("ip", "link", "set", "dev", deviceTowards(t, peer, addr(e.relay).Addr()), "address", newMAC)
+			relay.Exec("ip", "neigh", "replace", peerIP.String(), "lladdr", newMAC, "nud", "reachable",
+				"dev", deviceTowards(t, relay, peerIP))
+			for i := range 5 {
+				relayOnce(fmt.Sprintf("after  %d", i))
+			}
+			if c := counters(t, o); c.ToPeer.Packets != 7 {
+				t.Errorf("%d datagrams relayed in the kernel, want all 7", c.ToPeer.Packets)
+			}
+		})
+	}
+}
+
+// pinToOneCPU keeps the calling goroutine on its thread and the thread on
+// one CPU until the test ends.
+func pinToOneCPU(t *testing.T) {
+	runtime.LockOSThread()
+	var all, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	for cpu := range 1024 {
+		if all.IsSet(cpu) {
+			one.Set(cpu)
+			break
+		}
+	}
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = unix.SchedSetaffinity(0, &all)
+		runtime.UnlockOSThread()
+	})
+}
+
+// deviceTowards is the interface through which ns reaches ip.
+func deviceTowards(t *testing.T, ns *netlab.Namespace, ip netip.Addr) string {
+	t.Helper()
+	fields := strings.Fields(ns.Exec("ip", "-o", "route", "get", ip.String()))
+	for i := 0; i+1 < len(fields); i++ {
+		if fields[i] == "dev" {
+			return fields[i+1]
+		}
+	}
+	t.Fatalf("%s: no route to %s: %v", ns.Name, ip, fields)
+	return ""
 }
 
 // TestSameNodeCall relays a call whose two clients use allocations on the

@@ -485,6 +485,44 @@ static __always_inline int ip_finish(struct __sk_buff *skb, const int v6, const 
 	return 0;
 }
 
+// The next hop the kernel's routes gave for a datagram from src to dst that
+// came in on in_ifindex, kept per CPU so that the next datagram on the same way needs
+// no lookup: a lookup is about half of what forwarding a datagram costs.
+// It holds while gen is hop_gen's value, which the relay raises on every
+// change to the host's routes, neighbours, links, addresses and rules it
+// hears of and once a second whatever it hears (hops_linux.go). len_ok is the
+// longest datagram (IP total length) the kernel accepted on it: a longer
+// one asks the kernel again (the MTU check). gen 0: never valid.
+struct hop {
+	struct addr src, dst;
+	__u32 in_ifindex;
+	__u32 out_ifindex;
+	__u32 gen;
+	__u16 len_ok;
+	__u8 smac[ETH_ALEN];
+	__u8 dmac[ETH_ALEN];
+	__u16 pad[3];
+};
+
+_Static_assert(sizeof(struct hop) == 64, "a hop is one cache line");
+
+#define HOP_SLOTS 1024 // per CPU; a power of two
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct hop);
+} hops SEC(".maps");
+
+// The generation of the routes that hold, raised by the relay (never 0).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} hop_gen SEC(".maps");
+
 // How a rewritten datagram leaves.
 enum route {
 	ROUTE_PASS,      // give the original to userspace
@@ -501,6 +539,81 @@ struct pkt {
 	__u16 udp_len;
 };
 
+static __always_inline __u32 current_hop_gen(void)
+{
+	__u32 zero = 0, *gen = bpf_map_lookup_elem(&hop_gen, &zero);
+
+	return gen ? *gen : 0;
+}
+
+// hop_slot is where this CPU keeps the route from src to dst for
+// datagrams in on in_ifindex.
+static __always_inline __u32 hop_slot(const struct addr *src, const struct addr *dst, __u32 in_ifindex)
+{
+	__u32 h = slot_seed;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h = slot_mix(slot_mix(h, src->w[i]), dst->w[i]);
+	return slot_end(slot_mix(h, in_ifindex)) & (HOP_SLOTS - 1);
+}
+
+// cached_hop writes the Ethernet addresses of a route this CPU keeps for
+// the datagram into it and says so, or says that the kernel must be asked.
+static __always_inline int cached_hop(struct __sk_buff *skb, struct pkt *p, const struct addr *src, const struct addr *dst,
+					__u16 tot_len, __u32 *ifindex)
+{
+	__u32 slot = hop_slot(src, dst, skb->ingress_ifindex), gen = current_hop_gen();
+	struct hop *r = bpf_map_lookup_elem(&hops, &slot);
+
+	if (!r || !gen || r->gen != gen || r->in_ifindex != skb->ingress_ifindex || tot_len > r->len_ok ||
+	    !addr_eq(&r->src, src) || !addr_eq(&r->dst, dst))
+		return 0;
+	__builtin_memcpy(p->eth->h_dest, r->dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, r->smac, ETH_ALEN);
+	*ifindex = r->out_ifindex;
+	return 1;
+}
+
+static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
+{
+	int eq = 1;
+
+#pragma unroll
+	for (int i = 0; i < ETH_ALEN; i++)
+		eq &= a[i] == b[i];
+	return eq;
+}
+
+// keep_hop keeps the kernel's answer for the datagram, found under
+// generation gen, for the next ones on the same way.
+static __always_inline void keep_hop(struct __sk_buff *skb, const struct addr *src, const struct addr *dst, __u16 tot_len,
+				       const struct bpf_fib_lookup *fib, __u32 gen)
+{
+	__u32 slot = hop_slot(src, dst, skb->ingress_ifindex);
+	struct hop *r = bpf_map_lookup_elem(&hops, &slot);
+
+	if (!r || !gen)
+		return;
+	// The same hop for the same way under the same generation: a longer
+	// datagram passed.
+	if (r->gen == gen && r->in_ifindex == skb->ingress_ifindex && addr_eq(&r->src, src) && addr_eq(&r->dst, dst) &&
+	    r->out_ifindex == fib->ifindex && mac_eq(r->smac, fib->smac) && mac_eq(r->dmac, fib->dmac)) {
+		if (tot_len > r->len_ok)
+			r->len_ok = tot_len;
+		return;
+	}
+	r->gen = 0; // (per CPU and in softirq, nothing reads it meanwhile; on a preemptible kernel a reader sees it invalid)
+	r->src = *src;
+	r->dst = *dst;
+	r->in_ifindex = skb->ingress_ifindex;
+	r->out_ifindex = fib->ifindex;
+	r->len_ok = tot_len;
+	__builtin_memcpy(r->smac, fib->smac, ETH_ALEN);
+	__builtin_memcpy(r->dmac, fib->dmac, ETH_ALEN);
+	r->gen = gen;
+}
+
 // decide picks the route for a datagram that came in on ingress_ifindex and,
 // rewritten, goes from saddr to daddr. Both ends on this host (arriving on
 // lo): deliver locally. Both ends elsewhere: forward by the kernel's routing
@@ -512,12 +625,15 @@ static __always_inline enum route decide(struct __sk_buff *skb, const int v6, st
 {
 	int from_lo = skb->ingress_ifindex == LOOPBACK_IFINDEX;
 	struct bpf_fib_lookup fib = {};
+	__u32 gen;
 	long rc;
 
 	if (dest_local)
 		return from_lo ? ROUTE_LOCAL : ROUTE_PASS;
 	if (from_lo || looks_partial(v6, &p->saddr, &p->daddr, p->udp))
 		return ROUTE_PASS;
+	if (cached_hop(skb, p, saddr, daddr, IP_HLEN(v6) + udp_len, ifindex))
+		return ROUTE_REDIRECT;
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.tot_len = IP_HLEN(v6) + udp_len;
 	fib.ifindex = skb->ingress_ifindex;
@@ -530,9 +646,11 @@ static __always_inline enum route decide(struct __sk_buff *skb, const int v6, st
 		fib.ipv4_src = saddr->w[3];
 		fib.ipv4_dst = daddr->w[3];
 	}
+	gen = current_hop_gen(); // before the lookup: a change during it makes its result stale at once
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return ROUTE_PASS; // no neighbour yet, forwarding off, needs fragmenting, ...: userspace
+	keep_hop(skb, saddr, daddr, IP_HLEN(v6) + udp_len, &fib, gen);
 	__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
 	*ifindex = fib.ifindex;

@@ -91,6 +91,19 @@ type turnrelayChanVal struct {
 	ExpiresNs    uint64
 }
 
+type turnrelayHop struct {
+	_          structs.HostLayout
+	Src        turnrelayAddr
+	Dst        turnrelayAddr
+	InIfindex  uint32
+	OutIfindex uint32
+	Gen        uint32
+	LenOk      uint16
+	Smac       [6]uint8
+	Dmac       [6]uint8
+	Pad        [3]uint16
+}
+
 type turnrelayPeerSlot struct {
 	_         structs.HostLayout
 	PeerIp    turnrelayAddr
@@ -117,6 +130,8 @@ const (
 	turnrelayMapChans6      = "chans6"
 	turnrelayMapCounters    = "counters"
 	turnrelayMapCsumScratch = "csum_scratch"
+	turnrelayMapHopGen      = "hop_gen"
+	turnrelayMapHops        = "hops"
 	turnrelayProgTurnrelay  = "turnrelay"
 	turnrelayVarSlotSeed    = "slot_seed"
 )
@@ -177,6 +192,8 @@ type turnrelayMapSpecs struct {
 	Chans6      *ebpf.MapSpec `ebpf:"chans6"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	CsumScratch *ebpf.MapSpec `ebpf:"csum_scratch"`
+	HopGen      *ebpf.MapSpec `ebpf:"hop_gen"`
+	Hops        *ebpf.MapSpec `ebpf:"hops"`
 }
 
 // turnrelayVariableSpecs contains global variables before they are loaded into the kernel.
@@ -213,6 +230,8 @@ type turnrelayMaps struct {
 	Chans6      *ebpf.Map `ebpf:"chans6"`
 	Counters    *ebpf.Map `ebpf:"counters"`
 	CsumScratch *ebpf.Map `ebpf:"csum_scratch"`
+	HopGen      *ebpf.Map `ebpf:"hop_gen"`
+	Hops        *ebpf.Map `ebpf:"hops"`
 }
 
 func (m *turnrelayMaps) Close() error {
@@ -224,6 +243,8 @@ func (m *turnrelayMaps) Close() error {
 		m.Chans6,
 		m.Counters,
 		m.CsumScratch,
+		m.HopGen,
+		m.Hops,
 	)
 }
 
