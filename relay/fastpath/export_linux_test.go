@@ -70,7 +70,7 @@ func SetHopRefresh(d time.Duration) (restore func()) {
 // KeptHopsTo counts the next hops to dst that the program keeps, on any
 // CPU, under the current generation.
 func KeptHopsTo(o *Offload, dst netip.Addr) (int, error) {
-	var gen uint32
+	var gen uint64
 	if err := o.objs.HopGen.Lookup(uint32(0), &gen); err != nil {
 		return 0, err
 	}
@@ -88,4 +88,13 @@ func KeptHopsTo(o *Offload, dst netip.Addr) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// StopHopRaises stops o raising the generation of kept hops: they hold
+// until o closes, whatever changes.
+func StopHopRaises(o *Offload) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.hops.close()
+	o.hops = nil
 }

@@ -321,60 +321,110 @@ func TestForwardsBetweenHosts(t *testing.T) {
 	}
 }
 
-// TestKeptHopFollowsANeighbourChange: the program keeps the next hop of a
-// way it forwards on, and a change to the relay host's neighbours takes
-// effect at once. The peer's link changes its MAC address, and the relay's
-// neighbour entry with it; datagrams must reach the peer after that, where
-// a hop kept past the change would send them to the old address, which
-// the peer's link does not take. The periodic raise of the generation is
-// off, so only the relay's hearing of the change can have ended the hop.
+// TestKeptHopFollowsANeighbourChange: a change to the relay host's
+// neighbours ends the next hops the program keeps. The peer's link changes
+// its MAC address, and the relay's neighbour entry with it; datagrams must
+// reach the peer after that, where a hop kept past the change would send
+// them to the old address, which the peer's link does not take. The
+// periodic raise of the generation is off, so only the relay's hearing of
+// the change can have ended the hop.
 func TestKeptHopFollowsANeighbourChange(t *testing.T) {
 	defer fastpath.SetHopRefresh(time.Hour)()
 	for _, f := range families {
 		t.Run(f.name, func(t *testing.T) {
-			client, relay, peer, o := hosts(t, f)
-			e := ends{
-				client:   client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)),
-				listener: relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478)),
-				relay:    relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)),
-				peer:     peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0)),
-			}
-			greet(t, e.listener, e.client)
-			greet(t, e.relay, e.peer)
-			if err := o.Put(e.channel(0x4abc, false)); err != nil {
-				t.Fatal(err)
-			}
-			// One CPU sends, so the program runs on it, in the softirq
-			// of the sending system call: the hop is kept there, and
-			// every datagram after the change meets it.
-			pinToOneCPU(t)
-			relayOnce := func(what string) {
-				t.Helper()
-				data := []byte(what)
-				send(t, e.client, addr(e.listener), channelData(0x4abc, data))
-				expect(t, e.peer, addr(e.relay), data)
-			}
-			// All of one length: a longer datagram than any before asks
-			// the kernel again (the MTU check), kept hop or not.
-			relayOnce("before 0")
-			relayOnce("before 1")
-			peerIP := addr(e.peer).Addr()
-			if n, err := fastpath.KeptHopsTo(o, peerIP); err != nil || n == 0 {
-				t.Fatalf("kept hops to the peer: %d (%v), want at least one", n, err)
-			}
-
+			kh := keptHop(t, f)
 			newMAC := "02:00:5e:61:00:02"
-			peer.Exec("ip", "link", "set", "dev", deviceTowards(t, peer, addr(e.relay).Addr()), "address", newMAC)
-			relay.Exec("ip", "neigh", "replace", peerIP.String(), "lladdr", newMAC, "nud", "reachable",
-				"dev", deviceTowards(t, relay, peerIP))
-			for i := range 5 {
-				relayOnce(fmt.Sprintf("after  %d", i))
+			kh.peer.Exec("ip", "link", "set", "dev", deviceTowards(t, kh.peer, addr(kh.e.relay).Addr()), "address", newMAC)
+			kh.relay.Exec("ip", "neigh", "replace", kh.peerIP.String(), "lladdr", newMAC, "nud", "reachable",
+				"dev", deviceTowards(t, kh.relay, kh.peerIP))
+			// The generation rises on the relay's own time (hopCoalesce).
+			for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+				n, err := fastpath.KeptHopsTo(kh.o, kh.peerIP)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n == 0 {
+					break
+				}
+				if time.Since(start) > 2*time.Second {
+					t.Fatalf("%d hops to the peer still kept 2s after its neighbour entry changed", n)
+				}
 			}
-			if c := counters(t, o); c.ToPeer.Packets != 7 {
+			for i := range 5 {
+				kh.relayOnce(fmt.Sprintf("after  %d", i))
+			}
+			if c := counters(t, kh.o); c.ToPeer.Packets != 7 {
 				t.Errorf("%d datagrams relayed in the kernel, want all 7", c.ToPeer.Packets)
 			}
 		})
 	}
+}
+
+// TestKeptHopIsUsed: a datagram on a way with a kept hop does not ask the
+// kernel. With the generation held (no raise at all), the relay's neighbour
+// entry for the peer goes; asked, the kernel would have no neighbour and
+// the datagram would pass to userspace (the relay socket), but on the kept
+// hop it still reaches the peer.
+func TestKeptHopIsUsed(t *testing.T) {
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) {
+			kh := keptHop(t, f)
+			fastpath.StopHopRaises(kh.o)
+			// Kept under the generation that now holds (a raise may have
+			// come between the first datagrams and the stop).
+			kh.relayOnce("before 2")
+			if n, err := fastpath.KeptHopsTo(kh.o, kh.peerIP); err != nil || n == 0 {
+				t.Fatalf("kept hops to the peer: %d (%v), want at least one", n, err)
+			}
+			kh.relay.Exec("ip", "neigh", "del", kh.peerIP.String(), "dev", deviceTowards(t, kh.relay, kh.peerIP))
+			kh.relayOnce("after  0")
+			expectNothing(t, kh.e.listener, kh.e.relay)
+		})
+	}
+}
+
+// keptHopWay is a channel forwarded between hosts whose next hop towards
+// the peer the program keeps, on the one CPU the test sends from.
+type keptHopWay struct {
+	relay, peer *netlab.Namespace
+	o           *fastpath.Offload
+	e           ends
+	peerIP      netip.Addr
+	relayOnce   func(what string)
+}
+
+func keptHop(t *testing.T, f family) keptHopWay {
+	client, relay, peer, o := hosts(t, f)
+	e := ends{
+		client:   client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)),
+		listener: relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478)),
+		relay:    relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)),
+		peer:     peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0)),
+	}
+	greet(t, e.listener, e.client)
+	greet(t, e.relay, e.peer)
+	if err := o.Put(e.channel(0x4abc, false)); err != nil {
+		t.Fatal(err)
+	}
+	// One CPU sends, so the program runs on it, in the softirq of the
+	// sending system call: the hop is kept there, and every datagram
+	// after meets it.
+	pinToOneCPU(t)
+	kh := keptHopWay{relay: relay, peer: peer, o: o, e: e, peerIP: addr(e.peer).Addr()}
+	// All of one length, so that none is longer than the one that found
+	// the hop.
+	kh.relayOnce = func(what string) {
+		t.Helper()
+		data := []byte(what)
+		send(t, e.client, addr(e.listener), channelData(0x4abc, data))
+		expect(t, e.peer, addr(e.relay), data)
+	}
+	kh.relayOnce("before 0")
+	kh.relayOnce("before 1")
+	if n, err := fastpath.KeptHopsTo(o, kh.peerIP); err != nil || n == 0 {
+		t.Fatalf("kept hops to the peer: %d (%v), want at least one", n, err)
+	}
+	return kh
 }
 
 // pinToOneCPU keeps the calling goroutine on its thread and the thread on

@@ -17,14 +17,17 @@ import (
 // is about half of what forwarding a datagram costs. A kept hop holds
 // while hop_gen has the generation it was found under, and the relay
 // raises that generation whenever the host's routing may have changed: on
-// every rtnetlink notification of a link, address, route, neighbour, rule
-// or forwarding setting, and every hopRefresh whatever it hears. So a hop
-// outlives a change the relay heard of by about hopCoalesce, and one it
-// did not hear of (a lost notification) by hopRefresh at most.
+// every rtnetlink notification of a link, address, route, nexthop,
+// neighbour, rule or forwarding setting, and every hopRefresh whatever it
+// hears. So a hop outlives a change the relay heard of by about
+// hopCoalesce, and one it cannot hear of by hopRefresh at most: a lost
+// notification, and what the kernel changes without one (a path MTU
+// learnt from ICMP, sysctls of multipath hashing).
 //
-// Without the notifications (the socket could not be opened) the
-// generation stays 0, which no kept hop ever matches: the program asks the
-// kernel for every datagram, as it did before it kept hops.
+// Without the notifications (the socket could not be opened, or reading
+// it failed) the generation is 0, which no kept hop ever matches: the
+// program asks the kernel for every datagram, as it did before it kept
+// hops.
 
 // hopRefresh is how often the generation rises without a notification (a
 // variable so that a test can leave only the notifications).
@@ -38,14 +41,16 @@ const hopCoalesce = 20 * time.Millisecond
 const rtnetlinkGroups = unix.RTMGRP_LINK | unix.RTMGRP_NEIGH |
 	unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV6_IFADDR | unix.RTMGRP_IPV6_ROUTE |
 	1<<(unix.RTNLGRP_IPV4_RULE-1) | 1<<(unix.RTNLGRP_IPV6_RULE-1) |
-	1<<(unix.RTNLGRP_IPV4_NETCONF-1) | 1<<(unix.RTNLGRP_IPV6_NETCONF-1)
+	1<<(unix.RTNLGRP_IPV4_NETCONF-1) | 1<<(unix.RTNLGRP_IPV6_NETCONF-1) |
+	1<<(unix.RTNLGRP_NEXTHOP-1)
 
 // hopWatch raises the generation of kept hops.
 type hopWatch struct {
 	gen     *ebpf.Map
-	value   uint32
+	value   uint64
 	changes *os.File // the rtnetlink socket, in the network namespace Load ran in
 	stop    chan struct{}
+	deaf    chan struct{} // closed when reading the socket failed
 	wg      sync.WaitGroup
 }
 
@@ -56,7 +61,7 @@ func watchHops(gen *ebpf.Map) *hopWatch {
 	if err != nil {
 		return nil
 	}
-	w := &hopWatch{gen: gen, changes: changes, stop: make(chan struct{})}
+	w := &hopWatch{gen: gen, changes: changes, stop: make(chan struct{}), deaf: make(chan struct{})}
 	if err := w.raise(); err != nil {
 		changes.Close()
 		return nil
@@ -83,14 +88,19 @@ func rtnetlinkSocket() (*os.File, error) {
 }
 
 // listen tells heard of every notification, and of notifications lost
-// (a full socket buffer: ENOBUFS), until the socket closes.
+// (a full socket buffer: ENOBUFS), until the socket closes or fails.
 func (w *hopWatch) listen(heard chan<- struct{}) {
 	defer w.wg.Done()
 	buf := make([]byte, 64<<10)
 	for {
 		_, err := w.changes.Read(buf)
 		if err != nil && !errors.Is(err, unix.ENOBUFS) {
-			return // closed
+			select {
+			case <-w.stop: // closed
+			default:
+				close(w.deaf)
+			}
+			return
 		}
 		select {
 		case heard <- struct{}{}:
@@ -100,7 +110,8 @@ func (w *hopWatch) listen(heard chan<- struct{}) {
 }
 
 // raiseOn raises the generation after each notification, at most once a
-// hopCoalesce, and every hopRefresh.
+// hopCoalesce, and every hopRefresh. Once the relay can hear no more
+// changes it sets the generation to 0: no hop is kept from then on.
 func (w *hopWatch) raiseOn(heard <-chan struct{}) {
 	defer w.wg.Done()
 	refresh := time.NewTicker(hopRefresh)
@@ -108,6 +119,9 @@ func (w *hopWatch) raiseOn(heard <-chan struct{}) {
 	for {
 		select {
 		case <-w.stop:
+			return
+		case <-w.deaf:
+			_ = w.gen.Put(uint32(0), uint64(0))
 			return
 		case <-heard:
 		case <-refresh.C:
@@ -121,12 +135,9 @@ func (w *hopWatch) raiseOn(heard <-chan struct{}) {
 	}
 }
 
-// raise moves the generation on (never to 0).
+// raise moves the generation on (never to 0: 64 bits do not wrap).
 func (w *hopWatch) raise() error {
 	w.value++
-	if w.value == 0 {
-		w.value = 1
-	}
 	return w.gen.Put(uint32(0), w.value)
 }
 

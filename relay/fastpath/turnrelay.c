@@ -491,17 +491,17 @@ static __always_inline int ip_finish(struct __sk_buff *skb, const int v6, const 
 // It holds while gen is hop_gen's value, which the relay raises on every
 // change to the host's routes, neighbours, links, addresses and rules it
 // hears of and once a second whatever it hears (hops_linux.go). len_ok is the
-// longest datagram (IP total length) the kernel accepted on it: a longer
-// one asks the kernel again (the MTU check). gen 0: never valid.
+// longest datagram (IP total length) the route's MTU lets through: a longer
+// one asks the kernel (which refuses it). gen 0: never valid.
 struct hop {
 	struct addr src, dst;
 	__u32 in_ifindex;
 	__u32 out_ifindex;
-	__u32 gen;
+	__u64 gen;
 	__u16 len_ok;
 	__u8 smac[ETH_ALEN];
 	__u8 dmac[ETH_ALEN];
-	__u16 pad[3];
+	__u16 pad;
 };
 
 _Static_assert(sizeof(struct hop) == 64, "a hop is one cache line");
@@ -520,7 +520,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, __u64);
 } hop_gen SEC(".maps");
 
 // How a rewritten datagram leaves.
@@ -539,9 +539,10 @@ struct pkt {
 	__u16 udp_len;
 };
 
-static __always_inline __u32 current_hop_gen(void)
+static __always_inline __u64 current_hop_gen(void)
 {
-	__u32 zero = 0, *gen = bpf_map_lookup_elem(&hop_gen, &zero);
+	__u32 zero = 0;
+	__u64 *gen = bpf_map_lookup_elem(&hop_gen, &zero);
 
 	return gen ? *gen : 0;
 }
@@ -563,7 +564,8 @@ static __always_inline __u32 hop_slot(const struct addr *src, const struct addr 
 static __always_inline int cached_hop(struct __sk_buff *skb, struct pkt *p, const struct addr *src, const struct addr *dst,
 					__u16 tot_len, __u32 *ifindex)
 {
-	__u32 slot = hop_slot(src, dst, skb->ingress_ifindex), gen = current_hop_gen();
+	__u32 slot = hop_slot(src, dst, skb->ingress_ifindex);
+	__u64 gen = current_hop_gen();
 	struct hop *r = bpf_map_lookup_elem(&hops, &slot);
 
 	if (!r || !gen || r->gen != gen || r->in_ifindex != skb->ingress_ifindex || tot_len > r->len_ok ||
@@ -575,40 +577,28 @@ static __always_inline int cached_hop(struct __sk_buff *skb, struct pkt *p, cons
 	return 1;
 }
 
-static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
-{
-	int eq = 1;
-
-#pragma unroll
-	for (int i = 0; i < ETH_ALEN; i++)
-		eq &= a[i] == b[i];
-	return eq;
-}
-
 // keep_hop keeps the kernel's answer for the datagram, found under
 // generation gen, for the next ones on the same way.
-static __always_inline void keep_hop(struct __sk_buff *skb, const struct addr *src, const struct addr *dst, __u16 tot_len,
-				       const struct bpf_fib_lookup *fib, __u32 gen)
+static __always_inline void keep_hop(struct __sk_buff *skb, const struct addr *src, const struct addr *dst,
+				      const struct bpf_fib_lookup *fib, __u64 gen)
 {
 	__u32 slot = hop_slot(src, dst, skb->ingress_ifindex);
 	struct hop *r = bpf_map_lookup_elem(&hops, &slot);
 
 	if (!r || !gen)
 		return;
-	// The same hop for the same way under the same generation: a longer
-	// datagram passed.
-	if (r->gen == gen && r->in_ifindex == skb->ingress_ifindex && addr_eq(&r->src, src) && addr_eq(&r->dst, dst) &&
-	    r->out_ifindex == fib->ifindex && mac_eq(r->smac, fib->smac) && mac_eq(r->dmac, fib->dmac)) {
-		if (tot_len > r->len_ok)
-			r->len_ok = tot_len;
-		return;
-	}
-	r->gen = 0; // (per CPU and in softirq, nothing reads it meanwhile; on a preemptible kernel a reader sees it invalid)
+	// The entry is this CPU's, and the program runs in softirq, which
+	// does not nest on a CPU: nothing reads it while it is written. (A
+	// kernel that preempts softirq sections on one CPU, as PREEMPT_RT
+	// may, would need a sequence count here.)
 	r->src = *src;
 	r->dst = *dst;
 	r->in_ifindex = skb->ingress_ifindex;
 	r->out_ifindex = fib->ifindex;
-	r->len_ok = tot_len;
+	// On success the kernel gives the MTU it checked the datagram
+	// against (a kernel that does not leaves the datagram's own length
+	// there: the union with tot_len).
+	r->len_ok = fib->mtu_result;
 	__builtin_memcpy(r->smac, fib->smac, ETH_ALEN);
 	__builtin_memcpy(r->dmac, fib->dmac, ETH_ALEN);
 	r->gen = gen;
@@ -625,7 +615,7 @@ static __always_inline enum route decide(struct __sk_buff *skb, const int v6, st
 {
 	int from_lo = skb->ingress_ifindex == LOOPBACK_IFINDEX;
 	struct bpf_fib_lookup fib = {};
-	__u32 gen;
+	__u64 gen;
 	long rc;
 
 	if (dest_local)
@@ -650,7 +640,7 @@ static __always_inline enum route decide(struct __sk_buff *skb, const int v6, st
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return ROUTE_PASS; // no neighbour yet, forwarding off, needs fragmenting, ...: userspace
-	keep_hop(skb, saddr, daddr, IP_HLEN(v6) + udp_len, &fib, gen);
+	keep_hop(skb, saddr, daddr, &fib, gen);
 	__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
 	*ifindex = fib.ifindex;

@@ -97,11 +97,11 @@ type turnrelayHop struct {
 	Dst        turnrelayAddr
 	InIfindex  uint32
 	OutIfindex uint32
-	Gen        uint32
+	Gen        uint64
 	LenOk      uint16
 	Smac       [6]uint8
 	Dmac       [6]uint8
-	Pad        [3]uint16
+	Pad        uint16
 }
 
 type turnrelayPeerSlot struct {
