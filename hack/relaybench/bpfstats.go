@@ -84,20 +84,41 @@ func statsCost() (time.Duration, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		// The thread leaves for a namespace of its own and, still locked
-		// when the goroutine returns, ends with it.
+		// The thread leaves for a namespace of its own and comes back.
+		// It must not end instead: the relays were started with
+		// Pdeathsig, which the kernel sends when the thread that
+		// forked a child ends, and this may be that thread.
 		runtime.LockOSThread()
+		home, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			done <- result{0, err}
+			runtime.UnlockOSThread()
+			return
+		}
+		defer home.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			done <- result{0, fmt.Errorf("a network namespace: %w", err)}
+			runtime.UnlockOSThread()
+			return
+		}
 		cost, err := statsCostHere()
+		if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err != nil {
+			// Stuck in the namespace: the thread stays locked and ends
+			// with the goroutine, and stopping the relays is all that
+			// is left.
+			done <- result{0, fmt.Errorf("back from the probe's network namespace: %w", err)}
+			return
+		}
+		runtime.UnlockOSThread()
 		done <- result{cost, err}
 	}()
 	r := <-done
 	return r.cost, r.err
 }
 
+// statsCostHere measures in the calling thread's network namespace, a new
+// one.
 func statsCostHere() (time.Duration, error) {
-	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-		return 0, fmt.Errorf("a network namespace: %w", err)
-	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return 0, err
