@@ -29,14 +29,7 @@ func BenchmarkKernel(b *testing.B) {
 	for _, f := range families {
 		b.Run(f.name+"/forward", func(b *testing.B) {
 			client, relay, peer, o := hosts(b, f)
-			e := ends{
-				client:   client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)),
-				listener: relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478)),
-				relay:    relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)),
-				peer:     peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0)),
-			}
-			greet(b, e.listener, e.client)
-			greet(b, e.relay, e.peer)
+			e := forwardEnds(b, f, client, relay, peer)
 			if err := o.Put(e.channel(0x4001, false)); err != nil {
 				b.Fatal(err)
 			}

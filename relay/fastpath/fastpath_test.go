@@ -280,22 +280,29 @@ func hosts(t testing.TB, f family) (client, relay, peer *netlab.Namespace, o *fa
 	return client, relay, peer, loadIn(t, relay, rcIf, rpIf)
 }
 
+// forwardEnds are the ends of a channel between a client and a peer on
+// other hosts (hosts). The relay has talked to both before (neighbours
+// resolved), as it has answered the client's Allocate and sent to the peer
+// in real life.
+func forwardEnds(t testing.TB, f family, client, relay, peer *netlab.Namespace) ends {
+	e := ends{
+		client:   client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)),
+		listener: relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478)),
+		relay:    relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)),
+		peer:     peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0)),
+	}
+	greet(t, e.listener, e.client)
+	greet(t, e.relay, e.peer)
+	return e
+}
+
 // TestForwardsBetweenHosts relays between a client and a peer on other
 // hosts, over IPv4 and IPv6 (where the UDP checksum is mandatory).
 func TestForwardsBetweenHosts(t *testing.T) {
 	for _, f := range families {
 		t.Run(f.name, func(t *testing.T) {
 			client, relay, peer, o := hosts(t, f)
-			e := ends{
-				client:   client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)),
-				listener: relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478)),
-				relay:    relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)),
-				peer:     peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0)),
-			}
-			// The relay has talked to both before (neighbours resolved), as it
-			// has answered the client's Allocate and sent to the peer in real life.
-			greet(t, e.listener, e.client)
-			greet(t, e.relay, e.peer)
+			e := forwardEnds(t, f, client, relay, peer)
 			if err := o.Put(e.channel(0x4abc, false)); err != nil {
 				t.Fatal(err)
 			}
@@ -395,14 +402,7 @@ type keptHopWay struct {
 
 func keptHop(t *testing.T, f family) keptHopWay {
 	client, relay, peer, o := hosts(t, f)
-	e := ends{
-		client:   client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)),
-		listener: relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478)),
-		relay:    relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)),
-		peer:     peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0)),
-	}
-	greet(t, e.listener, e.client)
-	greet(t, e.relay, e.peer)
+	e := forwardEnds(t, f, client, relay, peer)
 	if err := o.Put(e.channel(0x4abc, false)); err != nil {
 		t.Fatal(err)
 	}
