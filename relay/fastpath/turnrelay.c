@@ -504,7 +504,9 @@ struct hop {
 	__u16 pad;
 };
 
-_Static_assert(sizeof(struct hop) == 64, "a hop is one cache line");
+// 64 bytes; a per-CPU value is only 8-byte aligned, so it may span two
+// lines.
+_Static_assert(sizeof(struct hop) == 64, "a hop is 64 bytes");
 
 #define HOP_SLOTS 1024 // per CPU; a power of two
 
