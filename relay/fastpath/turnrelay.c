@@ -260,6 +260,13 @@ static __always_inline int addr_eq(const struct addr *a, const struct addr *b)
 	return a->w[0] == b->w[0] && a->w[1] == b->w[1] && a->w[2] == b->w[2] && a->w[3] == b->w[3];
 }
 
+// addr_v4mapped says whether a is an IPv4-mapped address (::ffff:a.b.c.d),
+// the form IPv4 addresses take in this program's keys.
+static __always_inline int addr_v4mapped(const struct addr *a)
+{
+	return !(a->w[0] | a->w[1]) && a->w[2] == bpf_htonl(0xffff);
+}
+
 static __always_inline int addr_zero(const struct addr *a)
 {
 	return !(a->w[0] | a->w[1] | a->w[2] | a->w[3]);
@@ -1069,6 +1076,12 @@ static __always_inline int relay6(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	__builtin_memcpy(&p.saddr, &ip6->saddr, sizeof(p.saddr));
 	__builtin_memcpy(&p.daddr, &ip6->daddr, sizeof(p.daddr));
+	// IPv4-mapped addresses on the wire name no IPv6 host, and an IPv4
+	// channel's key holds its client's address in that form: such a
+	// datagram must not pass for the IPv4 client's. The kernel's IPv6
+	// input, which runs after this program, drops a mapped source.
+	if (addr_v4mapped(&p.saddr) || addr_v4mapped(&p.daddr))
+		return TC_ACT_UNSPEC;
 	p.udp = udp;
 	p.eth = data;
 	return relay(skb, 1, &p);
