@@ -68,8 +68,8 @@ import (
 
 	"github.com/pion/stun/v4"
 
-	"github.com/turnpike-dev/turnpike/hack/internal/benchlock"
 	"github.com/turnpike-dev/turnpike/hack/internal/proc"
+	"github.com/turnpike-dev/turnpike/test/benchlock"
 )
 
 const (

@@ -46,7 +46,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/turnpike-dev/turnpike/hack/internal/benchlock"
+	"github.com/turnpike-dev/turnpike/test/benchlock"
 	"github.com/turnpike-dev/turnpike/test/testenv"
 )
 
