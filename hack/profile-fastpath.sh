@@ -3,7 +3,8 @@
 # path's kernel benchmarks (relay/fastpath/bench_test.go) under a
 # system-wide sampling profile, and prints, of the samples inside the
 # program (bpf_prog_…_turnrelay) and the kernel functions it calls, the
-# share of each function it calls and of its own instructions.
+# share of each function it calls and of its own instructions, and those
+# instructions by source line (hack/bpflines).
 #
 #   hack/profile-fastpath.sh                            # KernelChannels/100: forwarding, with a route lookup
 #   hack/profile-fastpath.sh 'KernelChannels/10000$'    # round-robin over 10,000 channels
@@ -34,6 +35,7 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go test -c -o "$tmp/fastpath.test" ./relay/fastpath/
+go build -o "$tmp/bpflines" ./hack/bpflines
 "$tmp/fastpath.test" -test.run '^$' -test.bench "^Benchmark$bench" -test.benchtime "$benchtime" >"$tmp/bench.txt" 2>&1 &
 pid=$!
 sleep "$warmup"
@@ -42,6 +44,8 @@ if ! kill -0 "$pid" 2>/dev/null; then
 	cat "$tmp/bench.txt" >&2
 	exit 1
 fi
+# Where each source line's code lies in the program the benchmark runs now.
+"$tmp/bpflines" turnrelay >"$tmp/lines.txt"
 perf record -q -a -g -F 2000 -o "$tmp/perf.data" -- sleep "$seconds"
 running=0
 kill -0 "$pid" 2>/dev/null && running=1
@@ -76,3 +80,23 @@ perf script -i "$tmp/perf.data" -F comm,ip,sym 2>/dev/null | awk '
 		printf "%d samples inside the program and what it calls:\n", total
 		for (c in n) printf "%6.1f %%  %s\n", 100 * n[c] / total, c | "sort -rn"
 	}'
+
+# The samples of the program's own instructions, by source line: perf
+# names a sample's place as sym+offset, and a line's code runs from its
+# offset in lines.txt to the next line's. The line of a stalled load gets
+# the samples of the wait (a cache miss shows as its line).
+perf script -i "$tmp/perf.data" -F ip,sym,symoff 2>/dev/null |
+	awk '$2 ~ /_turnrelay\+0x/ { sub(/.*\+0x/, "", $2); print $2 }' >"$tmp/offsets.txt"
+awk -F '\t' '
+	function hex(s,   i, v) { v = 0; s = tolower(s); for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return v }
+	FNR == NR { if (/^#/) next; n++; start[n] = hex($1); line[n] = $2; text[$2] = substr($3, 1, 80); next }
+	{
+		o = hex($1); lo = 1; hi = n; at = 0
+		while (lo <= hi) { mid = int((lo + hi) / 2); if (start[mid] <= o) { at = mid; lo = mid + 1 } else hi = mid - 1 }
+		if (at) { count[line[at]]++; total++ }
+	}
+	END {
+		if (total == 0) { print "no sample of the program'\''s own instructions"; exit }
+		printf "\n%d samples of the program'\''s own instructions, by line of relay/fastpath/turnrelay.c (the first 15):\n", total
+		for (l in count) printf "%6.1f %%  %5d  %s\n", 100 * count[l] / total, l, text[l] | "sort -rn | head -15"
+	}' "$tmp/lines.txt" "$tmp/offsets.txt"
