@@ -81,11 +81,11 @@ perf script -i "$tmp/perf.data" -F comm,ip,sym 2>/dev/null | awk '
 		for (c in n) printf "%6.1f %%  %s\n", 100 * n[c] / total, c | "sort -rn"
 	}'
 
-# The samples of the program's own instructions, by source line: perf
-# names a sample's place as sym+offset, and a line's code runs from its
+# The samples of the program's own instructions (the leaf frame: -G), by
+# source line: perf names a sample's place as sym+offset, and a line's code runs from its
 # offset in lines.txt to the next line's. The line of a stalled load gets
 # the samples of the wait (a cache miss shows as its line).
-perf script -i "$tmp/perf.data" -F ip,sym,symoff 2>/dev/null |
+perf script -G -i "$tmp/perf.data" -F ip,sym,symoff 2>/dev/null |
 	awk '$2 ~ /_turnrelay\+0x/ { sub(/.*\+0x/, "", $2); print $2 }' >"$tmp/offsets.txt"
 awk -F '\t' '
 	function hex(s,   i, v) { v = 0; s = tolower(s); for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return v }
@@ -98,5 +98,5 @@ awk -F '\t' '
 	END {
 		if (total == 0) { print "no sample of the program'\''s own instructions"; exit }
 		printf "\n%d samples of the program'\''s own instructions, by line of relay/fastpath/turnrelay.c (the first 15):\n", total
-		for (l in count) printf "%6.1f %%  %5d  %s\n", 100 * count[l] / total, l, text[l] | "sort -rn | head -15"
+		for (l in count) printf "%6.1f %%  %5s  %s\n", 100 * count[l] / total, l == 0 ? "-" : l, l == 0 ? "(code the compiler gave no line)" : text[l] | "sort -rn | head -15"
 	}' "$tmp/lines.txt" "$tmp/offsets.txt"
