@@ -76,6 +76,7 @@ if [ "$(id -u)" = 0 ]; then
 	echo
 	echo "the fast path on the way a production relay takes (namespaces joined by veth pairs, the program"
 	echo "forwarding to a peer on another host with a route lookup, which the loopback rows above never make):"
-	echo "its run time per datagram (kernel-ns/pkt), one at a time (Kernel) and round-robin over channels (KernelChannels)"
+	echo "its run time per datagram (kernel-ns/pkt), one at a time (Kernel) and round-robin over channels (KernelChannels;"
+	echo "one datagram per system call, or 32 per sendmmsg as a driver hands them over: -batch32)"
 	go test -run '^$' -bench '^BenchmarkKernel' -benchtime 200000x -count 3 ./relay/fastpath/ | grep -E '^Benchmark'
 fi

@@ -100,7 +100,14 @@ func measure(o options, r *relayProc, clients []*client, sink *sink, size int, o
 	if err != nil {
 		return m, err
 	}
-	sent := sendAll(clients, size, offered, o.duration, id, r.direct)
+	dst := clients[0].RemoteAddr().(*net.UDPAddr).AddrPort() // the relay's listener
+	if r.direct {
+		dst = sink.addr
+	}
+	sent, err := sendAll(clients, size, offered, o.duration, id, r.direct, o.rawSend, dst)
+	if err != nil {
+		return m, err
+	}
 	time.Sleep(200 * time.Millisecond) // packets still in the relay's queues
 	busyAfter, err := systemBusy()
 	if err != nil {
@@ -180,24 +187,35 @@ func connectAll(clients []*client, to func(*client) netip.AddrPort) error {
 // sendAll splits the clients and the rate over the senders and returns how
 // many packets they sent: ChannelData to the relay, or with direct, the
 // bare payload (the clients' sockets are then connected to the sink).
-func sendAll(clients []*client, size int, offered float64, d time.Duration, id uint32, direct bool) int64 {
+func sendAll(clients []*client, size int, offered float64, d time.Duration, id uint32, direct bool, raw bool, dst netip.AddrPort) (int64, error) {
 	n := min(senders, len(clients))
 	var total atomic.Int64
 	var wg sync.WaitGroup
+	shares := make([][]*client, n)
+	for j, c := range clients {
+		shares[j%n] = append(shares[j%n], c)
+	}
+	rawSenders := make([]*rawSender, n)
+	if raw {
+		for i := range rawSenders {
+			s, err := newRawSender(shares[i], dst)
+			if err != nil {
+				return 0, err
+			}
+			defer s.Close()
+			rawSenders[i] = s
+		}
+	}
 	deadline := time.Now().Add(d)
 	for i := range n {
-		var mine []*client
-		for j := i; j < len(clients); j += n {
-			mine = append(mine, clients[j])
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			total.Add(send(mine, size, offered/float64(n), deadline, id, direct))
+			total.Add(send(shares[i], rawSenders[i], size, offered/float64(n), deadline, id, direct))
 		}()
 	}
 	wg.Wait()
-	return total.Load()
+	return total.Load(), nil
 }
 
 // maxBurst is the most packets one sendmmsg sends on one socket.
@@ -205,9 +223,11 @@ const maxBurst = 32
 
 // send writes ChannelData round-robin over clients, a burst per client,
 // paced to rate packets/s (0: unpaced) until deadline. The send time in
-// each payload is the time of its burst. With direct, it sends the payload
-// alone, without the ChannelData header.
-func send(clients []*client, size int, rate float64, deadline time.Time, id uint32, direct bool) int64 {
+// each payload is the time of its system call. With direct, it sends the
+// payload alone, without the ChannelData header. With raw, one system call
+// carries up to maxBurst datagrams, the bursts of successive clients;
+// without, one client's burst through its own socket.
+func send(clients []*client, raw *rawSender, size int, rate float64, deadline time.Time, id uint32, direct bool) int64 {
 	hdr := 4 // ChannelData: channel number, length
 	if direct {
 		hdr = 0
@@ -229,21 +249,44 @@ func send(clients []*client, size int, rate float64, deadline time.Time, id uint
 	// With many allocations, a burst per client would make traffic far
 	// burstier than real media; send fewer per client then.
 	burst := max(1, min(maxBurst, 256/len(clients)))
+	perCall := burst
+	if raw != nil {
+		perCall = maxBurst
+	}
 	start := time.Now()
 	var sent int64
-	for i := 0; time.Now().Before(deadline); i = (i + 1) % len(conns) {
-		k := burst
+	next, inBurst := 0, 0 // the client whose datagram is next, and how many of its burst went
+	for time.Now().Before(deadline) {
+		k := perCall
 		if rate > 0 {
 			due := int64(rate*time.Since(start).Seconds()) - sent
 			if due <= 0 {
 				time.Sleep(100 * time.Microsecond)
-				i-- // same client next time
 				continue
 			}
-			k = int(min(due, int64(burst)))
+			k = int(min(due, int64(perCall)))
 		}
 		binary.BigEndian.PutUint64(frame[hdr:], uint64(now()))
-		n, err := conns[i].WriteBatch(batch[:k], 0)
+		var n int
+		var err error
+		if raw == nil {
+			k = min(k, burst-inBurst)
+			n, err = conns[next].WriteBatch(batch[:k], 0)
+			inBurst += k
+		} else {
+			c, b := next, inBurst
+			for j := range k {
+				raw.message(&batch[j], clients[c], frame)
+				if b++; b == burst {
+					c, b = (c+1)%len(clients), 0
+				}
+			}
+			n, err = raw.conn.WriteBatch(batch[:k], 0)
+			next, inBurst = c, b // (past any the kernel did not take: not counted as sent)
+		}
+		if inBurst >= burst {
+			next, inBurst = (next+1)%len(clients), 0
+		}
 		if err != nil {
 			continue // ENOBUFS and friends: the kernel is full, go on
 		}

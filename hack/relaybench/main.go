@@ -90,6 +90,7 @@ type options struct {
 	ebpf                 bool
 	userspace            bool
 	setupWorkers         int
+	rawSend              bool // clients' datagrams through a raw socket, many clients per system call
 	peerIP               netip.Addr
 	loopback             netip.Addr // the relays' listener and relay address: 127.0.0.1 or ::1
 	clientIP             netip.Addr // the load generator's client sockets
@@ -111,6 +112,7 @@ func main() {
 	flag.BoolVar(&o.userspace, "userspace", true, "measure turnpike relaying in userspace (\"turnpike\"); false with -ebpf measures the fast path alone, to compare builds of it in a shorter run")
 	flag.BoolVar(&o.ebpf, "ebpf", true, "also measure turnpike in its default configuration, fast path through the agent on lo (\"turnpike-ebpf\"; needs root)")
 	flag.IntVar(&o.setupWorkers, "setup-workers", 32, "allocations set up in parallel")
+	flag.BoolVar(&o.rawSend, "raw-send", true, "send the clients' datagrams through one raw socket per sender, up to 32 of several clients per system call, as a NIC hands the kernel a batch (needs root); false: through each client's socket, one client's burst per call")
 	flag.StringVar(&peer, "peer", "", "peer address (default: first non-loopback address of -family of this machine)")
 	flag.IntVar(&family, "family", 4, "IP version of every address in the test, 4 or 6: relays on 127.0.0.1 or ::1")
 	flag.Parse()
@@ -214,6 +216,15 @@ func run(o options) error {
 		}
 		defer stop(before)
 		relays = append(relays, before)
+	}
+	switch {
+	case o.rawSend && os.Geteuid() != 0:
+		o.rawSend = false
+		fmt.Println("load: through each client's own socket, one client's burst per system call (-raw-send needs root)")
+	case o.rawSend:
+		fmt.Printf("load: the clients' datagrams through one raw socket per sender (%d senders), up to %d datagrams of successive clients per system call; -raw-send=false: each client's own socket\n", senders, maxBurst)
+	default:
+		fmt.Println("load: through each client's own socket, one client's burst per system call")
 	}
 	var statsOwn time.Duration // the BPF statistics' own cost per run; 0: not measured
 	switch {

@@ -139,7 +139,7 @@ func (rep *report) print(o options, relays []*relayProc) {
 		}
 	}
 	fmt.Printf("%s relay µs/pkt: its TC program's run time per delivered packet (kernel BPF statistics), not sys minus direct\n", ebpfName)
-	fmt.Printf("direct: the same client sockets and pacing, payloads sent straight to the sink, no relay (the generator's and the sink's cost)\n")
+	fmt.Printf("direct: the same clients' addresses, sending and pacing, payloads sent straight to the sink, no relay (the generator's and the sink's cost)\n")
 	fmt.Printf("sys µs/pkt counts user+nice+system+irq+softirq from /proc/stat, not steal; over the run and 200 ms after it, all processes on the machine\n")
 	if inactive {
 		fmt.Printf("%s rows marked inactive: the fast path was not attached; those are the userspace relay, no ratios shown\n", ebpfName)
