@@ -575,7 +575,7 @@ func expectNothing(t *testing.T, conns ...net.PacketConn) {
 	for _, c := range conns {
 		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 		if n, src, err := c.ReadFrom(buf); err == nil {
-			t.Errorf("%v got %q from %v; the program should have relayed it", addr(c), abbrev(buf[:n]), src)
+			t.Errorf("%v got %q from %v; want nothing", addr(c), abbrev(buf[:n]), src)
 		}
 	}
 }
@@ -647,4 +647,60 @@ func udpInCsumErrors(t *testing.T, ns *netlab.Namespace, f family) int {
 	}
 	t.Fatal("no Udp InCsumErrors in /proc/net/snmp")
 	return 0
+}
+
+// udp6Frame is an Ethernet frame (zero MAC addresses, as lo has) with an
+// IPv6 UDP datagram from src to dst, its checksum filled in.
+func udp6Frame(src, dst netip.AddrPort, payload []byte) []byte {
+	const ethLen, ip6Len, udpLen = 14, 40, 8
+	b := make([]byte, ethLen+ip6Len+udpLen+len(payload))
+	binary.BigEndian.PutUint16(b[12:], unix.ETH_P_IPV6)
+	ip := b[ethLen:]
+	ip[0] = 6 << 4
+	binary.BigEndian.PutUint16(ip[4:], uint16(udpLen+len(payload)))
+	ip[6], ip[7] = unix.IPPROTO_UDP, 64
+	s, d := src.Addr().As16(), dst.Addr().As16()
+	copy(ip[8:], s[:])
+	copy(ip[24:], d[:])
+	udp := ip[ip6Len:]
+	binary.BigEndian.PutUint16(udp[0:], src.Port())
+	binary.BigEndian.PutUint16(udp[2:], dst.Port())
+	binary.BigEndian.PutUint16(udp[4:], uint16(udpLen+len(payload)))
+	copy(udp[udpLen:], payload)
+	// The checksum covers a pseudo-header (addresses, length, protocol)
+	// and the datagram.
+	var sum uint32
+	add := func(p []byte) {
+		for i := 0; i+1 < len(p); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(p[i:]))
+		}
+		if len(p)%2 == 1 {
+			sum += uint32(p[len(p)-1]) << 8
+		}
+	}
+	add(ip[8:40])
+	sum += uint32(udpLen+len(payload)) + unix.IPPROTO_UDP
+	add(udp)
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	check := ^uint16(sum)
+	if check == 0 {
+		check = 0xffff
+	}
+	binary.BigEndian.PutUint16(udp[6:], check)
+	return b
+}
+
+// sendFrame sends an Ethernet frame of protocol proto out of the
+// interface with index ifindex (in the calling thread's namespace); out
+// of lo, it comes back in as received.
+func sendFrame(ifindex int, proto uint16, frame []byte) error {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	network := binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, proto)) // as the kernel reads it
+	return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: network})
 }

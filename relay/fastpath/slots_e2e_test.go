@@ -3,7 +3,6 @@
 package fastpath_test
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -171,99 +170,94 @@ func TestListenerOnAllAddresses(t *testing.T) {
 	}
 }
 
-// An IPv6 datagram whose addresses are IPv4-mapped (::ffff:a.b.c.d) is not
-// from the IPv4 client it names. The program keys IPv4 channels by their
-// mapped addresses, and an IPv6 datagram's key falls through to the hash
-// map, where an IPv4 channel outside its slot sits: without a check the
-// program would relay such a datagram as the IPv4 client's. The kernel's
-// IPv6 input drops a mapped source (the program runs before it), so the
-// program must pass it on untouched and relay nothing.
+// An IPv6 datagram with an IPv4-mapped address (::ffff:a.b.c.d) is not
+// the IPv4 host's it names. The program keys IPv4 channels by their
+// client's mapped address, and an IPv6 datagram's key falls through to the
+// hash map, where an IPv4 channel outside its slot sits: without a check
+// the program would relay such a datagram as the IPv4 client's, and with a
+// listener on all addresses learn its IPv6 destination as the one the
+// client talks to. A mapped destination would be learnt as an IPv6
+// channel's listener address. The kernel's IPv6 input drops a mapped
+// source (the program runs before it): the program must pass such a
+// datagram on untouched and relay nothing.
 func TestIPv4MappedIPv6IsNoIPv4Client(t *testing.T) {
-	ns := netlab.New(t).Namespace("relay")
-	o := loadIn(t, ns, "lo")
-	e := loopbackEnds(t, ns)
-	c, squatter := sharingASlot(o, e, func(c fastpath.Channel, i int) fastpath.Channel {
-		c.Client = netip.AddrPortFrom(c.Client.Addr(), uint16(i))
-		return c
-	})
-	for _, ch := range []fastpath.Channel{squatter, c} {
-		if err := o.Put(ch); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if fastpath.InSlotTable(o, c) {
-		t.Fatal("the channel went into the table; want the hash map")
-	}
-	// The real client's datagram is relayed: the channel works.
-	send(t, e.client, addr(e.listener), channelData(c.Number, []byte("real")))
-	expect(t, e.peer, addr(e.relay), []byte("real"))
-
-	before := counters(t, o)
 	mapped := func(a netip.AddrPort) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr().As16()), a.Port())
 	}
-	frame := udp6Frame(mapped(c.Client), mapped(c.Listener), channelData(c.Number, []byte("spoofed")))
-	if err := ns.Do(func() error { return sendFrame(1, unix.ETH_P_IPV6, frame) }); err != nil {
-		t.Fatal(err)
-	}
-	expectNothing(t, e.peer, e.listener, e.relay)
-	if d := counters(t, o).Sub(before); d.ToPeer.Packets != 0 {
-		t.Fatalf("relayed %d IPv6 datagrams from an IPv4-mapped address as the IPv4 client's", d.ToPeer.Packets)
-	}
-}
-
-// udp6Frame is an Ethernet frame (zero MAC addresses, as lo has) with an
-// IPv6 UDP datagram from src to dst, its checksum filled in.
-func udp6Frame(src, dst netip.AddrPort, payload []byte) []byte {
-	const ethLen, ip6Len, udpLen = 14, 40, 8
-	b := make([]byte, ethLen+ip6Len+udpLen+len(payload))
-	binary.BigEndian.PutUint16(b[12:], unix.ETH_P_IPV6)
-	ip := b[ethLen:]
-	ip[0] = 6 << 4
-	binary.BigEndian.PutUint16(ip[4:], uint16(udpLen+len(payload)))
-	ip[6], ip[7] = unix.IPPROTO_UDP, 64
-	s, d := src.Addr().As16(), dst.Addr().As16()
-	copy(ip[8:], s[:])
-	copy(ip[24:], d[:])
-	udp := ip[ip6Len:]
-	binary.BigEndian.PutUint16(udp[0:], src.Port())
-	binary.BigEndian.PutUint16(udp[2:], dst.Port())
-	binary.BigEndian.PutUint16(udp[4:], uint16(udpLen+len(payload)))
-	copy(udp[udpLen:], payload)
-	// The checksum covers a pseudo-header (addresses, length, protocol)
-	// and the datagram.
-	var sum uint32
-	add := func(p []byte) {
-		for i := 0; i+1 < len(p); i += 2 {
-			sum += uint32(binary.BigEndian.Uint16(p[i:]))
+	onAll := func(c fastpath.Channel) fastpath.Channel {
+		any := netip.IPv4Unspecified()
+		if c.Listener.Addr().Is6() {
+			any = netip.IPv6Unspecified()
 		}
-		if len(p)%2 == 1 {
-			sum += uint32(p[len(p)-1]) << 8
-		}
+		c.Listener = netip.AddrPortFrom(any, c.Listener.Port())
+		return c
 	}
-	add(ip[8:40])
-	sum += uint32(udpLen+len(payload)) + unix.IPPROTO_UDP
-	add(udp)
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	check := ^uint16(sum)
-	if check == 0 {
-		check = 0xffff
-	}
-	binary.BigEndian.PutUint16(udp[6:], check)
-	return b
-}
+	for _, tc := range []struct {
+		name string
+		ends func(*testing.T, *netlab.Namespace) ends
+		// listenAny puts the channel's listener on all addresses.
+		listenAny bool
+		// from and to are the frame's ends, given the channel.
+		from, to func(fastpath.Channel) netip.AddrPort
+	}{
+		{"IPv4 channel/mapped source and destination", loopbackEnds, false,
+			func(c fastpath.Channel) netip.AddrPort { return mapped(c.Client) },
+			func(c fastpath.Channel) netip.AddrPort { return mapped(c.Listener) }},
+		{"IPv4 channel on all addresses/mapped source", loopbackEnds, true,
+			func(c fastpath.Channel) netip.AddrPort { return mapped(c.Client) },
+			func(c fastpath.Channel) netip.AddrPort {
+				return netip.AddrPortFrom(netip.IPv6Loopback(), c.Listener.Port())
+			}},
+		{"IPv6 channel on all addresses/mapped destination", loopbackEnds6, true,
+			func(c fastpath.Channel) netip.AddrPort { return c.Client },
+			func(c fastpath.Channel) netip.AddrPort {
+				return mapped(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), c.Listener.Port()))
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := netlab.New(t).Namespace("relay")
+			o := loadIn(t, ns, "lo")
+			e := tc.ends(t, ns)
+			// An IPv4 channel in the hash map, where an IPv6 key can meet
+			// it; an IPv6 one where it lands.
+			c := e.channel(0x4001, true)
+			if c.Client.Addr().Is4() {
+				var squatter fastpath.Channel
+				c, squatter = sharingASlot(o, e, func(c fastpath.Channel, i int) fastpath.Channel {
+					c.Client = netip.AddrPortFrom(c.Client.Addr(), uint16(i))
+					return c
+				})
+				if err := o.Put(squatter); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.listenAny {
+				c = onAll(c)
+			}
+			if err := o.Put(c); err != nil {
+				t.Fatal(err)
+			}
+			if c.Client.Addr().Is4() && fastpath.InSlotTable(o, c) {
+				t.Fatal("the channel went into the table; want the hash map")
+			}
+			// The real client's datagram is relayed: the channel works.
+			send(t, e.client, addr(e.listener), channelData(c.Number, []byte("real")))
+			expect(t, e.peer, addr(e.relay), []byte("real"))
 
-// sendFrame sends an Ethernet frame of protocol proto out of the
-// interface with index ifindex (in the calling thread's namespace); out
-// of lo, it comes back in as received.
-func sendFrame(ifindex int, proto uint16, frame []byte) error {
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-	if err != nil {
-		return err
+			before := counters(t, o)
+			frame := udp6Frame(tc.from(c), tc.to(c), channelData(c.Number, []byte("spoofed")))
+			if err := ns.Do(func() error { return sendFrame(1, unix.ETH_P_IPV6, frame) }); err != nil {
+				t.Fatal(err)
+			}
+			expectNothing(t, e.peer, e.listener, e.relay)
+			if d := counters(t, o).Sub(before); d.ToPeer.Packets != 0 {
+				t.Fatalf("relayed %d IPv6 datagrams from %v to %v", d.ToPeer.Packets, tc.from(c), tc.to(c))
+			}
+			if tc.listenAny {
+				if got, want := fastpath.LearntListener(o, c), addr(e.listener).Addr().Unmap(); got != want {
+					t.Errorf("the listener address learnt for the channel: %v, want the one the real client sent to, %v", got, want)
+				}
+			}
+		})
 	}
-	defer unix.Close(fd)
-	network := binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, proto)) // as the kernel reads it
-	return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: network})
 }
