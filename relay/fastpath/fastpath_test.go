@@ -125,6 +125,53 @@ func testLoopbackRelaysBothWays(t *testing.T, loopbackEnds func(*testing.T, *net
 	}
 }
 
+// An IPv6 datagram on lo whose sender finished its checksum (here a raw
+// frame; a UDP socket's datagram on lo leaves it for the device, and
+// TestLoopbackRelaysBothWays covers that) is relayed with its checksum
+// updated rather than computed again: the peer's kernel, which checks it
+// in full, takes every one (lengths odd and even, bytes that differ), and
+// a datagram that arrived with a wrong checksum still has one, so the
+// peer's kernel drops it (computed again, it would pass as sound).
+func TestLoopbackFinishedIPv6Checksum(t *testing.T) {
+	ns := netlab.New(t).Namespace("relay")
+	o := loadIn(t, ns, "lo")
+	e := loopbackEnds6(t, ns)
+	c := e.channel(0x4001, true)
+	if err := o.Put(c); err != nil {
+		t.Fatal(err)
+	}
+	sendRaw := func(frame []byte) {
+		t.Helper()
+		if err := ns.Do(func() error { return sendFrame(1, unix.ETH_P_IPV6, frame) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v6 := families[1]
+	csumErrors := udpInCsumErrors(t, ns, v6)
+	for _, n := range []int{1, 4, 255, 256, 1000, 1201} {
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(i*7 + n)
+		}
+		sendRaw(udp6Frame(c.Client, c.Listener, channelData(c.Number, data)))
+		expect(t, e.peer, addr(e.relay), data)
+	}
+	if got := udpInCsumErrors(t, ns, v6); got != csumErrors {
+		t.Errorf("UDP checksum errors %d, then %d", csumErrors, got)
+	}
+	if got := counters(t, o).ToPeer.Packets; got != 6 {
+		t.Errorf("the program relayed %d datagrams; want all 6", got)
+	}
+
+	corrupt := udp6Frame(c.Client, c.Listener, channelData(c.Number, []byte("corrupt")))
+	corrupt[len(corrupt)-1] ^= 0x40 // after the checksum was computed
+	sendRaw(corrupt)
+	expectNothing(t, e.peer)
+	if got := udpInCsumErrors(t, ns, v6); got != csumErrors+1 {
+		t.Errorf("UDP checksum errors %d after a corrupt datagram, want %d", got, csumErrors+1)
+	}
+}
+
 func TestExpiredEntriesPassToUserspace(t *testing.T) {
 	ns := netlab.New(t).Namespace("relay")
 	o := loadIn(t, ns, "lo")

@@ -415,8 +415,8 @@ struct pseudo_hdr4 {
 // header's sum: a datagram sent on this host whose checksum the device is
 // to finish (CHECKSUM_PARTIAL). Such a datagram may only be delivered
 // locally after the rewrite (the kernel would finish its checksum at the
-// wrong offset once the headers move). A real checksum equal to that value
-// (one in 65536) only sends the datagram through userspace.
+// wrong offset once the headers move), with its checksum computed in full.
+// A real checksum equal to that value (one in 65536) only costs that.
 static __always_inline int looks_partial(const int v6, const struct addr *saddr, const struct addr *daddr, struct udphdr *udp)
 {
 	__s64 sum;
@@ -712,11 +712,11 @@ static __always_inline __s64 payload_sum(struct __sk_buff *skb, __u32 off, __u32
 // full_udp6_csum computes the UDP checksum of a rewritten IPv6 datagram
 // from scratch: pseudo header, the new UDP header, and the payload, which
 // is at payload_off in the packet now. For a local delivery of a datagram
-// from a local sender: the kernel left its checksum for the device to
-// finish (CHECKSUM_PARTIAL, the rule on lo), so the checksum field holds
-// only the pseudo header's sum, and once the program has moved the UDP
-// header the receiver checks the datagram in full. (IPv4 local deliveries
-// carry no checksum at all; IPv6 requires one.) 0: cannot.
+// whose sender left its checksum for the device to finish
+// (CHECKSUM_PARTIAL, the rule for a UDP socket's datagram on lo): the
+// checksum field holds only the pseudo header's sum, and once the program
+// has moved the UDP header the receiver checks the datagram in full. (IPv4
+// local deliveries carry no checksum at all; IPv6 requires one.) 0: cannot.
 static __always_inline __sum16 full_udp6_csum(struct __sk_buff *skb, const struct addr *saddr, const struct addr *daddr,
 					      struct udphdr *nu, __u32 payload_off)
 {
@@ -926,13 +926,19 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 			.len = to.len,
 		};
 
-		// Local delivery: over IPv4 no checksum (allowed there), so the
-		// moved headers need no checksum offsets fixed; over IPv6 one
-		// computed in full (see full_udp6_csum). Elsewhere: updated.
-		if (route != ROUTE_LOCAL)
+		// Forwarded: the checksum updated. Delivered locally: over IPv4
+		// none (allowed there), so the moved headers need no checksum
+		// offsets fixed; over IPv6 updated as well when the sender
+		// finished it (a raw socket's, or a datagram from a device),
+		// and computed in full when it left it for the device to finish
+		// (see full_udp6_csum).
+		if (route != ROUTE_LOCAL || (v6 && !looks_partial(v6, &p->saddr, &p->daddr, p->udp))) {
 			nu.check = udp_csum_update(p->udp->check, (__be32 *)&from, sizeof(from), (__be32 *)&to, sizeof(to));
-		else if (v6 && !(nu.check = full_udp6_csum(skb, &saddr, &daddr, &nu, L4_OFF(1) + sizeof(nu) + CHANNEL_HDR)))
+			if (v6 && !nu.check)
+				return TC_ACT_UNSPEC; // the helper failed; IPv6 has no datagram without a checksum
+		} else if (v6 && !(nu.check = full_udp6_csum(skb, &saddr, &daddr, &nu, L4_OFF(1) + sizeof(nu) + CHANNEL_HDR))) {
 			return TC_ACT_UNSPEC;
+		}
 
 		// Written in place (the helper that stores bytes costs a call).
 		struct udphdr *moved = (void *)(p->udp) + CHANNEL_HDR;
