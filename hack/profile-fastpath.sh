@@ -33,7 +33,8 @@ if ! command -v perf >/dev/null; then
 	exit 1
 fi
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap 'kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+pid=""
 go test -c -o "$tmp/fastpath.test" ./relay/fastpath/
 go build -o "$tmp/bpflines" ./hack/bpflines
 "$tmp/fastpath.test" -test.run '^$' -test.bench "^Benchmark$bench" -test.benchtime "$benchtime" >"$tmp/bench.txt" 2>&1 &
@@ -49,7 +50,8 @@ fi
 perf record -q -a -g -F 2000 -o "$tmp/perf.data" -- sleep "$seconds"
 running=0
 kill -0 "$pid" 2>/dev/null && running=1
-wait "$pid" || { cat "$tmp/bench.txt" >&2; exit 1; }
+wait "$pid" || { pid=""; cat "$tmp/bench.txt" >&2; exit 1; }
+pid=""
 grep -E '^Benchmark' "$tmp/bench.txt"
 [ "$running" = 1 ] || echo "(the benchmark ended during the profile: raise BENCHTIME for a whole one)"
 

@@ -73,7 +73,7 @@ func print(id ebpf.ProgramID, info *ebpf.ProgramInfo) error {
 	}
 	addrs, ok := info.JitedLineInfos()
 	ksyms, _ := info.JitedKsymAddrs()
-	if !ok || len(addrs) != len(lines) || len(ksyms) == 0 {
+	if !ok || len(addrs) != len(lines) || len(ksyms) == 0 || ksyms[0] == 0 {
 		return fmt.Errorf("%d JIT addresses for %d line records (not JIT-compiled, or addresses hidden by kptr_restrict)", len(addrs), len(lines))
 	}
 	if len(ksyms) > 1 {
