@@ -6,13 +6,14 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
 	"github.com/turnpike-dev/turnpike/relay/fastpath"
@@ -180,47 +181,42 @@ func BenchmarkKernelChannels(b *testing.B) {
 }
 
 // sendRoundRobin sends b.N of datagrams, in turn, from raw to dst,
-// perCall to a system call.
-func sendRoundRobin(b *testing.B, raw int, dst netip.Addr, datagrams [][]byte, perCall int) {
-	to := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: dst.As4()}
-	// struct mmsghdr: a msghdr and the length sent, padded to the
-	// msghdr's alignment.
-	type mmsghdr struct {
-		hdr unix.Msghdr
-		len uint32
-	}
-	msgs := make([]mmsghdr, perCall)
-	iovs := make([]unix.Iovec, perCall)
+// perCall to a system call (sendmmsg).
+func sendRoundRobin(b *testing.B, raw *ipv4.PacketConn, dst netip.Addr, datagrams [][]byte, perCall int) {
+	to := &net.IPAddr{IP: dst.AsSlice()}
+	msgs := make([]ipv4.Message, perCall)
 	for sent := 0; sent < b.N; {
 		k := min(perCall, b.N-sent)
 		for j := range k {
-			d := datagrams[(sent+j)%len(datagrams)]
-			iovs[j] = unix.Iovec{Base: &d[0]}
-			iovs[j].SetLen(len(d))
-			msgs[j].hdr = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&to)), Namelen: unix.SizeofSockaddrInet4, Iov: &iovs[j]}
-			msgs[j].hdr.SetIovlen(1)
+			msgs[j] = ipv4.Message{Buffers: [][]byte{datagrams[(sent+j)%len(datagrams)]}, Addr: to}
 		}
-		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(raw), uintptr(unsafe.Pointer(&msgs[0])), uintptr(k), 0, 0, 0)
-		if errno != 0 {
-			b.Fatalf("sendmmsg: %v", errno)
+		n, err := raw.WriteBatch(msgs[:k], 0)
+		if err != nil {
+			b.Fatalf("sendmmsg: %v", err)
 		}
-		sent += int(n)
+		sent += n
 	}
 }
 
 // rawUDPSocket is a raw IPv4 socket in ns for UDP datagrams whose header
 // the caller writes (the kernel adds the IP header).
-func rawUDPSocket(b *testing.B, ns *netlab.Namespace) int {
+func rawUDPSocket(b *testing.B, ns *netlab.Namespace) *ipv4.PacketConn {
 	var fd int
 	err := ns.Do(func() (err error) {
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_UDP)
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 		return err
 	})
 	if err != nil {
 		b.Fatalf("raw socket: %v", err)
 	}
-	b.Cleanup(func() { _ = unix.Close(fd) })
-	return fd
+	f := os.NewFile(uintptr(fd), "raw UDP")
+	defer f.Close() // FilePacketConn holds a copy
+	c, err := net.FilePacketConn(f)
+	if err != nil {
+		b.Fatalf("raw socket: %v", err)
+	}
+	b.Cleanup(func() { _ = c.Close() })
+	return ipv4.NewPacketConn(c)
 }
 
 // udpDatagram is a UDP header and payload, without a checksum (allowed
