@@ -106,6 +106,31 @@ func sharingASlot(o *fastpath.Offload, e ends, differ func(fastpath.Channel, int
 	panic("no two channels in one slot")
 }
 
+// outsideItsSlot returns a channel of e's client whose slot another
+// channel (of another client port) holds, that one put already: put, the
+// channel goes to the hash map.
+func outsideItsSlot(t *testing.T, o *fastpath.Offload, e ends) fastpath.Channel {
+	t.Helper()
+	c, squatter := sharingASlot(o, e, func(c fastpath.Channel, i int) fastpath.Channel {
+		c.Client = netip.AddrPortFrom(c.Client.Addr(), uint16(i))
+		return c
+	})
+	if err := o.Put(squatter); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// onAllAddresses is c with its listener on all addresses of its family.
+func onAllAddresses(c fastpath.Channel) fastpath.Channel {
+	any := netip.IPv4Unspecified()
+	if c.Listener.Addr().Is6() {
+		any = netip.IPv6Unspecified()
+	}
+	c.Listener = netip.AddrPortFrom(any, c.Listener.Port())
+	return c
+}
+
 // A channel of a listener on all addresses: the program learns the address
 // the client sends to from its first ChannelData, in the channel's slot or
 // in the hash map, and answers the peer from it; until then the peer's
@@ -123,20 +148,9 @@ func TestListenerOnAllAddresses(t *testing.T) {
 				e := ends(t, ns)
 				c := e.channel(0x4001, true)
 				if !inSlot {
-					var squatter fastpath.Channel
-					c, squatter = sharingASlot(o, e, func(c fastpath.Channel, i int) fastpath.Channel {
-						c.Client = netip.AddrPortFrom(c.Client.Addr(), uint16(i))
-						return c
-					})
-					if err := o.Put(squatter); err != nil {
-						t.Fatal(err)
-					}
+					c = outsideItsSlot(t, o, e)
 				}
-				any := netip.IPv4Unspecified()
-				if c.Listener.Addr().Is6() {
-					any = netip.IPv6Unspecified()
-				}
-				c.Listener = netip.AddrPortFrom(any, c.Listener.Port())
+				c = onAllAddresses(c)
 				if err := o.Put(c); err != nil {
 					t.Fatal(err)
 				}
@@ -184,14 +198,6 @@ func TestIPv4MappedIPv6IsNoIPv4Client(t *testing.T) {
 	mapped := func(a netip.AddrPort) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr().As16()), a.Port())
 	}
-	onAll := func(c fastpath.Channel) fastpath.Channel {
-		any := netip.IPv4Unspecified()
-		if c.Listener.Addr().Is6() {
-			any = netip.IPv6Unspecified()
-		}
-		c.Listener = netip.AddrPortFrom(any, c.Listener.Port())
-		return c
-	}
 	for _, tc := range []struct {
 		name string
 		ends func(*testing.T, *netlab.Namespace) ends
@@ -222,17 +228,10 @@ func TestIPv4MappedIPv6IsNoIPv4Client(t *testing.T) {
 			// it; an IPv6 one where it lands.
 			c := e.channel(0x4001, true)
 			if c.Client.Addr().Is4() {
-				var squatter fastpath.Channel
-				c, squatter = sharingASlot(o, e, func(c fastpath.Channel, i int) fastpath.Channel {
-					c.Client = netip.AddrPortFrom(c.Client.Addr(), uint16(i))
-					return c
-				})
-				if err := o.Put(squatter); err != nil {
-					t.Fatal(err)
-				}
+				c = outsideItsSlot(t, o, e)
 			}
 			if tc.listenAny {
-				c = onAll(c)
+				c = onAllAddresses(c)
 			}
 			if err := o.Put(c); err != nil {
 				t.Fatal(err)
