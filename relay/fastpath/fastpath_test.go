@@ -404,11 +404,12 @@ func TestKeptHopFollowsANeighbourChange(t *testing.T) {
 					t.Fatalf("%d hops to the peer still kept 2s after its neighbour entry changed", n)
 				}
 			}
+			before := counters(t, kh.o)
 			for i := range 5 {
 				kh.relayOnce(fmt.Sprintf("after  %d", i))
 			}
-			if c := counters(t, kh.o); c.ToPeer.Packets != 7 {
-				t.Errorf("%d datagrams relayed in the kernel, want all 7", c.ToPeer.Packets)
+			if n := counters(t, kh.o).Sub(before).ToPeer.Packets; n != 5 {
+				t.Errorf("%d of the 5 datagrams after the change relayed in the kernel, want all", n)
 			}
 		})
 	}
@@ -426,7 +427,7 @@ func TestKeptHopIsUsed(t *testing.T) {
 			fastpath.StopHopRaises(kh.o)
 			// Kept under the generation that now holds (a raise may have
 			// come between the first datagrams and the stop).
-			kh.relayOnce("before 2")
+			kh.relayOnce("stopped ")
 			if n, err := fastpath.KeptHopsTo(kh.o, kh.peerIP); err != nil || n == 0 {
 				t.Fatalf("kept hops to the peer: %d (%v), want at least one", n, err)
 			}
@@ -466,10 +467,20 @@ func keptHop(t *testing.T, f family) keptHopWay {
 		send(t, e.client, addr(e.listener), channelData(0x4abc, data))
 		expect(t, e.peer, addr(e.relay), data)
 	}
-	kh.relayOnce("before 0")
-	kh.relayOnce("before 1")
-	if n, err := fastpath.KeptHopsTo(o, kh.peerIP); err != nil || n == 0 {
-		t.Fatalf("kept hops to the peer: %d (%v), want at least one", n, err)
+	// The namespaces' set-up still brings notifications, each of which
+	// raises the generation: a hop kept just before one is stale at once.
+	// So relay until one is seen kept (each try relays, then looks).
+	kept := 0
+	for try := 0; kept == 0 && try < 20; try++ {
+		kh.relayOnce(fmt.Sprintf("before%02d", try))
+		n, err := fastpath.KeptHopsTo(o, kh.peerIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept = n
+	}
+	if kept == 0 {
+		t.Fatal("no hop to the peer kept after 20 datagrams")
 	}
 	return kh
 }
