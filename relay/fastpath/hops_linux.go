@@ -15,11 +15,12 @@ import (
 // The program keeps, per CPU, the next hop the kernel's routes gave for
 // each way it forwards on (struct hop in turnrelay.c): asking the kernel
 // is about half of what forwarding a datagram costs. A kept hop holds
-// while hop_gen has the generation it was found under, and the relay
-// raises that generation whenever the host's routing may have changed: on
+// while hop_gen has the generation it was found under, and the process
+// that loaded the program (the fast-path agent) raises that generation
+// whenever the host's routing may have changed: on
 // every rtnetlink notification of a link, address, route, nexthop,
 // neighbour, rule or forwarding setting, and every hopRefresh whatever it
-// hears. So a hop outlives a change the relay heard of by about
+// hears. So a hop outlives a change the agent heard of by about
 // hopCoalesce, and one it cannot hear of by hopRefresh at most: a lost
 // notification, and what the kernel changes without one (a path MTU
 // learnt from ICMP, sysctls of multipath hashing).
@@ -110,7 +111,7 @@ func (w *hopWatch) listen(heard chan<- struct{}) {
 }
 
 // raiseOn raises the generation after each notification, at most once a
-// hopCoalesce, and every hopRefresh. Once the relay can hear no more
+// hopCoalesce, and every hopRefresh. Once the agent can hear no more
 // changes it sets the generation to 0: no hop is kept from then on.
 func (w *hopWatch) raiseOn(heard <-chan struct{}) {
 	defer w.wg.Done()

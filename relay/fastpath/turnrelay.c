@@ -495,11 +495,12 @@ static __always_inline int ip_finish(struct __sk_buff *skb, const int v6, const 
 // The next hop the kernel's routes gave for a datagram from src to dst that
 // came in on in_ifindex, kept per CPU so that the next datagram on the same way needs
 // no lookup: a lookup is about half of what forwarding a datagram costs.
-// It holds while gen is hop_gen's value, which the relay raises on every
-// change to the host's routes, neighbours, links, addresses and rules it
-// hears of and once a second whatever it hears (hops_linux.go). len_ok is the
-// longest datagram (IP total length) the route's MTU lets through: a longer
-// one asks the kernel (which refuses it). gen 0: never valid.
+// It holds while gen is hop_gen's value, which the process that loaded the
+// program (the fast-path agent) raises on every change to the host's
+// routes, neighbours, links, addresses and rules it hears of and once a
+// second whatever it hears (hops_linux.go). len_ok is the route's MTU, the
+// longest datagram (IP total length) it lets through: a longer one asks
+// the kernel (which refuses it). gen 0: never valid.
 struct hop {
 	struct addr src, dst;
 	__u32 in_ifindex;
@@ -568,41 +569,27 @@ static __always_inline __u32 hop_slot(const struct addr *src, const struct addr 
 	return slot_end(slot_mix(h, in_ifindex)) & (HOP_SLOTS - 1);
 }
 
-// cached_hop writes the Ethernet addresses of a route this CPU keeps for
-// the datagram into it and says so, or says that the kernel must be asked.
-static __always_inline int cached_hop(struct __sk_buff *skb, struct pkt *p, const struct addr *src, const struct addr *dst,
-					__u16 tot_len, __u32 *ifindex)
+// hop_holds says whether r, this CPU's entry for the datagram's way, is
+// a next hop kept under generation gen that takes a datagram of tot_len.
+static __always_inline int hop_holds(const struct hop *r, __u64 gen, __u32 in_ifindex, const struct addr *src,
+				     const struct addr *dst, __u16 tot_len)
 {
-	__u32 slot = hop_slot(src, dst, skb->ingress_ifindex);
-	__u64 gen = current_hop_gen();
-	struct hop *r = bpf_map_lookup_elem(&hops, &slot);
-
-	if (!r || !gen || r->gen != gen || r->in_ifindex != skb->ingress_ifindex || tot_len > r->len_ok ||
-	    !addr_eq(&r->src, src) || !addr_eq(&r->dst, dst))
-		return 0;
-	__builtin_memcpy(p->eth->h_dest, r->dmac, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, r->smac, ETH_ALEN);
-	*ifindex = r->out_ifindex;
-	return 1;
+	return gen && r->gen == gen && r->in_ifindex == in_ifindex && tot_len <= r->len_ok && addr_eq(&r->src, src) &&
+	       addr_eq(&r->dst, dst);
 }
 
 // keep_hop keeps the kernel's answer for the datagram, found under
-// generation gen, for the next ones on the same way.
-static __always_inline void keep_hop(struct __sk_buff *skb, const struct addr *src, const struct addr *dst,
-				      const struct bpf_fib_lookup *fib, __u64 gen)
+// generation gen, in r for the next ones on the same way.
+static __always_inline void keep_hop(struct hop *r, __u32 in_ifindex, const struct addr *src, const struct addr *dst,
+				     const struct bpf_fib_lookup *fib, __u64 gen)
 {
-	__u32 slot = hop_slot(src, dst, skb->ingress_ifindex);
-	struct hop *r = bpf_map_lookup_elem(&hops, &slot);
-
-	if (!r || !gen)
-		return;
 	// The entry is this CPU's, and the program runs in softirq, which
 	// does not nest on a CPU: nothing reads it while it is written. (A
 	// kernel that preempts softirq sections on one CPU, as PREEMPT_RT
 	// may, would need a sequence count here.)
 	r->src = *src;
 	r->dst = *dst;
-	r->in_ifindex = skb->ingress_ifindex;
+	r->in_ifindex = in_ifindex;
 	r->out_ifindex = fib->ifindex;
 	// On success the kernel gives the MTU it checked the datagram
 	// against (a kernel that does not leaves the datagram's own length
@@ -622,8 +609,10 @@ static __always_inline void keep_hop(struct __sk_buff *skb, const struct addr *s
 static __always_inline enum route decide(struct __sk_buff *skb, const int v6, struct pkt *p, int dest_local,
 					 const struct addr *saddr, const struct addr *daddr, __u16 udp_len, __u32 *ifindex)
 {
-	int from_lo = skb->ingress_ifindex == LOOPBACK_IFINDEX;
+	__u32 in_ifindex = skb->ingress_ifindex, slot;
+	int from_lo = in_ifindex == LOOPBACK_IFINDEX;
 	struct bpf_fib_lookup fib = {};
+	struct hop *kept;
 	__u64 gen;
 	long rc;
 
@@ -631,8 +620,15 @@ static __always_inline enum route decide(struct __sk_buff *skb, const int v6, st
 		return from_lo ? ROUTE_LOCAL : ROUTE_PASS;
 	if (from_lo || looks_partial(v6, &p->saddr, &p->daddr, p->udp))
 		return ROUTE_PASS;
-	if (cached_hop(skb, p, saddr, daddr, IP_HLEN(v6) + udp_len, ifindex))
+	slot = hop_slot(saddr, daddr, in_ifindex);
+	kept = bpf_map_lookup_elem(&hops, &slot);
+	gen = current_hop_gen(); // before the kernel is asked: a change meanwhile makes its answer stale at once
+	if (kept && hop_holds(kept, gen, in_ifindex, saddr, daddr, IP_HLEN(v6) + udp_len)) {
+		__builtin_memcpy(p->eth->h_dest, kept->dmac, ETH_ALEN);
+		__builtin_memcpy(p->eth->h_source, kept->smac, ETH_ALEN);
+		*ifindex = kept->out_ifindex;
 		return ROUTE_REDIRECT;
+	}
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.tot_len = IP_HLEN(v6) + udp_len;
 	fib.ifindex = skb->ingress_ifindex;
@@ -645,11 +641,11 @@ static __always_inline enum route decide(struct __sk_buff *skb, const int v6, st
 		fib.ipv4_src = saddr->w[3];
 		fib.ipv4_dst = daddr->w[3];
 	}
-	gen = current_hop_gen(); // before the lookup: a change during it makes its result stale at once
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return ROUTE_PASS; // no neighbour yet, forwarding off, needs fragmenting, ...: userspace
-	keep_hop(skb, saddr, daddr, &fib, gen);
+	if (kept && gen)
+		keep_hop(kept, in_ifindex, saddr, daddr, &fib, gen);
 	__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
 	*ifindex = fib.ifindex;
