@@ -130,65 +130,73 @@ func kernelRunTime(b *testing.B, ns *netlab.Namespace) time.Duration {
 // (kernel page-table isolation on a CPU or hypervisor without them), the
 // first datagram after each entry finds the TLB empty.
 func BenchmarkKernelChannels(b *testing.B) {
-	f := families[0]
-	for _, run := range []struct {
-		channels, perCall int
-	}{{100, 1}, {10000, 1}, {100, 32}, {10000, 32}} {
-		name := strconv.Itoa(run.channels)
-		if run.perCall > 1 {
-			name += "-batch" + strconv.Itoa(run.perCall)
+	for _, f := range families {
+		for _, run := range []struct {
+			channels, perCall int
+		}{{100, 1}, {10000, 1}, {100, 32}, {10000, 32}} {
+			name := f.name + "/" + strconv.Itoa(run.channels)
+			if run.perCall > 1 {
+				name += "-batch" + strconv.Itoa(run.perCall)
+			}
+			b.Run(name, func(b *testing.B) { benchmarkChannels(b, f, run.channels, run.perCall) })
 		}
-		n := run.channels
-		b.Run(name, func(b *testing.B) {
-			client, relay, peer, o := hosts(b, f)
-			listener := relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478))
-			sink := peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0))
-			raw := rawUDPSocket(b, client)
-			clientIP, listenAP := netip.MustParseAddr(f.clientNet+"2"), addr(listener)
-			// Neighbours resolved both ways, as in real life.
-			greet(b, listener, client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)))
-			greet(b, relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)), sink)
-			for i := range n {
-				c := fastpath.Channel{
-					Client: netip.AddrPortFrom(clientIP, uint16(30000+i)), Listener: listenAP, Number: 0x4001,
-					Peer: addr(sink), Relay: netip.AddrPortFrom(netip.MustParseAddr(f.peerNet+"1"), uint16(20000+i)),
-					ChannelExpires: time.Now().Add(time.Hour), PermissionExpires: time.Now().Add(time.Hour),
-				}
-				if err := o.Put(c); err != nil {
-					b.Fatal(err)
-				}
-			}
-			go drainQuietly(sink)
-			datagrams := make([][]byte, n)
-			for i := range datagrams {
-				datagrams[i] = udpDatagram(uint16(30000+i), listenAP.Port(), channelData(0x4001, make([]byte, 100)))
-			}
-			stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
-			netlab.Require(b, "BPF run-time statistics", err == nil)
-			defer stats.Close()
-			before, relayedBefore := kernelRunTime(b, relay), counters(b, o).ToPeer.Packets
-			b.ResetTimer()
-			sendRoundRobin(b, raw, listenAP.Addr(), datagrams, run.perCall)
-			b.StopTimer()
-			time.Sleep(100 * time.Millisecond)
-			relayed := counters(b, o).ToPeer.Packets - relayedBefore
-			if relayed < uint64(b.N)/2 {
-				b.Fatalf("the program relayed %d of %d datagrams", relayed, b.N)
-			}
-			b.ReportMetric(float64(kernelRunTime(b, relay)-before)/float64(relayed), "kernel-ns/pkt")
-		})
 	}
 }
 
-// sendRoundRobin sends b.N of datagrams, in turn, from raw to dst,
-// perCall to a system call (sendmmsg).
-func sendRoundRobin(b *testing.B, raw *ipv4.PacketConn, dst netip.Addr, datagrams [][]byte, perCall int) {
-	to := &net.IPAddr{IP: dst.AsSlice()}
+func benchmarkChannels(b *testing.B, f family, n, perCall int) {
+	client, relay, peer, o := hosts(b, f)
+	listener := relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478))
+	sink := peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0))
+	clientIP, listenAP := netip.MustParseAddr(f.clientNet+"2"), addr(listener)
+	// The relay sockets on all addresses, as the relay binds them unless
+	// told an address (an IPv6 channel's entry in the table holds no
+	// address of the relay's own).
+	relayIP := netip.IPv4Unspecified()
+	if clientIP.Is6() {
+		relayIP = netip.IPv6Unspecified()
+	}
+	raw := rawUDPSocket(b, client, clientIP, listenAP.Addr())
+	// Neighbours resolved both ways, as in real life.
+	greet(b, listener, client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)))
+	greet(b, relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)), sink)
+	for i := range n {
+		c := fastpath.Channel{
+			Client: netip.AddrPortFrom(clientIP, uint16(30000+i)), Listener: listenAP, Number: 0x4001,
+			Peer: addr(sink), Relay: netip.AddrPortFrom(relayIP, uint16(20000+i)),
+			ChannelExpires: time.Now().Add(time.Hour), PermissionExpires: time.Now().Add(time.Hour),
+		}
+		if err := o.Put(c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	go drainQuietly(sink)
+	datagrams := make([][]byte, n)
+	for i := range datagrams {
+		datagrams[i] = udpDatagram(uint16(30000+i), listenAP.Port(), channelData(0x4001, make([]byte, 100)))
+	}
+	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	netlab.Require(b, "BPF run-time statistics", err == nil)
+	defer stats.Close()
+	before, relayedBefore := kernelRunTime(b, relay), counters(b, o).ToPeer.Packets
+	b.ResetTimer()
+	sendRoundRobin(b, raw, datagrams, perCall)
+	b.StopTimer()
+	time.Sleep(100 * time.Millisecond)
+	relayed := counters(b, o).ToPeer.Packets - relayedBefore
+	if relayed < uint64(b.N)/2 {
+		b.Fatalf("the program relayed %d of %d datagrams", relayed, b.N)
+	}
+	b.ReportMetric(float64(kernelRunTime(b, relay)-before)/float64(relayed), "kernel-ns/pkt")
+}
+
+// sendRoundRobin sends b.N of datagrams, in turn, through raw, perCall to
+// a system call (sendmmsg).
+func sendRoundRobin(b *testing.B, raw *ipv4.PacketConn, datagrams [][]byte, perCall int) {
 	msgs := make([]ipv4.Message, perCall)
 	for sent := 0; sent < b.N; {
 		k := min(perCall, b.N-sent)
 		for j := range k {
-			msgs[j] = ipv4.Message{Buffers: [][]byte{datagrams[(sent+j)%len(datagrams)]}, Addr: to}
+			msgs[j] = ipv4.Message{Buffers: [][]byte{datagrams[(sent+j)%len(datagrams)]}}
 		}
 		n, err := raw.WriteBatch(msgs[:k], 0)
 		if err != nil {
@@ -198,15 +206,34 @@ func sendRoundRobin(b *testing.B, raw *ipv4.PacketConn, dst netip.Addr, datagram
 	}
 }
 
-// rawUDPSocket is a raw IPv4 socket in ns for UDP datagrams whose header
-// the caller writes (the kernel adds the IP header).
-func rawUDPSocket(b *testing.B, ns *netlab.Namespace) *ipv4.PacketConn {
+// rawUDPSocket is a raw socket in ns, from src to dst, for UDP datagrams
+// whose header the caller writes (the kernel adds the IP header, and over
+// IPv6 the UDP checksum, which IPv6 requires). The x/net type sends on a
+// socket of either family.
+func rawUDPSocket(b *testing.B, ns *netlab.Namespace, src, dst netip.Addr) *ipv4.PacketConn {
+	family, v6 := unix.AF_INET, src.Is6()
+	if v6 {
+		family = unix.AF_INET6
+	}
 	var fd int
 	err := ns.Do(func() (err error) {
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
-		return err
+		if fd, err = unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP); err != nil {
+			return err
+		}
+		if v6 {
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_CHECKSUM, 6); err != nil {
+				return err
+			}
+		}
+		if err := unix.Bind(fd, sockaddrOf(src)); err != nil {
+			return err
+		}
+		return unix.Connect(fd, sockaddrOf(dst))
 	})
 	if err != nil {
+		if fd > 0 {
+			_ = unix.Close(fd)
+		}
 		b.Fatalf("raw socket: %v", err)
 	}
 	f := os.NewFile(uintptr(fd), "raw UDP")
@@ -217,6 +244,13 @@ func rawUDPSocket(b *testing.B, ns *netlab.Namespace) *ipv4.PacketConn {
 	}
 	b.Cleanup(func() { _ = c.Close() })
 	return ipv4.NewPacketConn(c)
+}
+
+func sockaddrOf(a netip.Addr) unix.Sockaddr {
+	if a.Is4() {
+		return &unix.SockaddrInet4{Addr: a.As4()}
+	}
+	return &unix.SockaddrInet6{Addr: a.As16()}
 }
 
 // udpDatagram is a UDP header and payload, without a checksum (allowed
