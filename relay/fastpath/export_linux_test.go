@@ -3,7 +3,6 @@
 package fastpath
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"time"
 )
@@ -33,30 +32,21 @@ func InSlotTable(o *Offload, c Channel) bool {
 	return ok && owner == k
 }
 
-// LearntListener is the listener address the program learnt for c (for a
-// listener on all addresses), from c's slot or the hash map; unspecified
-// while it has learnt none.
-func LearntListener(o *Offload, c Channel) netip.Addr {
+// LearntListener says whether the program learnt a as c's listener address
+// (for a listener on all addresses), in c's slot or the hash map. An IPv6
+// slot holds the address's tag only.
+func LearntListener(o *Offload, c Channel, a netip.Addr) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	k := chanKey(c)
-	var w [4]uint32
+	k, want := chanKey(c), addr16(a)
 	if e, ok, _ := o.chans4.lookup(k); ok {
-		w = [4]uint32{0, 0, addr16v4Prefix, e.ListenIp}
-	} else if e, ok, _ := o.chans6.lookup(k); ok {
-		w = e.Val.ListenIp.W
-	} else {
-		var v turnrelayChanVal
-		if o.objs.Channels.Lookup(&k, &v) != nil {
-			return netip.Addr{}
-		}
-		w = v.ListenIp.W
+		return [4]uint32{0, 0, addr16v4Prefix, e.ListenIp} == want.W
 	}
-	var b [16]byte
-	for i, x := range w {
-		binary.NativeEndian.PutUint32(b[4*i:], x)
+	if e, ok, _ := o.chans6.lookup(k); ok {
+		return e.ListenTag == addrTag(o.chans6.seed, want)
 	}
-	return netip.AddrFrom16(b).Unmap()
+	var v turnrelayChanVal
+	return o.objs.Channels.Lookup(&k, &v) == nil && v.ListenIp == want
 }
 
 // SetHopRefresh sets how often the generation of kept hops rises without

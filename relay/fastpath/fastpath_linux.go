@@ -29,6 +29,7 @@ const (
 	chanPeerLocal = 1
 	chanListenAny = 2
 	chanQuota     = 4
+	chanRelayAny  = 8 // chan6 only (entry6)
 
 	allocUsed        = 1
 	allocV6          = 2

@@ -121,13 +121,15 @@ func outsideItsSlot(t *testing.T, o *fastpath.Offload, e ends) fastpath.Channel 
 	return c
 }
 
-// onAllAddresses is c with its listener on all addresses of its family.
+// onAllAddresses is c with its listener and relay socket on all addresses
+// of its family, as the relay binds them unless told an address.
 func onAllAddresses(c fastpath.Channel) fastpath.Channel {
 	any := netip.IPv4Unspecified()
 	if c.Listener.Addr().Is6() {
 		any = netip.IPv6Unspecified()
 	}
 	c.Listener = netip.AddrPortFrom(any, c.Listener.Port())
+	c.Relay = netip.AddrPortFrom(any, c.Relay.Port())
 	return c
 }
 
@@ -160,8 +162,8 @@ func TestListenerOnAllAddresses(t *testing.T) {
 
 				learnt := func(when string) {
 					t.Helper()
-					if got, want := fastpath.LearntListener(o, c), addr(e.listener).Addr(); got != want {
-						t.Errorf("%s: the channel's listener address is %v, want %v", when, got, want)
+					if want := addr(e.listener).Addr(); !fastpath.LearntListener(o, c, want) {
+						t.Errorf("%s: the channel's listener address is not %v", when, want)
 					}
 				}
 				send(t, e.peer, addr(e.relay), []byte("early"))
@@ -253,10 +255,58 @@ func TestIPv4MappedIPv6IsNoIPv4Client(t *testing.T) {
 				t.Fatalf("relayed %d IPv6 datagrams from %v to %v", d.ToPeer.Packets, tc.from(c), tc.to(c))
 			}
 			if tc.listenAny {
-				if got, want := fastpath.LearntListener(o, c), addr(e.listener).Addr().Unmap(); got != want {
-					t.Errorf("the listener address learnt for the channel: %v, want the one the real client sent to, %v", got, want)
+				if want := addr(e.listener).Addr().Unmap(); !fastpath.LearntListener(o, c, want) {
+					t.Errorf("the listener address learnt for the channel is not the one the real client sent to, %v", want)
 				}
 			}
+		})
+	}
+}
+
+// An IPv6 channel's entry in the table keeps a tag of its listener's
+// address, not the address: the program relays a client's ChannelData
+// only when the tag of the datagram's destination matches (or, on a
+// listener on all addresses, learns it). A datagram from the client's
+// address and port to another address, or to the unspecified address
+// (which matches a channel that has learnt nothing), must pass on
+// untouched.
+func TestIPv6ChannelOnlyForItsListenerAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		listenAny bool
+		to        string
+	}{
+		{"listener on ::1/another address", false, "fd00::1"},
+		{"listener on ::1/the unspecified address", false, "::"},
+		{"listener on all addresses, nothing learnt/the unspecified address", true, "::"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := netlab.New(t).Namespace("relay")
+			o := loadIn(t, ns, "lo")
+			e := loopbackEnds6(t, ns)
+			c := e.channel(0x4001, true)
+			if tc.listenAny {
+				c = onAllAddresses(c)
+			}
+			if err := o.Put(c); err != nil {
+				t.Fatal(err)
+			}
+			if !fastpath.InSlotTable(o, c) {
+				t.Fatal("the channel went into the hash map; want the table")
+			}
+			before := counters(t, o)
+			to := netip.AddrPortFrom(netip.MustParseAddr(tc.to), c.Listener.Port())
+			frame := udp6Frame(c.Client, to, channelData(c.Number, []byte("elsewhere")))
+			if err := ns.Do(func() error { return sendFrame(1, unix.ETH_P_IPV6, frame) }); err != nil {
+				t.Fatal(err)
+			}
+			expectNothing(t, e.peer, e.listener, e.relay)
+			if d := counters(t, o).Sub(before); d.ToPeer.Packets != 0 {
+				t.Fatalf("relayed %d datagrams from %v to %v", d.ToPeer.Packets, c.Client, to)
+			}
+			// The real client's datagram is relayed: the channel works.
+			send(t, e.client, addr(e.listener), channelData(c.Number, []byte("real")))
+			expect(t, e.peer, addr(e.relay), []byte("real"))
 		})
 	}
 }

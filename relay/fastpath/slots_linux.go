@@ -15,7 +15,7 @@ import (
 // CHAN6_SLOTS).
 const (
 	chan4Slots = 65536
-	chan6Slots = 32768
+	chan6Slots = 65536
 )
 
 // slotHash is the program's slot_mix and slot_end over the words of an
@@ -46,10 +46,16 @@ type slotEntry[E any] interface {
 	withListenIPOf(other E) E
 }
 
+// slotEntryOf makes the table entry of a channel's key and value, and
+// says whether the table can hold it.
+type slotEntryOf[E any] func(turnrelayChanKey, turnrelayChanVal) (E, bool)
+
 // slotTable is the relay's side of a table of channels of one family: a
 // channel can only be in the slot its key hashes to, so the program reads
 // one entry to find it. A channel whose slot another channel has goes to
-// the hash map instead. Its methods run under Offload.mu.
+// the hash map instead, as does a channel the table cannot hold (an IPv6
+// one whose relay socket is on an address of its own: entry6). Its methods
+// run under Offload.mu.
 //
 // The program reads a slot while it is written, so every write keeps what
 // it can see consistent. A slot's channel number is 0 while it is free,
@@ -71,7 +77,7 @@ type slotTable[E slotEntry[E]] struct {
 	v6      bool
 	slots   uint32 // a power of two
 	entries slotStore
-	entry   func(turnrelayChanKey, turnrelayChanVal) E
+	entry   slotEntryOf[E]
 	now     func() time.Time
 	// owner is the channel in each taken slot.
 	owner map[uint32]turnrelayChanKey
@@ -92,10 +98,11 @@ type slotStore interface {
 }
 
 func newSlotTables(seed uint32, chans4, chans6 *ebpf.Map) (*slotTable[turnrelayChan4], *slotTable[turnrelayChan6]) {
+	entry6 := func(k turnrelayChanKey, v turnrelayChanVal) (turnrelayChan6, bool) { return entry6(seed, k, v) }
 	return newSlotTable(seed, false, chan4Slots, chans4, entry4), newSlotTable(seed, true, chan6Slots, chans6, entry6)
 }
 
-func newSlotTable[E slotEntry[E]](seed uint32, v6 bool, slots uint32, entries slotStore, entry func(turnrelayChanKey, turnrelayChanVal) E) *slotTable[E] {
+func newSlotTable[E slotEntry[E]](seed uint32, v6 bool, slots uint32, entries slotStore, entry slotEntryOf[E]) *slotTable[E] {
 	return &slotTable[E]{seed: seed, v6: v6, slots: slots, entries: entries, entry: entry, now: time.Now,
 		owner: map[uint32]turnrelayChanKey{}, freed: map[uint32]time.Time{}}
 }
@@ -135,12 +142,12 @@ func is4(k turnrelayChanKey) bool {
 var addr16v4Prefix = addr16(netip.MustParseAddr("::ffff:192.0.2.1")).W[2]
 
 // put writes k's channel, of the table's family, into its slot and says
-// whether it did: false when its slot holds another channel or rests, or
-// its values other than the expiry changed (then it belongs in the hash
-// map). A learnt listener address is kept.
+// whether it did: false when the table cannot hold it, its slot holds
+// another channel or rests, or its values other than the expiry changed
+// (then it belongs in the hash map). A learnt listener address is kept.
 func (t *slotTable[E]) put(k turnrelayChanKey, v turnrelayChanVal) (bool, error) {
 	slot := t.slot(k)
-	e := t.entry(k, v)
+	e, fits := t.entry(k, v)
 	owner, taken := t.owner[slot]
 	switch {
 	case taken && owner != k:
@@ -153,14 +160,14 @@ func (t *slotTable[E]) put(k turnrelayChanKey, v turnrelayChanVal) (bool, error)
 		if v.Flags&chanListenAny != 0 {
 			e = e.withListenIPOf(old)
 		}
-		if old.withLearntFrom(e) == e {
+		if fits && old.withLearntFrom(e) == e {
 			return true, t.write(slot, e) // only the expiry changes: in place
 		}
 		if err := t.moveOut(slot, old); err != nil {
 			return true, err
 		}
 		return false, nil
-	case t.resting(slot):
+	case !fits || t.resting(slot):
 		return false, nil
 	}
 	if err := t.write(slot, e.withNumber(0)); err != nil {
@@ -222,7 +229,7 @@ func (t *slotTable[E]) lookup(k turnrelayChanKey) (E, bool, error) {
 }
 
 // entry4 is k and v as an entry of the IPv4 table: 4-byte addresses.
-func entry4(k turnrelayChanKey, v turnrelayChanVal) turnrelayChan4 {
+func entry4(k turnrelayChanKey, v turnrelayChanVal) (turnrelayChan4, bool) {
 	return turnrelayChan4{
 		ClientIp: k.ClientIp.W[3], ClientPort: k.ClientPort, ListenPort: k.ListenPort, Channel: k.Channel,
 		Flags:  v.Flags,
@@ -230,24 +237,57 @@ func entry4(k turnrelayChanKey, v turnrelayChanVal) turnrelayChan4 {
 		PeerPort: v.PeerPort, RelayPort: v.RelayPort,
 		LocalPortMin: v.LocalPortMin, LocalPortMax: v.LocalPortMax,
 		ExpiresNs: v.ExpiresNs,
-	}
+	}, true
 }
 
-// entry6 is k and v as an entry of the IPv6 table.
-func entry6(k turnrelayChanKey, v turnrelayChanVal) turnrelayChan6 {
-	return turnrelayChan6{Key: k, Val: v}
+// entry6 is k and v as an entry of the IPv6 table, which holds none of
+// this host's addresses (turnrelay.c's struct chan6): only a channel whose
+// relay socket is on all addresses or on the listener's fits. Of the
+// listener's address it keeps the tag; 0 until the program learns the
+// address, on a listener on all addresses.
+func entry6(seed uint32, k turnrelayChanKey, v turnrelayChanVal) (turnrelayChan6, bool) {
+	e := turnrelayChan6{
+		ClientIp: k.ClientIp, ClientPort: k.ClientPort, ListenPort: k.ListenPort, Channel: k.Channel,
+		Flags:  v.Flags,
+		PeerIp: v.PeerIp, PeerPort: v.PeerPort, RelayPort: v.RelayPort,
+		LocalPortMin: v.LocalPortMin, LocalPortMax: v.LocalPortMax,
+		ExpiresNs: v.ExpiresNs,
+	}
+	switch {
+	case v.RelayIp == turnrelayAddr{}:
+		e.Flags |= chanRelayAny
+	case v.RelayIp != v.ListenIp:
+		return e, false
+	}
+	if v.Flags&chanListenAny == 0 {
+		e.ListenTag = addrTag(seed, v.ListenIp)
+	}
+	return e, true
+}
+
+// addrTag is the program's addr_tag.
+func addrTag(seed uint32, a turnrelayAddr) uint64 {
+	x := (uint64(a.W[0])<<32 | uint64(a.W[1])) ^ uint64(seed)
+	x *= 0x9e3779b97f4a7c15
+	x ^= x >> 32
+	x ^= uint64(a.W[2])<<32 | uint64(a.W[3])
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 29
+	return x | 1
 }
 
 func (e turnrelayChan4) key() turnrelayChanKey {
 	return turnrelayChanKey{ClientIp: turnrelayAddr{W: [4]uint32{0, 0, addr16v4Prefix, e.ClientIp}}, ClientPort: e.ClientPort, ListenPort: e.ListenPort, Channel: e.Channel}
 }
-func (e turnrelayChan6) key() turnrelayChanKey { return e.Key }
+func (e turnrelayChan6) key() turnrelayChanKey {
+	return turnrelayChanKey{ClientIp: e.ClientIp, ClientPort: e.ClientPort, ListenPort: e.ListenPort, Channel: e.Channel}
+}
 
 func (e turnrelayChan4) number() uint16 { return e.Channel }
-func (e turnrelayChan6) number() uint16 { return e.Key.Channel }
+func (e turnrelayChan6) number() uint16 { return e.Channel }
 
 func (e turnrelayChan4) withNumber(n uint16) turnrelayChan4 { e.Channel = n; return e }
-func (e turnrelayChan6) withNumber(n uint16) turnrelayChan6 { e.Key.Channel = n; return e }
+func (e turnrelayChan6) withNumber(n uint16) turnrelayChan6 { e.Channel = n; return e }
 
 func (e turnrelayChan4) withListenIPOf(o turnrelayChan4) turnrelayChan4 {
 	e.ListenIp = o.ListenIp
@@ -255,7 +295,7 @@ func (e turnrelayChan4) withListenIPOf(o turnrelayChan4) turnrelayChan4 {
 }
 
 func (e turnrelayChan6) withListenIPOf(o turnrelayChan6) turnrelayChan6 {
-	e.Val.ListenIp = o.Val.ListenIp
+	e.ListenTag = o.ListenTag
 	return e
 }
 
@@ -265,6 +305,6 @@ func (e turnrelayChan4) withLearntFrom(o turnrelayChan4) turnrelayChan4 {
 }
 
 func (e turnrelayChan6) withLearntFrom(o turnrelayChan6) turnrelayChan6 {
-	e.Val.ExpiresNs = o.Val.ExpiresNs
+	e.ExpiresNs = o.ExpiresNs
 	return e.withListenIPOf(o)
 }

@@ -17,18 +17,21 @@ import (
 // slot, else the hash map), in one place only and with its latest value, a
 // deleted one nowhere, and no slot holds a channel that is not there. Half
 // the channels share their slot with another, and some change their peer
-// (which moves them out of their slot and in again). Every write to a
-// table is checked for what a datagram racing it could see.
+// (which moves them out of their slot and in again). A fifth have their
+// relay socket on an address of its own, which keeps IPv6 ones out of the
+// table. Every write to a table is checked for what a datagram racing it
+// could see.
 func TestSlotTablesConsistent(t *testing.T) {
 	for _, family := range []struct {
 		name                string
 		client, peer, relay string
+		otherRelay          string // the relay address of a fifth of the channels
 		check               func(*testing.T, *Offload, []Channel, map[int]Channel)
 	}{
-		{"IPv4", "10.0.0.2", "10.0.1.2", "10.0.1.1", func(t *testing.T, o *Offload, pool []Channel, live map[int]Channel) {
+		{"IPv4", "10.0.0.2", "10.0.1.2", "10.0.1.1", "10.0.1.3", func(t *testing.T, o *Offload, pool []Channel, live map[int]Channel) {
 			checkSlotTable(t, o, o.chans4, pool, live)
 		}},
-		{"IPv6", "fd00::2", "fd00:1::2", "fd00:1::1", func(t *testing.T, o *Offload, pool []Channel, live map[int]Channel) {
+		{"IPv6", "fd00::2", "fd00:1::2", "::", "fd00:1::1", func(t *testing.T, o *Offload, pool []Channel, live map[int]Channel) {
 			checkSlotTable(t, o, o.chans6, pool, live)
 		}},
 	} {
@@ -47,6 +50,9 @@ func TestSlotTablesConsistent(t *testing.T) {
 				base.Listener = netip.AddrPortFrom(netip.IPv4Unspecified(), 3478)
 			}
 			pool := crowdedChannels(o, base, 600)
+			for i := 4; i < len(pool); i += 5 {
+				pool[i].Relay = netip.AddrPortFrom(netip.MustParseAddr(family.otherRelay), pool[i].Relay.Port())
+			}
 			rng := rand.New(rand.NewPCG(1, 2))
 			live := map[int]Channel{}
 			for step := range 4000 {
@@ -169,7 +175,7 @@ func checkSlotTable[E slotEntry[E]](t *testing.T, o *Offload, tab *slotTable[E],
 			_, v := channelEntry(w)
 			expires := hv.ExpiresNs
 			if inTable {
-				if want := tab.entry(k, v); e.withLearntFrom(want) != want {
+				if want, _ := tab.entry(k, v); e.withLearntFrom(want) != want {
 					t.Errorf("%v channel %#x: entry %+v, want %+v", c.Client, c.Number, e, want)
 				}
 				expires = expiresOf(e)
@@ -196,7 +202,7 @@ func expiresOf(e any) uint64 {
 	case turnrelayChan4:
 		return e.ExpiresNs
 	case turnrelayChan6:
-		return e.Val.ExpiresNs
+		return e.ExpiresNs
 	}
 	panic("not an entry")
 }
@@ -335,4 +341,47 @@ func loadOnLo(t *testing.T) *Offload {
 	}
 	t.Cleanup(func() { _ = o.Close() })
 	return o
+}
+
+// An IPv6 channel's entry holds none of the relay host's addresses, so the
+// table takes one only when its relayed datagrams leave from the address
+// the client sent to: its relay socket on all addresses or on the
+// listener's. Any other goes to the hash map.
+func TestSlotTableIPv6HoldsNoAddressOfItsOwn(t *testing.T) {
+	o := loadOnLo(t)
+	base := Channel{
+		Client:   netip.MustParseAddrPort("[fd00::2]:1"),
+		Listener: netip.MustParseAddrPort("[fd00::1]:3478"), Number: 0x4001,
+		Peer:           netip.MustParseAddrPort("[fd00:1::2]:9"),
+		ChannelExpires: time.Now().Add(time.Hour), PermissionExpires: time.Now().Add(time.Hour),
+	}
+	for i, tc := range []struct {
+		relay, listener string
+		inTable         bool
+	}{
+		{"::", "fd00::1", true},
+		{"fd00::1", "fd00::1", true},
+		{"::", "::", true},
+		{"fd00:1::1", "fd00::1", false},
+		{"fd00:1::1", "::", false},
+	} {
+		c := base
+		c.Client = netip.AddrPortFrom(c.Client.Addr(), uint16(1+i))
+		c.Relay = netip.AddrPortFrom(netip.MustParseAddr(tc.relay), uint16(10000+i))
+		c.Listener = netip.AddrPortFrom(netip.MustParseAddr(tc.listener), 3478)
+		if err := o.Put(c); err != nil {
+			t.Fatal(err)
+		}
+		var v turnrelayChanVal
+		k := chanKey(c)
+		_, inTable, err := o.chans6.lookup(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inHash := o.objs.Channels.Lookup(&k, &v) == nil
+		if inTable != tc.inTable || inHash == tc.inTable {
+			t.Errorf("relay socket on %s, listener on %s: in the table %v, in the hash map %v; want the table %v",
+				tc.relay, tc.listener, inTable, inHash, tc.inTable)
+		}
+	}
 }

@@ -23,11 +23,12 @@
 //
 // Map layout: the client side is keyed by what a ChannelData datagram
 // carries, and the value holds all the client-to-peer direction needs. A
-// channel lives in a table of entries of one cache line (IPv4) or an
-// aligned pair (IPv6), in the one slot its key hashes to: one read per
-// datagram, where a hash map reads a bucket and then an element over
-// several lines. A channel whose slot another channel has is in a hash map
-// instead, which the program reads when the slot holds another key. The
+// channel lives in a table of entries of one cache line, in the one slot
+// its key hashes to: one read per datagram, where a hash map reads a
+// bucket and then an element over several lines. A channel whose slot
+// another channel has is in a hash map instead, which the program reads
+// when the slot holds another key (and so is an IPv6 channel whose relay
+// socket is on an address of its own; see struct chan6). The
 // peer side is an array indexed by the relay
 // port, one entry per allocation with a few peer slots inline: a datagram
 // to a relay socket costs one array access and no hashing. Bandwidth
@@ -77,6 +78,7 @@ struct chan_key {
 #define CHAN_PEER_LOCAL 1 // the peer is an address of this host
 #define CHAN_LISTEN_ANY 2 // the listener binds all addresses: learn the one the client uses
 #define CHAN_QUOTA 4      // the allocation has a bandwidth bucket
+#define CHAN_RELAY_ANY 8  // chan6 only: the relay socket binds all addresses
 
 // Everything the client-to-peer direction needs, so that it reads no
 // other map (but the bucket when there is a quota).
@@ -121,20 +123,36 @@ struct chan4 {
 
 _Static_assert(sizeof(struct chan4) == 64, "a chan4 is one cache line");
 
-// An IPv6 channel in the table of IPv6 channels: key and value in two
-// cache lines (an aligned pair). key.channel 0: a free entry.
+// An IPv6 channel in the table of IPv6 channels: key and value in one
+// cache line. Three IPv6 addresses of its own would not fit, so it holds
+// none of this host's: the table takes only a channel whose relay socket
+// binds all addresses (CHAN_RELAY_ANY) or the listener's address, the two
+// ways the relay binds, and then the relayed datagram leaves from the
+// address the client sent to. listen_tag says whether that is the
+// listener's address (or, on a listener on all addresses, the one last
+// learnt): addr_tag of it, 0 while none is learnt. Any other channel is in
+// the hash map.
 struct chan6 {
-	struct chan_key key;
-	struct chan_val val;
-	__u64 pad[4];
+	struct addr client_ip;
+	__be16 client_port;
+	__be16 listen_port;
+	__u16 channel; // host byte order; 0: a free entry
+	__u16 flags;   // as chan_val's, and CHAN_RELAY_ANY
+	struct addr peer_ip;
+	__be16 peer_port;
+	__be16 relay_port;
+	__u16 local_port_min;
+	__u16 local_port_max;
+	__u64 listen_tag;
+	__u64 expires_ns;
 };
 
-_Static_assert(sizeof(struct chan6) == 128, "a chan6 is two cache lines");
+_Static_assert(sizeof(struct chan6) == 64, "a chan6 is one cache line");
 
 // The tables of channels: a channel in the slot slot_hash picks, 4 MiB
 // each. Powers of two.
 #define CHAN4_SLOTS 65536
-#define CHAN6_SLOTS 32768
+#define CHAN6_SLOTS 65536
 
 // A peer of an allocation with a bound channel, seen from the peer side.
 struct peer_slot {
@@ -320,9 +338,25 @@ static __always_inline struct chan4 *lookup4(__be32 client_ip, __be16 client_por
 	return e;
 }
 
-// lookup6 returns the value of an IPv6 channel in its table, or NULL (then
-// it may be in the hash map).
-static __always_inline struct chan_val *lookup6(const struct chan_key *k)
+// addr_tag is a 64-bit hash of an address of this host, keyed by the seed,
+// never 0: what an IPv6 channel's entry keeps of its listener's address.
+// The relay computes the same (addrTag). Two of the host's addresses
+// share a tag with a chance of about 2^-64.
+static __always_inline __u64 addr_tag(const struct addr *a)
+{
+	__u64 x = ((__u64)a->w[0] << 32 | a->w[1]) ^ slot_seed;
+
+	x *= 0x9e3779b97f4a7c15ULL;
+	x ^= x >> 32;
+	x ^= (__u64)a->w[2] << 32 | a->w[3];
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 29;
+	return x | 1;
+}
+
+// lookup6 returns the table's entry of an IPv6 channel, or NULL (then it
+// may be in the hash map).
+static __always_inline struct chan6 *lookup6(const struct chan_key *k)
 {
 	__u32 h = slot_seed, slot;
 	struct chan6 *e;
@@ -333,10 +367,10 @@ static __always_inline struct chan_val *lookup6(const struct chan_key *k)
 	h = slot_mix(slot_mix(h, (__u32)k->client_port | (__u32)k->listen_port << 16), k->channel);
 	slot = slot_end(h) & (CHAN6_SLOTS - 1);
 	e = bpf_map_lookup_elem(&chans6, &slot);
-	if (!e || !addr_eq(&e->key.client_ip, &k->client_ip) || e->key.client_port != k->client_port ||
-	    e->key.listen_port != k->listen_port || e->key.channel != k->channel)
+	if (!e || !addr_eq(&e->client_ip, &k->client_ip) || e->client_port != k->client_port ||
+	    e->listen_port != k->listen_port || e->channel != k->channel)
 		return 0;
-	return &e->val;
+	return e;
 }
 
 static __always_inline void addr4(struct addr *a, __be32 ip)
@@ -355,6 +389,25 @@ static __always_inline void chan_from4(struct chan_val *v, const struct chan4 *e
 	v->peer_port = e->peer_port;
 	v->relay_port = e->relay_port;
 	v->flags = e->flags;
+	v->local_port_min = e->local_port_min;
+	v->local_port_max = e->local_port_max;
+	v->expires_ns = e->expires_ns;
+}
+
+// chan_from6 gives an entry of the IPv6 table as the hash map's value, for
+// a datagram to daddr whose tag is daddr_tag. The listener's address is
+// daddr when the tag says so, else left zero, which no datagram is sent to.
+static __always_inline void chan_from6(struct chan_val *v, const struct chan6 *e, const struct addr *daddr, __u64 daddr_tag)
+{
+	__builtin_memset(v, 0, sizeof(*v));
+	v->peer_ip = e->peer_ip;
+	if (e->listen_tag == daddr_tag)
+		v->listen_ip = *daddr;
+	if (!(e->flags & CHAN_RELAY_ANY))
+		v->relay_ip = v->listen_ip; // the listener's address (a channel on another is not in the table)
+	v->peer_port = e->peer_port;
+	v->relay_port = e->relay_port;
+	v->flags = e->flags & ~CHAN_RELAY_ANY;
 	v->local_port_min = e->local_port_min;
 	v->local_port_max = e->local_port_max;
 	v->expires_ns = e->expires_ns;
@@ -821,9 +874,10 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 	struct chan_key key = {};
 	struct chan_val val, *ch = &val, *hashed = 0;
 	struct chan4 *e4 = 0;
+	struct chan6 *e6 = 0;
 	struct addr saddr, daddr;
 	__u16 data_len, channel, udp_len = p->udp_len, peer_port;
-	__u64 now;
+	__u64 now, daddr_tag = 0;
 	enum route route;
 	__u32 ifindex = 0;
 
@@ -840,15 +894,17 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 	key.client_port = p->udp->source;
 	key.listen_port = p->udp->dest;
 	key.channel = channel;
-	if (!v6)
+	if (v6)
+		e6 = lookup6(&key);
+	else
 		e4 = lookup4(p->saddr.w[3], key.client_port, key.listen_port, channel);
 	if (e4) {
 		chan_from4(&val, e4);
+	} else if (e6) {
+		daddr_tag = addr_tag(&p->daddr);
+		chan_from6(&val, e6, &p->daddr, daddr_tag);
 	} else {
-		if (v6)
-			hashed = lookup6(&key);
-		if (!hashed)
-			hashed = bpf_map_lookup_elem(&channels, &key);
+		hashed = bpf_map_lookup_elem(&channels, &key);
 		if (!hashed)
 			return TC_ACT_UNSPEC;
 		val = *hashed;
@@ -868,6 +924,8 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, const int v6, s
 		ch->listen_ip = p->daddr;
 		if (e4)
 			e4->listen_ip = p->daddr.w[3];
+		else if (e6)
+			e6->listen_tag = daddr_tag;
 		else if (hashed)
 			hashed->listen_ip = p->daddr;
 	}
@@ -1083,6 +1141,10 @@ static __always_inline int relay6(struct __sk_buff *skb)
 	// datagram must not pass for the IPv4 client's. The kernel's IPv6
 	// input, which runs after this program, drops a mapped source.
 	if (addr_v4mapped(&p.saddr) || addr_v4mapped(&p.daddr))
+		return TC_ACT_UNSPEC;
+	// Nor does the unspecified address, which a channel on a listener on
+	// all addresses holds until it learns the one its client sends to.
+	if (addr_zero(&p.daddr))
 		return TC_ACT_UNSPEC;
 	p.udp = udp;
 	p.eth = data;

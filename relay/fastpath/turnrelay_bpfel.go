@@ -62,10 +62,19 @@ type turnrelayChan4 struct {
 }
 
 type turnrelayChan6 struct {
-	_   structs.HostLayout
-	Key turnrelayChanKey
-	Val turnrelayChanVal
-	Pad [4]uint64
+	_            structs.HostLayout
+	ClientIp     turnrelayAddr
+	ClientPort   uint16
+	ListenPort   uint16
+	Channel      uint16
+	Flags        uint16
+	PeerIp       turnrelayAddr
+	PeerPort     uint16
+	RelayPort    uint16
+	LocalPortMin uint16
+	LocalPortMax uint16
+	ListenTag    uint64
+	ExpiresNs    uint64
 }
 
 type turnrelayChanKey struct {
