@@ -126,12 +126,12 @@ _Static_assert(sizeof(struct chan4) == 64, "a chan4 is one cache line");
 // An IPv6 channel in the table of IPv6 channels: key and value in one
 // cache line. Three IPv6 addresses of its own would not fit, so it holds
 // none of this host's: the table takes only a channel whose relay socket
-// binds all addresses (CHAN_RELAY_ANY) or the listener's address, the two
-// ways the relay binds, and then the relayed datagram leaves from the
-// address the client sent to. listen_tag says whether that is the
-// listener's address (or, on a listener on all addresses, the one last
-// learnt): addr_tag of it, 0 while none is learnt. Any other channel is in
-// the hash map.
+// binds all addresses (CHAN_RELAY_ANY) or the listener's address (as the
+// relay binds both, unless it has several bind addresses of one family),
+// and then the relayed datagram leaves from the address the client sent
+// to. listen_tag says whether that is the listener's address (or, on a
+// listener on all addresses, the one last learnt): addr_tag of it, 0
+// while none is learnt. Any other channel is in the hash map.
 struct chan6 {
 	struct addr client_ip;
 	__be16 client_port;
