@@ -6,8 +6,8 @@
 # share of each function it calls and of its own instructions, and those
 # instructions by source line (hack/bpflines).
 #
-#   hack/profile-fastpath.sh                            # KernelChannels/100: forwarding, with a route lookup
-#   hack/profile-fastpath.sh 'KernelChannels/10000$'    # round-robin over 10,000 channels
+#   hack/profile-fastpath.sh                                 # KernelChannels/IPv4/100: forwarding, with a route lookup
+#   hack/profile-fastpath.sh 'KernelChannels/IPv6/10000$'    # round-robin over 10,000 IPv6 channels
 #   BENCHTIME=1000000x hack/profile-fastpath.sh 'Kernel/IPv6/forward$'
 #
 # As root; needs perf (Debian package linux-perf). Without hardware
@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bench=${1:-'KernelChannels/100$'}
+bench=${1:-'KernelChannels/IPv4/100$'}
 benchtime=${BENCHTIME:-3000000x}
 warmup=${WARMUP:-10} # seconds: setting up 10,000 channels takes a few
 seconds=${SECONDS_PROFILED:-8}
