@@ -148,13 +148,11 @@ func benchmarkChannels(b *testing.B, f family, n, perCall int) {
 	listener := relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478))
 	sink := peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0))
 	clientIP, listenAP := netip.MustParseAddr(f.clientNet+"2"), addr(listener)
-	// The relay sockets on all addresses, as the relay binds them unless
-	// told an address (an IPv6 channel's entry in the table holds no
-	// address of the relay's own).
-	relayIP := netip.IPv4Unspecified()
-	if clientIP.Is6() {
-		relayIP = netip.IPv6Unspecified()
-	}
+	// The relay sockets on the listener's address, as a relay with one bind
+	// address binds them (an IPv6 channel's entry in the table holds no
+	// address of the relay's own, so one on another address would be in
+	// the hash map).
+	relayIP := listenAP.Addr()
 	raw := rawUDPSocket(b, client, clientIP, listenAP.Addr())
 	// Neighbours resolved both ways, as in real life.
 	greet(b, listener, client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)))

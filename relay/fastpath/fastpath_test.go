@@ -344,34 +344,50 @@ func forwardEnds(t testing.TB, f family, client, relay, peer *netlab.Namespace) 
 }
 
 // TestForwardsBetweenHosts relays between a client and a peer on other
-// hosts, over IPv4 and IPv6 (where the UDP checksum is mandatory).
+// hosts, over IPv4 and IPv6 (where the UDP checksum is mandatory), with
+// the relay socket on an address of its own (an IPv6 channel then in the
+// hash map) and on the listener's (in the table).
 func TestForwardsBetweenHosts(t *testing.T) {
 	for _, f := range families {
-		t.Run(f.name, func(t *testing.T) {
-			client, relay, peer, o := hosts(t, f)
-			e := forwardEnds(t, f, client, relay, peer)
-			if err := o.Put(e.channel(0x4abc, false)); err != nil {
-				t.Fatal(err)
+		for _, onListener := range []bool{false, true} {
+			name := f.name + "/relay on an address of its own"
+			if onListener {
+				name = f.name + "/relay on the listener's address"
 			}
-
-			for i := range 20 {
-				up := []byte(strings.Repeat("u", 1+i*61)) // odd and even lengths
-				send(t, e.client, addr(e.listener), channelData(0x4abc, up))
-				expect(t, e.peer, addr(e.relay), up)
-				down := []byte(strings.Repeat("d", 1+i*67))
-				send(t, e.peer, addr(e.relay), down)
-				expect(t, e.client, addr(e.listener), channelData(0x4abc, down))
-			}
-			expectNothing(t, e.listener, e.relay)
-			if c := counters(t, o); c.ToPeer.Packets != 20 || c.FromPeer.Packets != 20 {
-				t.Errorf("counters = %+v, want 20 datagrams each way through the kernel", c)
-			}
-			for _, ns := range []*netlab.Namespace{client, peer} {
-				if n := udpInCsumErrors(t, ns, f); n != 0 {
-					t.Errorf("%s: %d UDP checksum errors", ns.Name, n)
+			t.Run(name, func(t *testing.T) {
+				client, relay, peer, o := hosts(t, f)
+				e := forwardEnds(t, f, client, relay, peer)
+				if onListener {
+					e.relay = relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 0))
+					greet(t, e.relay, e.peer)
 				}
-			}
-		})
+				c := e.channel(0x4abc, false)
+				if err := o.Put(c); err != nil {
+					t.Fatal(err)
+				}
+				if want := onListener || f.name == "IPv4"; fastpath.InSlotTable(o, c) != want {
+					t.Errorf("in the table: %v, want %v", !want, want)
+				}
+
+				for i := range 20 {
+					up := []byte(strings.Repeat("u", 1+i*61)) // odd and even lengths
+					send(t, e.client, addr(e.listener), channelData(0x4abc, up))
+					expect(t, e.peer, addr(e.relay), up)
+					down := []byte(strings.Repeat("d", 1+i*67))
+					send(t, e.peer, addr(e.relay), down)
+					expect(t, e.client, addr(e.listener), channelData(0x4abc, down))
+				}
+				expectNothing(t, e.listener, e.relay)
+				if c := counters(t, o); c.ToPeer.Packets != 20 || c.FromPeer.Packets != 20 {
+					t.Errorf("counters = %+v, want 20 datagrams each way through the kernel", c)
+				}
+				for _, ns := range []*netlab.Namespace{client, peer} {
+					if n := udpInCsumErrors(t, ns, f); n != 0 {
+						t.Errorf("%s: %d UDP checksum errors", ns.Name, n)
+					}
+				}
+			})
+		}
 	}
 }
 

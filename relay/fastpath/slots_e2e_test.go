@@ -121,16 +121,25 @@ func outsideItsSlot(t *testing.T, o *fastpath.Offload, e ends) fastpath.Channel 
 	return c
 }
 
-// onAllAddresses is c with its listener and relay socket on all addresses
-// of its family, as the relay binds them unless told an address.
+// onAllAddresses is c with its listener on all addresses of its family.
 func onAllAddresses(c fastpath.Channel) fastpath.Channel {
-	any := netip.IPv4Unspecified()
-	if c.Listener.Addr().Is6() {
-		any = netip.IPv6Unspecified()
-	}
-	c.Listener = netip.AddrPortFrom(any, c.Listener.Port())
-	c.Relay = netip.AddrPortFrom(any, c.Relay.Port())
+	c.Listener = netip.AddrPortFrom(unspecified(c.Listener.Addr()), c.Listener.Port())
 	return c
+}
+
+// relayOnAllAddresses is c with its relay socket on all addresses of its
+// family, as the relay binds it (and its listeners) unless told an
+// address: then an IPv6 channel fits in the table.
+func relayOnAllAddresses(c fastpath.Channel) fastpath.Channel {
+	c.Relay = netip.AddrPortFrom(unspecified(c.Relay.Addr()), c.Relay.Port())
+	return c
+}
+
+func unspecified(of netip.Addr) netip.Addr {
+	if of.Is4() {
+		return netip.IPv4Unspecified()
+	}
+	return netip.IPv6Unspecified()
 }
 
 // A channel of a listener on all addresses: the program learns the address
@@ -151,6 +160,8 @@ func TestListenerOnAllAddresses(t *testing.T) {
 				c := e.channel(0x4001, true)
 				if !inSlot {
 					c = outsideItsSlot(t, o, e)
+				} else if family == "IPv6" {
+					c = relayOnAllAddresses(c)
 				}
 				c = onAllAddresses(c)
 				if err := o.Put(c); err != nil {
@@ -286,7 +297,7 @@ func TestIPv6ChannelOnlyForItsListenerAddress(t *testing.T) {
 			e := loopbackEnds6(t, ns)
 			c := e.channel(0x4001, true)
 			if tc.listenAny {
-				c = onAllAddresses(c)
+				c = relayOnAllAddresses(onAllAddresses(c))
 			}
 			if err := o.Put(c); err != nil {
 				t.Fatal(err)

@@ -63,7 +63,8 @@ type slotEntryOf[E any] func(turnrelayChanKey, turnrelayChanVal) (E, bool)
 // the rest holds. A channel moves in with two writes: the whole entry with
 // number 0, then the same with its number. A channel moves out by writing
 // its entry with number 0. Between those, only the expiry and the learnt
-// listener address change in place: a datagram racing such a write sees
+// listener address (of an IPv6 channel, its tag: one aligned 8-byte
+// word) change in place: a datagram racing such a write sees
 // the channel, with one or the other expiry. A channel whose other values
 // change moves out, to the hash map.
 //

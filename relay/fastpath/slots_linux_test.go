@@ -175,7 +175,9 @@ func checkSlotTable[E slotEntry[E]](t *testing.T, o *Offload, tab *slotTable[E],
 			_, v := channelEntry(w)
 			expires := hv.ExpiresNs
 			if inTable {
-				if want, _ := tab.entry(k, v); e.withLearntFrom(want) != want {
+				if want, fits := tab.entry(k, v); !fits {
+					t.Errorf("%v channel %#x: in the table, which cannot hold it", c.Client, c.Number)
+				} else if e.withLearntFrom(want) != want {
 					t.Errorf("%v channel %#x: entry %+v, want %+v", c.Client, c.Number, e, want)
 				}
 				expires = expiresOf(e)
@@ -346,7 +348,8 @@ func loadOnLo(t *testing.T) *Offload {
 // An IPv6 channel's entry holds none of the relay host's addresses, so the
 // table takes one only when its relayed datagrams leave from the address
 // the client sent to: its relay socket on all addresses or on the
-// listener's. Any other goes to the hash map.
+// listener's. Any other goes to the hash map, and a channel in the table
+// moves there when its listener's address changes so.
 func TestSlotTableIPv6HoldsNoAddressOfItsOwn(t *testing.T) {
 	o := loadOnLo(t)
 	base := Channel{
@@ -382,6 +385,17 @@ func TestSlotTableIPv6HoldsNoAddressOfItsOwn(t *testing.T) {
 		if inTable != tc.inTable || inHash == tc.inTable {
 			t.Errorf("relay socket on %s, listener on %s: in the table %v, in the hash map %v; want the table %v",
 				tc.relay, tc.listener, inTable, inHash, tc.inTable)
+		}
+		if tc.relay == tc.listener {
+			c.Listener = netip.MustParseAddrPort("[fd00::3]:3478")
+			if err := o.Put(c); err != nil {
+				t.Fatal(err)
+			}
+			_, inTable, _ = o.chans6.lookup(k)
+			if inHash := o.objs.Channels.Lookup(&k, &v) == nil; inTable || !inHash || v.ListenIp != addr16(c.Listener.Addr()) {
+				t.Errorf("listener moved from %s to %s: in the table %v, in the hash map %v (listener %v)",
+					tc.listener, c.Listener.Addr(), inTable, inHash, v.ListenIp)
+			}
 		}
 	}
 }

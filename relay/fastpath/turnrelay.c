@@ -219,8 +219,7 @@ struct {
 } channels SEC(".maps");
 
 // Mmapable: then the values start on a page, so that each entry is one
-// cache line, or an aligned pair (an ordinary array's values start 16
-// bytes into one). The relay writes a slot in steps that keep what the
+// cache line (an ordinary array's values start 16 bytes into one). The relay writes a slot in steps that keep what the
 // program sees consistent (see slots_linux.go): channel 0 marks a free
 // slot.
 struct {
@@ -338,10 +337,16 @@ static __always_inline struct chan4 *lookup4(__be32 client_ip, __be16 client_por
 	return e;
 }
 
-// addr_tag is a 64-bit hash of an address of this host, keyed by the seed,
-// never 0: what an IPv6 channel's entry keeps of its listener's address.
-// The relay computes the same (addrTag). Two of the host's addresses
-// share a tag with a chance of about 2^-64.
+// addr_tag is a 64-bit hash of an address, keyed by the seed, never 0:
+// what an IPv6 channel's entry keeps of its listener's address. The relay
+// computes the same (addrTag). Two of the host's addresses share a tag
+// with a chance of about 2^-63. It is no cryptographic hash, and a
+// datagram at TC ingress may carry any destination: a sender who knew the
+// seed (readable by root only) and spoofed a client's address and port
+// could find a destination that passes for its listener's, and have the
+// channel relay from that address. A channel on a listener on all
+// addresses learns any destination the client's address and port send to
+// anyway, as the userspace relay answers from it.
 static __always_inline __u64 addr_tag(const struct addr *a)
 {
 	__u64 x = ((__u64)a->w[0] << 32 | a->w[1]) ^ slot_seed;
