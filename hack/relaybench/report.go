@@ -283,7 +283,7 @@ const (
 
 func (rep *report) printKernelGoals(o options) {
 	var us, perDelivered []float64
-	var lossy []string
+	var lossy, overGoal []string
 	lossCells := 0
 	for _, n := range o.allocs {
 		for _, size := range o.sizes {
@@ -295,6 +295,9 @@ func (rep *report) printKernelGoals(o options) {
 				if n == kernelGoalAllocs && c.m.hasKernel {
 					us = append(us, c.m.kernelRelayedUS)
 					perDelivered = append(perDelivered, c.m.kernelUS)
+					if c.m.kernelRelayedUS > kernelGoalUS {
+						overGoal = append(overGoal, fmt.Sprintf("%d B %s: %.2f", size, rate, c.m.kernelRelayedUS))
+					}
 				}
 				d, okd := rep.cost(directName, n, size, rate)
 				if rate != lossGoalRate || !okd || d.m.loss > 0 {
@@ -319,8 +322,16 @@ func (rep *report) printKernelGoals(o options) {
 			// (and on whatever else crosses lo meanwhile).
 			own = fmt.Sprintf("; the statistics' own cost %.2f per run", rep.statsOwn.Seconds()*1e6)
 		}
-		fmt.Printf("%s %.2f to %.2f (median %.2f%s; per delivered packet %.2f to %.2f): %s\n", label,
-			us[0], us[len(us)-1], us[len(us)/2], own, perDelivered[0], perDelivered[len(perDelivered)-1], metWord(us[len(us)-1] <= kernelGoalUS))
+		// Judged both ways: each cell, and the median of the cells (as the
+		// ratio to coturn is). A cell's figure varies by about ±0.08
+		// between runs here, most in the paced cells, whose system calls
+		// carry few datagrams (see docs/performance.md).
+		every := metWord(len(overGoal) == 0)
+		if len(overGoal) > 0 {
+			every += " (" + strings.Join(overGoal, "; ") + ")"
+		}
+		fmt.Printf("%s %.2f to %.2f (median %.2f%s; per delivered packet %.2f to %.2f): every cell %s; the median of the cells %s\n", label,
+			us[0], us[len(us)-1], us[len(us)/2], own, perDelivered[0], perDelivered[len(perDelivered)-1], every, metWord(us[len(us)/2] <= kernelGoalUS))
 	}
 	label = fmt.Sprintf("  fast path (%s), 0 %% loss at %s packets/s where direct has none:", ebpfName, lossGoalRate)
 	switch {
