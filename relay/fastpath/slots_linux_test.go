@@ -358,6 +358,8 @@ func TestSlotTableIPv6HoldsNoAddressOfItsOwn(t *testing.T) {
 		Peer:           netip.MustParseAddrPort("[fd00:1::2]:9"),
 		ChannelExpires: time.Now().Add(time.Hour), PermissionExpires: time.Now().Add(time.Hour),
 	}
+	used := map[uint32]bool{} // each case on a slot of its own
+	clientPort := uint16(0)
 	for i, tc := range []struct {
 		relay, listener string
 		inTable         bool
@@ -369,7 +371,14 @@ func TestSlotTableIPv6HoldsNoAddressOfItsOwn(t *testing.T) {
 		{"fd00:1::1", "::", false},
 	} {
 		c := base
-		c.Client = netip.AddrPortFrom(c.Client.Addr(), uint16(1+i))
+		for {
+			clientPort++
+			c.Client = netip.AddrPortFrom(c.Client.Addr(), clientPort)
+			if slot := o.chans6.slot(chanKey(c)); !used[slot] {
+				used[slot] = true
+				break
+			}
+		}
 		c.Relay = netip.AddrPortFrom(netip.MustParseAddr(tc.relay), uint16(10000+i))
 		c.Listener = netip.AddrPortFrom(netip.MustParseAddr(tc.listener), 3478)
 		if err := o.Put(c); err != nil {
