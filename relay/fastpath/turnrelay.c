@@ -219,9 +219,9 @@ struct {
 } channels SEC(".maps");
 
 // Mmapable: then the values start on a page, so that each entry is one
-// cache line (an ordinary array's values start 16 bytes into one). The relay writes a slot in steps that keep what the
-// program sees consistent (see slots_linux.go): channel 0 marks a free
-// slot.
+// cache line (an ordinary array's values start 16 bytes into one). The
+// relay writes a slot in steps that keep what the program sees consistent
+// (see slots_linux.go): channel 0 marks a free slot.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, CHAN4_SLOTS);
