@@ -255,7 +255,8 @@ func send(clients []*client, raw *rawSender, size int, rate float64, deadline ti
 	}
 	start := time.Now()
 	var sent int64
-	next, inBurst := 0, 0 // the client whose datagram is next, and how many of its burst went
+	turn := roundRobin{clients: len(clients), burst: burst}
+	var senders []int
 	for time.Now().Before(deadline) {
 		k := perCall
 		if rate > 0 {
@@ -270,23 +271,18 @@ func send(clients []*client, raw *rawSender, size int, rate float64, deadline ti
 		var n int
 		var err error
 		if raw == nil {
-			k = min(k, burst-inBurst)
-			n, err = conns[next].WriteBatch(batch[:k], 0)
-			inBurst += k
+			k = min(k, turn.leftInBurst())
+			n, err = conns[turn.next].WriteBatch(batch[:k], 0)
+			turn.take(k, senders)
 		} else {
-			c, b := next, inBurst
-			for j := range k {
+			senders = turn.take(k, senders)
+			for j, c := range senders {
 				raw.message(&batch[j], clients[c], frame)
-				if b++; b == burst {
-					c, b = (c+1)%len(clients), 0
-				}
 			}
 			n, err = raw.conn.WriteBatch(batch[:k], 0)
-			next, inBurst = c, b // (past any the kernel did not take: not counted as sent)
 		}
-		if inBurst >= burst {
-			next, inBurst = (next+1)%len(clients), 0
-		}
+		// The turn moves past any datagrams the kernel did not take too;
+		// they are not counted as sent.
 		if err != nil {
 			continue // ENOBUFS and friends: the kernel is full, go on
 		}
@@ -294,6 +290,29 @@ func send(clients []*client, raw *rawSender, size int, rate float64, deadline ti
 	}
 	return sent
 }
+
+// roundRobin says which client sends each datagram: the clients in turn,
+// burst datagrams each.
+type roundRobin struct {
+	clients, burst int
+	next, inBurst  int // the client whose datagram is next, and how many of its burst went
+}
+
+// take appends to into the client of each of the next k datagrams, and
+// moves past them.
+func (r *roundRobin) take(k int, into []int) []int {
+	into = into[:0]
+	for range k {
+		into = append(into, r.next)
+		if r.inBurst++; r.inBurst == r.burst {
+			r.next, r.inBurst = (r.next+1)%r.clients, 0
+		}
+	}
+	return into
+}
+
+// leftInBurst is how many datagrams of its burst the next client has left.
+func (r *roundRobin) leftInBurst() int { return r.burst - r.inBurst }
 
 // sink counts datagrams of the current measurement arriving at the peer
 // address and records their latency.
