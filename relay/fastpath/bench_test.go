@@ -148,19 +148,18 @@ func benchmarkChannels(b *testing.B, f family, n, perCall int) {
 	listener := relay.ListenPacket(f.network, f.hostPort(f.clientNet+"1", 3478))
 	sink := peer.ListenPacket(f.network, f.hostPort(f.peerNet+"2", 0))
 	clientIP, listenAP := netip.MustParseAddr(f.clientNet+"2"), addr(listener)
-	// The relay sockets on the listener's address, as a relay with one bind
-	// address binds them (an IPv6 channel's entry in the table holds no
-	// address of the relay's own, so one on another address would be in
-	// the hash map).
-	relayIP := listenAP.Addr()
 	raw := rawUDPSocket(b, client, clientIP, listenAP.Addr())
 	// Neighbours resolved both ways, as in real life.
 	greet(b, listener, client.ListenPacket(f.network, f.hostPort(f.clientNet+"2", 0)))
 	greet(b, relay.ListenPacket(f.network, f.hostPort(f.peerNet+"1", 0)), sink)
+	// The relay sockets on the listener's address, as a relay with one bind
+	// address binds them (an IPv6 channel's entry in the table holds no
+	// address of the relay's own, so one on another address would be in
+	// the hash map).
 	for i := range n {
 		c := fastpath.Channel{
 			Client: netip.AddrPortFrom(clientIP, uint16(30000+i)), Listener: listenAP, Number: 0x4001,
-			Peer: addr(sink), Relay: netip.AddrPortFrom(relayIP, uint16(20000+i)),
+			Peer: addr(sink), Relay: netip.AddrPortFrom(listenAP.Addr(), uint16(20000+i)),
 			ChannelExpires: time.Now().Add(time.Hour), PermissionExpires: time.Now().Add(time.Hour),
 		}
 		if err := o.Put(c); err != nil {
@@ -251,8 +250,8 @@ func sockaddrOf(a netip.Addr) unix.Sockaddr {
 	return &unix.SockaddrInet6{Addr: a.As16()}
 }
 
-// udpDatagram is a UDP header and payload, without a checksum (allowed
-// over IPv4).
+// udpDatagram is a UDP header and payload, without a checksum: none over
+// IPv4 (allowed), and over IPv6 rawUDPSocket's kernel fills it in.
 func udpDatagram(src, dst uint16, payload []byte) []byte {
 	d := make([]byte, 8, 8+len(payload))
 	binary.BigEndian.PutUint16(d, src)
